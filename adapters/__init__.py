@@ -1,0 +1,1 @@
+"""Runtime drivers: threads, asyncio, trio and the command line."""

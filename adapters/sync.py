@@ -1,0 +1,383 @@
+"""``TokenManager``: the threaded driver over the core, with urllib3 underneath.
+
+The driver decides nothing. It asks the core's machine what to do, performs the effects it
+is handed, and wakes waiters. The cached path reads one immutable snapshot and compares one
+number, without a lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Any, Protocol, Self
+
+from eightyeightpay.api import ApiResponse, build_api_request, may_replay, read_api_response
+from eightyeightpay.credentials import Credentials
+from eightyeightpay.errors import (
+    EightyEightPayError,
+    ManagerClosed,
+    RequestTimeout,
+    TransportError,
+)
+from eightyeightpay.http import HttpRequest, HttpResponse, Transport
+from eightyeightpay.machine import (
+    Exchange,
+    Flight,
+    Refresh,
+    Serve,
+    ServeAndRefresh,
+    Settled,
+    Unavailable,
+    Wait,
+    transport_failure,
+)
+from eightyeightpay.plugins.memory import MemoryStore, Slot
+from eightyeightpay.plugins.registry import registry
+from eightyeightpay.policy import Policy, Rng
+from eightyeightpay.tokens import Token
+
+from .config import build_credentials, read_environment
+
+__all__ = ["Background", "ManualBackground", "ThreadBackground", "TokenManager"]
+
+log = logging.getLogger("eightyeightpay")
+
+Clock = Callable[[], float]
+
+
+class Background(Protocol):
+    """Runs refresh-ahead jobs away from the caller that triggered them."""
+
+    def submit(self, job: Callable[[], None], on_drop: Callable[[], None]) -> None:
+        """Run ``job`` later; if it will never run (closed), call ``on_drop`` instead."""
+        ...
+
+    def close(self) -> None:
+        """Stop; jobs not started are dropped, a running one is waited for."""
+        ...
+
+
+class ThreadBackground:
+    """One worker thread, started on first use and stopped by :meth:`close`."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], None], Callable[[], None]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def submit(self, job: Callable[[], None], on_drop: Callable[[], None]) -> None:
+        """Queue ``job`` for the worker thread."""
+        with self._lock:
+            if self._closed:
+                on_drop()
+                return
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="eightyeightpay-refresh", daemon=True
+                )
+                self._thread.start()
+            self._jobs.put((job, on_drop))
+
+    def _run(self) -> None:
+        while (item := self._jobs.get()) is not None:
+            job, on_drop = item
+            if self._closed:
+                on_drop()
+            else:
+                job()
+
+    def close(self) -> None:
+        """Stop the worker; queued jobs are dropped."""
+        with self._lock:
+            self._closed = True
+            thread = self._thread
+        self._jobs.put(None)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+
+class ManualBackground:
+    """Jobs wait until :meth:`run_pending` runs them: deterministic tests and simulations."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[Callable[[], None], Callable[[], None]]] = []
+        """Jobs submitted and not run yet."""
+        self._closed = False
+
+    def submit(self, job: Callable[[], None], on_drop: Callable[[], None]) -> None:
+        """Keep ``job`` until :meth:`run_pending`."""
+        if self._closed:
+            on_drop()
+        else:
+            self.pending.append((job, on_drop))
+
+    def run_pending(self) -> int:
+        """Run every pending job now; return how many ran."""
+        jobs, self.pending = self.pending, []
+        for job, _ in jobs:
+            job()
+        return len(jobs)
+
+    def close(self) -> None:
+        """Drop pending jobs."""
+        self._closed = True
+        jobs, self.pending = self.pending, []
+        for _, on_drop in jobs:
+            on_drop()
+
+
+class _Waiter:
+    """A thread waiting for one flight to settle."""
+
+    __slots__ = ("event", "settled")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.settled: Settled | None = None
+
+    def __call__(self, settled: Settled) -> None:
+        self.settled = settled
+        self.event.set()
+
+
+class TokenManager:
+    """Gets, caches and uses 88Pay access tokens from any number of threads.
+
+    ``get_token()`` returns a usable :class:`~eightyeightpay.tokens.Token`; ``request()``
+    makes an authenticated API call. One token request at most is in flight per credentials
+    in the process; a token is refreshed in the background shortly before it would stop
+    being used; 88Pay's rate limit is never broken by this process.
+    """
+
+    def __init__(
+        self,
+        api_key: str,
+        merchant_id: str,
+        *,
+        environment: str | None = None,
+        base_url: str | None = None,
+        store: str | MemoryStore = "memory",
+        policy: Policy | None = None,
+        ca_bundle: str | None = None,
+        allow_http_loopback: bool = False,
+        transport: Transport | None = None,
+        timeout: float = 30.0,
+        clock: Clock = time.monotonic,
+        background: Background | None = None,
+        rng: Rng | None = None,
+    ) -> None:
+        self.credentials: Credentials = build_credentials(
+            api_key,
+            merchant_id,
+            environment=environment,
+            base_url=base_url,
+            allow_http_loopback=allow_http_loopback,
+        )
+        """Whose tokens this manager gets (the key shows masked)."""
+        self.policy = policy or Policy()
+        """Refresh windows, limits and backoff."""
+        self.timeout = timeout
+        """Seconds an API call made by :meth:`request` may take."""
+        stores = registry()
+        chosen = stores.store(store)() if isinstance(store, str) else store
+        self._slot: Slot = chosen.slot(self.credentials, self.policy, rng or random.Random())
+        self._transport: Transport = transport or stores.transport("urllib3")(ca_bundle=ca_bundle)
+        self._clock = clock
+        self._background = background or ThreadBackground()
+        self._closed = False
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> Self:
+        """A manager configured from ``EIGHTY_EIGHT_PAY_API_KEY``, ``…_MERCHANT_ID``, ``…_BASE_URL``.
+
+        Values are trimmed of stray whitespace (a warning names the variable).
+        """
+        config = read_environment(environ)
+        if config.base_url is not None:
+            options.setdefault("base_url", config.base_url)
+        return cls(config.api_key, config.merchant_id, **options)
+
+    # ------------------------------------------------------------------ tokens
+
+    def get_token(self, *, max_wait: float = 0.0) -> Token:
+        """A usable token: from the cache when possible, else from one shared request.
+
+        When no token can be had yet (rate limit, a 429's cool-down, a failure's backoff) a
+        typed error says when one can; ``max_wait`` lets the call wait up to that many
+        seconds for it instead.
+        """
+        token = self._slot.snapshot
+        if token is not None and self._clock() < token.fresh_until:
+            return token
+        return self._get_token_slowly(max_wait)
+
+    def _get_token_slowly(self, max_wait: float) -> Token:
+        slot = self._slot
+        give_up_at = self._clock() + max_wait
+        while True:
+            if self._closed:
+                raise ManagerClosed()
+            waiter = _Waiter()
+            with slot.lock:
+                now = self._clock()
+                decision = slot.machine.decide(now)
+                if isinstance(decision, Wait):
+                    slot.listen(decision.flight, waiter)
+            match decision:
+                case Serve(token):
+                    return token
+                case ServeAndRefresh(token, flight):
+                    log.debug("token %s is stale; refreshing in the background", token.fingerprint)
+                    self._background.submit(
+                        lambda flight=flight: self._run_flight(flight),
+                        lambda flight=flight: self._drop_flight(flight),
+                    )
+                    return token
+                case Refresh(flight):
+                    settled = self._run_flight(flight)
+                case Wait(flight, until):
+                    if not waiter.event.wait(max(0.0, until - now)):
+                        with slot.lock:
+                            slot.unlisten(flight, waiter)
+                        raise RequestTimeout(
+                            self.credentials.host, self.policy.request_timeout,
+                            may_have_been_sent=True,
+                        )
+                    assert waiter.settled is not None
+                    settled = waiter.settled
+                case Unavailable(error, retry_at):
+                    if retry_at > give_up_at:
+                        raise error
+                    time.sleep(max(0.0, retry_at - now))
+                    continue
+            if settled.error is not None:
+                raise settled.error
+            if settled.token is not None and self._clock() < settled.token.usable_until:
+                return settled.token
+
+    def _run_flight(self, flight: Flight) -> Settled:
+        """Run the core's refresh protocol for ``flight`` and wake its waiters."""
+        slot = self._slot
+        host = self.credentials.host
+        steps = slot.machine.refresh(flight)
+        settled: Settled | None = None
+        try:
+            with slot.lock:
+                effect = next(steps)
+            while settled is None:
+                log.debug("token request sent to %s for %s", host, self.credentials.merchant_id)
+                try:
+                    response: HttpResponse | None = self._transport.send(
+                        effect.request, timeout=effect.timeout
+                    )
+                    error: EightyEightPayError | None = None
+                except EightyEightPayError as failure:
+                    response, error = None, failure
+                with slot.lock:
+                    try:
+                        effect = steps.send(Exchange(response, error, self._clock()))
+                    except StopIteration as stop:
+                        settled = stop.value
+        except Exception as unexpected:  # a broken transport plugin must not strand waiters
+            with slot.lock:
+                settled = slot.machine.fail(
+                    flight, transport_failure(host, type(unexpected).__name__), now=self._clock()
+                )
+        finally:
+            if settled is None:  # interrupted (KeyboardInterrupt, SystemExit): let others retry
+                with slot.lock:
+                    slot.machine.abort(flight)
+                settled = Settled(flight, None, None)
+            slot.publish(settled)
+        if settled.token is not None:
+            log.debug("new token %s obtained", settled.token.fingerprint)
+        elif settled.error is not None:
+            log.debug("token request failed: %s", type(settled.error).__name__)
+        return settled
+
+    def _drop_flight(self, flight: Flight) -> None:
+        with self._slot.lock:
+            self._slot.machine.abort(flight)
+        self._slot.publish(Settled(flight, None, None))
+
+    def invalidate(self, token: Token) -> bool:
+        """Stop using ``token`` (the API rejected it). A newer token is never dropped."""
+        with self._slot.lock:
+            dropped = self._slot.machine.invalidate(token)
+            self._slot.refresh_snapshot()
+        if dropped:
+            log.debug("token %s invalidated after a 401", token.fingerprint)
+        return dropped
+
+    # ------------------------------------------------------------------ API calls
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> ApiResponse:
+        """An authenticated API call; returns status, headers and the parsed JSON body.
+
+        A 401 invalidates the token that was used and the call is sent once more with a new
+        one. A call that may have reached the server is never sent twice (88Pay documents no
+        idempotency key); a :class:`~eightyeightpay.errors.TransportError` says so instead.
+        """
+        token = self.get_token()
+        response = self._send_api(build_api_request(
+            self.credentials.base_url, token, method, path, json=json, headers=headers
+        ))
+        if response.status == 401:
+            self.invalidate(token)
+            token = self.get_token()
+            response = self._send_api(build_api_request(
+                self.credentials.base_url, token, method, path, json=json, headers=headers
+            ))
+        return read_api_response(response)
+
+    def _send_api(self, request: HttpRequest) -> HttpResponse:
+        if self._closed:
+            raise ManagerClosed()
+        try:
+            return self._transport.send(request, timeout=self.timeout)
+        except TransportError as error:
+            if may_replay(request, error):
+                log.debug("%s %s not sent (%s); sending once more", request.method,
+                          request.path, type(error).__name__)
+                return self._transport.send(request, timeout=self.timeout)
+            raise
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Stop the background worker and close connections. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._background.close()
+        self._transport.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"TokenManager({self.credentials}, {state})"

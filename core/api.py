@@ -1,0 +1,112 @@
+"""Authenticated API calls: building them, reading their answers, and when to replay one."""
+
+from __future__ import annotations
+
+import json as jsonlib
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from .errors import ConfigurationError, EightyEightPayError, TransportError
+from .http import Headers, HttpRequest, HttpResponse
+from .tokens import Token
+
+__all__ = ["ApiResponse", "build_api_request", "is_charge", "may_replay", "read_api_response"]
+
+CHARGES_PATH = "/api/transactions/charges"
+
+
+@attrs.frozen(repr=False)
+class ApiResponse:
+    """The answer to an API call: status, headers and the parsed JSON body."""
+
+    status: int
+    """HTTP status."""
+    headers: Headers
+    """Response headers."""
+    data: Any
+    """The parsed JSON body, or None when the body was empty or not JSON."""
+    body: bytes = b""
+    """The raw body."""
+
+    @property
+    def ok(self) -> bool:
+        """True for a 2xx status."""
+        return 200 <= self.status < 300
+
+    def __repr__(self) -> str:
+        return f"ApiResponse({self.status}, body={len(self.body)} bytes)"
+
+
+def _check_path(path: str) -> None:
+    if (
+        not isinstance(path, str)
+        or not path.startswith("/")
+        or path.startswith("//")
+        or any(c in path for c in "\r\n\t ")
+    ):
+        raise ConfigurationError(
+            f"The API path {path!r} must start with a single '/' and hold no whitespace, "
+            "for example '/api/transactions/charges'."
+        )
+
+
+def build_api_request(
+    base_url: str,
+    token: Token,
+    method: str,
+    path: str,
+    *,
+    json: Any = None,
+    headers: Mapping[str, str] | None = None,
+) -> HttpRequest:
+    """An API call carrying the token, its session and ``Content-Type: application/json``."""
+    _check_path(path)
+    verb = method.upper()
+    if not verb.isalpha():
+        raise ConfigurationError(f"{method!r} is not an HTTP method.")
+    body = b"" if json is None else jsonlib.dumps(json, separators=(",", ":")).encode()
+    ours = {"authorization", "x-session-id", "content-type", "content-length"}
+    extra = tuple((k, v) for k, v in (headers or {}).items() if k.lower() not in ours)
+    for name, value in extra:
+        if any(c in f"{name}{value}" for c in "\r\n"):
+            raise ConfigurationError(f"Header {name!r} holds a line break; refusing to send it.")
+    return HttpRequest(
+        verb,
+        base_url + path,
+        (
+            *token.auth_headers(),
+            ("Content-Type", "application/json"),
+            ("Accept", "application/json"),
+            ("Content-Length", str(len(body))),
+            *extra,
+        ),
+        body,
+    )
+
+
+def read_api_response(response: HttpResponse) -> ApiResponse:
+    """Parse an API answer; a non-JSON body (a proxy's HTML page) leaves ``data`` None."""
+    data: Any = None
+    if response.body:
+        try:
+            data = jsonlib.loads(response.body)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            data = None
+    return ApiResponse(response.status, response.headers, data, response.body)
+
+
+def is_charge(request: HttpRequest) -> bool:
+    """True for a call that moves money and must never be sent twice."""
+    return request.path.split("?", 1)[0].rstrip("/") == CHARGES_PATH
+
+
+def may_replay(request: HttpRequest, error: EightyEightPayError) -> bool:
+    """Whether a call that failed with ``error`` may be sent again automatically.
+
+    88Pay documents no idempotency key, so only a call that provably never left this
+    process is replayed; anything that may have reached the server is reported instead.
+    """
+    del request  # the rule is the same for every call; charges are the case it protects
+    return isinstance(error, TransportError) and not error.may_have_been_sent

@@ -1,0 +1,237 @@
+"""Credentials: the API key, the merchant id and the base URL they are used against.
+
+Everything that can be known to be wrong before a request is sent is refused here, with a
+message that says how to fix it: a malformed key or merchant id, stray whitespace, a sandbox
+key against production or a live key against the sandbox, plain HTTP to a remote host.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from enum import Enum
+from urllib.parse import urlsplit
+
+import attrs
+
+from .errors import EnvironmentMismatch, InsecureTransport, MalformedCredentials
+from .http import HttpRequest
+
+__all__ = [
+    "ENVIRONMENTS",
+    "PRODUCTION_URL",
+    "SANDBOX_URL",
+    "CacheKey",
+    "Credentials",
+    "Environment",
+    "mask_api_key",
+]
+
+SANDBOX_URL = "https://api-sandbox.88pay.io"
+"""The 88Pay sandbox host."""
+PRODUCTION_URL = "https://api.88pay.io"
+"""The 88Pay production host."""
+TOKEN_PATH = "/api/auth/token"
+"""Where tokens are requested."""
+
+
+class Environment(Enum):
+    """Which 88Pay environment a base URL points at."""
+
+    SANDBOX = "sandbox"
+    PRODUCTION = "production"
+    CUSTOM = "custom"
+    """Any other host: an emulator, a proxy or a test server."""
+
+
+ENVIRONMENTS = {Environment.SANDBOX.value: SANDBOX_URL, Environment.PRODUCTION.value: PRODUCTION_URL}
+"""Environment names accepted by ``environment=`` and their base URLs."""
+
+_KEY = re.compile(r"sk_(test|live)_[\x21-\x7e]{4,}")
+_MERCHANT = re.compile(r"MCH-[A-Z]{3}-[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?")
+
+
+def mask_api_key(api_key: str) -> str:
+    """Show an API key as its prefix and last four characters, e.g. ``sk_test_…a1b2``."""
+    match = re.match(r"sk_(test|live)_", api_key)
+    prefix = match.group(0) if match else ""
+    tail = api_key[-4:] if len(api_key) >= len(prefix) + 8 else ""
+    return f"{prefix}…{tail}"
+
+
+def fingerprint(secret: str, length: int = 12) -> str:
+    """A short, one-way fingerprint of a secret: safe to log, store in keys, compare."""
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()[:length]
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def environment_of(base_url: str) -> Environment:
+    """Tell which 88Pay environment ``base_url`` points at."""
+    host = (urlsplit(base_url).hostname or "").lower()
+    if host == "api-sandbox.88pay.io":
+        return Environment.SANDBOX
+    if host == "api.88pay.io":
+        return Environment.PRODUCTION
+    return Environment.CUSTOM
+
+
+def _check_text(name: str, value: str, example: str) -> None:
+    if not isinstance(value, str) or not value:
+        raise MalformedCredentials(
+            f"The {name} is empty or missing. Set it (for example {example}) or export it in "
+            "the environment."
+        )
+    if value != value.strip():
+        raise MalformedCredentials(
+            f"The {name} has leading or trailing whitespace (often a copy-paste or .env "
+            "artefact). Remove it; 88Pay compares the value exactly."
+        )
+
+
+def _check_api_key(_instance: object, _attribute: object, value: str) -> None:
+    _check_text("API key", value, "sk_test_…")
+    if not _KEY.fullmatch(value):
+        raise MalformedCredentials(
+            f"The API key ({len(value)} characters) is not of the form sk_test_… (sandbox) or "
+            "sk_live_… (production) with no spaces. Copy it again from the 88Pay dashboard."
+        )
+
+
+def _check_merchant_id(_instance: object, _attribute: object, value: str) -> None:
+    _check_text("merchant id", value, "MCH-COL-TEST-12345")
+    if not _MERCHANT.fullmatch(value):
+        shown = value if len(value) <= 40 and value.isprintable() else f"{len(value)} characters"
+        raise MalformedCredentials(
+            f"The merchant id {shown!r} is not of the form MCH-{{COUNTRY}}-{{ID}} (for example "
+            "MCH-COL-TEST-12345). Copy it from the 88Pay dashboard."
+        )
+
+
+def _normalise_url(value: str) -> str:
+    return value.strip().rstrip("/") if isinstance(value, str) else value
+
+
+@attrs.frozen(repr=False)
+class CacheKey:
+    """What a cached token belongs to: who issued it and for whom. Holds no secret."""
+
+    base_url: str
+    """The base URL the token was issued by."""
+    merchant_id: str
+    """The merchant the token is for."""
+    key_fingerprint: str
+    """A one-way fingerprint of the API key, so a rotated key never reuses a token."""
+
+    def __str__(self) -> str:
+        return f"{self.base_url}|{self.merchant_id}|{self.key_fingerprint}"
+
+    def __repr__(self) -> str:
+        return f"CacheKey({self})"
+
+
+@attrs.frozen(repr=False)
+class Credentials:
+    """An API key and merchant id bound to the base URL they are used against.
+
+    Construction validates everything that can be checked offline. The key never appears
+    in the repr or str: it shows as ``sk_test_…a1b2``.
+    """
+
+    api_key: str = attrs.field(validator=_check_api_key)
+    """The secret API key (``sk_test_…`` or ``sk_live_…``)."""
+    merchant_id: str = attrs.field(validator=_check_merchant_id)
+    """The merchant id, ``MCH-{COUNTRY}-{ID}``."""
+    base_url: str = attrs.field(default=SANDBOX_URL, converter=_normalise_url)
+    """Scheme and host (and port) of the API, without a trailing slash."""
+    allow_http_loopback: bool = attrs.field(default=False, kw_only=True)
+    """Permit plain ``http://`` to a loopback host (local emulators only)."""
+
+    def __attrs_post_init__(self) -> None:
+        parts = urlsplit(self.base_url)
+        host = parts.hostname or ""
+        if parts.scheme not in ("https", "http") or not host:
+            raise InsecureTransport(
+                f"The base URL {self.base_url!r} is not an https:// URL with a host. Use "
+                f"{PRODUCTION_URL} or {SANDBOX_URL} (or environment='production'/'sandbox')."
+            )
+        if parts.scheme == "http" and not (self.allow_http_loopback and _is_loopback(host)):
+            raise InsecureTransport(
+                f"Plain HTTP to {host} would send the API key and tokens unencrypted; 88Pay "
+                "requires HTTPS. Use an https:// URL. For a local emulator on a loopback address "
+                "only, pass allow_http_loopback=True."
+            )
+        environment = environment_of(self.base_url)
+        live = self.api_key.startswith("sk_live_")
+        if environment is Environment.SANDBOX and live:
+            raise EnvironmentMismatch(
+                "A live key (sk_live_…) is being used against the sandbox host. Use your "
+                "sk_test_ key with the sandbox, or point the base URL at production "
+                f"({PRODUCTION_URL})."
+            )
+        if environment is Environment.PRODUCTION and not live:
+            raise EnvironmentMismatch(
+                "A sandbox key (sk_test_…) is being used against the production host. Use your "
+                "sk_live_ key with production, or point the base URL at the sandbox "
+                f"({SANDBOX_URL})."
+            )
+
+    @classmethod
+    def for_environment(
+        cls, api_key: str, merchant_id: str, environment: str = "sandbox"
+    ) -> Credentials:
+        """Build credentials for ``"sandbox"`` or ``"production"``."""
+        try:
+            base_url = ENVIRONMENTS[environment]
+        except KeyError:
+            raise InsecureTransport(
+                f"Unknown environment {environment!r}; use 'sandbox' or 'production', or pass "
+                "base_url=."
+            ) from None
+        return cls(api_key, merchant_id, base_url)
+
+    @property
+    def environment(self) -> Environment:
+        """Which 88Pay environment the base URL points at."""
+        return environment_of(self.base_url)
+
+    @property
+    def host(self) -> str:
+        """The host (and port) part of the base URL, for messages."""
+        return urlsplit(self.base_url).netloc
+
+    @property
+    def masked_key(self) -> str:
+        """The API key as ``sk_test_…a1b2``."""
+        return mask_api_key(self.api_key)
+
+    @property
+    def cache_key(self) -> CacheKey:
+        """The key under which tokens for these credentials are cached and shared."""
+        return CacheKey(self.base_url, self.merchant_id, fingerprint(self.api_key))
+
+    def token_request(self) -> HttpRequest:
+        """The documented token request: POST, the two headers, no body."""
+        return HttpRequest(
+            "POST",
+            self.base_url + TOKEN_PATH,
+            (
+                ("x-api-key", self.api_key),
+                ("x-merchant-id", self.merchant_id),
+                ("Accept", "application/json"),
+                ("Content-Length", "0"),
+            ),
+        )
+
+    def __repr__(self) -> str:
+        return f"Credentials({self.masked_key}, {self.merchant_id}, {self.base_url})"
+
+    __str__ = __repr__

@@ -1,0 +1,237 @@
+"""The error tree. Every failure the library reports is one of these.
+
+All errors derive from :class:`EightyEightPayError`. Messages say what happened, the likely
+causes (as 88Pay's documentation lists them) and what to do. No message, repr or attribute
+of an error ever holds an access token or an API key.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AccessDenied",
+    "ConfigurationError",
+    "ConnectError",
+    "ConnectionLost",
+    "CredentialsError",
+    "EightyEightPayError",
+    "EnvironmentMismatch",
+    "InsecureTransport",
+    "InvalidCredentials",
+    "InvalidPolicy",
+    "MalformedCredentials",
+    "MalformedResponse",
+    "ManagerClosed",
+    "RateLimited",
+    "RequestTimeout",
+    "RetryableError",
+    "ServerError",
+    "TLSError",
+    "TransportError",
+]
+
+
+class EightyEightPayError(Exception):
+    """Root of every error raised by this library."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+        """The human-readable explanation, free of secrets."""
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r})"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild, (type(self), self.__dict__.copy()))
+
+
+def _rebuild(cls: type[EightyEightPayError], state: dict[str, object]) -> EightyEightPayError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, state.get("message", ""))
+    error.__dict__.update(state)
+    return error
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+class ConfigurationError(EightyEightPayError, ValueError):
+    """The configuration is wrong; found before any request was sent."""
+
+
+class CredentialsError(EightyEightPayError):
+    """The API key or merchant id cannot work: malformed, for the other environment, or rejected."""
+
+
+class MalformedCredentials(CredentialsError, ConfigurationError):
+    """The API key or merchant id does not have the documented form (or has stray whitespace)."""
+
+
+class EnvironmentMismatch(CredentialsError, ConfigurationError):
+    """A sandbox key is used against production, or a live key against the sandbox."""
+
+
+class InsecureTransport(ConfigurationError):
+    """A plain ``http://`` URL was given where HTTPS is required."""
+
+
+class InvalidPolicy(ConfigurationError):
+    """A refresh policy whose windows do not fit a token's life or would break the rate limit."""
+
+
+class InvalidCredentials(CredentialsError):
+    """88Pay answered 401 to a token request: the key or merchant id was not accepted."""
+
+    def __init__(self, server_message: str = "Invalid API key or merchant ID") -> None:
+        super().__init__(
+            f"88Pay rejected the credentials (401: {server_message}). Likely causes: the API key "
+            "or merchant id is wrong or was revoked, the key belongs to another merchant, or a "
+            "sandbox key (sk_test_) is sent to production or a live key (sk_live_) to the "
+            "sandbox. Check both values in the 88Pay dashboard and the base URL; the library "
+            "does not retry this error."
+        )
+        self.server_message = server_message
+        """The message 88Pay sent with the 401."""
+
+
+class AccessDenied(EightyEightPayError):
+    """88Pay answered 403: the merchant may not use the API right now."""
+
+    def __init__(self, server_message: str = "Access denied") -> None:
+        super().__init__(
+            f"88Pay denied access (403: {server_message}). Likely causes: the merchant's KYC "
+            "verification is pending, the account is suspended, or this host's IP address is "
+            "not on the merchant's allow-list. Contact 88Pay support or update the allow-list; "
+            "retrying will not help."
+        )
+        self.server_message = server_message
+        """The message 88Pay sent with the 403."""
+
+
+class RateLimited(EightyEightPayError):
+    """No token may be requested now; ``retry_after`` says when one can next be had."""
+
+    def __init__(self, retry_after: float, *, local: bool, server_message: str = "") -> None:
+        wait = max(0.0, retry_after)
+        if local:
+            text = (
+                f"No token can be had for {wait:.1f} s: requesting one now would break 88Pay's "
+                "limit of 10 token requests a minute and 100 an hour per merchant (or a recent "
+                "429 or failure is cooling down), and no usable token is cached. Retry after "
+                "retry_after seconds, or pass max_wait to let the call wait."
+            )
+        else:
+            text = (
+                f"88Pay rate-limited the token request (429: "
+                f"{server_message or 'Rate limit exceeded'}); retry after {wait:.1f} s. Token "
+                "requests are limited to 10 a minute and 100 an hour per merchant: share one "
+                "token between processes (a fleet store) instead of requesting one per process."
+            )
+        super().__init__(text)
+        self.retry_after = wait
+        """Seconds until a token request may be sent again."""
+        self.local = local
+        """True when the library refused to send (no request reached 88Pay)."""
+
+
+# --------------------------------------------------------------------------- retryable
+
+
+class RetryableError(EightyEightPayError):
+    """A failure that may pass: a 5xx answer or a network problem. Backoff applies."""
+
+    retry_after: float = 0.0
+    """Seconds until the library will try again (0 until a backoff is known)."""
+
+
+class ServerError(RetryableError):
+    """88Pay answered with a 5xx status."""
+
+    def __init__(self, status: int, detail: str = "") -> None:
+        extra = f": {detail}" if detail else ""
+        super().__init__(
+            f"88Pay answered {status}{extra}. This is a server-side or gateway problem; the "
+            "library backs off and tries again, and a cached token keeps being used meanwhile."
+        )
+        self.status = status
+        """The HTTP status received."""
+
+
+class TransportError(RetryableError):
+    """The request did not complete over the network."""
+
+    def __init__(self, message: str, *, may_have_been_sent: bool) -> None:
+        super().__init__(message)
+        self.may_have_been_sent = may_have_been_sent
+        """False only when the request provably never left this process."""
+
+
+class ConnectError(TransportError):
+    """No connection could be made; the request was never sent."""
+
+    def __init__(self, host: str, detail: str) -> None:
+        super().__init__(
+            f"Could not connect to {host} ({detail}). Check the base URL, DNS, proxies and "
+            "firewalls; the request was not sent.",
+            may_have_been_sent=False,
+        )
+
+
+class TLSError(TransportError):
+    """The TLS handshake failed; the request was never sent."""
+
+    def __init__(self, host: str, detail: str) -> None:
+        super().__init__(
+            f"TLS verification with {host} failed ({detail}). Check the system clock, the CA "
+            "bundle (ca_bundle= or SSL_CERT_FILE) and that the URL's host name matches the "
+            "certificate; the request was not sent.",
+            may_have_been_sent=False,
+        )
+
+
+class ConnectionLost(TransportError):
+    """The connection broke after the request may have been sent."""
+
+    def __init__(self, host: str, detail: str) -> None:
+        super().__init__(
+            f"The connection to {host} broke after the request may have been sent ({detail}). "
+            "A charge is never replayed automatically: look it up before trying again.",
+            may_have_been_sent=True,
+        )
+
+
+class RequestTimeout(TransportError):
+    """No complete answer arrived in time."""
+
+    def __init__(self, host: str, timeout: float, *, may_have_been_sent: bool) -> None:
+        super().__init__(
+            f"No answer from {host} within {timeout:g} s. Check the network path and 88Pay's "
+            "status; raise the timeout if the link is slow.",
+            may_have_been_sent=may_have_been_sent,
+        )
+
+
+# --------------------------------------------------------------------------- the rest
+
+
+class MalformedResponse(EightyEightPayError):
+    """88Pay's answer did not have the documented shape."""
+
+    def __init__(self, detail: str, *, status: int | None = None) -> None:
+        where = f" (HTTP {status})" if status is not None else ""
+        super().__init__(
+            f"88Pay's response{where} did not have the documented shape: {detail}. A proxy or "
+            "gateway may have answered instead of 88Pay; check the base URL and any proxy."
+        )
+        self.status = status
+        """The HTTP status of the malformed response, when known."""
+
+
+class ManagerClosed(EightyEightPayError):
+    """The token manager was closed; open a new one."""
+
+    def __init__(self) -> None:
+        super().__init__("This token manager is closed; create a new one to make requests.")

@@ -1,0 +1,42 @@
+"""The rate governor: 88Pay's token limits kept as rolling windows over this side's sends."""
+
+from __future__ import annotations
+
+import attrs
+
+__all__ = ["RateWindow"]
+
+MINUTE = 60.0
+HOUR = 3600.0
+
+
+@attrs.frozen
+class RateWindow:
+    """Send times of token requests within the last hour, oldest first.
+
+    Rolling windows are stricter than fixed ones: keeping at most ``per_minute`` sends in
+    every 60 s span also keeps them within every calendar minute the server may count.
+    """
+
+    sends: tuple[float, ...] = ()
+    """Monotonic times of the sends still inside the hour window."""
+
+    def record(self, now: float) -> RateWindow:
+        """The window after a send at ``now``."""
+        kept = tuple(t for t in self.sends if t > now - HOUR)
+        return RateWindow((*kept, now))
+
+    def next_allowed(self, now: float, per_minute: int, per_hour: int) -> float:
+        """The earliest time at or after ``now`` when one more send keeps both limits."""
+        hour = [t for t in self.sends if t > now - HOUR]
+        minute = [t for t in hour if t > now - MINUTE]
+        earliest = now
+        if len(minute) >= per_minute:
+            earliest = max(earliest, minute[len(minute) - per_minute] + MINUTE)
+        if len(hour) >= per_hour:
+            earliest = max(earliest, hour[len(hour) - per_hour] + HOUR)
+        return earliest
+
+    def count(self, now: float, span: float) -> int:
+        """Sends in the ``span`` seconds up to ``now``."""
+        return sum(1 for t in self.sends if t > now - span)

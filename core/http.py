@@ -1,0 +1,104 @@
+"""Plain HTTP records exchanged between the core, the drivers and the transports.
+
+They carry bytes, never open sockets. A transport turns an :class:`HttpRequest` into an
+:class:`HttpResponse` or raises a :class:`~eightyeightpay.errors.TransportError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+import attrs
+
+__all__ = ["HttpRequest", "HttpResponse", "Transport", "header"]
+
+Headers = tuple[tuple[str, str], ...]
+
+
+def _headers(value: Mapping[str, str] | Headers) -> Headers:
+    items = value.items() if isinstance(value, Mapping) else value
+    return tuple((str(name), str(text)) for name, text in items)
+
+
+def header(headers: Headers, name: str) -> str | None:
+    """Return the first value of header ``name`` (case-insensitive), or None."""
+    wanted = name.lower()
+    for key, value in headers:
+        if key.lower() == wanted:
+            return value
+    return None
+
+
+def _masked_headers(headers: Headers) -> str:
+    secret = {"authorization", "x-api-key", "x-session-id"}
+    shown = [f"{k}: {'<redacted>' if k.lower() in secret else v}" for k, v in headers]
+    return "{" + ", ".join(shown) + "}"
+
+
+@attrs.frozen(repr=False)
+class HttpRequest:
+    """One HTTP request: method, absolute URL, headers and body bytes."""
+
+    method: str
+    """Upper-case HTTP method, such as ``POST``."""
+    url: str
+    """Absolute URL including scheme, host and path."""
+    headers: Headers = attrs.field(default=(), converter=_headers)
+    """Header pairs in sending order. Secret headers are redacted from the repr."""
+    body: bytes = b""
+    """Request body."""
+
+    @property
+    def path(self) -> str:
+        """The path and query of :attr:`url`."""
+        rest = self.url.split("://", 1)[-1]
+        slash = rest.find("/")
+        return "/" if slash < 0 else rest[slash:]
+
+    def header(self, name: str) -> str | None:
+        """Return the first value of header ``name`` (case-insensitive), or None."""
+        return header(self.headers, name)
+
+    def __repr__(self) -> str:
+        return (
+            f"HttpRequest({self.method} {self.url}, headers={_masked_headers(self.headers)}, "
+            f"body={len(self.body)} bytes)"
+        )
+
+
+@attrs.frozen(repr=False)
+class HttpResponse:
+    """One HTTP response: status, headers and the complete body."""
+
+    status: int
+    """HTTP status code."""
+    headers: Headers = attrs.field(default=(), converter=_headers)
+    """Header pairs as received."""
+    body: bytes = b""
+    """The complete response body."""
+
+    def header(self, name: str) -> str | None:
+        """Return the first value of header ``name`` (case-insensitive), or None."""
+        return header(self.headers, name)
+
+    def __repr__(self) -> str:
+        # The body of a token response holds the token: never show it.
+        return f"HttpResponse({self.status}, body={len(self.body)} bytes)"
+
+
+class Transport(Protocol):
+    """What the threaded manager needs from an HTTP client.
+
+    ``send`` returns the complete response or raises a
+    :class:`~eightyeightpay.errors.TransportError` saying whether the request may have reached
+    the server. It never raises anything else for network trouble.
+    """
+
+    def send(self, request: HttpRequest, *, timeout: float) -> HttpResponse:
+        """Send ``request`` and return the whole response within ``timeout`` seconds."""
+        ...
+
+    def close(self) -> None:
+        """Release connections. Sending after close is an error."""
+        ...

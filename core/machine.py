@@ -1,0 +1,294 @@
+"""The token machine: every decision about one credentials' token, as pure data.
+
+A driver holds one :class:`TokenMachine` per cache key and touches it only under its own
+lock. It asks :meth:`TokenMachine.decide` what a caller should do at ``now`` and gets back a
+:class:`Decision`; when the decision starts a refresh, the driver runs the refresh protocol
+(:meth:`TokenMachine.refresh`), performing the effects it yields and sending their results
+back. The machine never reads a clock, sleeps, draws randomness of its own or does I/O.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Generator
+
+import attrs
+
+from .credentials import Credentials
+from .errors import (
+    EightyEightPayError,
+    RateLimited,
+    RequestTimeout,
+    RetryableError,
+    TransportError,
+)
+from .governor import RateWindow
+from .http import HttpRequest, HttpResponse
+from .policy import Policy, Rng, backoff_delay
+from .tokens import Token, interpret_token_response
+
+__all__ = [
+    "Decision",
+    "Exchange",
+    "Flight",
+    "Refresh",
+    "SendTokenRequest",
+    "Serve",
+    "Settled",
+    "TokenMachine",
+    "Unavailable",
+    "Wait",
+]
+
+WAIT_GRACE = 1.0
+"""Seconds a waiter allows beyond the request timeout before giving up on a flight."""
+
+
+@attrs.frozen
+class Flight:
+    """One token request, from the decision that started it until it settles."""
+
+    number: int
+    """Sequence number within the machine."""
+    started_at: float
+    """Monotonic time the refresh was decided; its lifetime is counted from here."""
+    background: bool
+    """True when a usable token is being served meanwhile (refresh-ahead)."""
+
+
+# --------------------------------------------------------------------------- decisions
+
+
+@attrs.frozen
+class Serve:
+    """Hand out ``token``; nothing else to do."""
+
+    token: Token
+    """A token that is usable now."""
+
+
+@attrs.frozen
+class ServeAndRefresh:
+    """Hand out ``token`` and start ``flight`` in the background."""
+
+    token: Token
+    """A usable but stale token."""
+    flight: Flight
+    """The refresh this caller must start, without waiting for it."""
+
+
+@attrs.frozen
+class Refresh:
+    """No usable token: the caller starts ``flight`` and waits for it."""
+
+    flight: Flight
+    """The refresh this caller must run."""
+
+
+@attrs.frozen
+class Wait:
+    """A refresh is in flight: wait for it, at most until ``until``, then decide again."""
+
+    flight: Flight
+    """The request being waited for."""
+    until: float
+    """Monotonic deadline; past it the wait fails with a timeout."""
+
+
+@attrs.frozen
+class Unavailable:
+    """No token can be had before ``retry_at``; fail with ``error`` or wait and decide again."""
+
+    error: EightyEightPayError
+    """What to raise if the caller will not wait."""
+    retry_at: float
+    """Monotonic time a token request may next be sent."""
+
+
+Decision = Serve | ServeAndRefresh | Refresh | Wait | Unavailable
+"""What a caller of ``get_token()`` should do."""
+
+
+# --------------------------------------------------------------------------- effects
+
+
+@attrs.frozen
+class SendTokenRequest:
+    """Effect: send ``request`` with ``timeout`` and return an :class:`Exchange`."""
+
+    request: HttpRequest
+    """The token request."""
+    timeout: float
+    """Seconds the whole exchange may take."""
+
+
+@attrs.frozen
+class Exchange:
+    """Result of :class:`SendTokenRequest`: a response or a transport error, and the time."""
+
+    response: HttpResponse | None
+    """The complete response, if one arrived."""
+    error: EightyEightPayError | None
+    """What went wrong on the way, if no response arrived."""
+    now: float
+    """Monotonic time the exchange ended."""
+
+
+@attrs.frozen
+class Settled:
+    """How a flight ended: a token, or the error every waiter receives."""
+
+    flight: Flight
+    """The flight that ended."""
+    token: Token | None
+    """The new token, on success."""
+    error: EightyEightPayError | None
+    """The failure, otherwise."""
+
+
+Effect = SendTokenRequest
+"""The effects the refresh protocol may yield."""
+
+
+# --------------------------------------------------------------------------- the machine
+
+
+class TokenMachine:
+    """All state and decisions for the token of one set of credentials."""
+
+    def __init__(self, credentials: Credentials, policy: Policy, rng: Rng) -> None:
+        self.credentials = credentials
+        """Whose token this machine manages."""
+        self.policy = policy
+        """Windows, limits and backoff."""
+        self.rng = rng
+        """Randomness for backoff jitter, passed in by the driver."""
+        self.token: Token | None = None
+        """The newest token, usable or not."""
+        self.flight: Flight | None = None
+        """The token request in flight, if any (never more than one)."""
+        self.window = RateWindow()
+        """Sends of the last hour, for 88Pay's 10/minute and 100/hour limits."""
+        self.blocked_until = -math.inf
+        """No request before this time (429 cool-down or failure backoff)."""
+        self.failures = 0
+        """Consecutive failed token requests."""
+        self.last_error: EightyEightPayError | None = None
+        """The error of the last failed request, served during its cool-down."""
+        self.sent = 0
+        """Token requests started over the machine's life."""
+        self._numbers = 0
+
+    # ---------------------------------------------------------------- deciding
+
+    def decide(self, now: float) -> Decision:
+        """What a caller asking for a token at ``now`` should do."""
+        token = self.token
+        if token is not None and now < token.usable_until:
+            if now < token.fresh_until or self.flight is not None:
+                return Serve(token)
+            if self._send_allowed_at(now) > now:
+                return Serve(token)
+            return ServeAndRefresh(token, self._start(now, background=True))
+        if self.flight is not None:
+            return Wait(self.flight, self.flight.started_at + self.policy.request_timeout + WAIT_GRACE)
+        retry_at = self._send_allowed_at(now)
+        if retry_at > now:
+            return Unavailable(self._unavailable_error(now, retry_at), retry_at)
+        return Refresh(self._start(now, background=False))
+
+    def _send_allowed_at(self, now: float) -> float:
+        governed = self.window.next_allowed(now, self.policy.per_minute, self.policy.per_hour)
+        return max(governed, self.blocked_until)
+
+    def _unavailable_error(self, now: float, retry_at: float) -> EightyEightPayError:
+        if now < self.blocked_until and self.last_error is not None:
+            error = copy.copy(self.last_error)
+            if isinstance(error, RateLimited | RetryableError):
+                error.retry_after = retry_at - now
+            return error
+        return RateLimited(retry_at - now, local=True)
+
+    def _start(self, now: float, *, background: bool) -> Flight:
+        self._numbers += 1
+        self.sent += 1
+        self.window = self.window.record(now)
+        self.flight = Flight(self._numbers, now, background)
+        return self.flight
+
+    # ---------------------------------------------------------------- the protocol
+
+    def refresh(self, flight: Flight) -> Generator[Effect, Exchange, Settled]:
+        """The refresh protocol for ``flight``: yields effects, receives their results.
+
+        The driver performs each effect outside its lock and sends the result back under
+        it; the final :class:`Settled` says what every waiter gets.
+        """
+        exchange = yield SendTokenRequest(
+            self.credentials.token_request(), self.policy.request_timeout
+        )
+        if exchange.response is not None:
+            try:
+                token = interpret_token_response(
+                    exchange.response,
+                    sent_at=flight.started_at,
+                    credentials=self.credentials,
+                    policy=self.policy,
+                )
+            except EightyEightPayError as error:
+                return self.fail(flight, error, now=exchange.now)
+            return self.succeed(flight, token)
+        error = exchange.error or RequestTimeout(
+            self.credentials.host, self.policy.request_timeout, may_have_been_sent=True
+        )
+        return self.fail(flight, error, now=exchange.now)
+
+    def succeed(self, flight: Flight, token: Token) -> Settled:
+        """Record a new token obtained by ``flight``."""
+        self._end(flight)
+        if self.token is None or token.expires_at >= self.token.expires_at:
+            self.token = token
+        self.failures = 0
+        self.last_error = None
+        self.blocked_until = -math.inf
+        return Settled(flight, self.token, None)
+
+    def fail(self, flight: Flight, error: EightyEightPayError, *, now: float) -> Settled:
+        """Record that ``flight`` failed with ``error`` and set the backoff."""
+        self._end(flight)
+        self.failures += 1
+        server_wait = error.retry_after if isinstance(error, RateLimited) else None
+        delay = backoff_delay(self.failures, self.rng, self.policy, retry_after=server_wait)
+        self.blocked_until = max(self.blocked_until, now + delay)
+        if isinstance(error, RateLimited | RetryableError):
+            error.retry_after = delay
+        self.last_error = error
+        return Settled(flight, None, error)
+
+    def abort(self, flight: Flight) -> None:
+        """Forget ``flight`` without a result (its driver stopped before it finished).
+
+        The send it reserved stays in the rate window: it may have reached the server.
+        """
+        self._end(flight)
+
+    def _end(self, flight: Flight) -> None:
+        if self.flight is not None and self.flight.number == flight.number:
+            self.flight = None
+
+    # ---------------------------------------------------------------- after use
+
+    def invalidate(self, token: Token) -> bool:
+        """Drop ``token`` after the API rejected it; a newer token is never dropped."""
+        if self.token is not None and self.token == token:
+            self.token = None
+            return True
+        return False
+
+
+def transport_failure(host: str, detail: str) -> TransportError:
+    """A transport error for a failure the driver could not classify (never sent is unknown)."""
+    return TransportError(
+        f"The token request to {host} failed unexpectedly ({detail}).", may_have_been_sent=True
+    )

@@ -1,0 +1,129 @@
+"""The refresh policy: safety margin, advisory lead, rate limits and backoff, validated.
+
+A token of life ``L`` (60 s from 88Pay) is used until ``margin`` seconds before it expires
+(mandatory: a token with less left is never handed out) and a refresh is started ``lead``
+seconds before that (advisory: the old token keeps being served meanwhile). Steady use
+therefore costs one token request every ``L - margin - lead`` seconds.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import attrs
+
+from .errors import InvalidPolicy
+
+__all__ = ["Policy", "Rng", "backoff_delay"]
+
+SECONDS_PER_HOUR = 3600.0
+
+
+class Rng(Protocol):
+    """The randomness the core needs, passed in by the driver (``random.Random`` fits)."""
+
+    def random(self) -> float:
+        """A float in [0, 1)."""
+        ...
+
+
+@attrs.frozen
+class Policy:
+    """How tokens are refreshed and how the rate limit is kept.
+
+    The defaults keep steady use at no more than 74 token requests an hour (the floor for
+    60 s tokens is 60; a 10 s margin alone costs 72) and within 88Pay's limits of 10 a
+    minute and 100 an hour. A policy that cannot work is refused when it is built.
+    """
+
+    expected_lifetime: float = 60.0
+    """Token life 88Pay documents, in seconds. Windows shrink in proportion for shorter tokens."""
+    margin: float = 10.0
+    """Mandatory margin: a token with fewer seconds left is never used."""
+    max_hourly_cost: float = 74.0
+    """Steady-state token requests per hour the default lead is derived from."""
+    lead: float = attrs.field()
+    """Advisory lead: seconds before the margin at which a background refresh starts."""
+    per_minute: int = 10
+    """Token requests allowed per rolling minute (88Pay: 10)."""
+    per_hour: int = 100
+    """Token requests allowed per rolling hour (88Pay: 100)."""
+    backoff_initial: float = 1.0
+    """First backoff after a failed token request, in seconds."""
+    backoff_cap: float = 60.0
+    """Longest backoff, in seconds."""
+    request_timeout: float = 10.0
+    """Longest a token request may take before it counts as failed."""
+
+    @lead.default
+    def _derived_lead(self) -> float:
+        usable = self.expected_lifetime - self.margin
+        return max(0.0, usable - SECONDS_PER_HOUR / self.max_hourly_cost)
+
+    def __attrs_post_init__(self) -> None:
+        numbers = {
+            "expected_lifetime": self.expected_lifetime,
+            "margin": self.margin,
+            "lead": self.lead,
+            "backoff_initial": self.backoff_initial,
+            "backoff_cap": self.backoff_cap,
+            "request_timeout": self.request_timeout,
+        }
+        for name, value in numbers.items():
+            if not isinstance(value, int | float) or value != value or value < 0:
+                raise InvalidPolicy(f"Policy.{name} must be a non-negative number, not {value!r}.")
+        if self.expected_lifetime <= 0 or self.request_timeout <= 0 or self.backoff_initial <= 0:
+            raise InvalidPolicy("expected_lifetime, request_timeout and backoff_initial must be > 0.")
+        if self.backoff_cap < self.backoff_initial:
+            raise InvalidPolicy("Policy.backoff_cap must be at least backoff_initial.")
+        if self.per_minute < 1 or self.per_hour < 1:
+            raise InvalidPolicy("Policy.per_minute and per_hour must be at least 1.")
+        period = self.refresh_period
+        if period <= 0:
+            raise InvalidPolicy(
+                f"margin ({self.margin:g} s) plus lead ({self.lead:g} s) must be shorter than the "
+                f"token's life ({self.expected_lifetime:g} s); nothing would be left to use."
+            )
+        hourly = SECONDS_PER_HOUR / period
+        if hourly > self.per_hour or 60.0 / period > self.per_minute:
+            raise InvalidPolicy(
+                f"With margin {self.margin:g} s and lead {self.lead:g} s a token is replaced every "
+                f"{period:.2f} s: {hourly:.0f} token requests an hour, over the limit of "
+                f"{self.per_hour} an hour / {self.per_minute} a minute. Use smaller windows."
+            )
+
+    @property
+    def refresh_period(self) -> float:
+        """Seconds between token requests under steady use, for a full-life token."""
+        return self.expected_lifetime - self.margin - self.lead
+
+    @property
+    def steady_hourly_cost(self) -> float:
+        """Token requests per hour under steady use."""
+        return SECONDS_PER_HOUR / self.refresh_period
+
+    def windows_for(self, lifetime: float) -> tuple[float, float]:
+        """The (margin, lead) to apply to a token of ``lifetime`` seconds.
+
+        Tokens shorter than :attr:`expected_lifetime` get proportionally smaller windows, so
+        that a short-lived token is still usable for the same share of its life.
+        """
+        scale = min(1.0, lifetime / self.expected_lifetime) if lifetime > 0 else 0.0
+        return self.margin * scale, self.lead * scale
+
+
+def backoff_delay(
+    attempt: int, rng: Rng, policy: Policy, *, retry_after: float | None = None
+) -> float:
+    """Seconds to wait after the ``attempt``-th consecutive failure (1 for the first).
+
+    Exponential from ``backoff_initial``, doubled each time and capped at ``backoff_cap``,
+    with jitter drawn from ``rng`` in the upper half: the delay lies in ``[d/2, d]``. A
+    server's ``retry_after`` wins when it is longer.
+    """
+    exponent = min(max(attempt, 1) - 1, 62)
+    ceiling = min(policy.backoff_cap, policy.backoff_initial * 2.0**exponent)
+    delay = ceiling * (0.5 + 0.5 * rng.random())
+    if retry_after is not None and retry_after > delay:
+        return retry_after
+    return delay

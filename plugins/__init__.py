@@ -1,0 +1,1 @@
+"""Plugins: stores, transports, the sandbox emulator and integrations (pluggy)."""

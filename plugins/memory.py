@@ -1,0 +1,114 @@
+"""The ``memory`` store: one process-wide slot per cache key, never persisted.
+
+Every manager in the process with the same base URL, merchant and API key shares one slot,
+hence one token, one in-flight request and one rate window, whatever runtime it runs on.
+The slot's lock guards only short, non-blocking updates of the core's machine; it is never
+held across I/O or an ``await``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from eightyeightpay.credentials import CacheKey, Credentials
+from eightyeightpay.errors import ConfigurationError
+from eightyeightpay.machine import Flight, Settled, TokenMachine
+from eightyeightpay.policy import Policy, Rng
+from eightyeightpay.tokens import Token
+
+from .hookspecs import StoreFactory, hookimpl
+
+__all__ = ["MemoryStore", "Slot"]
+
+Listener = Callable[[Settled], None]
+
+
+class Slot:
+    """The shared state of one cache key: the core's machine, its lock, and who waits."""
+
+    def __init__(self, machine: TokenMachine) -> None:
+        self.lock = threading.Lock()
+        """Guards :attr:`machine` and the listeners; held only for short updates."""
+        self.machine = machine
+        """The core's decisions for this key."""
+        self.snapshot: Token | None = None
+        """The machine's newest token, readable without the lock (the cached path)."""
+        self._listeners: dict[int, list[Listener]] = {}
+
+    def listen(self, flight: Flight, listener: Listener) -> None:
+        """Call ``listener`` once ``flight`` settles. Call with :attr:`lock` held."""
+        self._listeners.setdefault(flight.number, []).append(listener)
+
+    def unlisten(self, flight: Flight, listener: Listener) -> None:
+        """Stop waiting for ``flight`` (a cancelled waiter). Call with :attr:`lock` held."""
+        waiting = self._listeners.get(flight.number, [])
+        if listener in waiting:
+            waiting.remove(listener)
+
+    def publish(self, settled: Settled) -> None:
+        """Wake everyone waiting for ``settled.flight``. Call without the lock."""
+        with self.lock:
+            self.snapshot = self.machine.token
+            listeners = self._listeners.pop(settled.flight.number, [])
+        for listener in listeners:
+            listener(settled)
+
+    def refresh_snapshot(self) -> None:
+        """Copy the machine's token to :attr:`snapshot`. Call with :attr:`lock` held."""
+        self.snapshot = self.machine.token
+
+
+class MemoryStore:
+    """Slots by cache key. ``MemoryStore.process_wide()`` is the one ``store="memory"`` uses.
+
+    A private ``MemoryStore()`` isolates a group of managers, which tests use to start clean.
+    """
+
+    name = "memory"
+    shared = False
+    """A memory store is local to this process: there is no fleet to coordinate with."""
+
+    _process_wide: MemoryStore | None = None
+    _process_wide_lock = threading.Lock()
+
+    def __init__(self) -> None:
+        self._slots: dict[CacheKey, Slot] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def process_wide(cls) -> MemoryStore:
+        """The store shared by every manager of this process."""
+        with cls._process_wide_lock:
+            if cls._process_wide is None:
+                cls._process_wide = cls()
+            return cls._process_wide
+
+    def slot(self, credentials: Credentials, policy: Policy, rng: Rng) -> Slot:
+        """The slot for ``credentials``, created with ``policy`` on first use.
+
+        A manager that asks for an existing slot with a different policy is refused: one
+        key has one rate window, and two policies could not both keep it.
+        """
+        key = credentials.cache_key
+        with self._lock:
+            slot = self._slots.get(key)
+            if slot is None:
+                slot = Slot(TokenMachine(credentials, policy, rng))
+                self._slots[key] = slot
+            elif slot.machine.policy != policy:
+                raise ConfigurationError(
+                    f"Another manager in this process already uses {credentials.merchant_id} at "
+                    f"{credentials.base_url} with a different policy. Managers sharing "
+                    "credentials must share the policy, or use a private MemoryStore()."
+                )
+            return slot
+
+    def __repr__(self) -> str:
+        return f"MemoryStore({len(self._slots)} keys)"
+
+
+@hookimpl
+def eightyeightpay_register_stores(register: Callable[[str, StoreFactory], None]) -> None:
+    """Register the ``memory`` store."""
+    register("memory", MemoryStore.process_wide)

@@ -1,0 +1,76 @@
+"""Shared helpers for the test suite: hand-made token responses and a counting transport."""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import threading
+from collections.abc import Callable
+
+from eightyeightpay.credentials import Credentials
+from eightyeightpay.http import HttpRequest, HttpResponse
+from eightyeightpay.policy import Policy
+
+API_KEY = "sk_test_unit_9f8e7d6c5b4a"
+MERCHANT = "MCH-COL-TEST-12345"
+CREDENTIALS = Credentials(API_KEY, MERCHANT)
+POLICY = Policy()
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def jwt(merchant: str = MERCHANT, iat: float = 1_800_000_000, life: float = 60, nonce: int = 0) -> str:
+    header = b64(json.dumps({"alg": "ES256", "typ": "JWT"}).encode())
+    payload = b64(json.dumps({"merchant_id": merchant, "iat": iat, "exp": iat + life, "jti": nonce}).encode())
+    return f"{header}.{payload}.{b64(b'signature')}"
+
+
+def token_body(access_token: str, expires_in: object = 60, session: str = "sess_1") -> bytes:
+    return json.dumps(
+        {
+            "status": "Success",
+            "code": 200,
+            "message": "Token generated successfully",
+            "data": {"access_token": access_token, "expires_in": expires_in, "session_id": session},
+        }
+    ).encode()
+
+
+def ok_response(nonce: int = 0, life: float = 60) -> HttpResponse:
+    return HttpResponse(200, (("Content-Type", "application/json"),), token_body(jwt(nonce=nonce, life=life), life, f"sess_{nonce}"))
+
+
+def error_response(status: int, message: str, **extra: object) -> HttpResponse:
+    body = {"status": "Error", "code": status, "message": message, **extra}
+    return HttpResponse(status, (("Content-Type", "application/json"),), json.dumps(body).encode())
+
+
+class ScriptedTransport:
+    """A transport answering from a function of the request; counts token requests."""
+
+    def __init__(self, answer: Callable[[HttpRequest, int], HttpResponse] | None = None) -> None:
+        self.token_requests = 0
+        self.api_requests = 0
+        self.lock = threading.Lock()
+        self.answer = answer or (lambda request, n: ok_response(n))
+        self.closed = False
+
+    def send(self, request: HttpRequest, *, timeout: float) -> HttpResponse:
+        with self.lock:
+            if request.path == "/api/auth/token":
+                self.token_requests += 1
+                n = self.token_requests
+            else:
+                self.api_requests += 1
+                n = self.api_requests
+        return self.answer(request, n)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def rng(seed: int = 7) -> random.Random:
+    return random.Random(seed)
