@@ -1,0 +1,89 @@
+"""An in-process transport that serves a :class:`Sandbox` without sockets."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+from eightyeightpay.errors import ConnectError, ConnectionLost, RequestTimeout
+from eightyeightpay.http import HttpRequest, HttpResponse
+
+from .emulator import ConnectionFault, Sandbox
+
+__all__ = ["SandboxTransport"]
+
+
+def _host(url: str) -> str:
+    return urlsplit(url).netloc or "sandbox"
+
+
+class SandboxTransport:
+    """A :class:`~eightyeightpay.http.Transport` that hands requests straight to a Sandbox.
+
+    ``clock`` gives the time passed to :meth:`Sandbox.handle` (default ``time.time``); pass
+    a :class:`~eightyeightpay.plugins.sandbox.clock.FakeClock` for deterministic tests. Faults
+    become what a real HTTP client would report: latency advances a fake clock (or sleeps)
+    and times out as :class:`~eightyeightpay.errors.RequestTimeout`, a reset is
+    :class:`~eightyeightpay.errors.ConnectionLost`, a refusal
+    :class:`~eightyeightpay.errors.ConnectError`, and a truncated answer comes back with half
+    its body. The transport counts nothing: the sandbox does.
+    """
+
+    def __init__(self, sandbox: Sandbox, clock: Callable[[], float] | None = None) -> None:
+        self._sandbox = sandbox
+        self._clock: Callable[[], float] = clock if clock is not None else time.time
+        self._closed = threading.Event()
+
+    @property
+    def sandbox(self) -> Sandbox:
+        """The emulator this transport serves."""
+        return self._sandbox
+
+    def send(self, request: HttpRequest, *, timeout: float) -> HttpResponse:
+        """Hand ``request`` to the sandbox and return its answer or raise a transport error.
+
+        After :meth:`close` every send raises :class:`~eightyeightpay.errors.ConnectError`
+        (nothing is sent).
+        """
+        host = _host(request.url)
+        if self._closed.is_set():
+            raise ConnectError(host, "the sandbox transport is closed")
+        reply = self._sandbox.handle(request, now=self._clock())
+        if reply.connection_fault is ConnectionFault.REFUSE or reply.response is None:
+            raise ConnectError(host, "connection refused")
+        if reply.delay > 0:
+            # The caller gives up at its timeout, so no more than that passes for it.
+            self._wait(min(reply.delay, timeout))
+            if reply.delay > timeout:
+                raise RequestTimeout(host, timeout, may_have_been_sent=True)
+        if reply.connection_fault is ConnectionFault.RESET:
+            raise ConnectionLost(host, "connection reset by peer")
+        response = reply.response
+        if reply.connection_fault is ConnectionFault.TRUNCATE:
+            # Headers as sent: they announce the whole body, of which half arrived.
+            headers = (*response.headers, ("Content-Length", str(len(response.body))))
+            return HttpResponse(response.status, headers, reply.body_to_send)
+        return response
+
+    def _wait(self, seconds: float) -> None:
+        advance = getattr(self._clock, "advance", None)
+        if callable(advance):
+            advance(seconds)
+        else:
+            time.sleep(seconds)
+
+    def close(self) -> None:
+        """Refuse every later send. Idempotent."""
+        self._closed.set()
+
+    def __enter__(self) -> SandboxTransport:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed.is_set() else "open"
+        return f"SandboxTransport({self._sandbox!r}, {state})"
