@@ -32,7 +32,7 @@ SANDBOX_URL = "https://api-sandbox.88pay.io"
 """The 88Pay sandbox host."""
 PRODUCTION_URL = "https://api.88pay.io"
 """The 88Pay production host."""
-TOKEN_PATH = "/api/auth/token"
+TOKEN_PATH = "/api/auth/token"  # noqa: S105 (a path, not a secret)
 """Where tokens are requested."""
 
 
@@ -45,7 +45,10 @@ class Environment(Enum):
     """Any other host: an emulator, a proxy or a test server."""
 
 
-ENVIRONMENTS = {Environment.SANDBOX.value: SANDBOX_URL, Environment.PRODUCTION.value: PRODUCTION_URL}
+ENVIRONMENTS = {
+    Environment.SANDBOX.value: SANDBOX_URL,
+    Environment.PRODUCTION.value: PRODUCTION_URL,
+}
 """Environment names accepted by ``environment=`` and their base URLs."""
 
 _KEY = re.compile(r"sk_(test|live)_[\x21-\x7e]{4,}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import attrs
 
 __all__ = ["RateWindow"]
@@ -32,11 +34,22 @@ class RateWindow:
         minute = [t for t in hour if t > now - MINUTE]
         earliest = now
         if len(minute) >= per_minute:
-            earliest = max(earliest, minute[len(minute) - per_minute] + MINUTE)
+            earliest = max(earliest, _leaves(minute[len(minute) - per_minute], MINUTE))
         if len(hour) >= per_hour:
-            earliest = max(earliest, hour[len(hour) - per_hour] + HOUR)
+            earliest = max(earliest, _leaves(hour[len(hour) - per_hour], HOUR))
         return earliest
 
     def count(self, now: float, span: float) -> int:
         """Sends in the ``span`` seconds up to ``now``."""
         return sum(1 for t in self.sends if t > now - span)
+
+
+def _leaves(sent: float, span: float) -> float:
+    """The first time at which a send at ``sent`` is outside a window of ``span`` seconds.
+
+    ``sent + span`` can round so that the send still counts; step past any such rounding.
+    """
+    at = sent + span
+    while at - span < sent:
+        at = math.nextafter(at, math.inf)
+    return at

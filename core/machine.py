@@ -192,7 +192,9 @@ class TokenMachine:
                 return Serve(token)
             return ServeAndRefresh(token, self._start(now, background=True))
         if self.flight is not None:
-            return Wait(self.flight, self.flight.started_at + self.policy.request_timeout + WAIT_GRACE)
+            return Wait(
+                self.flight, self.flight.started_at + self.policy.request_timeout + WAIT_GRACE
+            )
         retry_at = self._send_allowed_at(now)
         if retry_at > now:
             return Unavailable(self._unavailable_error(now, retry_at), retry_at)
@@ -236,13 +238,13 @@ class TokenMachine:
                     credentials=self.credentials,
                     policy=self.policy,
                 )
-            except EightyEightPayError as error:
-                return self.fail(flight, error, now=exchange.now)
+            except EightyEightPayError as rejected:
+                return self.fail(flight, rejected, now=exchange.now)
             return self.succeed(flight, token)
-        error = exchange.error or RequestTimeout(
+        failure = exchange.error or RequestTimeout(
             self.credentials.host, self.policy.request_timeout, may_have_been_sent=True
         )
-        return self.fail(flight, error, now=exchange.now)
+        return self.fail(flight, failure, now=exchange.now)
 
     def succeed(self, flight: Flight, token: Token) -> Settled:
         """Record a new token obtained by ``flight``."""

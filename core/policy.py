@@ -73,7 +73,9 @@ class Policy:
             if not isinstance(value, int | float) or value != value or value < 0:
                 raise InvalidPolicy(f"Policy.{name} must be a non-negative number, not {value!r}.")
         if self.expected_lifetime <= 0 or self.request_timeout <= 0 or self.backoff_initial <= 0:
-            raise InvalidPolicy("expected_lifetime, request_timeout and backoff_initial must be > 0.")
+            raise InvalidPolicy(
+                "expected_lifetime, request_timeout and backoff_initial must be > 0."
+            )
         if self.backoff_cap < self.backoff_initial:
             raise InvalidPolicy("Policy.backoff_cap must be at least backoff_initial.")
         if self.per_minute < 1 or self.per_hour < 1:

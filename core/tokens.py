@@ -157,7 +157,9 @@ def interpret_token_response(
         if not data.access_token or not data.session_id:
             raise MalformedResponse("access_token or session_id is empty", status=status)
         if data.expires_in <= 0:
-            raise MalformedResponse(f"expires_in is {data.expires_in:g}, not positive", status=status)
+            raise MalformedResponse(
+                f"expires_in is {data.expires_in:g}, not positive", status=status
+            )
         claims = read_jwt_claims(data.access_token)
         if claims.merchant_id != credentials.merchant_id:
             raise MalformedResponse(

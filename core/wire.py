@@ -125,15 +125,15 @@ def parse_json(body: bytes, *, status: int | None = None) -> Any:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):
         size = len(body)
-        raise MalformedResponse(f"the body ({size} bytes) is not valid JSON", status=status) from None
+        raise MalformedResponse(
+            f"the body ({size} bytes) is not valid JSON", status=status
+        ) from None
 
 
 def structure(raw: object, cls: type[T], *, status: int | None = None) -> T:
     """Structure ``raw`` as ``cls`` with the library's converter, or raise MalformedResponse."""
     if not isinstance(raw, dict):
-        raise MalformedResponse(
-            f"expected a JSON object, got {type(raw).__name__}", status=status
-        )
+        raise MalformedResponse(f"expected a JSON object, got {type(raw).__name__}", status=status)
     try:
         return converter.structure(raw, cls)
     except Exception as error:  # cattrs reports through several exception types
@@ -152,7 +152,9 @@ def read_jwt_claims(token: str) -> JwtClaims:
     """
     parts = token.split(".")
     if len(parts) != 3 or not all(parts[:2]):
-        raise MalformedResponse("the access token is not a JWT (expected three dot-separated parts)")
+        raise MalformedResponse(
+            "the access token is not a JWT (expected three dot-separated parts)"
+        )
     try:
         payload = json.loads(_b64url(parts[1]))
     except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):

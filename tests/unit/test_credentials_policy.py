@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import pytest
+
+from eightyeightpay import (
+    PRODUCTION_URL,
+    SANDBOX_URL,
+    Credentials,
+    EnvironmentMismatch,
+    InsecureTransport,
+    InvalidPolicy,
+    MalformedCredentials,
+    Policy,
+)
+from eightyeightpay.adapters.config import build_credentials, read_environment
+from tests.support import API_KEY, MERCHANT
+
+
+def test_valid_credentials_mask_the_key_everywhere() -> None:
+    creds = Credentials(API_KEY, MERCHANT)
+    for text in (repr(creds), str(creds), repr(creds.cache_key), str(creds.cache_key)):
+        assert API_KEY not in text
+    assert creds.masked_key == "sk_test_…5b4a"
+    assert creds.base_url == SANDBOX_URL
+
+
+@pytest.mark.parametrize(
+    ("key", "merchant", "fragment"),
+    [
+        (API_KEY + " ", MERCHANT, "whitespace"),
+        (" " + API_KEY, MERCHANT, "whitespace"),
+        (API_KEY, MERCHANT + "\n", "whitespace"),
+        ("pk_test_abcdefgh", MERCHANT, "sk_test_"),
+        ("sk_test_ab cdefgh", MERCHANT, "sk_test_"),
+        ("", MERCHANT, "empty"),
+        (API_KEY, "COL-TEST-12345", "MCH-{COUNTRY}-{ID}"),
+        (API_KEY, "MCH-CO-1", "MCH-{COUNTRY}-{ID}"),
+    ],
+)
+def test_malformed_credentials_are_refused_before_any_request(
+    key: str, merchant: str, fragment: str
+) -> None:
+    with pytest.raises(MalformedCredentials) as caught:
+        Credentials(key, merchant)
+    assert fragment in str(caught.value)
+    if len(key.strip()) > 10:
+        assert key.strip() not in str(caught.value)
+
+
+def test_live_key_against_sandbox_and_test_key_against_production_are_refused() -> None:
+    with pytest.raises(EnvironmentMismatch, match="live key"):
+        Credentials("sk_live_abcdef123456", MERCHANT, SANDBOX_URL)
+    with pytest.raises(EnvironmentMismatch, match="sandbox key"):
+        Credentials(API_KEY, MERCHANT, PRODUCTION_URL)
+
+
+def test_plain_http_only_to_loopback_and_only_when_asked() -> None:
+    with pytest.raises(InsecureTransport):
+        Credentials(API_KEY, MERCHANT, "http://127.0.0.1:8080")
+    with pytest.raises(InsecureTransport):
+        Credentials(API_KEY, MERCHANT, "http://example.com", allow_http_loopback=True)
+    creds = Credentials(API_KEY, MERCHANT, "http://127.0.0.1:8080/", allow_http_loopback=True)
+    assert creds.base_url == "http://127.0.0.1:8080"
+
+
+def test_environment_is_inferred_from_the_key_when_not_given() -> None:
+    assert build_credentials("sk_live_abcdef123456", MERCHANT).base_url == PRODUCTION_URL
+    assert build_credentials(API_KEY, MERCHANT).base_url == SANDBOX_URL
+    assert build_credentials(API_KEY, MERCHANT, environment="sandbox").base_url == SANDBOX_URL
+
+
+def test_rotated_key_or_other_host_never_shares_a_cache_key() -> None:
+    a = Credentials(API_KEY, MERCHANT).cache_key
+    assert a != Credentials(API_KEY + "x", MERCHANT).cache_key
+    assert a != Credentials(API_KEY, MERCHANT, "https://127.0.0.1:9").cache_key
+    assert API_KEY not in str(a)
+
+
+def test_environment_variables_are_read_and_trimmed() -> None:
+    config = read_environment(
+        {
+            "EIGHTY_EIGHT_PAY_API_KEY": f" {API_KEY}\n",
+            "EIGHTY_EIGHT_PAY_MERCHANT_ID": MERCHANT,
+        }
+    )
+    assert config.api_key == API_KEY
+    assert config.trimmed == ("EIGHTY_EIGHT_PAY_API_KEY",)
+    assert API_KEY not in repr(config)
+    with pytest.raises(MalformedCredentials, match="EIGHTY_EIGHT_PAY_MERCHANT_ID"):
+        read_environment({"EIGHTY_EIGHT_PAY_API_KEY": API_KEY})
+
+
+def test_default_policy_costs_at_most_74_requests_an_hour() -> None:
+    policy = Policy()
+    assert policy.margin == 10
+    assert 0 < policy.lead < 5
+    assert policy.steady_hourly_cost <= 74.0 + 1e-9
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"margin": 55, "lead": 10},
+        {"margin": 10, "lead": 20},  # 30 s period: 120 an hour
+        {"margin": -1},
+        {"per_minute": 0},
+        {"backoff_cap": 0.5},
+        {"margin": float("nan")},
+    ],
+)
+def test_policies_that_cannot_work_are_refused(options: dict[str, float]) -> None:
+    with pytest.raises(InvalidPolicy):
+        Policy(**options)  # type: ignore[arg-type]
+
+
+def test_short_lived_tokens_get_proportional_windows() -> None:
+    policy = Policy()
+    margin, lead = policy.windows_for(6)
+    assert margin == pytest.approx(1.0)
+    assert lead == pytest.approx(policy.lead / 10)
+    assert policy.windows_for(120) == (policy.margin, policy.lead)

@@ -1,0 +1,173 @@
+"""Hypothesis invariants over the core: never an expired token, never two requests in flight,
+never a broken rate window, backoff within its bounds."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from eightyeightpay.errors import ConnectionLost, EightyEightPayError, RateLimited, RetryableError
+from eightyeightpay.governor import RateWindow
+from eightyeightpay.machine import (
+    Exchange,
+    Flight,
+    Refresh,
+    SendTokenRequest,
+    Serve,
+    ServeAndRefresh,
+    TokenMachine,
+    Unavailable,
+    Wait,
+)
+from eightyeightpay.policy import Policy, backoff_delay
+from tests.support import CREDENTIALS, error_response, ok_response
+
+OUTCOMES = st.sampled_from(["ok", "short", "500", "429", "429-bare", "reset", "401", "garbage"])
+
+
+class TokenMachineRules(RuleBasedStateMachine):
+    """Random calls, time jumps and request outcomes against one machine."""
+
+    @initialize(seed=st.integers(0, 2**32 - 1))
+    def start(self, seed: int) -> None:
+        self.policy = Policy()
+        self.machine = TokenMachine(CREDENTIALS, self.policy, random.Random(seed))
+        self.now = 1000.0
+        self.open: Flight | None = None
+        self.steps: object = None
+        self.sends: list[float] = []
+        self.nonce = 0
+
+    @rule(seconds=st.floats(0, 400, allow_nan=False))
+    def time_passes(self, seconds: float) -> None:
+        self.now += seconds
+
+    @rule()
+    def caller_asks(self) -> None:
+        decision = self.machine.decide(self.now)
+        if isinstance(decision, Serve | ServeAndRefresh):
+            token = decision.token
+            assert self.now < token.usable_until <= token.expires_at
+            margin, _ = self.policy.windows_for(token.expires_at - token.sent_at)
+            assert token.expires_at - self.now > margin - 1e-9
+        if isinstance(decision, Refresh | ServeAndRefresh):
+            assert self.open is None, "a second request while one is in flight"
+            self.open = decision.flight
+            self.sends.append(self.now)
+            self.steps = self.machine.refresh(decision.flight)
+            effect = next(self.steps)  # type: ignore[call-overload]
+            assert isinstance(effect, SendTokenRequest)
+        if isinstance(decision, Wait):
+            assert self.open is not None and decision.flight == self.open
+        if isinstance(decision, Unavailable):
+            assert decision.retry_at > self.now
+            assert isinstance(decision.error, EightyEightPayError)
+
+    @precondition(lambda self: self.open is not None)
+    @rule(outcome=OUTCOMES, latency=st.floats(0, 12, allow_nan=False))
+    def request_ends(self, outcome: str, latency: float) -> None:
+        self.now += latency
+        self.nonce += 1
+        response, error = None, None
+        if outcome == "ok":
+            response = ok_response(self.nonce)
+        elif outcome == "short":
+            response = ok_response(self.nonce, life=7)
+        elif outcome == "500":
+            response = error_response(500, "Internal error")
+        elif outcome == "429":
+            response = error_response(429, "Rate limit exceeded.", retry_after=30)
+        elif outcome == "429-bare":
+            response = error_response(429, "Rate limit exceeded.")
+        elif outcome == "401":
+            response = error_response(401, "Invalid API key or merchant ID")
+        elif outcome == "garbage":
+            response = ok_response(self.nonce).__class__(200, (), b"<html>")
+        else:
+            error = ConnectionLost("host", "reset")
+        failures_before = self.machine.failures
+        try:
+            self.steps.send(Exchange(response, error, self.now))  # type: ignore[attr-defined]
+            raise AssertionError("the protocol should end after one exchange")
+        except StopIteration as stop:
+            settled = stop.value
+        self.open = None
+        if settled.error is not None:
+            attempt = failures_before + 1
+            delay = self.machine.blocked_until - self.now
+            ceiling = min(self.policy.backoff_cap, self.policy.backoff_initial * 2 ** (attempt - 1))
+            server = 30.0 if outcome == "429" else 0.0
+            assert ceiling / 2 - 1e-9 <= delay <= max(ceiling, server) + 1e-9
+            if isinstance(settled.error, RateLimited | RetryableError):
+                assert settled.error.retry_after == pytest.approx(delay)
+        else:
+            assert settled.token is not None
+
+    @rule()
+    def api_rejects_token(self) -> None:
+        if self.machine.token is not None:
+            assert self.machine.invalidate(self.machine.token)
+            assert self.machine.token is None
+
+    @invariant()
+    def one_flight_at_most(self) -> None:
+        if not hasattr(self, "machine"):
+            return
+        assert (self.machine.flight is None) == (self.open is None)
+
+    @invariant()
+    def rate_windows_hold(self) -> None:
+        if not hasattr(self, "machine"):
+            return
+        last_minute = [t for t in self.sends if t > self.now - 60]
+        last_hour = [t for t in self.sends if t > self.now - 3600]
+        assert len(last_minute) <= self.policy.per_minute
+        assert len(last_hour) <= self.policy.per_hour
+        for i, t in enumerate(self.sends):
+            window = [u for u in self.sends[: i + 1] if u > t - 60]
+            assert len(window) <= self.policy.per_minute
+
+
+TestTokenMachine = TokenMachineRules.TestCase
+TestTokenMachine.settings = settings(max_examples=150, stateful_step_count=60, deadline=None)
+
+
+@given(
+    attempt=st.integers(1, 200),
+    u=st.floats(0, 1, exclude_max=True),
+    retry_after=st.none() | st.floats(0, 10_000, allow_nan=False),
+)
+def test_backoff_stays_within_bounds(attempt: int, u: float, retry_after: float | None) -> None:
+    policy = Policy()
+
+    class Fixed:
+        def random(self) -> float:
+            return u
+
+    delay = backoff_delay(attempt, Fixed(), policy, retry_after=retry_after)
+    ceiling = min(policy.backoff_cap, policy.backoff_initial * 2 ** min(attempt - 1, 62))
+    assert ceiling / 2 <= delay or (retry_after is not None and delay == retry_after)
+    assert delay <= max(ceiling, retry_after or 0)
+    if retry_after is not None:
+        assert delay >= retry_after
+
+
+@given(st.lists(st.floats(0, 20_000, allow_nan=False), max_size=300))
+def test_governor_never_allows_a_send_that_breaks_a_window(wishes: list[float]) -> None:
+    """Whatever times senders ask for, sending at next_allowed keeps both rolling windows."""
+    window = RateWindow()
+    sent: list[float] = []
+    now = 0.0
+    for wish in sorted(wishes):
+        now = max(now, wish)
+        at = window.next_allowed(now, 10, 100)
+        assert at >= now
+        now = at
+        window = window.record(now)
+        sent.append(now)
+        assert sum(1 for t in sent if t > now - 60) <= 10
+        assert sum(1 for t in sent if t > now - 3600) <= 100

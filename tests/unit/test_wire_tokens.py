@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from eightyeightpay import (
+    AccessDenied,
+    EightyEightPayError,
+    Freshness,
+    InvalidCredentials,
+    MalformedResponse,
+    Policy,
+    RateLimited,
+    ServerError,
+)
+from eightyeightpay.http import HttpResponse
+from eightyeightpay.tokens import interpret_token_response
+from eightyeightpay.wire import read_jwt_claims
+from tests.support import CREDENTIALS, error_response, jwt, ok_response, token_body
+
+POLICY = Policy()
+
+
+def interpret(response: HttpResponse, sent_at: float = 100.0):  # type: ignore[no-untyped-def]
+    return interpret_token_response(
+        response, sent_at=sent_at, credentials=CREDENTIALS, policy=POLICY
+    )
+
+
+def test_lifetime_counts_from_send_and_takes_the_shorter_of_expires_in_and_the_jwt() -> None:
+    token = interpret(HttpResponse(200, (), token_body(jwt(life=45), expires_in=60)), 100.0)
+    assert token.expires_at == 145.0
+    token = interpret(HttpResponse(200, (), token_body(jwt(life=60), expires_in=60)), 100.0)
+    assert token.expires_at == 160.0
+    assert token.usable_until == 150.0
+    assert token.freshness(100.0) is Freshness.FRESH
+    assert token.freshness(149.0) is Freshness.STALE
+    assert token.freshness(150.0) is Freshness.EXPIRED
+    assert token.access_token not in repr(token) and token.session_id not in repr(token)
+
+
+def test_extra_fields_are_tolerated() -> None:
+    body = json.loads(token_body(jwt()))
+    body["data"]["scope"] = "all"
+    body["trace"] = "x"
+    assert interpret(HttpResponse(200, (), json.dumps(body).encode())).session_id == "sess_1"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"<html>Bad gateway</html>",
+        b'{"status":"Success","code":200}',
+        token_body(jwt(), expires_in="60"),
+        token_body(jwt(), expires_in=0),
+        token_body(jwt(), expires_in=-5),
+        token_body(jwt(), expires_in=True),
+        token_body("not-a-jwt"),
+        token_body("a.b.c"),
+        token_body(jwt(merchant="MCH-COL-OTHER-1")),
+        json.dumps([1, 2]).encode(),
+        token_body(jwt())[:40],
+    ],
+)
+def test_malformed_token_responses_are_typed_errors(body: bytes) -> None:
+    with pytest.raises(MalformedResponse):
+        interpret(HttpResponse(200, (), body))
+
+
+def test_documented_errors_map_to_their_types_with_causes() -> None:
+    with pytest.raises(InvalidCredentials, match="sandbox key"):
+        interpret(error_response(401, "Invalid API key or merchant ID"))
+    with pytest.raises(AccessDenied, match="KYC"):
+        interpret(error_response(403, "Access denied"))
+    with pytest.raises(RateLimited) as limited:
+        interpret(
+            HttpResponse(
+                429,
+                (("Retry-After", "17"),),
+                json.dumps({"status": "Error", "code": 429, "message": "m", "retry_after": 12}).encode(),
+            )
+        )
+    assert limited.value.retry_after == 17 and not limited.value.local
+    with pytest.raises(ServerError):
+        interpret(HttpResponse(502, (), b"<html>bad gateway</html>"))
+
+
+@given(st.binary(max_size=300))
+def test_any_body_gives_a_token_or_a_typed_error(body: bytes) -> None:
+    try:
+        interpret(HttpResponse(200, (), body))
+    except EightyEightPayError:
+        pass
+
+
+@given(st.text(max_size=200))
+def test_any_jwt_text_gives_claims_or_a_typed_error(text: str) -> None:
+    try:
+        read_jwt_claims(text)
+    except MalformedResponse:
+        pass
+
+
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+                    lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner), max_leaves=20))
+def test_any_json_in_data_gives_a_token_or_a_typed_error(data: object) -> None:
+    body = json.dumps({"status": "Success", "code": 200, "data": data}).encode()
+    with pytest.raises(MalformedResponse):
+        interpret(HttpResponse(200, (), body))
+
+
+def test_ok_helper_is_really_accepted() -> None:
+    assert interpret(ok_response(3)).session_id == "sess_3"
