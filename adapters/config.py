@@ -7,12 +7,17 @@ import os
 from collections.abc import Mapping
 
 import attrs
-
 from eightyeightpay.credentials import ENVIRONMENTS, PRODUCTION_URL, SANDBOX_URL, Credentials
 from eightyeightpay.errors import ConfigurationError, MalformedCredentials
 
-__all__ = ["API_KEY_VARIABLE", "BASE_URL_VARIABLE", "MERCHANT_ID_VARIABLE", "EnvConfig",
-           "build_credentials", "read_environment"]
+__all__ = [
+    "API_KEY_VARIABLE",
+    "BASE_URL_VARIABLE",
+    "MERCHANT_ID_VARIABLE",
+    "EnvConfig",
+    "build_credentials",
+    "read_environment",
+]
 
 API_KEY_VARIABLE = "EIGHTY_EIGHT_PAY_API_KEY"
 MERCHANT_ID_VARIABLE = "EIGHTY_EIGHT_PAY_MERCHANT_ID"
@@ -68,7 +73,9 @@ class EnvConfig:
 def read_environment(environ: Mapping[str, str] | None = None) -> EnvConfig:
     """Read and trim the ``EIGHTY_EIGHT_PAY_*`` variables; a missing one is a clear error."""
     env = os.environ if environ is None else environ
-    missing = [name for name in (API_KEY_VARIABLE, MERCHANT_ID_VARIABLE) if not env.get(name, "").strip()]
+    missing = [
+        name for name in (API_KEY_VARIABLE, MERCHANT_ID_VARIABLE) if not env.get(name, "").strip()
+    ]
     if missing:
         raise MalformedCredentials(
             f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set. Export "

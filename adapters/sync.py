@@ -7,6 +7,7 @@ number, without a lock.
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import random
@@ -196,7 +197,7 @@ class TokenManager:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> Self:
-        """A manager configured from ``EIGHTY_EIGHT_PAY_API_KEY``, ``…_MERCHANT_ID``, ``…_BASE_URL``.
+        """A manager configured from the ``EIGHTY_EIGHT_PAY_*`` variables.
 
         Values are trimmed of stray whitespace (a warning names the variable).
         """
@@ -237,8 +238,8 @@ class TokenManager:
                 case ServeAndRefresh(token, flight):
                     log.debug("token %s is stale; refreshing in the background", token.fingerprint)
                     self._background.submit(
-                        lambda flight=flight: self._run_flight(flight),
-                        lambda flight=flight: self._drop_flight(flight),
+                        functools.partial(self._run_flight_in_background, flight),
+                        functools.partial(self._drop_flight, flight),
                     )
                     return token
                 case Refresh(flight):
@@ -248,7 +249,8 @@ class TokenManager:
                         with slot.lock:
                             slot.unlisten(flight, waiter)
                         raise RequestTimeout(
-                            self.credentials.host, self.policy.request_timeout,
+                            self.credentials.host,
+                            self.policy.request_timeout,
                             may_have_been_sent=True,
                         )
                     assert waiter.settled is not None
@@ -303,6 +305,9 @@ class TokenManager:
             log.debug("token request failed: %s", type(settled.error).__name__)
         return settled
 
+    def _run_flight_in_background(self, flight: Flight) -> None:
+        self._run_flight(flight)
+
     def _drop_flight(self, flight: Flight) -> None:
         with self._slot.lock:
             self._slot.machine.abort(flight)
@@ -334,15 +339,19 @@ class TokenManager:
         idempotency key); a :class:`~eightyeightpay.errors.TransportError` says so instead.
         """
         token = self.get_token()
-        response = self._send_api(build_api_request(
-            self.credentials.base_url, token, method, path, json=json, headers=headers
-        ))
+        response = self._send_api(
+            build_api_request(
+                self.credentials.base_url, token, method, path, json=json, headers=headers
+            )
+        )
         if response.status == 401:
             self.invalidate(token)
             token = self.get_token()
-            response = self._send_api(build_api_request(
-                self.credentials.base_url, token, method, path, json=json, headers=headers
-            ))
+            response = self._send_api(
+                build_api_request(
+                    self.credentials.base_url, token, method, path, json=json, headers=headers
+                )
+            )
         return read_api_response(response)
 
     def _send_api(self, request: HttpRequest) -> HttpResponse:
@@ -352,8 +361,12 @@ class TokenManager:
             return self._transport.send(request, timeout=self.timeout)
         except TransportError as error:
             if may_replay(request, error):
-                log.debug("%s %s not sent (%s); sending once more", request.method,
-                          request.path, type(error).__name__)
+                log.debug(
+                    "%s %s not sent (%s); sending once more",
+                    request.method,
+                    request.path,
+                    type(error).__name__,
+                )
                 return self._transport.send(request, timeout=self.timeout)
             raise
 

@@ -1,0 +1,193 @@
+"""The ``eightyeightpay`` command line.
+
+Exit codes: 0 success; 1 the library or the API reported an error (the message says which
+and what to do); 2 the command line itself was wrong; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from eightyeightpay.errors import EightyEightPayError
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+def _print_table(rows: Sequence[tuple[str, object]]) -> None:
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"  {name.ljust(width)}  {value}")
+
+
+# --------------------------------------------------------------------------- token / request
+
+
+def _manager_from_env(args: argparse.Namespace) -> Any:
+    from eightyeightpay.adapters.sync import TokenManager
+
+    options: dict[str, Any] = {}
+    if args.ca_bundle:
+        options["ca_bundle"] = args.ca_bundle
+    return TokenManager.from_env(**options)
+
+
+def _cmd_token(args: argparse.Namespace) -> int:
+    with _manager_from_env(args) as manager:
+        token = manager.get_token()
+        remaining = token.remaining(time.monotonic())
+        record = {
+            "merchant_id": token.merchant_id,
+            "fingerprint": token.fingerprint,
+            "expires_in": round(remaining, 1),
+            "session_id": token.session_id if args.reveal else f"{token.session_id[:5]}…",
+            "access_token": token.access_token if args.reveal else f"…{token.fingerprint}",
+        }
+    if args.json:
+        print(json.dumps(record))
+    else:
+        _print_table(list(record.items()))
+    return EXIT_OK
+
+
+def _cmd_request(args: argparse.Namespace) -> int:
+    body = None
+    if args.data is not None:
+        try:
+            body = json.loads(args.data)
+        except ValueError as error:
+            print(f"--data is not valid JSON: {error}", file=sys.stderr)
+            return EXIT_USAGE
+    with _manager_from_env(args) as manager:
+        response = manager.request(args.method, args.path, json=body)
+    if args.json:
+        print(json.dumps({"status": response.status, "body": response.data}))
+    else:
+        print(f"HTTP {response.status}")
+        print(json.dumps(response.data, indent=2) if response.data is not None else "")
+    return EXIT_OK if response.ok else EXIT_ERROR
+
+
+# --------------------------------------------------------------------------- sandbox
+
+
+def _cmd_sandbox(args: argparse.Namespace) -> int:
+    from eightyeightpay.plugins.sandbox import (
+        DEFAULT_API_KEY,
+        DEFAULT_MERCHANT_ID,
+        Sandbox,
+        SandboxServer,
+    )
+
+    server = SandboxServer(
+        Sandbox(token_lifetime=args.token_lifetime), host=args.host, port=args.port, tls=args.tls
+    )
+    server.start()
+    try:
+        info = {
+            "url": server.url,
+            "api_key": DEFAULT_API_KEY,
+            "merchant_id": DEFAULT_MERCHANT_ID,
+            "ca_file": str(server.certificates.ca_file) if server.certificates else None,
+            "stats": f"{server.url}/_sandbox/stats",
+        }
+        if args.json:
+            print(json.dumps(info), flush=True)
+        else:
+            print("88Pay sandbox emulator running (Ctrl-C to stop)")
+            _print_table([(k, v) for k, v in info.items() if v is not None])
+            print("\nUse it with:")
+            print(f"  export EIGHTY_EIGHT_PAY_BASE_URL={server.url}")
+            print(f"  export EIGHTY_EIGHT_PAY_API_KEY={DEFAULT_API_KEY}")
+            print(f"  export EIGHTY_EIGHT_PAY_MERCHANT_ID={DEFAULT_MERCHANT_ID}")
+            if server.certificates:
+                print(f"  export SSL_CERT_FILE={server.certificates.ca_file}")
+            sys.stdout.flush()
+        stop = threading.Event()
+        while not stop.wait(3600):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- demo
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from eightyeightpay.adapters.demo import run_demo
+
+    return run_demo(threads=args.threads, say=print)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``eightyeightpay`` command."""
+    parser = argparse.ArgumentParser(
+        prog="eightyeightpay",
+        description="Access tokens for the 88Pay API: get, use, serve a sandbox, demonstrate.",
+        epilog="Exit codes: 0 success, 1 an error reported by the library or API, 2 usage.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG to stderr")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    token = sub.add_parser("token", help="get a token using EIGHTY_EIGHT_PAY_* variables")
+    token.add_argument("--reveal", action="store_true", help="print the token and session id")
+    token.add_argument("--json", action="store_true", help="machine-readable output")
+    token.add_argument("--ca-bundle", help="PEM file of CAs to trust instead of the system's")
+    token.set_defaults(run=_cmd_token)
+
+    request = sub.add_parser("request", help="make an authenticated API call")
+    request.add_argument("method", help="HTTP method, e.g. POST")
+    request.add_argument("path", help="path, e.g. /api/transactions/charges")
+    request.add_argument("--data", help="JSON body")
+    request.add_argument("--json", action="store_true", help="machine-readable output")
+    request.add_argument("--ca-bundle", help="PEM file of CAs to trust instead of the system's")
+    request.set_defaults(run=_cmd_request)
+
+    sandbox = sub.add_parser("sandbox", help="serve the 88Pay emulator on loopback")
+    sandbox.add_argument("--host", default="127.0.0.1", help="loopback address to bind")
+    sandbox.add_argument("--port", type=int, default=8088, help="port (0 picks a free one)")
+    sandbox.add_argument("--tls", action="store_true", help="serve HTTPS with a throw-away CA")
+    sandbox.add_argument("--token-lifetime", type=int, default=60, help="seconds a token lives")
+    sandbox.add_argument("--json", action="store_true", help="print the connection info as JSON")
+    sandbox.set_defaults(run=_cmd_sandbox)
+
+    demo = sub.add_parser("demo", help="show the library at work against the embedded emulator")
+    demo.add_argument("--threads", type=int, default=200, help="concurrent callers")
+    demo.set_defaults(run=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.verbose:
+        logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
+    run: Callable[[argparse.Namespace], int] = args.run
+    try:
+        return run(args)
+    except EightyEightPayError as error:
+        print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
