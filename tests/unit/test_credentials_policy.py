@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pytest
-
 from eightyeightpay import (
     PRODUCTION_URL,
     SANDBOX_URL,
@@ -13,6 +12,7 @@ from eightyeightpay import (
     Policy,
 )
 from eightyeightpay.adapters.config import build_credentials, read_environment
+
 from tests.support import API_KEY, MERCHANT
 
 

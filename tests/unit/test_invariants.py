@@ -6,10 +6,6 @@ from __future__ import annotations
 import random
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
-
 from eightyeightpay.errors import ConnectionLost, EightyEightPayError, RateLimited, RetryableError
 from eightyeightpay.governor import RateWindow
 from eightyeightpay.machine import (
@@ -24,6 +20,10 @@ from eightyeightpay.machine import (
     Wait,
 )
 from eightyeightpay.policy import Policy, backoff_delay
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
 from tests.support import CREDENTIALS, error_response, ok_response
 
 OUTCOMES = st.sampled_from(["ok", "short", "500", "429", "429-bare", "reset", "401", "garbage"])

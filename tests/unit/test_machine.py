@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from eightyeightpay import InvalidCredentials, Policy, RateLimited, ServerError
 from eightyeightpay.http import HttpResponse
 from eightyeightpay.machine import (
@@ -16,10 +15,13 @@ from eightyeightpay.machine import (
     Unavailable,
     Wait,
 )
+
 from tests.support import CREDENTIALS, error_response, ok_response, rng
 
 
-def settle(machine: TokenMachine, decision: Refresh | ServeAndRefresh, response: HttpResponse, now: float) -> Settled:
+def settle(
+    machine: TokenMachine, decision: Refresh | ServeAndRefresh, response: HttpResponse, now: float
+) -> Settled:
     steps = machine.refresh(decision.flight)
     next(steps)
     with pytest.raises(StopIteration) as stop:
@@ -51,7 +53,9 @@ def test_stale_token_is_served_while_exactly_one_background_refresh_starts() -> 
 
 def test_401_is_not_retried_and_is_remembered_during_its_backoff() -> None:
     machine = TokenMachine(CREDENTIALS, Policy(), rng())
-    settled = settle(machine, machine.decide(0.0), error_response(401, "Invalid API key or merchant ID"), 0.1)
+    settled = settle(
+        machine, machine.decide(0.0), error_response(401, "Invalid API key or merchant ID"), 0.1
+    )
     assert isinstance(settled.error, InvalidCredentials)
     again = machine.decide(0.2)
     assert isinstance(again, Unavailable) and isinstance(again.error, InvalidCredentials)
@@ -60,7 +64,12 @@ def test_401_is_not_retried_and_is_remembered_during_its_backoff() -> None:
 
 def test_429_cool_down_answers_callers_without_another_request() -> None:
     machine = TokenMachine(CREDENTIALS, Policy(), rng())
-    settle(machine, machine.decide(0.0), error_response(429, "Rate limit exceeded.", retry_after=40), 0.1)
+    settle(
+        machine,
+        machine.decide(0.0),
+        error_response(429, "Rate limit exceeded.", retry_after=40),
+        0.1,
+    )
     for t in (0.2, 10.0, 39.0):
         decision = machine.decide(t)
         assert isinstance(decision, Unavailable)

@@ -8,8 +8,18 @@ import subprocess
 import sys
 
 CORE = pathlib.Path(__file__).parents[2] / "core"
-NETWORK_AND_CONCURRENCY = {"urllib3", "h11", "threading", "socket", "ssl", "asyncio", "trio",
-                           "select", "selectors", "redis"}
+NETWORK_AND_CONCURRENCY = {
+    "urllib3",
+    "h11",
+    "threading",
+    "socket",
+    "ssl",
+    "asyncio",
+    "trio",
+    "select",
+    "selectors",
+    "redis",
+}
 # What core sources may not import at all (os and time are always loaded by the interpreter,
 # so only the sources can be checked for them).
 FORBIDDEN = NETWORK_AND_CONCURRENCY | {"logging", "subprocess", "time", "random", "os"}
@@ -34,7 +44,9 @@ print(json.dumps({"loaded": loaded, "importers": importers}))
 def test_importing_the_package_loads_no_io_modules() -> None:
     out = subprocess.run(
         [sys.executable, "-c", PROBE, ",".join(sorted(NETWORK_AND_CONCURRENCY))],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     import json
 

@@ -1,0 +1,212 @@
+"""The threaded manager against the in-process emulator with a fake clock: deterministic."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from eightyeightpay import (
+    AccessDenied,
+    InvalidCredentials,
+    ManagerClosed,
+    RateLimited,
+    ServerError,
+)
+from eightyeightpay.adapters.sync import ThreadBackground, TokenManager
+from eightyeightpay.errors import ConfigurationError, ConnectionLost
+from eightyeightpay.plugins.memory import MemoryStore
+from eightyeightpay.plugins.sandbox import (
+    DEFAULT_API_KEY,
+    DEFAULT_MERCHANT_ID,
+    SUSPENDED_API_KEY,
+    SUSPENDED_MERCHANT_ID,
+    Fault,
+    SandboxTransport,
+)
+from eightyeightpay.policy import Policy
+
+from tests.conftest import InProcess
+
+BALANCE = f"/api/balance?id={DEFAULT_MERCHANT_ID}"
+
+
+def test_simulated_hour_at_100_calls_a_second(inproc: InProcess) -> None:
+    """At most 74 token requests, no expired token, no 429, nobody waits after the first."""
+    manager = inproc.manager()
+    waited_after_first = 0
+    handed_out_unusable = 0
+    for tick in range(360_000):
+        inproc.clock.advance(0.01)
+        before = inproc.stat("token_requests")
+        token = manager.get_token()
+        if before > 0 and inproc.stat("token_requests") > before:
+            waited_after_first += 1
+        handed_out_unusable += inproc.clock() >= token.usable_until
+        inproc.background.run_pending()  # the refresh-ahead runs "in the background"
+        if tick % 2000 == 0:  # the server accepts what the cache hands out
+            assert manager.request("POST", BALANCE).status == 200
+    assert inproc.stat("token_requests") <= 74
+    assert inproc.stat("rate_limited") == 0
+    assert inproc.stat("expired_token_rejections") == 0
+    assert inproc.stat("unauthorized") == 0
+    assert handed_out_unusable == 0
+    assert waited_after_first == 0
+
+
+def test_two_managers_with_the_same_credentials_share_one_token(inproc: InProcess) -> None:
+    a, b = inproc.manager(), inproc.manager()
+    assert a.get_token() == b.get_token()
+    assert inproc.stat("token_requests") == 1
+
+
+def test_managers_sharing_a_slot_must_share_the_policy(inproc: InProcess) -> None:
+    inproc.manager()
+    with pytest.raises(ConfigurationError, match="different policy"):
+        inproc.manager(policy=Policy(margin=5))
+
+
+def test_401_from_the_token_endpoint_names_causes_and_is_not_retried(inproc: InProcess) -> None:
+    manager = inproc.manager(api_key="sk_test_not_a_real_key_1234")
+    for _ in range(5):
+        with pytest.raises(InvalidCredentials) as caught:
+            manager.get_token()
+        assert "sandbox key" in str(caught.value) and "merchant id" in str(caught.value)
+    assert inproc.stat("token_requests") == 1
+
+
+def test_403_is_access_denied_with_its_documented_causes(inproc: InProcess) -> None:
+    manager = inproc.manager(SUSPENDED_API_KEY, SUSPENDED_MERCHANT_ID)
+    with pytest.raises(AccessDenied) as caught:
+        manager.get_token()
+    for cause in ("KYC", "suspended", "allow-list"):
+        assert cause in str(caught.value)
+
+
+def test_429_cool_down_answers_every_caller_at_once_without_a_request(inproc: InProcess) -> None:
+    inproc.sandbox.inject(
+        Fault.status(
+            429,
+            body=b'{"status":"Error","code":429,"message":"Rate limit exceeded. '
+            b'Please try again later.","retry_after":20}',
+        )
+    )
+    manager = inproc.manager()
+    with pytest.raises(RateLimited) as first:
+        manager.get_token()
+    assert first.value.retry_after == pytest.approx(20)
+    for _ in range(100):
+        inproc.clock.advance(0.1)
+        with pytest.raises(RateLimited) as later:
+            manager.get_token()
+        assert 0 < later.value.retry_after < 20
+    assert inproc.stat("token_requests") == 1
+    inproc.clock.advance(11)
+    assert manager.get_token() is not None
+    assert inproc.stat("token_requests") == 2
+
+
+def test_max_wait_lets_a_caller_wait_out_the_cool_down(inproc: InProcess) -> None:
+    inproc.sandbox.inject(Fault.status(500))
+    manager = inproc.manager()
+    with pytest.raises(ServerError):
+        manager.get_token()
+    # the fake clock does not move while the manager sleeps, so advance it from the side
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.wait(0.001):
+            inproc.clock.advance(0.5)
+
+    ticker = threading.Thread(target=tick)
+    ticker.start()
+    try:
+        assert manager.get_token(max_wait=120) is not None
+    finally:
+        stop.set()
+        ticker.join()
+    assert inproc.stat("token_requests") == 2
+
+
+def test_expired_token_answered_with_401_gets_one_new_token_and_one_replay(
+    inproc: InProcess,
+) -> None:
+    skew = [0.0]
+    server_clock = SandboxTransport(inproc.sandbox, lambda: inproc.clock() + skew[0])
+    manager = inproc.manager(transport=server_clock)
+    first = manager.get_token()
+    skew[0] = 61.0  # the server's clock runs ahead: the token we still trust expired there
+    before_tokens = inproc.stat("token_requests")
+    response = manager.request("POST", BALANCE)
+    assert response.status == 200
+    assert inproc.stat("token_requests") == before_tokens + 1
+    assert inproc.stat("expired_token_rejections") == 1
+    assert inproc.stat("api_requests") == 2
+    assert manager.get_token() != first
+
+
+def test_a_charge_is_not_replayed_after_a_reset_that_may_have_reached_the_server(
+    inproc: InProcess,
+) -> None:
+    manager = inproc.manager()
+    manager.get_token()
+    inproc.sandbox.inject(Fault.reset(), path="/api/transactions/charges")
+    with pytest.raises(ConnectionLost) as caught:
+        manager.request(
+            "POST",
+            "/api/transactions/charges",
+            json={
+                "flow": "PAYIN",
+                "method_code": "PSE",
+                "amount": 10,
+                "currency": "COP",
+                "country": "COL",
+            },
+        )
+    assert caught.value.may_have_been_sent
+    assert "never replayed" in str(caught.value)
+    assert inproc.stat("charges") <= 1 and inproc.stat("api_requests") == 1
+
+
+def test_a_call_that_was_never_sent_is_sent_once_more(inproc: InProcess) -> None:
+    manager = inproc.manager()
+    manager.get_token()
+    inproc.sandbox.inject(Fault.refuse(), path="/api/transactions/charges")
+    response = manager.request(
+        "POST",
+        "/api/transactions/charges",
+        json={
+            "flow": "PAYIN",
+            "method_code": "PSE",
+            "amount": 10,
+            "currency": "COP",
+            "country": "COL",
+        },
+    )
+    assert response.status == 200
+    assert inproc.stat("charges") == 1
+
+
+def test_closed_manager_refuses_and_leaves_no_thread_running(inproc: InProcess) -> None:
+    before = {t.ident for t in threading.enumerate()}
+    manager = inproc.manager(background=ThreadBackground(), store=MemoryStore())
+    token = manager.get_token()
+    inproc.clock.advance(token.fresh_until - inproc.clock() + 0.01)
+    assert manager.get_token() == token  # stale: served, refresh started on the worker
+    manager.close()
+    assert {t.ident for t in threading.enumerate()} <= before
+    with pytest.raises(ManagerClosed):
+        manager.request("POST", BALANCE)
+
+
+def test_from_env_reads_and_trims_the_variables(inproc: InProcess) -> None:
+    manager = TokenManager.from_env(
+        {
+            "EIGHTY_EIGHT_PAY_API_KEY": DEFAULT_API_KEY + " ",
+            "EIGHTY_EIGHT_PAY_MERCHANT_ID": DEFAULT_MERCHANT_ID,
+        },
+        transport=inproc.transport,
+        clock=inproc.clock,
+        store=MemoryStore(),
+    )
+    with manager:
+        assert manager.get_token().merchant_id == DEFAULT_MERCHANT_ID
