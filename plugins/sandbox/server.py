@@ -9,6 +9,7 @@ import socket
 import socketserver
 import ssl
 import struct
+import sys
 import tempfile
 import threading
 import time
@@ -28,6 +29,8 @@ CONTROL_PREFIX = "/_sandbox/"
 """Paths under this prefix control the emulator; they are never counted as API requests."""
 
 _SocketLike = socket.socket
+_MAX_BODY = 1 << 20
+_MAX_LINE = 1 << 16
 
 
 def _abort(connection: _SocketLike) -> None:
@@ -109,8 +112,6 @@ class _HTTPServer(ThreadingHTTPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         # Clients that vanish and stop() waking blocked reads raise OSError: not news.
         # Anything else is a bug in the sandbox and is reported as usual.
-        import sys
-
         if isinstance(sys.exc_info()[1], OSError):
             return
         super().handle_error(request, client_address)
@@ -163,6 +164,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch()
 
     def _read_body(self) -> bytes | None:
+        """Return the request body, or None when its framing is invalid."""
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            return self._read_chunked()
         length = self.headers.get("Content-Length")
         if length is None:
             return b""
@@ -170,7 +174,28 @@ class _Handler(BaseHTTPRequestHandler):
             size = int(length)
         except ValueError:
             return None
-        return self.rfile.read(size) if size > 0 else b""
+        if not 0 <= size <= _MAX_BODY:
+            return None
+        return self.rfile.read(size)
+
+    def _read_chunked(self) -> bytes | None:
+        parts: list[bytes] = []
+        total = 0
+        while True:
+            line = self.rfile.readline(_MAX_LINE)
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                return None
+            if size == 0:
+                while self.rfile.readline(_MAX_LINE) not in (b"\r\n", b"\n", b""):
+                    pass  # trailers are ignored
+                return b"".join(parts)
+            total += size
+            if size < 0 or total > _MAX_BODY:
+                return None
+            parts.append(self.rfile.read(size))
+            self.rfile.readline(_MAX_LINE)
 
     def _write(
         self,
@@ -201,16 +226,15 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._read_body()
         if body is None:
             self.close_connection = True
-            self._write_json(400, {"status": "Error", "code": 400, "message": "Bad length"})
+            self._write_json(400, _envelope(400, "Invalid request body framing"))
             return
         if self.path.startswith(CONTROL_PREFIX):
             self._control(body)
             return
         owner = self.server.owner
         scheme = "https" if self.server.tls_context is not None else "http"
-        host = self.headers.get("Host") or owner.netloc
         request = HttpRequest(
-            self.command, f"{scheme}://{host}{self.path}", tuple(self.headers.items()), body
+            self.command, f"{scheme}://{owner.netloc}{self.path}", tuple(self.headers.items()), body
         )
         reply = owner.sandbox.handle(request, now=owner.clock())
         if reply.connection_fault is ConnectionFault.REFUSE or reply.response is None:

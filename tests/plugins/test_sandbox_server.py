@@ -354,3 +354,17 @@ def test_client_context_trusts_the_server(tmp_path: Path) -> None:
     with SandboxServer(certificates=certificates) as running:
         http = urllib3.PoolManager(ssl_context=context, retries=False)
         assert get_token(http, running).status == 200
+
+
+def test_a_chunked_request_body_is_read_in_full(server: SandboxServer) -> None:
+    http = client(server)
+    response = http.request(
+        "POST",
+        server.url + "/_sandbox/faults",
+        body=iter([b'{"kind": "status",', b' "code": 503}']),
+        chunked=True,
+        timeout=5,
+    )
+    assert response.status == 200
+    assert get_token(http, server).status == 503
+    assert get_token(http, server).status == 200
