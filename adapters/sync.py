@@ -27,7 +27,6 @@ from eightyeightpay.errors import (
 )
 from eightyeightpay.http import HttpRequest, HttpResponse, Transport
 from eightyeightpay.machine import (
-    Exchange,
     Flight,
     Refresh,
     Serve,
@@ -35,13 +34,13 @@ from eightyeightpay.machine import (
     Settled,
     Unavailable,
     Wait,
-    transport_failure,
 )
 from eightyeightpay.plugins.memory import MemoryStore, Slot
 from eightyeightpay.plugins.registry import registry
 from eightyeightpay.policy import Policy, Rng
 from eightyeightpay.tokens import Token
 
+from .common import FlightRun, drop_flight
 from .config import build_credentials, read_environment
 
 __all__ = ["Background", "ManualBackground", "ThreadBackground", "TokenManager"]
@@ -239,7 +238,7 @@ class TokenManager:
                     log.debug("token %s is stale; refreshing in the background", token.fingerprint)
                     self._background.submit(
                         functools.partial(self._run_flight_in_background, flight),
-                        functools.partial(self._drop_flight, flight),
+                        functools.partial(drop_flight, self._slot, flight),
                     )
                     return token
                 case Refresh(flight):
@@ -267,51 +266,24 @@ class TokenManager:
 
     def _run_flight(self, flight: Flight) -> Settled:
         """Run the core's refresh protocol for ``flight`` and wake its waiters."""
-        slot = self._slot
-        host = self.credentials.host
-        steps = slot.machine.refresh(flight)
-        settled: Settled | None = None
+        run = FlightRun(self._slot, flight, self._clock, self.credentials.host)
         try:
-            with slot.lock:
-                effect = next(steps)
-            while settled is None:
-                log.debug("token request sent to %s for %s", host, self.credentials.merchant_id)
+            effect = run.start()
+            while effect is not None:
                 try:
-                    response: HttpResponse | None = self._transport.send(
-                        effect.request, timeout=effect.timeout
-                    )
-                    error: EightyEightPayError | None = None
-                except EightyEightPayError as failure:
-                    response, error = None, failure
-                with slot.lock:
-                    try:
-                        effect = steps.send(Exchange(response, error, self._clock()))
-                    except StopIteration as stop:
-                        settled = stop.value
+                    response = self._transport.send(effect.request, timeout=effect.timeout)
+                except EightyEightPayError as error:
+                    effect = run.feed(None, error)
+                else:
+                    effect = run.feed(response, None)
         except Exception as unexpected:  # a broken transport plugin must not strand waiters
-            with slot.lock:
-                settled = slot.machine.fail(
-                    flight, transport_failure(host, type(unexpected).__name__), now=self._clock()
-                )
+            run.crash(unexpected)
         finally:
-            if settled is None:  # interrupted (KeyboardInterrupt, SystemExit): let others retry
-                with slot.lock:
-                    slot.machine.abort(flight)
-                settled = Settled(flight, None, None)
-            slot.publish(settled)
-        if settled.token is not None:
-            log.debug("new token %s obtained", settled.token.fingerprint)
-        elif settled.error is not None:
-            log.debug("token request failed: %s", type(settled.error).__name__)
+            settled = run.finish()
         return settled
 
     def _run_flight_in_background(self, flight: Flight) -> None:
         self._run_flight(flight)
-
-    def _drop_flight(self, flight: Flight) -> None:
-        with self._slot.lock:
-            self._slot.machine.abort(flight)
-        self._slot.publish(Settled(flight, None, None))
 
     def invalidate(self, token: Token) -> bool:
         """Stop using ``token`` (the API rejected it). A newer token is never dropped."""

@@ -8,6 +8,7 @@ held across I/O or an ``await``.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 
@@ -22,6 +23,7 @@ from .hookspecs import StoreFactory, hookimpl
 __all__ = ["MemoryStore", "Slot"]
 
 Listener = Callable[[Settled], None]
+log = logging.getLogger("eightyeightpay")
 
 
 class Slot:
@@ -52,7 +54,10 @@ class Slot:
             self.snapshot = self.machine.token
             listeners = self._listeners.pop(settled.flight.number, [])
         for listener in listeners:
-            listener(settled)
+            try:
+                listener(settled)
+            except Exception:  # a waiter whose event loop has gone must not stop the others
+                log.debug("a waiter could not be woken (its event loop is closed)")
 
     def refresh_snapshot(self) -> None:
         """Copy the machine's token to :attr:`snapshot`. Call with :attr:`lock` held."""
