@@ -11,7 +11,14 @@ from typing import Any
 
 import pluggy
 
-__all__ = ["PROJECT", "StoreFactory", "TransportFactory", "hookimpl", "hookspec"]
+__all__ = [
+    "PROJECT",
+    "RuntimeFactory",
+    "StoreFactory",
+    "TransportFactory",
+    "hookimpl",
+    "hookspec",
+]
 
 PROJECT = "eightyeightpay"
 """The pluggy project name and the entry-point group third-party plugins use."""
@@ -24,7 +31,9 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 StoreFactory = Callable[..., Any]
 """Builds a store from keyword options; see :mod:`eightyeightpay.plugins.memory`."""
 TransportFactory = Callable[..., Any]
-"""Builds a sync transport from keyword options (``ca_bundle=``, ``timeout=``...)."""
+"""Builds a transport from keyword options (``ca_bundle=``...)."""
+RuntimeFactory = Callable[..., Any]
+"""Builds an async runtime (``asyncio``: no arguments; ``trio``: the nursery to run in)."""
 
 
 class EightyEightPayHookspecs:
@@ -39,3 +48,15 @@ class EightyEightPayHookspecs:
         self, register: Callable[[str, TransportFactory], None]
     ) -> None:
         """Register sync HTTP transports by name: ``register("urllib3", Urllib3Transport)``."""
+
+    @hookspec
+    def eightyeightpay_register_async_transports(
+        self, register: Callable[[str, TransportFactory], None]
+    ) -> None:
+        """Register async HTTP transports by name: ``register("h11", AsyncHttp11Transport)``."""
+
+    @hookspec
+    def eightyeightpay_register_runtimes(
+        self, register: Callable[[str, RuntimeFactory], None]
+    ) -> None:
+        """Register async runtimes by name: ``register("asyncio", AsyncioRuntime)``."""

@@ -9,16 +9,23 @@ from types import ModuleType
 
 import attrs
 import pluggy
-
 from eightyeightpay.errors import ConfigurationError
 
-from .hookspecs import PROJECT, EightyEightPayHookspecs, StoreFactory, TransportFactory
+from .hookspecs import (
+    PROJECT,
+    EightyEightPayHookspecs,
+    RuntimeFactory,
+    StoreFactory,
+    TransportFactory,
+)
 
 __all__ = ["DEFAULT_PLUGINS", "DISABLE_VARIABLE", "Registry", "plugin_manager", "registry"]
 
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "eightyeightpay.plugins.memory",
     "eightyeightpay.plugins.urllib3_transport",
+    "eightyeightpay.plugins.h11_transport",
+    "eightyeightpay.adapters.runtimes",
 )
 """Built-in plugins, registered before third-party ones."""
 
@@ -27,7 +34,9 @@ DISABLE_VARIABLE = "EIGHTY_EIGHT_PAY_DISABLE_PLUGINS"
 
 
 def _blocked() -> set[str]:
-    return {name.strip() for name in os.environ.get(DISABLE_VARIABLE, "").split(",") if name.strip()}
+    return {
+        name.strip() for name in os.environ.get(DISABLE_VARIABLE, "").split(",") if name.strip()
+    }
 
 
 def plugin_manager() -> pluggy.PluginManager:
@@ -53,6 +62,10 @@ class Registry:
     """Token stores."""
     transports: dict[str, TransportFactory]
     """Sync HTTP transports."""
+    async_transports: dict[str, TransportFactory]
+    """Async HTTP transports."""
+    runtimes: dict[str, RuntimeFactory]
+    """Async runtimes."""
 
     def store(self, name: str) -> StoreFactory:
         """The store factory called ``name``, or a ConfigurationError listing the known ones."""
@@ -61,6 +74,14 @@ class Registry:
     def transport(self, name: str) -> TransportFactory:
         """The transport factory called ``name``, or a ConfigurationError listing the known ones."""
         return _pick("transport", name, self.transports)
+
+    def async_transport(self, name: str) -> TransportFactory:
+        """The async transport factory called ``name``."""
+        return _pick("async transport", name, self.async_transports)
+
+    def runtime(self, name: str) -> RuntimeFactory:
+        """The async runtime called ``name``."""
+        return _pick("runtime", name, self.runtimes)
 
 
 def _pick(kind: str, name: str, known: dict[str, StoreFactory]) -> StoreFactory:
@@ -76,15 +97,20 @@ def _pick(kind: str, name: str, known: dict[str, StoreFactory]) -> StoreFactory:
 
 def collect(manager: pluggy.PluginManager) -> Registry:
     """Ask every plugin of ``manager`` for its factories."""
-    stores: dict[str, StoreFactory] = {}
-    transports: dict[str, TransportFactory] = {}
-
-    def adder(table: dict[str, StoreFactory]) -> functools.partial[None]:
-        return functools.partial(_register, table)
-
-    manager.hook.eightyeightpay_register_stores(register=adder(stores))
-    manager.hook.eightyeightpay_register_transports(register=adder(transports))
-    return Registry(stores, transports)
+    tables: list[dict[str, StoreFactory]] = [{}, {}, {}, {}]
+    hooks = manager.hook
+    for hook, table in zip(
+        (
+            hooks.eightyeightpay_register_stores,
+            hooks.eightyeightpay_register_transports,
+            hooks.eightyeightpay_register_async_transports,
+            hooks.eightyeightpay_register_runtimes,
+        ),
+        tables,
+        strict=True,
+    ):
+        hook(register=functools.partial(_register, table))
+    return Registry(*tables)
 
 
 def _register(table: dict[str, StoreFactory], name: str, factory: StoreFactory) -> None:

@@ -1,0 +1,298 @@
+"""The asyncio and trio managers: one driver over the core, two runtimes.
+
+``AsyncTokenManager`` (asyncio) and the trio manager opened with
+``async with open_trio_token_manager(...)`` behave exactly like the threaded
+``TokenManager``, because the core decides and this driver only performs effects. The
+token request runs in a task the manager owns: a cancelled caller cancels only its own
+wait, and every other waiter still gets the token or the error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from types import TracebackType
+from typing import Any, Protocol, Self
+
+from eightyeightpay.api import ApiResponse, build_api_request, may_replay, read_api_response
+from eightyeightpay.credentials import Credentials
+from eightyeightpay.errors import (
+    EightyEightPayError,
+    ManagerClosed,
+    RequestTimeout,
+    TransportError,
+)
+from eightyeightpay.http import HttpRequest, HttpResponse
+from eightyeightpay.machine import (
+    Flight,
+    Refresh,
+    Serve,
+    ServeAndRefresh,
+    Unavailable,
+    Wait,
+)
+from eightyeightpay.plugins.memory import MemoryStore, Slot
+from eightyeightpay.plugins.registry import registry
+from eightyeightpay.policy import Policy, Rng
+from eightyeightpay.tokens import Token
+
+from .common import FlightRun, drop_flight
+from .config import build_credentials, read_environment
+from .runtimes import AsyncRuntime
+
+__all__ = ["AsyncTokenManager", "AsyncTransport", "TrioTokenManager", "open_trio_token_manager"]
+
+Clock = Callable[[], float]
+
+
+class AsyncTransport(Protocol):
+    """What the async managers need from an HTTP client."""
+
+    async def send(self, request: HttpRequest, *, timeout: float) -> HttpResponse:
+        """Send ``request``; return the whole response or raise a TransportError."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections."""
+        ...
+
+
+class _AsyncManager:
+    """The driver shared by the asyncio and trio managers."""
+
+    def __init__(
+        self,
+        runtime: AsyncRuntime,
+        api_key: str,
+        merchant_id: str,
+        *,
+        environment: str | None = None,
+        base_url: str | None = None,
+        store: str | MemoryStore = "memory",
+        policy: Policy | None = None,
+        ca_bundle: str | None = None,
+        allow_http_loopback: bool = False,
+        transport: AsyncTransport | None = None,
+        timeout: float = 30.0,
+        clock: Clock = time.monotonic,
+        rng: Rng | None = None,
+    ) -> None:
+        self.credentials: Credentials = build_credentials(
+            api_key,
+            merchant_id,
+            environment=environment,
+            base_url=base_url,
+            allow_http_loopback=allow_http_loopback,
+        )
+        """Whose tokens this manager gets (the key shows masked)."""
+        self.policy = policy or Policy()
+        """Refresh windows, limits and backoff."""
+        self.timeout = timeout
+        """Seconds an API call made by :meth:`request` may take."""
+        plugins = registry()
+        chosen = plugins.store(store)() if isinstance(store, str) else store
+        self._slot: Slot = chosen.slot(self.credentials, self.policy, rng or random.Random())
+        self._runtime = runtime
+        self._transport: AsyncTransport = transport or plugins.async_transport("h11")(
+            runtime, ca_bundle=ca_bundle
+        )
+        self._clock = clock
+        self._closed = False
+
+    # ------------------------------------------------------------------ tokens
+
+    async def get_token(self, *, max_wait: float = 0.0) -> Token:
+        """A usable token: from the cache when possible, else from one shared request.
+
+        When no token can be had yet a typed error says when one can; ``max_wait`` lets the
+        call wait up to that many seconds instead.
+        """
+        token = self._slot.snapshot
+        if token is not None and self._clock() < token.fresh_until:
+            return token
+        return await self._get_token_slowly(max_wait)
+
+    async def _get_token_slowly(self, max_wait: float) -> Token:
+        slot = self._slot
+        give_up_at = self._clock() + max_wait
+        while True:
+            if self._closed:
+                raise ManagerClosed()
+            waiter = self._runtime.waiter()
+            with slot.lock:
+                now = self._clock()
+                decision = slot.machine.decide(now)
+                if isinstance(decision, Wait | Refresh):
+                    slot.listen(decision.flight, waiter)
+            match decision:
+                case Serve(token):
+                    return token
+                case ServeAndRefresh(token, flight):
+                    self._start_flight(flight)
+                    return token
+                case Refresh(flight):
+                    self._start_flight(flight)
+                    until = now + self.policy.request_timeout + 1.0
+                case Wait(flight, until):
+                    pass
+                case Unavailable(error, retry_at):
+                    if retry_at > give_up_at:
+                        raise error
+                    await self._runtime.sleep(max(0.0, retry_at - now))
+                    continue
+            try:
+                settled = await waiter.wait(max(0.0, until - now))
+            finally:
+                with slot.lock:  # a cancelled or timed-out caller stops waiting; nobody else
+                    slot.unlisten(flight, waiter)
+            if settled is None:
+                raise RequestTimeout(
+                    self.credentials.host, self.policy.request_timeout, may_have_been_sent=True
+                )
+            if settled.error is not None:
+                raise settled.error
+            if settled.token is not None and self._clock() < settled.token.usable_until:
+                return settled.token
+
+    def _start_flight(self, flight: Flight) -> None:
+        if not self._runtime.spawn(functools.partial(self._run_flight, flight)):
+            drop_flight(self._slot, flight)
+
+    async def _run_flight(self, flight: Flight) -> None:
+        run = FlightRun(self._slot, flight, self._clock, self.credentials.host)
+        try:
+            effect = run.start()
+            while effect is not None:
+                try:
+                    response = await self._transport.send(effect.request, timeout=effect.timeout)
+                except EightyEightPayError as error:
+                    effect = run.feed(None, error)
+                else:
+                    effect = run.feed(response, None)
+        except Exception as unexpected:  # a broken transport plugin must not strand waiters
+            run.crash(unexpected)
+        finally:
+            run.finish()
+
+    def invalidate(self, token: Token) -> bool:
+        """Stop using ``token`` (the API rejected it). A newer token is never dropped."""
+        with self._slot.lock:
+            dropped = self._slot.machine.invalidate(token)
+            self._slot.refresh_snapshot()
+        return dropped
+
+    # ------------------------------------------------------------------ API calls
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> ApiResponse:
+        """An authenticated API call; returns status, headers and the parsed JSON body.
+
+        A 401 invalidates the token used and the call is sent once more with a new one. A
+        call that may have reached the server is never sent twice.
+        """
+        token = await self.get_token()
+        base = self.credentials.base_url
+        response = await self._send_api(
+            build_api_request(base, token, method, path, json=json, headers=headers)
+        )
+        if response.status == 401:
+            self.invalidate(token)
+            token = await self.get_token()
+            response = await self._send_api(
+                build_api_request(base, token, method, path, json=json, headers=headers)
+            )
+        return read_api_response(response)
+
+    async def _send_api(self, request: HttpRequest) -> HttpResponse:
+        if self._closed:
+            raise ManagerClosed()
+        try:
+            return await self._transport.send(request, timeout=self.timeout)
+        except TransportError as error:
+            if may_replay(request, error):
+                return await self._transport.send(request, timeout=self.timeout)
+            raise
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def aclose(self) -> None:
+        """Cancel the manager's tasks and close its connections. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._runtime.aclose()
+        await self._transport.aclose()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"{type(self).__name__}({self.credentials}, {state})"
+
+
+class AsyncTokenManager(_AsyncManager):
+    """The asyncio manager. ``async with AsyncTokenManager(...) as manager:`` closes it."""
+
+    def __init__(self, api_key: str, merchant_id: str, **options: Any) -> None:
+        super().__init__(registry().runtime("asyncio")(), api_key, merchant_id, **options)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> Self:
+        """A manager configured from the ``EIGHTY_EIGHT_PAY_*`` variables."""
+        config = read_environment(environ)
+        if config.base_url is not None:
+            options.setdefault("base_url", config.base_url)
+        return cls(config.api_key, config.merchant_id, **options)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class TrioTokenManager(_AsyncManager):
+    """The trio manager; open it with :func:`open_trio_token_manager`."""
+
+
+@contextlib.asynccontextmanager
+async def open_trio_token_manager(
+    api_key: str | None = None,
+    merchant_id: str | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    **options: Any,
+) -> AsyncIterator[TrioTokenManager]:
+    """Open a trio manager whose background refresh runs in a nursery opened here.
+
+    With ``api_key`` and ``merchant_id`` omitted, they come from the ``EIGHTY_EIGHT_PAY_*``
+    variables (or ``environ``). Leaving the block cancels the refresh and closes
+    connections: nothing of the manager's keeps running.
+    """
+    import trio
+
+    if api_key is None or merchant_id is None:
+        config = read_environment(environ)
+        api_key, merchant_id = config.api_key, config.merchant_id
+        if config.base_url is not None:
+            options.setdefault("base_url", config.base_url)
+    async with trio.open_nursery() as nursery:
+        runtime = registry().runtime("trio")(nursery)
+        manager = TrioTokenManager(runtime, api_key, merchant_id, **options)
+        try:
+            yield manager
+        finally:
+            with trio.CancelScope(shield=True):
+                await manager.aclose()

@@ -1,0 +1,296 @@
+"""What the async drivers need from an event loop, for asyncio and for trio.
+
+A runtime supplies: waiting for a flight to settle (woken from any thread), sleeping, a
+deadline, TCP+TLS streams, and background tasks owned by the manager (never by the caller
+that happened to start them). The async manager and the h11 client are written once
+against :class:`AsyncRuntime`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Protocol
+
+from eightyeightpay.machine import Settled
+from eightyeightpay.plugins.hookspecs import RuntimeFactory, hookimpl
+
+if TYPE_CHECKING:
+    import trio
+
+__all__ = ["AsyncRuntime", "AsyncStream", "AsyncioRuntime", "TrioRuntime", "Waiter"]
+
+Job = Callable[[], Awaitable[None]]
+
+
+class AsyncStream(Protocol):
+    """A connected byte stream (TCP, possibly TLS)."""
+
+    async def send_all(self, data: bytes) -> None:
+        """Send every byte of ``data``."""
+        ...
+
+    async def receive_some(self, max_bytes: int) -> bytes:
+        """Receive up to ``max_bytes``; ``b""`` at end of stream."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close the stream; never raises."""
+        ...
+
+
+class Waiter(Protocol):
+    """One caller waiting for one flight."""
+
+    def __call__(self, settled: Settled) -> None:
+        """Wake the caller; safe from any thread."""
+        ...
+
+    async def wait(self, timeout: float) -> Settled | None:
+        """The flight's outcome, or None after ``timeout`` seconds."""
+        ...
+
+
+class AsyncRuntime(Protocol):
+    """An event loop's primitives, as the async drivers use them."""
+
+    name: str
+    """``"asyncio"`` or ``"trio"``."""
+    broken_stream_errors: tuple[type[BaseException], ...]
+    """Errors a stream raises when the peer goes away."""
+
+    def waiter(self) -> Waiter:
+        """A new waiter bound to the running loop."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep ``seconds``."""
+        ...
+
+    def deadline(self, seconds: float) -> contextlib.AbstractAsyncContextManager[None]:
+        """A scope that raises :class:`TimeoutError` once ``seconds`` have passed."""
+        ...
+
+    async def connect(self, host: str, port: int, tls: ssl.SSLContext | None) -> AsyncStream:
+        """Open a TCP stream, with a completed TLS handshake when ``tls`` is given."""
+        ...
+
+    def spawn(self, job: Job) -> bool:
+        """Run ``job`` as a task the manager owns; False if the runtime is closed."""
+        ...
+
+    async def aclose(self) -> None:
+        """Cancel every task spawned and wait until they have ended."""
+        ...
+
+
+# --------------------------------------------------------------------------- asyncio
+
+
+class _AsyncioWaiter:
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._future: asyncio.Future[Settled] = self._loop.create_future()
+
+    def __call__(self, settled: Settled) -> None:
+        self._loop.call_soon_threadsafe(self._resolve, settled)
+
+    def _resolve(self, settled: Settled) -> None:
+        if not self._future.done():
+            self._future.set_result(settled)
+
+    async def wait(self, timeout: float) -> Settled | None:
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._future
+        except TimeoutError:
+            return None
+
+
+class _AsyncioStream:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+
+    async def send_all(self, data: bytes) -> None:
+        self._writer.write(data)
+        await self._writer.drain()
+
+    async def receive_some(self, max_bytes: int) -> bytes:
+        return await self._reader.read(max_bytes)
+
+    async def aclose(self) -> None:
+        self._writer.close()
+        with contextlib.suppress(Exception):
+            await self._writer.wait_closed()
+
+
+class AsyncioRuntime:
+    """asyncio: tasks kept in a set and cancelled on close."""
+
+    name = "asyncio"
+    broken_stream_errors: tuple[type[BaseException], ...] = (OSError, asyncio.IncompleteReadError)
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    def waiter(self) -> Waiter:
+        """A waiter on the running loop."""
+        return _AsyncioWaiter()
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep on the loop."""
+        await asyncio.sleep(seconds)
+
+    @contextlib.asynccontextmanager
+    async def deadline(self, seconds: float) -> AsyncIterator[None]:
+        """Asyncio's timeout scope (raises TimeoutError)."""
+        async with asyncio.timeout(seconds):
+            yield
+
+    async def connect(self, host: str, port: int, tls: ssl.SSLContext | None) -> AsyncStream:
+        """asyncio.open_connection, with the handshake done before returning."""
+        reader, writer = await asyncio.open_connection(
+            host, port, ssl=tls, server_hostname=host if tls else None
+        )
+        return _AsyncioStream(reader, writer)
+
+    def spawn(self, job: Job) -> bool:
+        """Start ``job`` as a task kept until it ends or :meth:`aclose` cancels it."""
+        if self._closed:
+            return False
+
+        async def runner() -> None:
+            await job()
+
+        task = asyncio.get_running_loop().create_task(runner())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
+
+    async def aclose(self) -> None:
+        """Cancel every task and wait for them."""
+        self._closed = True
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+# --------------------------------------------------------------------------- trio
+
+
+class _TrioWaiter:
+    def __init__(self) -> None:
+        import trio
+
+        self._event = trio.Event()
+        self._token = trio.lowlevel.current_trio_token()
+        self._settled: Settled | None = None
+
+    def __call__(self, settled: Settled) -> None:
+        self._token.run_sync_soon(self._resolve, settled)
+
+    def _resolve(self, settled: Settled) -> None:
+        if self._settled is None:
+            self._settled = settled
+            self._event.set()
+
+    async def wait(self, timeout: float) -> Settled | None:
+        import trio
+
+        with trio.move_on_after(timeout):
+            await self._event.wait()
+        return self._settled
+
+
+class _TrioStream:
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self._stream = stream
+
+    async def send_all(self, data: bytes) -> None:
+        await self._stream.send_all(data)
+
+    async def receive_some(self, max_bytes: int) -> bytes:
+        return bytes(await self._stream.receive_some(max_bytes))
+
+    async def aclose(self) -> None:
+        import trio
+
+        await trio.aclose_forcefully(self._stream)
+
+
+class TrioRuntime:
+    """trio: background tasks run in a nursery the caller opened."""
+
+    name = "trio"
+
+    def __init__(self, nursery: trio.Nursery) -> None:
+        import trio
+
+        self._nursery = nursery
+        self._closed = False
+        self.broken_stream_errors: tuple[type[BaseException], ...] = (
+            OSError,
+            trio.BrokenResourceError,
+            trio.ClosedResourceError,
+        )
+
+    def waiter(self) -> Waiter:
+        """A waiter on the running trio run."""
+        return _TrioWaiter()
+
+    async def sleep(self, seconds: float) -> None:
+        """trio.sleep."""
+        import trio
+
+        await trio.sleep(seconds)
+
+    @contextlib.asynccontextmanager
+    async def deadline(self, seconds: float) -> AsyncIterator[None]:
+        """trio.fail_after, raising TimeoutError like asyncio's."""
+        import trio
+
+        try:
+            with trio.fail_after(seconds):
+                yield
+        except trio.TooSlowError:
+            raise TimeoutError from None
+
+    async def connect(self, host: str, port: int, tls: ssl.SSLContext | None) -> AsyncStream:
+        """trio.open_tcp_stream, wrapped in TLS with the handshake done before returning."""
+        import trio
+
+        tcp = await trio.open_tcp_stream(host, port)
+        if tls is None:
+            return _TrioStream(tcp)
+        secure = trio.SSLStream(tcp, tls, server_hostname=host, https_compatible=True)
+        try:
+            await secure.do_handshake()
+        except BaseException:
+            await trio.aclose_forcefully(secure)
+            raise
+        return _TrioStream(secure)
+
+    def spawn(self, job: Job) -> bool:
+        """Start ``job`` in the manager's nursery."""
+        if self._closed:
+            return False
+        self._nursery.start_soon(job)
+        return True
+
+    async def aclose(self) -> None:
+        """Cancel the nursery's tasks (the nursery itself ends with its ``async with``)."""
+        self._closed = True
+        self._nursery.cancel_scope.cancel()
+
+
+@hookimpl
+def eightyeightpay_register_runtimes(register: Callable[[str, RuntimeFactory], None]) -> None:
+    """Register the ``asyncio`` and ``trio`` runtimes."""
+    register("asyncio", AsyncioRuntime)
+    register("trio", TrioRuntime)
