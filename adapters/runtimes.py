@@ -95,7 +95,14 @@ class _AsyncioWaiter:
         self._future: asyncio.Future[Settled] = self._loop.create_future()
 
     def __call__(self, settled: Settled) -> None:
-        self._loop.call_soon_threadsafe(self._resolve, settled)
+        try:
+            same_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            same_loop = False
+        if same_loop:  # no self-pipe write per waiter when woken from the loop itself
+            self._loop.call_soon(self._resolve, settled)
+        else:
+            self._loop.call_soon_threadsafe(self._resolve, settled)
 
     def _resolve(self, settled: Settled) -> None:
         if not self._future.done():
