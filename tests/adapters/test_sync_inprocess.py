@@ -45,7 +45,7 @@ def test_simulated_hour_at_100_calls_a_second(inproc: InProcess) -> None:
         inproc.background.run_pending()  # the refresh-ahead runs "in the background"
         if tick % 2000 == 0:  # the server accepts what the cache hands out
             assert manager.request("POST", BALANCE).status == 200
-    assert inproc.stat("token_requests") <= 74
+    assert 60 <= inproc.stat("token_requests") <= 74  # 60 is the floor for 60 s tokens
     assert inproc.stat("rate_limited") == 0
     assert inproc.stat("expired_token_rejections") == 0
     assert inproc.stat("unauthorized") == 0

@@ -1,0 +1,161 @@
+"""The same scenarios, the same outcomes, on the threaded, asyncio and trio managers."""
+
+from __future__ import annotations
+
+import pytest
+from eightyeightpay import (
+    AccessDenied,
+    ConnectionLost,
+    InvalidCredentials,
+    MalformedResponse,
+    RateLimited,
+    ServerError,
+    Token,
+)
+from eightyeightpay.plugins.sandbox import (
+    DEFAULT_MERCHANT_ID,
+    IP_BLOCKED_API_KEY,
+    IP_BLOCKED_MERCHANT_ID,
+    Fault,
+    Sandbox,
+)
+
+from tests.parity.harness import RUNTIMES, Harness, run_scenario
+
+BALANCE = f"/api/balance?id={DEFAULT_MERCHANT_ID}"
+CHARGE = {"flow": "PAYIN", "method_code": "PSE", "amount": 10, "currency": "COP", "country": "COL"}
+RATE_LIMITED_BODY = (
+    b'{"status":"Error","code":429,"message":"Rate limit exceeded. Please try again later.",'
+    b'"retry_after":20}'
+)
+
+pytestmark = pytest.mark.parametrize("runtime", RUNTIMES)
+
+
+def test_simulated_hour_at_100_calls_a_second(runtime: str) -> None:
+    """At most 74 token requests, no expired token, no 429, nobody waits after the first."""
+    outcome: dict[str, int] = {}
+
+    async def scenario(h: Harness) -> None:
+        waited = unusable = 0
+        for tick in range(360_000):
+            h.clock.advance(0.01)
+            before = h.stat("token_requests")
+            previous = h.manager._slot.snapshot
+            token = await h.get_token()
+            if before and h.stat("token_requests") > before and token != previous:
+                waited += 1
+            unusable += h.clock() >= token.usable_until
+            if tick % 50 == 0:
+                await h.settle()
+            if tick % 6000 == 0:
+                assert (await h.request("POST", BALANCE)).status == 200
+        outcome.update(waited=waited, unusable=unusable)
+
+    sandbox = Sandbox()
+    run_scenario(runtime, scenario, sandbox=sandbox)
+    stats = sandbox.stats()
+    assert 60 <= stats["token_requests"] <= 74  # 60 is the floor for 60 s tokens
+    assert stats["rate_limited"] == 0
+    assert stats["expired_token_rejections"] == 0 and stats["unauthorized"] == 0
+    assert outcome == {"waited": 0, "unusable": 0}
+
+
+def test_a_crowd_on_a_cold_cache_makes_one_request(runtime: str) -> None:
+    async def scenario(h: Harness) -> None:
+        results = await h.crowd(64)
+        assert all(isinstance(r, Token) for r in results) and len(set(results)) == 1
+        assert h.stat("token_requests") == 1
+
+    run_scenario(runtime, scenario)
+
+
+def test_credentials_rejected_once_and_not_retried(runtime: str) -> None:
+    async def scenario(h: Harness) -> None:
+        for _ in range(5):
+            with pytest.raises(InvalidCredentials):
+                await h.get_token()
+        assert h.stat("token_requests") == 1
+
+    run_scenario(runtime, scenario, api_key="sk_test_wrong_key_000000")
+
+
+def test_access_denied_names_its_causes(runtime: str) -> None:
+    async def scenario(h: Harness) -> None:
+        with pytest.raises(AccessDenied, match="allow-list"):
+            await h.get_token()
+
+    run_scenario(runtime, scenario, api_key=IP_BLOCKED_API_KEY, merchant_id=IP_BLOCKED_MERCHANT_ID)
+
+
+def test_429_cool_down_is_answered_locally(runtime: str) -> None:
+    sandbox = Sandbox()
+    sandbox.inject(Fault.status(429, body=RATE_LIMITED_BODY))
+
+    async def scenario(h: Harness) -> None:
+        with pytest.raises(RateLimited) as first:
+            await h.get_token()
+        assert first.value.retry_after == pytest.approx(20)
+        for _ in range(50):
+            h.clock.advance(0.2)
+            with pytest.raises(RateLimited):
+                await h.get_token()
+        assert h.stat("token_requests") == 1
+        h.clock.advance(11)
+        assert isinstance(await h.get_token(), Token)
+        assert h.stat("token_requests") == 2
+
+    run_scenario(runtime, scenario, sandbox=sandbox)
+
+
+def test_failed_refresh_then_recovery_after_backoff(runtime: str) -> None:
+    sandbox = Sandbox()
+    sandbox.inject(Fault.status(500))
+
+    async def scenario(h: Harness) -> None:
+        with pytest.raises(ServerError):
+            await h.get_token()
+        with pytest.raises(ServerError):
+            await h.get_token()  # remembered during the backoff, no second request
+        assert h.stat("token_requests") == 1
+        h.clock.advance(1.0)
+        assert isinstance(await h.get_token(), Token)
+
+    run_scenario(runtime, scenario, sandbox=sandbox)
+
+
+def test_malformed_token_response_is_a_typed_error(runtime: str) -> None:
+    sandbox = Sandbox()
+    sandbox.inject(Fault.malformed(b'{"status":"Success","code":200,"data":{"expires_in":"60"}}'))
+
+    async def scenario(h: Harness) -> None:
+        with pytest.raises(MalformedResponse):
+            await h.get_token()
+
+    run_scenario(runtime, scenario, sandbox=sandbox)
+
+
+def test_401_on_a_call_gets_one_new_token_and_one_replay(runtime: str) -> None:
+    async def scenario(h: Harness) -> None:
+        first = await h.get_token()
+        h.manager.invalidate(first)  # nothing cached: the next call fetches a token
+        token = await h.get_token()
+        # make the API reject that token once: it expired on the server's side
+        h.sandbox.inject(Fault.status(401), path="/api/balance")
+        response = await h.request("POST", BALANCE)
+        assert response.status == 200
+        assert h.stat("token_requests") == 3
+        assert await h.get_token() != token
+
+    run_scenario(runtime, scenario)
+
+
+def test_a_charge_that_may_have_arrived_is_never_replayed(runtime: str) -> None:
+    async def scenario(h: Harness) -> None:
+        await h.get_token()
+        h.sandbox.inject(Fault.reset(), path="/api/transactions/charges")
+        with pytest.raises(ConnectionLost):
+            await h.request("POST", "/api/transactions/charges", json=CHARGE)
+        assert h.stat("api_requests") == 1
+
+    run_scenario(runtime, scenario)
