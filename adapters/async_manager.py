@@ -39,7 +39,8 @@ from eightyeightpay.plugins.registry import registry
 from eightyeightpay.policy import Policy, Rng
 from eightyeightpay.tokens import Token
 
-from .common import FlightRun, drop_flight
+from .common import CLOSED, FlightRun, drop_flight
+from .common import Closed as _Closed
 from .config import build_credentials, read_environment
 from .runtimes import AsyncRuntime
 
@@ -95,6 +96,7 @@ class _AsyncManager:
         plugins = registry()
         chosen = plugins.store(store)() if isinstance(store, str) else store
         self._slot: Slot = chosen.slot(self.credentials, self.policy, rng or random.Random())
+        self._cache: Slot | _Closed = self._slot  # what the lock-free path reads
         self._runtime = runtime
         self._transport: AsyncTransport = transport or plugins.async_transport("h11")(
             runtime, ca_bundle=ca_bundle
@@ -110,7 +112,7 @@ class _AsyncManager:
         When no token can be had yet a typed error says when one can; ``max_wait`` lets the
         call wait up to that many seconds instead.
         """
-        token = self._slot.snapshot
+        token = self._cache.snapshot
         if token is not None and self._clock() < token.fresh_until:
             return token
         return await self._get_token_slowly(max_wait)
@@ -229,6 +231,7 @@ class _AsyncManager:
         if self._closed:
             return
         self._closed = True
+        self._cache = CLOSED
         await self._runtime.aclose()
         await self._transport.aclose()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 import threading
 import time
@@ -36,7 +37,7 @@ def _print_table(rows: Sequence[tuple[str, object]]) -> None:
 def _manager_from_env(args: argparse.Namespace) -> Any:
     from eightyeightpay.adapters.sync import TokenManager
 
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = {"allow_http_loopback": args.allow_http_loopback}
     if args.ca_bundle:
         options["ca_bundle"] = args.ca_bundle
     return TokenManager.from_env(**options)
@@ -112,14 +113,20 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
             print(f"  export EIGHTY_EIGHT_PAY_MERCHANT_ID={DEFAULT_MERCHANT_ID}")
             if server.certificates:
                 print(f"  export SSL_CERT_FILE={server.certificates.ca_file}")
+            else:
+                print("  (plain HTTP: pass --allow-http-loopback to `token` and `request`)")
             sys.stdout.flush()
         stop = threading.Event()
-        while not stop.wait(3600):
-            pass
+        previous = signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
+        try:
+            while not stop.wait(3600):
+                pass
+        finally:
+            signal.signal(signal.SIGTERM, previous)
     except KeyboardInterrupt:
         pass
     finally:
-        server.stop()
+        server.stop()  # also removes the throw-away CA
     return EXIT_OK
 
 
@@ -129,7 +136,7 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from eightyeightpay.adapters.demo import run_demo
 
-    return run_demo(threads=args.threads, say=print)
+    return run_demo(threads=args.threads, tasks=args.tasks, say=print)
 
 
 # --------------------------------------------------------------------------- main
@@ -148,7 +155,6 @@ def build_parser() -> argparse.ArgumentParser:
     token = sub.add_parser("token", help="get a token using EIGHTY_EIGHT_PAY_* variables")
     token.add_argument("--reveal", action="store_true", help="print the token and session id")
     token.add_argument("--json", action="store_true", help="machine-readable output")
-    token.add_argument("--ca-bundle", help="PEM file of CAs to trust instead of the system's")
     token.set_defaults(run=_cmd_token)
 
     request = sub.add_parser("request", help="make an authenticated API call")
@@ -156,8 +162,14 @@ def build_parser() -> argparse.ArgumentParser:
     request.add_argument("path", help="path, e.g. /api/transactions/charges")
     request.add_argument("--data", help="JSON body")
     request.add_argument("--json", action="store_true", help="machine-readable output")
-    request.add_argument("--ca-bundle", help="PEM file of CAs to trust instead of the system's")
     request.set_defaults(run=_cmd_request)
+    for command in (token, request):
+        command.add_argument("--ca-bundle", help="PEM file of CAs to trust instead of the system's")
+        command.add_argument(
+            "--allow-http-loopback",
+            action="store_true",
+            help="permit a plain http:// base URL on a loopback address (local emulators only)",
+        )
 
     sandbox = sub.add_parser("sandbox", help="serve the 88Pay emulator on loopback")
     sandbox.add_argument("--host", default="127.0.0.1", help="loopback address to bind")
@@ -168,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.set_defaults(run=_cmd_sandbox)
 
     demo = sub.add_parser("demo", help="show the library at work against the embedded emulator")
-    demo.add_argument("--threads", type=int, default=200, help="concurrent callers")
+    demo.add_argument("--threads", type=int, default=256, help="concurrent threads")
+    demo.add_argument("--tasks", type=int, default=10_000, help="concurrent async tasks")
     demo.set_defaults(run=_cmd_demo)
     return parser
 

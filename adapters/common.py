@@ -16,7 +16,7 @@ from eightyeightpay.http import HttpResponse
 from eightyeightpay.machine import Exchange, Flight, SendTokenRequest, Settled, transport_failure
 from eightyeightpay.plugins.memory import Slot
 
-__all__ = ["FlightRun"]
+__all__ = ["CLOSED", "Closed", "FlightRun", "drop_flight"]
 
 log = logging.getLogger("eightyeightpay")
 
@@ -87,3 +87,17 @@ def drop_flight(slot: Slot, flight: Flight) -> None:
     with slot.lock:
         slot.machine.abort(flight)
     slot.publish(Settled(flight, None, None))
+
+
+class Closed:
+    """Stands in for a closed manager's slot.
+
+    It has no snapshot, so every call takes the slow path (which raises ManagerClosed) and
+    the cached path needs no extra check.
+    """
+
+    snapshot = None
+
+
+CLOSED = Closed()
+"""The one :class:`Closed` instance."""

@@ -10,7 +10,9 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
+from eightyeightpay.api import ApiResponse
 from eightyeightpay.errors import RateLimited
 from eightyeightpay.plugins.memory import MemoryStore
 from eightyeightpay.plugins.sandbox import (
@@ -130,76 +132,175 @@ def _rate_limit(say: Say) -> None:
     )
 
 
-def run_demo(*, threads: int = 200, say: Say = print) -> int:
+CHARGE = {
+    "flow": "PAYIN",
+    "method_code": "PSE",
+    "amount": 25000,
+    "currency": "COP",
+    "country": "COL",
+    "description": "eightyeightpay demo",
+    "notification_url": "https://merchant.example/webhooks/88pay",
+}
+
+
+def _options(server: SandboxServer) -> dict[str, Any]:
+    assert server.certificates is not None
+    return {
+        "base_url": server.url,
+        "ca_bundle": str(server.certificates.ca_file),
+        "store": MemoryStore(),  # each runtime starts cold, to show its own stampede
+    }
+
+
+def _cached_ns(call: Callable[[], object], calls: int = 100_000) -> float:
+    started = time.perf_counter()
+    for _ in range(calls):
+        call()
+    return (time.perf_counter() - started) / calls * 1e9
+
+
+def _charge_id(response: ApiResponse) -> str:
+    data = response.data.get("data", {}) if isinstance(response.data, dict) else {}
+    return f"{response.status} {data.get('transaction_id', '')}".strip()
+
+
+def _threads_row(server: SandboxServer, callers: int) -> dict[str, object]:
+    before = server.sandbox.stats()["token_requests"]
+    with TokenManager(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **_options(server)) as manager:
+        fingerprints = _stampede(manager, callers)
+        requests = server.sandbox.stats()["token_requests"] - before
+        cached = _cached_ns(manager.get_token)
+        charge = manager.request("POST", "/api/transactions/charges", json=CHARGE)
+    return {
+        "callers": callers,
+        "requests": requests,
+        "tokens": len(fingerprints),
+        "cached": cached,
+        "charge": _charge_id(charge),
+    }
+
+
+async def _async_row(
+    manager: Any, server: SandboxServer, callers: int, crowd: Callable[[int], Any]
+) -> dict[str, object]:
+    before = server.sandbox.stats()["token_requests"]
+    tokens = await crowd(callers)
+    requests = server.sandbox.stats()["token_requests"] - before
+    calls = 100_000
+    started = time.perf_counter()
+    for _ in range(calls):
+        await manager.get_token()
+    cached = (time.perf_counter() - started) / calls * 1e9
+    charge = await manager.request("POST", "/api/transactions/charges", json=CHARGE)
+    return {
+        "callers": callers,
+        "requests": requests,
+        "tokens": len(set(tokens)),
+        "cached": cached,
+        "charge": _charge_id(charge),
+    }
+
+
+def _asyncio_row(server: SandboxServer, callers: int) -> dict[str, object]:
+    import asyncio
+
+    from .async_manager import AsyncTokenManager
+
+    async def main() -> dict[str, object]:
+        async with AsyncTokenManager(
+            DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **_options(server)
+        ) as manager:
+
+            async def crowd(n: int) -> list[Token]:
+                return list(await asyncio.gather(*(manager.get_token() for _ in range(n))))
+
+            return await _async_row(manager, server, callers, crowd)
+
+    return asyncio.run(main())
+
+
+def _trio_row(server: SandboxServer, callers: int) -> dict[str, object]:
+    import trio
+
+    from .async_manager import open_trio_token_manager
+
+    async def main() -> dict[str, object]:
+        async with open_trio_token_manager(
+            DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **_options(server)
+        ) as manager:
+
+            async def crowd(n: int) -> list[Token]:
+                tokens: list[Token] = []
+
+                async def one() -> None:
+                    tokens.append(await manager.get_token())
+
+                async with trio.open_nursery() as nursery:
+                    for _ in range(n):
+                        nursery.start_soon(one)
+                return tokens
+
+            return await _async_row(manager, server, callers, crowd)
+
+    return trio.run(main)
+
+
+def _trio_available() -> bool:
+    try:
+        import trio  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def run_demo(*, threads: int = 256, tasks: int = 10_000, say: Say = print) -> int:
     """Run the demonstration, printing with ``say``; returns the exit code."""
     say("eightyeightpay demo: the 88Pay emulator on loopback over HTTPS, no configuration\n")
     with SandboxServer(Sandbox(), tls=True) as server:
         certificates = server.certificates
         assert certificates is not None
         _table(say, [("emulator", server.url), ("trusted CA", certificates.ca_file)])
-        with TokenManager(
-            DEFAULT_API_KEY,
-            DEFAULT_MERCHANT_ID,
-            base_url=server.url,
-            ca_bundle=str(certificates.ca_file),
-            store=MemoryStore(),
-        ) as manager:
-            say(f"\n1. {threads} threads ask for a token at once, cache cold (threaded manager)")
-            fingerprints = _stampede(manager, threads)
-            _table(
-                say,
-                [
-                    ("token requests the emulator saw", server.sandbox.stats()["token_requests"]),
-                    ("distinct tokens handed out", len(fingerprints)),
-                ],
+        say("\n1. Every runtime: a crowd on a cold cache, then the cache, then a charge")
+        rows: list[tuple[str, dict[str, object]]] = [
+            ("threads", _threads_row(server, threads)),
+            ("asyncio", _asyncio_row(server, tasks)),
+        ]
+        if _trio_available():
+            rows.append(("trio", _trio_row(server, tasks)))
+        header = (
+            "runtime",
+            "callers",
+            "token requests",
+            "distinct tokens",
+            "cached call",
+            "charge",
+        )
+        lines = [header] + [
+            (
+                name,
+                f"{row['callers']:,}",
+                str(row["requests"]),
+                str(row["tokens"]),
+                f"{row['cached']:.0f} ns",
+                str(row["charge"]),
             )
-
-            say("\n2. The cache serves every later call")
-            calls = 100_000
-            started = time.perf_counter()
-            for _ in range(calls):
-                manager.get_token()
-            per_call = (time.perf_counter() - started) / calls
-            _table(
-                say,
-                [
-                    ("cached calls", f"{calls:,}"),
-                    ("time per call", f"{per_call * 1e9:.0f} ns"),
-                    ("token requests now", server.sandbox.stats()["token_requests"]),
-                ],
+            for name, row in rows
+        ]
+        widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+        for line in lines:
+            say(
+                "  "
+                + "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True))
             )
-
-            say("\n3. A charge, authenticated with the cached token and its session")
-            charge = manager.request(
-                "POST",
-                "/api/transactions/charges",
-                json={
-                    "flow": "PAYIN",
-                    "method_code": "PSE",
-                    "amount": 25000,
-                    "currency": "COP",
-                    "country": "COL",
-                    "description": "eightyeightpay demo",
-                    "notification_url": "https://merchant.example/webhooks/88pay",
-                },
-            )
-            data = charge.data.get("data", {}) if isinstance(charge.data, dict) else {}
-            _table(
-                say,
-                [
-                    ("HTTP status", charge.status),
-                    ("transaction", data.get("transaction_id")),
-                    ("status", data.get("status")),
-                ],
-            )
-            stats = server.sandbox.stats()
-
-        say("\n4. What the emulator counted")
+        if not _trio_available():
+            say("  trio: not installed (pip install 'eightyeightpay[trio]')")
+        stats = server.sandbox.stats()
+        say("\n2. What the emulator counted")
         _table(say, [(name, stats[name]) for name in sorted(stats)])
 
-    say("\n5. Refresh ahead of expiry: a simulated hour (fake clock, in-process emulator)")
+    say("\n3. Refresh ahead of expiry: a simulated hour (fake clock, in-process emulator)")
     _simulated_hour(say)
-    say("\n6. A 429 from 88Pay: remembered and answered locally")
+    say("\n4. A 429 from 88Pay: remembered and answered locally")
     _rate_limit(say)
     say("\nDone. With EIGHTY_EIGHT_PAY_* set, `eightyeightpay token` talks to the real API.")
     return 0

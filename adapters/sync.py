@@ -40,7 +40,8 @@ from eightyeightpay.plugins.registry import registry
 from eightyeightpay.policy import Policy, Rng
 from eightyeightpay.tokens import Token
 
-from .common import FlightRun, drop_flight
+from .common import CLOSED, FlightRun, drop_flight
+from .common import Closed as _Closed
 from .config import build_credentials, read_environment
 
 __all__ = ["Background", "ManualBackground", "ThreadBackground", "TokenManager"]
@@ -189,6 +190,7 @@ class TokenManager:
         stores = registry()
         chosen = stores.store(store)() if isinstance(store, str) else store
         self._slot: Slot = chosen.slot(self.credentials, self.policy, rng or random.Random())
+        self._cache: Slot | _Closed = self._slot  # what the lock-free path reads
         self._transport: Transport = transport or stores.transport("urllib3")(ca_bundle=ca_bundle)
         self._clock = clock
         self._background = background or ThreadBackground()
@@ -214,7 +216,7 @@ class TokenManager:
         typed error says when one can; ``max_wait`` lets the call wait up to that many
         seconds for it instead.
         """
-        token = self._slot.snapshot
+        token = self._cache.snapshot
         if token is not None and self._clock() < token.fresh_until:
             return token
         return self._get_token_slowly(max_wait)
@@ -349,6 +351,7 @@ class TokenManager:
         if self._closed:
             return
         self._closed = True
+        self._cache = CLOSED
         self._background.close()
         self._transport.close()
 

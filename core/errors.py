@@ -118,10 +118,11 @@ class RateLimited(EightyEightPayError):
         wait = max(0.0, retry_after)
         if local:
             text = (
-                f"No token can be had for {wait:.1f} s: requesting one now would break 88Pay's "
-                "limit of 10 token requests a minute and 100 an hour per merchant (or a recent "
-                "429 or failure is cooling down), and no usable token is cached. Retry after "
-                "retry_after seconds, or pass max_wait to let the call wait."
+                f"No token can be had for {wait:.1f} s: no usable token is cached, and a request "
+                "now would break 88Pay's limit of 10 token requests a minute and 100 an hour per "
+                "merchant, or 88Pay answered 429 and its cool-down is still running (no request "
+                "was sent for this call). Retry after retry_after seconds, or pass max_wait to "
+                "let the call wait."
             )
         else:
             text = (

@@ -28,6 +28,13 @@ class RateWindow:
         kept = tuple(t for t in self.sends if t > now - HOUR)
         return RateWindow((*kept, now))
 
+    def forget(self, sent: float) -> RateWindow:
+        """The window without the send at ``sent`` (a request that never left)."""
+        sends = list(self.sends)
+        if sent in sends:
+            sends.remove(sent)
+        return RateWindow(tuple(sends))
+
     def next_allowed(self, now: float, per_minute: int, per_hour: int) -> float:
         """The earliest time at or after ``now`` when one more send keeps both limits."""
         hour = [t for t in self.sends if t > now - HOUR]

@@ -205,12 +205,14 @@ class TokenMachine:
         return max(governed, self.blocked_until)
 
     def _unavailable_error(self, now: float, retry_at: float) -> EightyEightPayError:
-        if now < self.blocked_until and self.last_error is not None:
-            error = copy.copy(self.last_error)
-            if isinstance(error, RateLimited | RetryableError):
-                error.retry_after = retry_at - now
-            return error
-        return RateLimited(retry_at - now, local=True)
+        last = self.last_error
+        if now >= self.blocked_until or last is None or isinstance(last, RateLimited):
+            # Nothing is sent now: a remembered 429 is answered as a local refusal.
+            return RateLimited(retry_at - now, local=True)
+        error = copy.copy(last)
+        if isinstance(error, RetryableError):
+            error.retry_after = retry_at - now
+        return error
 
     def _start(self, now: float, *, background: bool) -> Flight:
         self._numbers += 1
@@ -259,6 +261,8 @@ class TokenMachine:
     def fail(self, flight: Flight, error: EightyEightPayError, *, now: float) -> Settled:
         """Record that ``flight`` failed with ``error`` and set the backoff."""
         self._end(flight)
+        if isinstance(error, TransportError) and not error.may_have_been_sent:
+            self.window = self.window.forget(flight.started_at)  # 88Pay never saw it
         self.failures += 1
         server_wait = error.retry_after if isinstance(error, RateLimited) else None
         delay = backoff_delay(self.failures, self.rng, self.policy, retry_after=server_wait)

@@ -12,6 +12,16 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import urllib3
+from eightyeightpay.errors import (
+    ConnectError,
+    ConnectionLost,
+    EightyEightPayError,
+    MalformedResponse,
+    ManagerClosed,
+    RequestTimeout,
+    TLSError,
+)
+from eightyeightpay.http import HttpRequest, HttpResponse
 from urllib3.exceptions import (
     ConnectTimeoutError,
     HTTPError,
@@ -20,17 +30,6 @@ from urllib3.exceptions import (
     ReadTimeoutError,
     SSLError,
 )
-
-from eightyeightpay.errors import (
-    ConnectError,
-    ConnectionLost,
-    EightyEightPayError,
-    ManagerClosed,
-    MalformedResponse,
-    RequestTimeout,
-    TLSError,
-)
-from eightyeightpay.http import HttpRequest, HttpResponse
 
 from .hookspecs import TransportFactory, hookimpl
 
@@ -111,8 +110,14 @@ def _translate(error: Exception, host: str, timeout: float) -> EightyEightPayErr
 
 def _tls_reason(error: Exception) -> str:
     text = str(error)
-    for reason in ("CERTIFICATE_VERIFY_FAILED", "certificate has expired", "Hostname mismatch",
-                   "self-signed", "unable to get local issuer", "WRONG_VERSION_NUMBER"):
+    for reason in (
+        "CERTIFICATE_VERIFY_FAILED",
+        "certificate has expired",
+        "Hostname mismatch",
+        "self-signed",
+        "unable to get local issuer",
+        "WRONG_VERSION_NUMBER",
+    ):
         if reason.lower() in text.lower():
             return reason
     return "handshake failed"

@@ -22,9 +22,13 @@ def b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def jwt(merchant: str = MERCHANT, iat: float = 1_800_000_000, life: float = 60, nonce: int = 0) -> str:
+def jwt(
+    merchant: str = MERCHANT, iat: float = 1_800_000_000, life: float = 60, nonce: int = 0
+) -> str:
     header = b64(json.dumps({"alg": "ES256", "typ": "JWT"}).encode())
-    payload = b64(json.dumps({"merchant_id": merchant, "iat": iat, "exp": iat + life, "jti": nonce}).encode())
+    payload = b64(
+        json.dumps({"merchant_id": merchant, "iat": iat, "exp": iat + life, "jti": nonce}).encode()
+    )
     return f"{header}.{payload}.{b64(b'signature')}"
 
 
@@ -40,7 +44,11 @@ def token_body(access_token: str, expires_in: object = 60, session: str = "sess_
 
 
 def ok_response(nonce: int = 0, life: float = 60) -> HttpResponse:
-    return HttpResponse(200, (("Content-Type", "application/json"),), token_body(jwt(nonce=nonce, life=life), life, f"sess_{nonce}"))
+    return HttpResponse(
+        200,
+        (("Content-Type", "application/json"),),
+        token_body(jwt(nonce=nonce, life=life), life, f"sess_{nonce}"),
+    )
 
 
 def error_response(status: int, message: str, **extra: object) -> HttpResponse:

@@ -13,7 +13,7 @@ from eightyeightpay import (
     ServerError,
 )
 from eightyeightpay.adapters.sync import ThreadBackground, TokenManager
-from eightyeightpay.errors import ConfigurationError, ConnectionLost
+from eightyeightpay.errors import ConfigurationError, ConnectError, ConnectionLost
 from eightyeightpay.plugins.memory import MemoryStore
 from eightyeightpay.plugins.sandbox import (
     DEFAULT_API_KEY,
@@ -210,3 +210,22 @@ def test_from_env_reads_and_trims_the_variables(inproc: InProcess) -> None:
     )
     with manager:
         assert manager.get_token().merchant_id == DEFAULT_MERCHANT_ID
+
+
+def test_a_closed_manager_hands_out_nothing_even_from_its_cache(inproc: InProcess) -> None:
+    manager = inproc.manager()
+    manager.get_token()
+    manager.close()
+    with pytest.raises(ManagerClosed):
+        manager.get_token()
+
+
+def test_a_request_that_never_left_does_not_spend_the_rate_budget(inproc: InProcess) -> None:
+    manager = inproc.manager()
+    for _ in range(12):
+        inproc.sandbox.inject(Fault.refuse())
+        with pytest.raises(ConnectError):
+            manager.get_token()
+        inproc.clock.advance(61)  # past any backoff
+    slot_window = manager._slot.machine.window
+    assert slot_window.count(inproc.clock(), 3600) == 0

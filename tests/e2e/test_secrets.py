@@ -115,7 +115,7 @@ def test_nothing_secret_reaches_logs_reprs_errors_or_output(
     # the command line and the demo, at DEBUG too
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        run_demo(threads=16, say=print)
+        run_demo(threads=16, tasks=200, say=print)
     assert https_server.certificates is not None
     monkeypatch.setenv("EIGHTY_EIGHT_PAY_API_KEY", DEFAULT_API_KEY)
     monkeypatch.setenv("EIGHTY_EIGHT_PAY_MERCHANT_ID", DEFAULT_MERCHANT_ID)

@@ -6,7 +6,13 @@ from __future__ import annotations
 import random
 
 import pytest
-from eightyeightpay.errors import ConnectionLost, EightyEightPayError, RateLimited, RetryableError
+from eightyeightpay.errors import (
+    ConnectError,
+    ConnectionLost,
+    EightyEightPayError,
+    RateLimited,
+    RetryableError,
+)
 from eightyeightpay.governor import RateWindow
 from eightyeightpay.machine import (
     Exchange,
@@ -26,7 +32,9 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from tests.support import CREDENTIALS, error_response, ok_response
 
-OUTCOMES = st.sampled_from(["ok", "short", "500", "429", "429-bare", "reset", "401", "garbage"])
+OUTCOMES = st.sampled_from(
+    ["ok", "short", "500", "429", "429-bare", "reset", "refused", "401", "garbage"]
+)
 
 
 class TokenMachineRules(RuleBasedStateMachine):
@@ -87,6 +95,9 @@ class TokenMachineRules(RuleBasedStateMachine):
             response = error_response(401, "Invalid API key or merchant ID")
         elif outcome == "garbage":
             response = ok_response(self.nonce).__class__(200, (), b"<html>")
+        elif outcome == "refused":
+            error = ConnectError("host", "refused")
+            self.sends.remove(self.open.started_at)  # never sent: 88Pay did not count it
         else:
             error = ConnectionLost("host", "reset")
         failures_before = self.machine.failures

@@ -73,7 +73,7 @@ def test_429_cool_down_answers_callers_without_another_request() -> None:
     for t in (0.2, 10.0, 39.0):
         decision = machine.decide(t)
         assert isinstance(decision, Unavailable)
-        assert isinstance(decision.error, RateLimited) and not decision.error.local
+        assert isinstance(decision.error, RateLimited) and decision.error.local
         assert decision.error.retry_after == pytest.approx(40.1 - t)
     assert machine.sent == 1
     assert isinstance(machine.decide(40.2), Refresh)
