@@ -7,6 +7,7 @@ import os
 from collections.abc import Mapping
 
 import attrs
+
 from eightyeightpay.credentials import ENVIRONMENTS, PRODUCTION_URL, SANDBOX_URL, Credentials
 from eightyeightpay.errors import ConfigurationError, MalformedCredentials
 

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import attrs
 import h11
+
 from eightyeightpay.adapters.runtimes import AsyncRuntime, AsyncStream
 from eightyeightpay.errors import (
     ConnectError,

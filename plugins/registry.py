@@ -9,6 +9,7 @@ from types import ModuleType
 
 import attrs
 import pluggy
+
 from eightyeightpay.errors import ConfigurationError
 
 from .hookspecs import (

@@ -12,6 +12,15 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import urllib3
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+    SSLError,
+)
+
 from eightyeightpay.errors import (
     ConnectError,
     ConnectionLost,
@@ -22,14 +31,6 @@ from eightyeightpay.errors import (
     TLSError,
 )
 from eightyeightpay.http import HttpRequest, HttpResponse
-from urllib3.exceptions import (
-    ConnectTimeoutError,
-    HTTPError,
-    NewConnectionError,
-    ProtocolError,
-    ReadTimeoutError,
-    SSLError,
-)
 
 from .hookspecs import TransportFactory, hookimpl
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+
 from eightyeightpay import (
     AccessDenied,
     InvalidCredentials,
@@ -24,7 +25,6 @@ from eightyeightpay.plugins.sandbox import (
     SandboxTransport,
 )
 from eightyeightpay.policy import Policy
-
 from tests.conftest import InProcess
 
 BALANCE = f"/api/balance?id={DEFAULT_MERCHANT_ID}"

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+
 from eightyeightpay.plugins.sandbox import DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, SandboxServer
 
 SCRIPT = shutil.which("eightyeightpay") or os.path.join(

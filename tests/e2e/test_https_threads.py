@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+
 from eightyeightpay import EightyEightPayError, ServerError, TLSError, TransportError
 from eightyeightpay.adapters.sync import TokenManager
 from eightyeightpay.plugins.memory import MemoryStore

@@ -8,6 +8,7 @@ import logging
 import re
 
 import pytest
+
 from eightyeightpay import EightyEightPayError
 from eightyeightpay.adapters import cli
 from eightyeightpay.adapters.demo import run_demo
@@ -20,7 +21,6 @@ from eightyeightpay.plugins.sandbox import (
     Fault,
     SandboxServer,
 )
-
 from tests.conftest import InProcess
 
 JWT = re.compile(r"eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}")

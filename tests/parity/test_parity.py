@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from eightyeightpay import (
     AccessDenied,
     ConnectionLost,
@@ -19,7 +20,6 @@ from eightyeightpay.plugins.sandbox import (
     Fault,
     Sandbox,
 )
-
 from tests.parity.harness import RUNTIMES, Harness, run_scenario
 
 BALANCE = f"/api/balance?id={DEFAULT_MERCHANT_ID}"

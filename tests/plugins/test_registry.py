@@ -7,13 +7,13 @@ import textwrap
 from collections.abc import Iterator
 
 import pytest
+
 from eightyeightpay import ConfigurationError
 from eightyeightpay.adapters.sync import TokenManager
 from eightyeightpay.plugins import registry as registry_module
 from eightyeightpay.plugins.memory import MemoryStore
 from eightyeightpay.plugins.registry import DEFAULT_PLUGINS, collect, plugin_manager, registry
 from eightyeightpay.plugins.sandbox import DEFAULT_API_KEY, DEFAULT_MERCHANT_ID
-
 from tests.conftest import InProcess
 
 

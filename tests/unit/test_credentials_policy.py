@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from eightyeightpay import (
     PRODUCTION_URL,
     SANDBOX_URL,
@@ -12,7 +13,6 @@ from eightyeightpay import (
     Policy,
 )
 from eightyeightpay.adapters.config import build_credentials, read_environment
-
 from tests.support import API_KEY, MERCHANT
 
 

@@ -6,6 +6,10 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
 from eightyeightpay.errors import (
     ConnectError,
     ConnectionLost,
@@ -26,10 +30,6 @@ from eightyeightpay.machine import (
     Wait,
 )
 from eightyeightpay.policy import Policy, backoff_delay
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
-
 from tests.support import CREDENTIALS, error_response, ok_response
 
 OUTCOMES = st.sampled_from(

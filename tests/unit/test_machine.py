@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from eightyeightpay import InvalidCredentials, Policy, RateLimited, ServerError
 from eightyeightpay.http import HttpResponse
 from eightyeightpay.machine import (
@@ -15,7 +16,6 @@ from eightyeightpay.machine import (
     Unavailable,
     Wait,
 )
-
 from tests.support import CREDENTIALS, error_response, ok_response, rng
 
 

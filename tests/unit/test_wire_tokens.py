@@ -4,6 +4,9 @@ import contextlib
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from eightyeightpay import (
     AccessDenied,
     EightyEightPayError,
@@ -17,9 +20,6 @@ from eightyeightpay import (
 from eightyeightpay.http import HttpResponse
 from eightyeightpay.tokens import interpret_token_response
 from eightyeightpay.wire import read_jwt_claims
-from hypothesis import given
-from hypothesis import strategies as st
-
 from tests.support import CREDENTIALS, error_response, jwt, ok_response, token_body
 
 POLICY = Policy()
