@@ -25,15 +25,19 @@ from eightyeightpay.errors import (
     RequestTimeout,
     TransportError,
 )
+from eightyeightpay.fleet import Sleep
 from eightyeightpay.http import HttpRequest, HttpResponse
 from eightyeightpay.machine import (
     Flight,
     Refresh,
+    Result,
+    SendTokenRequest,
     Serve,
     ServeAndRefresh,
     Unavailable,
     Wait,
 )
+from eightyeightpay.plugins.fleet import AsyncFleetOperations, FleetStore, StoreHealth
 from eightyeightpay.plugins.memory import MemoryStore, Slot
 from eightyeightpay.plugins.registry import registry
 from eightyeightpay.policy import Policy, Rng
@@ -72,7 +76,7 @@ class _AsyncManager:
         *,
         environment: str | None = None,
         base_url: str | None = None,
-        store: str | MemoryStore = "memory",
+        store: str | MemoryStore | FleetStore = "memory",
         policy: Policy | None = None,
         ca_bundle: str | None = None,
         allow_http_loopback: bool = False,
@@ -96,6 +100,11 @@ class _AsyncManager:
         plugins = registry()
         chosen = plugins.store(store)() if isinstance(store, str) else store
         self._slot: Slot = chosen.slot(self.credentials, self.policy, rng or random.Random())
+        shared = getattr(chosen, "shared", False)
+        self._fleet: AsyncFleetOperations | None = (
+            runtime.fleet_operations(chosen) if shared else None
+        )
+        self._health: StoreHealth | None = chosen.health if shared else None
         self._cache: Slot | _Closed = self._slot  # what the lock-free path reads
         self._runtime = runtime
         self._transport: AsyncTransport = transport or plugins.async_transport("h11")(
@@ -160,20 +169,33 @@ class _AsyncManager:
                 return settled.token
 
     def _start_flight(self, flight: Flight) -> None:
-        if not self._runtime.spawn(functools.partial(self._run_flight, flight)):
-            drop_flight(self._slot, flight)
+        self._runtime.spawn(
+            functools.partial(self._run_flight, flight),
+            functools.partial(drop_flight, self._slot, flight),
+        )
 
     async def _run_flight(self, flight: Flight) -> None:
-        run = FlightRun(self._slot, flight, self._clock, self.credentials.host)
+        run = FlightRun(self._slot, flight, self._clock, self.credentials.host, self._health)
         try:
             effect = run.start()
             while effect is not None:
-                try:
-                    response = await self._transport.send(effect.request, timeout=effect.timeout)
-                except EightyEightPayError as error:
-                    effect = run.feed(None, error)
+                result: Result
+                if isinstance(effect, SendTokenRequest):
+                    try:
+                        response = await self._transport.send(
+                            effect.request, timeout=effect.timeout
+                        )
+                    except EightyEightPayError as error:
+                        result = run.exchanged(None, error)
+                    else:
+                        result = run.exchanged(response, None)
+                elif isinstance(effect, Sleep):
+                    await self._runtime.sleep(effect.seconds)
+                    result = run.slept()
                 else:
-                    effect = run.feed(response, None)
+                    assert self._fleet is not None
+                    result = await run.aperform_store(effect, self._fleet)
+                effect = run.feed(result)
         except Exception as unexpected:  # a broken transport plugin must not strand waiters
             run.crash(unexpected)
         finally:
@@ -234,6 +256,10 @@ class _AsyncManager:
         self._cache = CLOSED
         await self._runtime.aclose()
         await self._transport.aclose()
+        closer = getattr(self._fleet, "aclose", None)
+        if closer is not None:
+            with contextlib.suppress(Exception):
+                await closer()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"

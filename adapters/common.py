@@ -2,8 +2,9 @@
 
 A driver owns the I/O (blocking, asyncio or trio); :class:`FlightRun` owns the bookkeeping
 around it, so the protocol is stepped identically on every runtime: each result goes back
-to the core under the slot's lock, an unexpected failure becomes a typed error, an
-interrupted flight is aborted, and every waiter is woken exactly once.
+to the core under the slot's lock, a store failure becomes a fault the core degrades on, an
+unexpected failure becomes a typed error, an interrupted flight is aborted, and every
+waiter is woken exactly once.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import logging
 from collections.abc import Callable
 
 from eightyeightpay.errors import EightyEightPayError
+from eightyeightpay.fleet import Done, FleetEffect, StoreFault, store_call, store_result
 from eightyeightpay.http import HttpResponse
-from eightyeightpay.machine import Exchange, Flight, SendTokenRequest, Settled, transport_failure
+from eightyeightpay.machine import Effect, Exchange, Flight, Result, Settled, transport_failure
+from eightyeightpay.plugins.fleet import AsyncFleetOperations, FleetOperations, StoreHealth
 from eightyeightpay.plugins.memory import Slot
 
 __all__ = ["CLOSED", "Closed", "FlightRun", "drop_flight"]
@@ -24,39 +27,83 @@ log = logging.getLogger("eightyeightpay")
 class FlightRun:
     """One run of the refresh protocol for ``flight`` on ``slot``.
 
-    Use: ``effect = run.start()``; while ``effect`` is a :class:`SendTokenRequest`, perform
-    it and call ``effect = run.feed(response, error)``; the run ends with :meth:`finish`,
-    called in a ``finally`` block, which wakes the waiters and returns the outcome.
+    Use: ``effect = run.start()``; while ``effect`` is not None, perform it and pass its
+    result to ``effect = run.feed(result)`` (:meth:`exchanged`, :meth:`slept`,
+    :meth:`perform_store` and :meth:`aperform_store` build results); end with
+    :meth:`finish` in a ``finally`` block, which wakes the waiters and returns the outcome.
     """
 
-    def __init__(self, slot: Slot, flight: Flight, clock: Callable[[], float], host: str) -> None:
+    def __init__(
+        self,
+        slot: Slot,
+        flight: Flight,
+        clock: Callable[[], float],
+        host: str,
+        health: StoreHealth | None = None,
+    ) -> None:
         self._slot = slot
         self._flight = flight
         self._clock = clock
         self._host = host
+        self._health = health
         self._steps = slot.machine.refresh(flight)
         self.settled: Settled | None = None
         """The outcome, once the protocol has ended."""
 
-    def start(self) -> SendTokenRequest | None:
+    def start(self) -> Effect | None:
         """The first effect to perform."""
-        with self._slot.lock:
-            effect = next(self._steps)
-        log.debug(
-            "token request to %s for %s", self._host, self._slot.machine.credentials.merchant_id
-        )
-        return effect
+        merchant = self._slot.machine.credentials.merchant_id
+        log.debug("refreshing the token of %s at %s", merchant, self._host)
+        return self.feed(None)
 
-    def feed(
-        self, response: HttpResponse | None, error: EightyEightPayError | None
-    ) -> SendTokenRequest | None:
-        """Hand the effect's result to the core; returns the next effect, or None when done."""
+    def feed(self, result: Result | None) -> Effect | None:
+        """Hand an effect's result to the core; returns the next effect, or None when done."""
         with self._slot.lock:
             try:
-                return self._steps.send(Exchange(response, error, self._clock()))
+                return self._steps.send(result)  # type: ignore[arg-type]  # None starts it
             except StopIteration as stop:
                 self.settled = stop.value
                 return None
+
+    def exchanged(
+        self, response: HttpResponse | None, error: EightyEightPayError | None
+    ) -> Exchange:
+        """The result of a token request."""
+        return Exchange(response, error, self._clock())
+
+    def slept(self) -> Done:
+        """The result of a :class:`~eightyeightpay.fleet.Sleep`."""
+        return Done(self._clock())
+
+    def perform_store(self, effect: FleetEffect, operations: FleetOperations) -> Result:
+        """Perform a store effect with blocking operations."""
+        name, args = store_call(effect)
+        try:
+            value = getattr(operations, name)(*args)
+        except Exception as error:  # a store failure degrades; it never reaches a caller
+            return self._stored(effect, error)
+        return self._stored(effect, value)
+
+    async def aperform_store(self, effect: FleetEffect, operations: AsyncFleetOperations) -> Result:
+        """Perform a store effect with async operations."""
+        name, args = store_call(effect)
+        try:
+            value = await getattr(operations, name)(*args)
+        except Exception as error:  # a store failure degrades; it never reaches a caller
+            return self._stored(effect, error)
+        return self._stored(effect, value)
+
+    def _stored(self, effect: FleetEffect, value: object) -> Result:
+        if isinstance(value, Exception):
+            result: Result = StoreFault(type(value).__name__, self._clock())
+        else:
+            result = store_result(effect, value, self._clock())
+        if self._health is not None:
+            if isinstance(result, StoreFault):
+                self._health.failed(result.detail)
+            else:
+                self._health.succeeded()
+        return result
 
     def crash(self, error: BaseException) -> None:
         """Record an unexpected failure (a broken plugin) as the flight's typed error."""
@@ -74,11 +121,11 @@ class FlightRun:
             settled = Settled(self._flight, None, None)
         self._slot.publish(settled)
         if settled.token is not None:
-            log.debug("new token %s obtained", settled.token.fingerprint)
+            log.debug("token %s in use", settled.token.fingerprint)
         elif settled.error is not None:
-            log.debug("token request failed: %s", type(settled.error).__name__)
+            log.debug("token refresh failed: %s", type(settled.error).__name__)
         else:
-            log.debug("token request abandoned before it finished")
+            log.debug("token refresh abandoned before it finished")
         return settled
 
 

@@ -12,9 +12,10 @@ import asyncio
 import contextlib
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from eightyeightpay.machine import Settled
+from eightyeightpay.plugins.fleet import AsyncFleetOperations, FleetOperations, FleetStore
 from eightyeightpay.plugins.hookspecs import RuntimeFactory, hookimpl
 
 if TYPE_CHECKING:
@@ -77,12 +78,20 @@ class AsyncRuntime(Protocol):
         """Open a TCP stream, with a completed TLS handshake when ``tls`` is given."""
         ...
 
-    def spawn(self, job: Job) -> bool:
-        """Run ``job`` as a task the manager owns; False if the runtime is closed."""
+    def spawn(self, job: Job, on_drop: Callable[[], None]) -> None:
+        """Run ``job`` as a task the manager owns.
+
+        If it will never start (the runtime is closed, or the task is cancelled before its
+        first step), ``on_drop`` is called instead, so no flight is left open.
+        """
         ...
 
     async def aclose(self) -> None:
         """Cancel every task spawned and wait until they have ended."""
+        ...
+
+    def fleet_operations(self, store: FleetStore) -> AsyncFleetOperations:
+        """The store's operations as this runtime runs them."""
         ...
 
 
@@ -165,18 +174,30 @@ class AsyncioRuntime:
         )
         return _AsyncioStream(reader, writer)
 
-    def spawn(self, job: Job) -> bool:
+    def spawn(self, job: Job, on_drop: Callable[[], None]) -> None:
         """Start ``job`` as a task kept until it ends or :meth:`aclose` cancels it."""
         if self._closed:
-            return False
+            on_drop()
+            return
+        started = False
 
         async def runner() -> None:
+            nonlocal started
+            started = True
             await job()
+
+        def done(task: asyncio.Task[None]) -> None:
+            self._tasks.discard(task)
+            if not started:  # cancelled before its first step: the job never ran
+                on_drop()
 
         task = asyncio.get_running_loop().create_task(runner())
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return True
+        task.add_done_callback(done)
+
+    def fleet_operations(self, store: FleetStore) -> AsyncFleetOperations:
+        """The store's asyncio client (closed by the manager)."""
+        return store.async_operations()
 
     async def aclose(self) -> None:
         """Cancel every task and wait for them."""
@@ -231,6 +252,23 @@ class _TrioStream:
         await trio.aclose_forcefully(self._stream)
 
 
+class _OffLoop:
+    """Blocking store operations run by trio in worker threads."""
+
+    def __init__(self, operations: FleetOperations) -> None:
+        self._operations = operations
+
+    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
+        import trio
+
+        method = getattr(self._operations, name)
+
+        async def off_loop(*args: Any) -> Any:
+            return await trio.to_thread.run_sync(method, *args, abandon_on_cancel=True)
+
+        return off_loop
+
+
 class TrioRuntime:
     """trio: background tasks run in a nursery the caller opened."""
 
@@ -240,6 +278,7 @@ class TrioRuntime:
         import trio
 
         self._nursery = nursery
+        self._scopes: set[trio.CancelScope] = set()
         self._closed = False
         self.broken_stream_errors: tuple[type[BaseException], ...] = (
             OSError,
@@ -283,17 +322,34 @@ class TrioRuntime:
             raise
         return _TrioStream(secure)
 
-    def spawn(self, job: Job) -> bool:
-        """Start ``job`` in the manager's nursery."""
+    def spawn(self, job: Job, on_drop: Callable[[], None]) -> None:
+        """Start ``job`` in the manager's nursery, under a cancel scope of its own."""
+        import trio
+
         if self._closed:
-            return False
-        self._nursery.start_soon(job)
-        return True
+            on_drop()
+            return
+        scope = trio.CancelScope()
+        self._scopes.add(scope)
+
+        async def runner() -> None:
+            try:
+                with scope:
+                    await job()
+            finally:
+                self._scopes.discard(scope)
+
+        self._nursery.start_soon(runner)
+
+    def fleet_operations(self, store: FleetStore) -> AsyncFleetOperations:
+        """The store's blocking operations, each run in a worker thread off the loop."""
+        return _OffLoop(store.operations())
 
     async def aclose(self) -> None:
-        """Cancel the nursery's tasks (the nursery itself ends with its ``async with``)."""
+        """Cancel the manager's tasks; the caller's own code in the block runs on."""
         self._closed = True
-        self._nursery.cancel_scope.cancel()
+        for scope in list(self._scopes):
+            scope.cancel()
 
 
 @hookimpl

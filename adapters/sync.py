@@ -25,16 +25,20 @@ from eightyeightpay.errors import (
     RequestTimeout,
     TransportError,
 )
+from eightyeightpay.fleet import Sleep
 from eightyeightpay.http import HttpRequest, HttpResponse, Transport
 from eightyeightpay.machine import (
     Flight,
     Refresh,
+    Result,
+    SendTokenRequest,
     Serve,
     ServeAndRefresh,
     Settled,
     Unavailable,
     Wait,
 )
+from eightyeightpay.plugins.fleet import FleetOperations, FleetStore, StoreHealth
 from eightyeightpay.plugins.memory import MemoryStore, Slot
 from eightyeightpay.plugins.registry import registry
 from eightyeightpay.policy import Policy, Rng
@@ -165,7 +169,7 @@ class TokenManager:
         *,
         environment: str | None = None,
         base_url: str | None = None,
-        store: str | MemoryStore = "memory",
+        store: str | MemoryStore | FleetStore = "memory",
         policy: Policy | None = None,
         ca_bundle: str | None = None,
         allow_http_loopback: bool = False,
@@ -190,6 +194,9 @@ class TokenManager:
         stores = registry()
         chosen = stores.store(store)() if isinstance(store, str) else store
         self._slot: Slot = chosen.slot(self.credentials, self.policy, rng or random.Random())
+        shared = getattr(chosen, "shared", False)
+        self._fleet: FleetOperations | None = chosen.operations() if shared else None
+        self._health: StoreHealth | None = chosen.health if shared else None
         self._cache: Slot | _Closed = self._slot  # what the lock-free path reads
         self._transport: Transport = transport or stores.transport("urllib3")(ca_bundle=ca_bundle)
         self._clock = clock
@@ -268,16 +275,25 @@ class TokenManager:
 
     def _run_flight(self, flight: Flight) -> Settled:
         """Run the core's refresh protocol for ``flight`` and wake its waiters."""
-        run = FlightRun(self._slot, flight, self._clock, self.credentials.host)
+        run = FlightRun(self._slot, flight, self._clock, self.credentials.host, self._health)
         try:
             effect = run.start()
             while effect is not None:
-                try:
-                    response = self._transport.send(effect.request, timeout=effect.timeout)
-                except EightyEightPayError as error:
-                    effect = run.feed(None, error)
+                result: Result
+                if isinstance(effect, SendTokenRequest):
+                    try:
+                        response = self._transport.send(effect.request, timeout=effect.timeout)
+                    except EightyEightPayError as error:
+                        result = run.exchanged(None, error)
+                    else:
+                        result = run.exchanged(response, None)
+                elif isinstance(effect, Sleep):
+                    time.sleep(effect.seconds)
+                    result = run.slept()
                 else:
-                    effect = run.feed(response, None)
+                    assert self._fleet is not None
+                    result = run.perform_store(effect, self._fleet)
+                effect = run.feed(result)
         except Exception as unexpected:  # a broken transport plugin must not strand waiters
             run.crash(unexpected)
         finally:

@@ -15,13 +15,29 @@ from collections.abc import Generator
 
 import attrs
 
-from .credentials import Credentials
+from .credentials import CacheKey, Credentials
 from .errors import (
     EightyEightPayError,
     RateLimited,
     RequestTimeout,
     RetryableError,
     TransportError,
+)
+from .fleet import (
+    AcquireLock,
+    BudgetResult,
+    Done,
+    FleetEffect,
+    LockResult,
+    ReadShared,
+    ReleaseLock,
+    ReserveFleetBudget,
+    SharedRead,
+    Sleep,
+    StoredToken,
+    StoreFault,
+    WriteCooldown,
+    WriteShared,
 )
 from .governor import RateWindow
 from .http import HttpRequest, HttpResponse
@@ -147,8 +163,13 @@ class Settled:
     """The failure, otherwise."""
 
 
-Effect = SendTokenRequest
+Effect = SendTokenRequest | FleetEffect | Sleep
 """The effects the refresh protocol may yield."""
+Result = Exchange | SharedRead | LockResult | BudgetResult | Done | StoreFault
+"""What the driver sends back for an effect."""
+
+LOCK_GRACE = 2.0
+"""Seconds a fleet lock outlives the request timeout, so a slow holder keeps it."""
 
 
 # --------------------------------------------------------------------------- the machine
@@ -157,7 +178,15 @@ Effect = SendTokenRequest
 class TokenMachine:
     """All state and decisions for the token of one set of credentials."""
 
-    def __init__(self, credentials: Credentials, policy: Policy, rng: Rng) -> None:
+    def __init__(
+        self,
+        credentials: Credentials,
+        policy: Policy,
+        rng: Rng,
+        *,
+        fleet: bool = False,
+        instance: str = "local",
+    ) -> None:
         self.credentials = credentials
         """Whose token this machine manages."""
         self.policy = policy
@@ -177,8 +206,15 @@ class TokenMachine:
         self.last_error: EightyEightPayError | None = None
         """The error of the last failed request, served during its cool-down."""
         self.sent = 0
-        """Token requests started over the machine's life."""
+        """Token requests sent over the machine's life."""
+        self.fleet = fleet
+        """True when a shared store coordinates this key across processes."""
+        self.instance = instance
+        """This process's name in fencing values (unique per machine)."""
+        self.degraded = False
+        """True while the shared store is failing and the machine works alone."""
         self._numbers = 0
+        self._send_time: float | None = None
 
     # ---------------------------------------------------------------- deciding
 
@@ -216,27 +252,37 @@ class TokenMachine:
 
     def _start(self, now: float, *, background: bool) -> Flight:
         self._numbers += 1
-        self.sent += 1
-        self.window = self.window.record(now)
         self.flight = Flight(self._numbers, now, background)
         return self.flight
 
     # ---------------------------------------------------------------- the protocol
 
-    def refresh(self, flight: Flight) -> Generator[Effect, Exchange, Settled]:
+    def refresh(self, flight: Flight) -> Generator[Effect, Result, Settled]:
         """The refresh protocol for ``flight``: yields effects, receives their results.
 
+        Without a shared store it sends the token request. With one it reads the fleet's
+        token, takes the fleet lock, checks the fleet's rate budget, sends, writes the new
+        token and releases the lock; a failing store degrades it to the local protocol.
         The driver performs each effect outside its lock and sends the result back under
         it; the final :class:`Settled` says what every waiter gets.
         """
+        if self.fleet:
+            return (yield from self._fleet_refresh(flight))
+        return (yield from self._send(flight, flight.started_at))
+
+    def _send(self, flight: Flight, now: float) -> Generator[Effect, Result, Settled]:
+        self.window = self.window.record(now)
+        self.sent += 1
+        self._send_time = now
         exchange = yield SendTokenRequest(
             self.credentials.token_request(), self.policy.request_timeout
         )
+        assert isinstance(exchange, Exchange)
         if exchange.response is not None:
             try:
                 token = interpret_token_response(
                     exchange.response,
-                    sent_at=flight.started_at,
+                    sent_at=now,
                     credentials=self.credentials,
                     policy=self.policy,
                 )
@@ -247,6 +293,103 @@ class TokenMachine:
             self.credentials.host, self.policy.request_timeout, may_have_been_sent=True
         )
         return self.fail(flight, failure, now=exchange.now)
+
+    def _fleet_refresh(self, flight: Flight) -> Generator[Effect, Result, Settled]:
+        key = self.credentials.cache_key
+        owner = f"{self.instance}:{flight.number}"
+        lock_ttl = self.policy.request_timeout + LOCK_GRACE
+        read = yield ReadShared(key)
+        if not isinstance(read, SharedRead):
+            return (yield from self._alone(flight, read))
+        give_up_at = read.now + 2 * lock_ttl
+        while True:
+            shared = self._adopt(read)
+            if shared is not None and read.now < shared.fresh_until:
+                return self.succeed(flight, shared)
+            if read.cooldown > 0:
+                return self._fleet_cooling(flight, read)
+            lock = yield AcquireLock(key, owner, lock_ttl)
+            if not isinstance(lock, LockResult):
+                return (yield from self._alone(flight, lock))
+            if lock.acquired:
+                break
+            if shared is not None and lock.now < shared.usable_until:
+                return self.succeed(flight, shared)  # another process is refreshing it
+            if lock.now >= give_up_at:
+                return self.fail(
+                    flight,
+                    RequestTimeout(self.credentials.host, 2 * lock_ttl, may_have_been_sent=True),
+                    now=lock.now,
+                )
+            yield Sleep(self.policy.fleet_poll_interval)
+            read = yield ReadShared(key)
+            if not isinstance(read, SharedRead):
+                return (yield from self._alone(flight, read))
+        settled = yield from self._locked_refresh(flight, key, owner)
+        yield ReleaseLock(key, owner)
+        return settled
+
+    def _locked_refresh(
+        self, flight: Flight, key: CacheKey, owner: str
+    ) -> Generator[Effect, Result, Settled]:
+        read = yield ReadShared(key)  # someone may have written between our read and the lock
+        if not isinstance(read, SharedRead):
+            return (yield from self._alone(flight, read))
+        shared = self._adopt(read)
+        if shared is not None and read.now < shared.fresh_until:
+            return self.succeed(flight, shared)
+        if read.cooldown > 0:
+            return self._fleet_cooling(flight, read)
+        budget = yield ReserveFleetBudget(key, self.policy.per_minute, self.policy.per_hour)
+        if not isinstance(budget, BudgetResult):
+            return (yield from self._alone(flight, budget))
+        if budget.wait > 0:
+            return self.fail(flight, RateLimited(budget.wait, local=True), now=budget.now)
+        settled = yield from self._send(flight, budget.now)
+        token, error = settled.token, settled.error
+        if token is not None and token.sent_at == self._send_time:
+            yield WriteShared(
+                key,
+                StoredToken(
+                    token.access_token,
+                    token.session_id,
+                    token.merchant_id,
+                    token.expires_at - token.sent_at,
+                ),
+                token.expires_at - budget.now,
+            )
+        elif isinstance(error, RateLimited) and not error.local:
+            yield WriteCooldown(key, error.retry_after)
+        return settled
+
+    def _alone(self, flight: Flight, fault: Result) -> Generator[Effect, Result, Settled]:
+        """The store failed: keep serving with this process's own single flight and limits."""
+        self.degraded = True
+        now = fault.now
+        if self.window.next_allowed(now, self.policy.per_minute, self.policy.per_hour) > now:
+            retry = self.window.next_allowed(now, self.policy.per_minute, self.policy.per_hour)
+            return self.fail(flight, RateLimited(retry - now, local=True), now=now)
+        return (yield from self._send(flight, now))
+
+    def _fleet_cooling(self, flight: Flight, read: SharedRead) -> Settled:
+        self.degraded = False
+        return self.fail(flight, RateLimited(read.cooldown, local=True), now=read.now)
+
+    def _adopt(self, read: SharedRead) -> Token | None:
+        """The fleet's token as a local token, its life measured by the store's TTL."""
+        stored = read.token
+        self.degraded = False
+        if stored is None or read.ttl <= 0 or stored.merchant_id != self.credentials.merchant_id:
+            return None
+        lifetime = min(stored.lifetime, self.policy.expected_lifetime * 24)
+        return Token.issue(
+            stored.access_token,
+            stored.session_id,
+            sent_at=read.now + min(read.ttl, lifetime) - lifetime,
+            lifetime=lifetime,
+            merchant_id=stored.merchant_id,
+            policy=self.policy,
+        )
 
     def succeed(self, flight: Flight, token: Token) -> Settled:
         """Record a new token obtained by ``flight``."""
@@ -260,9 +403,13 @@ class TokenMachine:
 
     def fail(self, flight: Flight, error: EightyEightPayError, *, now: float) -> Settled:
         """Record that ``flight`` failed with ``error`` and set the backoff."""
+        if (
+            isinstance(error, TransportError)
+            and not error.may_have_been_sent
+            and self._send_time is not None
+        ):
+            self.window = self.window.forget(self._send_time)  # 88Pay never saw it
         self._end(flight)
-        if isinstance(error, TransportError) and not error.may_have_been_sent:
-            self.window = self.window.forget(flight.started_at)  # 88Pay never saw it
         self.failures += 1
         server_wait = error.retry_after if isinstance(error, RateLimited) else None
         delay = backoff_delay(self.failures, self.rng, self.policy, retry_after=server_wait)
@@ -282,6 +429,7 @@ class TokenMachine:
     def _end(self, flight: Flight) -> None:
         if self.flight is not None and self.flight.number == flight.number:
             self.flight = None
+            self._send_time = None
 
     # ---------------------------------------------------------------- after use
 

@@ -54,6 +54,8 @@ class Policy:
     """Longest backoff, in seconds."""
     request_timeout: float = 10.0
     """Longest a token request may take before it counts as failed."""
+    fleet_poll_interval: float = 0.05
+    """Seconds between looks at a shared store while another process refreshes."""
 
     @lead.default
     def _derived_lead(self) -> float:
@@ -68,6 +70,7 @@ class Policy:
             "backoff_initial": self.backoff_initial,
             "backoff_cap": self.backoff_cap,
             "request_timeout": self.request_timeout,
+            "fleet_poll_interval": self.fleet_poll_interval,
         }
         for name, value in numbers.items():
             if not isinstance(value, int | float) or value != value or value < 0:

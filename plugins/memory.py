@@ -89,8 +89,15 @@ class MemoryStore:
                 cls._process_wide = cls()
             return cls._process_wide
 
-    def slot(self, credentials: Credentials, policy: Policy, rng: Rng) -> Slot:
-        """The slot for ``credentials``, created with ``policy`` on first use.
+    def slot(
+        self,
+        credentials: Credentials,
+        policy: Policy,
+        rng: Rng,
+        *,
+        machine: Callable[[], TokenMachine] | None = None,
+    ) -> Slot:
+        """The slot for ``credentials``, created with ``policy`` (or ``machine()``) on first use.
 
         A manager that asks for an existing slot with a different policy is refused: one
         key has one rate window, and two policies could not both keep it.
@@ -99,7 +106,7 @@ class MemoryStore:
         with self._lock:
             slot = self._slots.get(key)
             if slot is None:
-                slot = Slot(TokenMachine(credentials, policy, rng))
+                slot = Slot(machine() if machine else TokenMachine(credentials, policy, rng))
                 self._slots[key] = slot
             elif slot.machine.policy != policy:
                 raise ConfigurationError(

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 import pytest
 import trio
 
-from eightyeightpay import ServerError, Token
+from eightyeightpay import ManagerClosed, ServerError, Token
 from eightyeightpay.adapters.async_manager import AsyncTokenManager, open_trio_token_manager
 from eightyeightpay.plugins.memory import MemoryStore
 from eightyeightpay.plugins.sandbox import (
@@ -307,3 +307,43 @@ def test_trio_failing_request_gives_every_waiter_the_typed_error(
     trio.run(main)
     assert len(errors) == TASKS
     assert https_server.sandbox.stats()["token_requests"] == 1
+
+
+def test_asyncio_closing_before_the_request_starts_leaves_no_flight_open(
+    https_server: SandboxServer,
+) -> None:
+    store = MemoryStore()
+
+    async def main() -> None:
+        opts = {**options(https_server), "store": store}
+        manager = AsyncTokenManager(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **opts)
+        waiter = asyncio.create_task(manager.get_token())
+        await asyncio.sleep(0)  # the waiter decided to refresh; the request task has not run
+        await manager.aclose()
+        with pytest.raises((ManagerClosed, asyncio.CancelledError)):
+            async with asyncio.timeout(5):
+                await waiter
+        async with AsyncTokenManager(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **opts) as other:
+            assert isinstance(await other.get_token(), Token)
+
+    asyncio.run(main())
+    assert https_server.sandbox.stats()["token_requests"] == 1
+
+
+def test_trio_aclose_inside_the_block_does_not_cancel_the_callers_code(
+    https_server: SandboxServer,
+) -> None:
+    reached: list[int] = []
+
+    async def main() -> None:
+        async with open_trio_token_manager(
+            DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **options(https_server)
+        ) as manager:
+            await manager.get_token()
+            await manager.aclose()
+            reached.append(1)
+            await trio.sleep(0)
+            reached.append(2)
+
+    trio.run(main)
+    assert reached == [1, 2]

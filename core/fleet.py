@@ -1,0 +1,254 @@
+"""The fleet: what a shared store holds and the effects of the fleet refresh protocol.
+
+A store (Redis, Memcached, a third party's) keeps, per cache key: the token with its
+remaining time to live measured by the store, the single-flight lock, the fleet's send
+times for 88Pay's rate limit, and a 429 cool-down. The core asks for these through the
+effect records below; the driver performs them on the store and sends back the results.
+"""
+
+from __future__ import annotations
+
+import json
+
+import attrs
+
+from .credentials import CacheKey
+from .errors import MalformedResponse
+from .wire import structure
+
+__all__ = [
+    "AcquireLock",
+    "Done",
+    "LockResult",
+    "ReadShared",
+    "ReleaseLock",
+    "ReserveFleetBudget",
+    "SharedRead",
+    "Sleep",
+    "StoreFault",
+    "StoredToken",
+    "WriteCooldown",
+    "WriteShared",
+    "decode_stored",
+    "encode_stored",
+]
+
+
+@attrs.frozen(repr=False)
+class StoredToken:
+    """A token as a store keeps it. Its expiry is the store's time to live, not a timestamp."""
+
+    access_token: str
+    """The JWT (secret; encrypt it at rest where the store allows)."""
+    session_id: str
+    """The session paired with the token (secret)."""
+    merchant_id: str
+    """Whom the token is for."""
+    lifetime: float
+    """The token's whole life in seconds, as computed when it was issued."""
+
+    def __repr__(self) -> str:
+        return f"StoredToken(merchant={self.merchant_id}, lifetime={self.lifetime:g})"
+
+
+def encode_stored(token: StoredToken) -> bytes:
+    """The stored form of ``token`` (JSON; the store may encrypt it)."""
+    return json.dumps(attrs.asdict(token), separators=(",", ":")).encode()
+
+
+def decode_stored(raw: bytes | str | None) -> StoredToken | None:
+    """Read a stored token; anything else at the key (garbage, a foreign value) is None."""
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw)
+        token = structure(data, StoredToken)
+    except (ValueError, UnicodeDecodeError, RecursionError, MalformedResponse):
+        return None
+    if not token.access_token or not token.session_id or not 0 < token.lifetime < 86400:
+        return None
+    return token
+
+
+# --------------------------------------------------------------------------- effects
+
+
+@attrs.frozen
+class ReadShared:
+    """Effect: read the token with its remaining TTL and the cool-down, atomically."""
+
+    key: CacheKey
+    """Whose token."""
+
+
+@attrs.frozen
+class AcquireLock:
+    """Effect: take the fleet's single-flight lock if free (it expires after ``ttl``)."""
+
+    key: CacheKey
+    """Whose lock."""
+    owner: str
+    """This flight's fencing value; only it may release the lock."""
+    ttl: float
+    """Seconds until the lock frees itself (a crashed holder cannot block the fleet)."""
+
+
+@attrs.frozen
+class ReserveFleetBudget:
+    """Effect: record one send in the fleet's windows if both limits allow it.
+
+    The store counts with its own clock, so hosts' clocks do not matter.
+    """
+
+    key: CacheKey
+    """Whose budget."""
+    per_minute: int
+    """Sends allowed per rolling minute."""
+    per_hour: int
+    """Sends allowed per rolling hour."""
+
+
+@attrs.frozen
+class WriteShared:
+    """Effect: store ``token`` for ``ttl`` seconds."""
+
+    key: CacheKey
+    """Whose token."""
+    token: StoredToken
+    """What to store."""
+    ttl: float
+    """Seconds the token has left."""
+
+
+@attrs.frozen
+class WriteCooldown:
+    """Effect: tell the fleet not to request a token for ``seconds`` (after a 429)."""
+
+    key: CacheKey
+    """Whose cool-down."""
+    seconds: float
+    """How long."""
+
+
+@attrs.frozen
+class ReleaseLock:
+    """Effect: release the lock if ``owner`` still holds it (fenced)."""
+
+    key: CacheKey
+    """Whose lock."""
+    owner: str
+    """The fencing value given to :class:`AcquireLock`."""
+
+
+@attrs.frozen
+class Sleep:
+    """Effect: wait ``seconds`` (while another process refreshes)."""
+
+    seconds: float
+    """How long."""
+
+
+FleetEffect = (
+    ReadShared | AcquireLock | ReserveFleetBudget | WriteShared | WriteCooldown | ReleaseLock
+)
+"""The effects a store performs."""
+
+
+# --------------------------------------------------------------------------- results
+
+
+@attrs.frozen
+class SharedRead:
+    """Result of :class:`ReadShared`."""
+
+    token: StoredToken | None
+    """The stored token, if one is there and readable."""
+    ttl: float
+    """Seconds the store will keep it (its remaining life)."""
+    cooldown: float
+    """Seconds of the fleet's 429 cool-down left (0 when none)."""
+    now: float
+    """Local monotonic time the read completed."""
+
+
+@attrs.frozen
+class LockResult:
+    """Result of :class:`AcquireLock`."""
+
+    acquired: bool
+    """True when this flight now holds the lock."""
+    now: float
+    """Local monotonic time."""
+
+
+@attrs.frozen
+class BudgetResult:
+    """Result of :class:`ReserveFleetBudget`."""
+
+    wait: float
+    """0 when the send was recorded; otherwise seconds until one would be allowed."""
+    now: float
+    """Local monotonic time."""
+
+
+@attrs.frozen
+class Done:
+    """Result of an effect that returns nothing (writes, release, sleep)."""
+
+    now: float
+    """Local monotonic time."""
+
+
+@attrs.frozen
+class StoreFault:
+    """Result of any store effect that failed: the store is down, slow or answered garbage."""
+
+    detail: str
+    """What went wrong, without secrets."""
+    now: float
+    """Local monotonic time."""
+
+
+# --------------------------------------------------------------------------- performing
+
+
+def store_call(effect: FleetEffect) -> tuple[str, tuple[object, ...]]:
+    """The store method and arguments that perform ``effect``.
+
+    The methods are those of :class:`~eightyeightpay.plugins.fleet.FleetStore`.
+    """
+    match effect:
+        case ReadShared(key):
+            return "read", (key,)
+        case AcquireLock(key, owner, ttl):
+            return "acquire", (key, owner, ttl)
+        case ReserveFleetBudget(key, per_minute, per_hour):
+            return "reserve", (key, per_minute, per_hour)
+        case WriteShared(key, token, ttl):
+            return "write", (key, token, ttl)
+        case WriteCooldown(key, seconds):
+            return "cool_down", (key, seconds)
+        case ReleaseLock(key, owner):
+            return "release", (key, owner)
+    raise TypeError(f"not a store effect: {effect!r}")
+
+
+def store_result(
+    effect: FleetEffect, value: object, now: float
+) -> SharedRead | LockResult | BudgetResult | Done | StoreFault:
+    """The result record for what the store method returned; a malformed value is a fault."""
+    if isinstance(effect, ReadShared):
+        if not (isinstance(value, tuple) and len(value) == 3):
+            return StoreFault("the store's read returned an unexpected value", now)
+        raw, ttl, cooldown = value
+        if not isinstance(ttl, int | float) or not isinstance(cooldown, int | float):
+            return StoreFault("the store's read returned an unexpected value", now)
+        token = raw if isinstance(raw, StoredToken) else decode_stored(raw)  # type: ignore[arg-type]
+        return SharedRead(token, max(0.0, float(ttl)), max(0.0, float(cooldown)), now)
+    if isinstance(effect, AcquireLock):
+        return LockResult(bool(value), now)
+    if isinstance(effect, ReserveFleetBudget):
+        if not isinstance(value, int | float):
+            return StoreFault("the store's budget returned an unexpected value", now)
+        return BudgetResult(max(0.0, float(value)), now)
+    return Done(now)

@@ -1,0 +1,154 @@
+"""What a fleet store is: the contract Redis, Memcached and third-party stores fulfil.
+
+A fleet store keeps one process-wide local slot per key (like the memory store: the cached
+path never leaves the process) and, shared by the whole fleet, the token, the lock, the
+rate budget and the cool-down. The core decides when to touch them; the drivers call the
+methods below to perform its effects. A store never raises to a caller: a failing store is
+a :class:`~eightyeightpay.fleet.StoreFault` and the process carries on alone, logging the
+outage once and its end once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from typing import Protocol
+
+from eightyeightpay.credentials import CacheKey, Credentials
+from eightyeightpay.fleet import StoredToken
+from eightyeightpay.machine import TokenMachine
+from eightyeightpay.policy import Policy, Rng
+
+from .memory import MemoryStore, Slot
+
+__all__ = ["AsyncFleetOperations", "FleetOperations", "FleetStore", "StoreHealth"]
+
+log = logging.getLogger("eightyeightpay")
+
+ReadValue = tuple[bytes | StoredToken | None, float, float]
+"""A read: the stored token (raw bytes or decoded), its TTL and the cool-down left, seconds."""
+
+
+class FleetOperations(Protocol):
+    """The blocking operations on a shared store (threads; trio runs them off the loop)."""
+
+    def read(self, key: CacheKey) -> ReadValue:
+        """The token with its remaining TTL and the cool-down left, read atomically."""
+        ...
+
+    def acquire(self, key: CacheKey, owner: str, ttl: float) -> bool:
+        """Take the lock for ``owner`` unless someone holds it; it expires after ``ttl``."""
+        ...
+
+    def reserve(self, key: CacheKey, per_minute: int, per_hour: int) -> float:
+        """Record a send if both windows allow it (0), else seconds until one would."""
+        ...
+
+    def write(self, key: CacheKey, token: StoredToken, ttl: float) -> None:
+        """Store ``token`` for ``ttl`` seconds."""
+        ...
+
+    def cool_down(self, key: CacheKey, seconds: float) -> None:
+        """Start the fleet's cool-down."""
+        ...
+
+    def release(self, key: CacheKey, owner: str) -> None:
+        """Release the lock only if ``owner`` still holds it."""
+        ...
+
+
+class AsyncFleetOperations(Protocol):
+    """The same operations for asyncio."""
+
+    async def read(self, key: CacheKey) -> ReadValue:
+        """See :meth:`FleetOperations.read`."""
+        ...
+
+    async def acquire(self, key: CacheKey, owner: str, ttl: float) -> bool:
+        """See :meth:`FleetOperations.acquire`."""
+        ...
+
+    async def reserve(self, key: CacheKey, per_minute: int, per_hour: int) -> float:
+        """See :meth:`FleetOperations.reserve`."""
+        ...
+
+    async def write(self, key: CacheKey, token: StoredToken, ttl: float) -> None:
+        """See :meth:`FleetOperations.write`."""
+        ...
+
+    async def cool_down(self, key: CacheKey, seconds: float) -> None:
+        """See :meth:`FleetOperations.cool_down`."""
+        ...
+
+    async def release(self, key: CacheKey, owner: str) -> None:
+        """See :meth:`FleetOperations.release`."""
+        ...
+
+
+class StoreHealth:
+    """Logs a store's outage once when it starts and once when it ends, never per call."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._lock = threading.Lock()
+        self.healthy = True
+        """False from the first failure until the next success."""
+        self.outages = 0
+        """How many outages were seen."""
+
+    def failed(self, detail: str) -> None:
+        """Note a failure; log it if it starts an outage."""
+        with self._lock:
+            starting, self.healthy = self.healthy, False
+            if starting:
+                self.outages += 1
+        if starting:
+            log.warning(
+                "%s store unavailable (%s); each process serves from its local cache and "
+                "single flight until it is back",
+                self._name,
+                detail,
+            )
+
+    def succeeded(self) -> None:
+        """Note a success; log it if it ends an outage."""
+        if self.healthy:
+            return
+        with self._lock:
+            ending, self.healthy = not self.healthy, True
+        if ending:
+            log.warning("%s store reachable again; the fleet shares tokens again", self._name)
+
+
+class FleetStore:
+    """Base of the fleet stores: local slots whose machines run the fleet protocol."""
+
+    name = "fleet"
+    shared = True
+
+    def __init__(self) -> None:
+        self._local = MemoryStore()
+        self.instance = uuid.uuid4().hex[:12]
+        """This process's name in lock fencing values."""
+        self.health = StoreHealth(self.name)
+        """Outage tracking for this store."""
+
+    def slot(self, credentials: Credentials, policy: Policy, rng: Rng) -> Slot:
+        """The process-wide slot for ``credentials``, coordinated through this store."""
+        return self._local.slot(
+            credentials,
+            policy,
+            rng,
+            machine=lambda: TokenMachine(
+                credentials, policy, rng, fleet=True, instance=self.instance
+            ),
+        )
+
+    def operations(self) -> FleetOperations:
+        """The blocking operations."""
+        raise NotImplementedError
+
+    def async_operations(self) -> AsyncFleetOperations:
+        """The asyncio operations."""
+        raise NotImplementedError
