@@ -347,7 +347,7 @@ class TokenMachine:
             return self.fail(flight, RateLimited(budget.wait, local=True), now=budget.now)
         settled = yield from self._send(flight, budget.now)
         token, error = settled.token, settled.error
-        if token is not None and token.sent_at == self._send_time:
+        if token is not None and token.sent_at == budget.now:  # the token this flight got
             yield WriteShared(
                 key,
                 StoredToken(

@@ -230,6 +230,12 @@ class RedisStore(FleetStore):
         encryption_key: str | bytes | None = None,
         timeout: float = 0.5,
     ) -> None:
+        try:
+            import redis  # noqa: F401
+        except ImportError:
+            raise ConfigurationError(
+                "The redis store needs redis-py: pip install 'eightyeightpay[redis]'."
+            ) from None
         super().__init__()
         self.url = url or os.environ.get(REDIS_URL_VARIABLE) or "redis://127.0.0.1:6379/0"
         """The Redis URL (may hold a password: never logged)."""

@@ -17,6 +17,7 @@ from eightyeightpay.plugins.sandbox import (
     SandboxServer,
     SandboxTransport,
 )
+from tests.servers import RedisServer
 
 
 class InProcess:
@@ -78,3 +79,11 @@ def https_manager(https_server: SandboxServer) -> Iterator[TokenManager]:
         store=MemoryStore(),
     ) as manager:
         yield manager
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    yield server
+    server.close()
