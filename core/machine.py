@@ -267,8 +267,11 @@ class TokenMachine:
         it; the final :class:`Settled` says what every waiter gets.
         """
         if self.fleet:
-            return (yield from self._fleet_refresh(flight))
-        return (yield from self._send(flight, flight.started_at))
+            settled = yield from self._fleet_refresh(flight)
+        else:
+            settled = yield from self._send(flight, flight.started_at)
+        self._end(flight)  # only now: a fleet flight still writes and unlocks after its answer
+        return settled
 
     def _send(self, flight: Flight, now: float) -> Generator[Effect, Result, Settled]:
         self.window = self.window.record(now)
@@ -287,12 +290,12 @@ class TokenMachine:
                     policy=self.policy,
                 )
             except EightyEightPayError as rejected:
-                return self.fail(flight, rejected, now=exchange.now)
-            return self.succeed(flight, token)
+                return self._failed(flight, rejected, now=exchange.now)
+            return self._succeeded(flight, token)
         failure = exchange.error or RequestTimeout(
             self.credentials.host, self.policy.request_timeout, may_have_been_sent=True
         )
-        return self.fail(flight, failure, now=exchange.now)
+        return self._failed(flight, failure, now=exchange.now)
 
     def _fleet_refresh(self, flight: Flight) -> Generator[Effect, Result, Settled]:
         key = self.credentials.cache_key
@@ -305,7 +308,7 @@ class TokenMachine:
         while True:
             shared = self._adopt(read)
             if shared is not None and read.now < shared.fresh_until:
-                return self.succeed(flight, shared)
+                return self._succeeded(flight, shared)
             if read.cooldown > 0:
                 return self._fleet_cooling(flight, read)
             lock = yield AcquireLock(key, owner, lock_ttl)
@@ -314,9 +317,9 @@ class TokenMachine:
             if lock.acquired:
                 break
             if shared is not None and lock.now < shared.usable_until:
-                return self.succeed(flight, shared)  # another process is refreshing it
+                return self._succeeded(flight, shared)  # another process is refreshing it
             if lock.now >= give_up_at:
-                return self.fail(
+                return self._failed(
                     flight,
                     RequestTimeout(self.credentials.host, 2 * lock_ttl, may_have_been_sent=True),
                     now=lock.now,
@@ -337,14 +340,14 @@ class TokenMachine:
             return (yield from self._alone(flight, read))
         shared = self._adopt(read)
         if shared is not None and read.now < shared.fresh_until:
-            return self.succeed(flight, shared)
+            return self._succeeded(flight, shared)
         if read.cooldown > 0:
             return self._fleet_cooling(flight, read)
         budget = yield ReserveFleetBudget(key, self.policy.per_minute, self.policy.per_hour)
         if not isinstance(budget, BudgetResult):
             return (yield from self._alone(flight, budget))
         if budget.wait > 0:
-            return self.fail(flight, RateLimited(budget.wait, local=True), now=budget.now)
+            return self._failed(flight, RateLimited(budget.wait, local=True), now=budget.now)
         settled = yield from self._send(flight, budget.now)
         token, error = settled.token, settled.error
         if token is not None and token.sent_at == budget.now:  # the token this flight got
@@ -366,14 +369,14 @@ class TokenMachine:
         """The store failed: keep serving with this process's own single flight and limits."""
         self.degraded = True
         now = fault.now
-        if self.window.next_allowed(now, self.policy.per_minute, self.policy.per_hour) > now:
-            retry = self.window.next_allowed(now, self.policy.per_minute, self.policy.per_hour)
-            return self.fail(flight, RateLimited(retry - now, local=True), now=now)
+        allowed_at = self.window.next_allowed(now, self.policy.per_minute, self.policy.per_hour)
+        if allowed_at > now:
+            return self._failed(flight, RateLimited(allowed_at - now, local=True), now=now)
         return (yield from self._send(flight, now))
 
     def _fleet_cooling(self, flight: Flight, read: SharedRead) -> Settled:
         self.degraded = False
-        return self.fail(flight, RateLimited(read.cooldown, local=True), now=read.now)
+        return self._failed(flight, RateLimited(read.cooldown, local=True), now=read.now)
 
     def _adopt(self, read: SharedRead) -> Token | None:
         """The fleet's token as a local token, its life measured by the store's TTL."""
@@ -392,8 +395,18 @@ class TokenMachine:
         )
 
     def succeed(self, flight: Flight, token: Token) -> Settled:
-        """Record a new token obtained by ``flight``."""
+        """Record a new token obtained by ``flight`` and end it."""
+        settled = self._succeeded(flight, token)
         self._end(flight)
+        return settled
+
+    def fail(self, flight: Flight, error: EightyEightPayError, *, now: float) -> Settled:
+        """Record that ``flight`` failed with ``error``, set the backoff and end it."""
+        settled = self._failed(flight, error, now=now)
+        self._end(flight)
+        return settled
+
+    def _succeeded(self, flight: Flight, token: Token) -> Settled:
         if self.token is None or token.expires_at >= self.token.expires_at:
             self.token = token
         self.failures = 0
@@ -401,15 +414,13 @@ class TokenMachine:
         self.blocked_until = -math.inf
         return Settled(flight, self.token, None)
 
-    def fail(self, flight: Flight, error: EightyEightPayError, *, now: float) -> Settled:
-        """Record that ``flight`` failed with ``error`` and set the backoff."""
+    def _failed(self, flight: Flight, error: EightyEightPayError, *, now: float) -> Settled:
         if (
             isinstance(error, TransportError)
             and not error.may_have_been_sent
             and self._send_time is not None
         ):
             self.window = self.window.forget(self._send_time)  # 88Pay never saw it
-        self._end(flight)
         self.failures += 1
         server_wait = error.retry_after if isinstance(error, RateLimited) else None
         delay = backoff_delay(self.failures, self.rng, self.policy, retry_after=server_wait)

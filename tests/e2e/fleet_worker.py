@@ -1,0 +1,123 @@
+"""One process of a test fleet: a manager of a given runtime on a shared Redis store.
+
+Run by tests/e2e/test_fleet_processes.py. Prints ``ready``, waits for ``go`` on stdin, then
+either takes one token (``cold``) or keeps calling for ``--duration`` seconds (``steady``),
+and prints one JSON line with what it saw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections import Counter
+from typing import Any
+
+from eightyeightpay import EightyEightPayError, Policy
+from eightyeightpay.adapters.async_manager import AsyncTokenManager, open_trio_token_manager
+from eightyeightpay.adapters.sync import TokenManager
+from eightyeightpay.plugins.redis_store import RedisStore
+from eightyeightpay.plugins.sandbox import DEFAULT_API_KEY, DEFAULT_MERCHANT_ID
+
+
+class Recorder:
+    def __init__(self, manager: Any) -> None:
+        self.manager = manager
+        self.calls = 0
+        self.errors: Counter[str] = Counter()
+        self.unusable = 0
+        self.sends: list[float] = []
+        self.fingerprints: set[str] = set()
+        self._sent = 0
+
+    def saw(self, token: Any) -> None:
+        self.calls += 1
+        self.fingerprints.add(token.fingerprint)
+        if time.monotonic() >= token.usable_until:
+            self.unusable += 1
+
+    def failed(self, error: EightyEightPayError) -> None:
+        self.calls += 1
+        self.errors[type(error).__name__] += 1
+
+    def watch_sends(self) -> None:
+        sent = self.manager._slot.machine.sent
+        while self._sent < sent:
+            self._sent += 1
+            self.sends.append(time.time())
+
+    def report(self) -> str:
+        return json.dumps({
+            "calls": self.calls, "errors": dict(self.errors), "unusable": self.unusable,
+            "sends": self.sends, "fingerprints": sorted(self.fingerprints),
+            "sent": self.manager._slot.machine.sent,
+        })
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runtime", choices=["sync", "asyncio", "trio"], required=True)
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--ca", required=True)
+    parser.add_argument("--redis", required=True)
+    parser.add_argument("--mode", choices=["cold", "steady"], default="cold")
+    parser.add_argument("--duration", type=float, default=0.0)
+    parser.add_argument("--per-minute", type=int, default=10)
+    parser.add_argument("--per-hour", type=int, default=100)
+    args = parser.parse_args()
+    policy = Policy(per_minute=args.per_minute, per_hour=args.per_hour)
+    options: dict[str, Any] = {"base_url": args.url, "ca_bundle": args.ca,
+                               "store": RedisStore(args.redis, timeout=0.2), "policy": policy}
+    print("ready", flush=True)
+    if sys.stdin.readline().strip() != "go":
+        return
+    deadline = time.monotonic() + args.duration
+
+    if args.runtime == "sync":
+        with TokenManager(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **options) as manager:
+            recorder = Recorder(manager)
+            while True:
+                try:
+                    recorder.saw(manager.get_token())
+                except EightyEightPayError as error:
+                    recorder.failed(error)
+                recorder.watch_sends()
+                if args.mode == "cold" or time.monotonic() >= deadline:
+                    break
+                time.sleep(0.02)
+            print(recorder.report(), flush=True)
+        return
+
+    async def loop(manager: Any, sleep: Any) -> None:
+        recorder = Recorder(manager)
+        while True:
+            try:
+                recorder.saw(await manager.get_token())
+            except EightyEightPayError as error:
+                recorder.failed(error)
+            recorder.watch_sends()
+            if args.mode == "cold" or time.monotonic() >= deadline:
+                break
+            await sleep(0.02)
+        print(recorder.report(), flush=True)
+
+    if args.runtime == "asyncio":
+        async def on_asyncio() -> None:
+            async with AsyncTokenManager(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **options) as manager:
+                await loop(manager, asyncio.sleep)
+
+        asyncio.run(on_asyncio())
+    else:
+        import trio
+
+        async def on_trio() -> None:
+            async with open_trio_token_manager(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **options) as manager:
+                await loop(manager, trio.sleep)
+
+        trio.run(on_trio)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""A simulated shared store and fleet, driving the real core without sockets or threads.
+
+Used by the deterministic fleet tests (and the fleet simulation benchmark): every process
+is a real :class:`TokenMachine` with ``fleet=True``; the store is a dict with its own clock.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Generator
+from typing import Any
+
+from eightyeightpay.credentials import CacheKey, Credentials
+from eightyeightpay.errors import EightyEightPayError
+from eightyeightpay.fleet import (
+    Done,
+    FleetEffect,
+    Sleep,
+    StoredToken,
+    StoreFault,
+    store_call,
+    store_result,
+)
+from eightyeightpay.governor import RateWindow
+from eightyeightpay.machine import (
+    Effect,
+    Exchange,
+    Refresh,
+    Result,
+    SendTokenRequest,
+    Serve,
+    ServeAndRefresh,
+    Settled,
+    TokenMachine,
+    Unavailable,
+    Wait,
+)
+from eightyeightpay.policy import Policy
+from eightyeightpay.tokens import Token
+
+
+class StoreDown(Exception):
+    """The simulated store is unreachable."""
+
+
+class SimStore:
+    """What Redis keeps, in a dict, timed by ``clock`` (the store's own clock)."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self.down = False
+        self.token: tuple[StoredToken, float] | None = None
+        self.lock: tuple[str, float] | None = None
+        self.window = RateWindow()
+        self.cooldown_until = 0.0
+        self.operations = 0
+
+    def _touch(self) -> float:
+        if self.down:
+            raise StoreDown("store unreachable")
+        self.operations += 1
+        return self.clock()
+
+    def read(self, key: CacheKey) -> tuple[StoredToken | None, float, float]:
+        now = self._touch()
+        token, ttl = None, 0.0
+        if self.token is not None and self.token[1] > now:
+            token, ttl = self.token[0], self.token[1] - now
+        return token, ttl, max(0.0, self.cooldown_until - now)
+
+    def acquire(self, key: CacheKey, owner: str, ttl: float) -> bool:
+        now = self._touch()
+        if self.lock is not None and self.lock[1] > now:
+            return False
+        self.lock = (owner, now + ttl)
+        return True
+
+    def reserve(self, key: CacheKey, per_minute: int, per_hour: int) -> float:
+        now = self._touch()
+        at = self.window.next_allowed(now, per_minute, per_hour)
+        if at > now:
+            return at - now
+        self.window = self.window.record(now)
+        return 0.0
+
+    def write(self, key: CacheKey, token: StoredToken, ttl: float) -> None:
+        now = self._touch()
+        self.token = (token, now + ttl)
+
+    def cool_down(self, key: CacheKey, seconds: float) -> None:
+        now = self._touch()
+        self.cooldown_until = max(self.cooldown_until, now + seconds)
+
+    def release(self, key: CacheKey, owner: str) -> None:
+        self._touch()
+        if self.lock is not None and self.lock[0] == owner:
+            self.lock = None
+
+
+class SimProcess:
+    """One process of the fleet: a fleet machine and the flight it is stepping, if any."""
+
+    def __init__(
+        self,
+        name: str,
+        credentials: Credentials,
+        policy: Policy,
+        seed: int,
+        clock: Callable[[], float],
+    ) -> None:
+        self.machine = TokenMachine(
+            credentials, policy, random.Random(seed), fleet=True, instance=name
+        )
+        self.clock = clock
+        self.steps: Generator[Effect, Result, Settled] | None = None
+        self.effect: Effect | None = None
+        self.resume_at = 0.0
+        self.sleeping = False
+        self.served = 0
+        self.waited = 0
+
+    def ask(self) -> Token | EightyEightPayError | None:
+        """A caller asks: the decision's outcome (None: it must wait for the flight)."""
+        decision = self.machine.decide(self.clock())
+        if isinstance(decision, Refresh | ServeAndRefresh):
+            self.steps = self.machine.refresh(decision.flight)
+            self.effect = next(self.steps)
+        if isinstance(decision, Serve | ServeAndRefresh):
+            self.served += 1
+            return decision.token
+        if isinstance(decision, Unavailable):
+            return decision.error
+        self.waited += isinstance(decision, Refresh | Wait)
+        return None
+
+    def step(self, store: SimStore, send: Callable[[SendTokenRequest], Exchange]) -> Any:
+        """Perform the pending effect (if due) and feed its result to the core."""
+        effect = self.effect
+        if effect is None or self.steps is None or self.clock() < self.resume_at:
+            return None
+        result: Result
+        if isinstance(effect, SendTokenRequest):
+            result = send(effect)
+        elif isinstance(effect, Sleep):
+            if not self.sleeping:  # start sleeping; the next due step ends the sleep
+                self.sleeping = True
+                self.resume_at = self.clock() + effect.seconds
+                return None
+            self.sleeping = False
+            result = Done(self.clock())
+        else:
+            result = perform(store, effect, self.clock)
+        try:
+            self.effect = self.steps.send(result)
+        except StopIteration as stop:
+            self.steps, self.effect = None, None
+            return stop.value
+        return None
+
+
+def perform(store: SimStore, effect: FleetEffect, clock: Callable[[], float]) -> Result:
+    name, args = store_call(effect)
+    try:
+        value = getattr(store, name)(*args)
+    except StoreDown:
+        return StoreFault("StoreDown", clock())
+    return store_result(effect, value, clock())
