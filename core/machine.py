@@ -311,6 +311,7 @@ class TokenMachine:
                 return self._succeeded(flight, shared)
             if read.cooldown > 0:
                 return self._fleet_cooling(flight, read)
+            asked_at = read.now
             lock = yield AcquireLock(key, owner, lock_ttl)
             if not isinstance(lock, LockResult):
                 return (yield from self._alone(flight, lock))
@@ -328,12 +329,13 @@ class TokenMachine:
             read = yield ReadShared(key)
             if not isinstance(read, SharedRead):
                 return (yield from self._alone(flight, read))
-        settled = yield from self._locked_refresh(flight, key, owner)
+        # The lock is ours until at least asked_at + lock_ttl (it was set after we asked).
+        settled = yield from self._locked_refresh(flight, key, owner, asked_at + lock_ttl)
         yield ReleaseLock(key, owner)
         return settled
 
     def _locked_refresh(
-        self, flight: Flight, key: CacheKey, owner: str
+        self, flight: Flight, key: CacheKey, owner: str, lock_expires: float
     ) -> Generator[Effect, Result, Settled]:
         read = yield ReadShared(key)  # someone may have written between our read and the lock
         if not isinstance(read, SharedRead):
@@ -348,6 +350,13 @@ class TokenMachine:
             return (yield from self._alone(flight, budget))
         if budget.wait > 0:
             return self._failed(flight, RateLimited(budget.wait, local=True), now=budget.now)
+        if budget.now + self.policy.request_timeout > lock_expires:
+            # The store was so slow that the lock could expire while the request is out, and
+            # another process could then send too: do not send; try again after a backoff.
+            stalled = RequestTimeout(
+                self.credentials.host, self.policy.request_timeout, may_have_been_sent=False
+            )
+            return self._failed(flight, stalled, now=budget.now)
         settled = yield from self._send(flight, budget.now)
         token, error = settled.token, settled.error
         if token is not None and token.sent_at == budget.now:  # the token this flight got
