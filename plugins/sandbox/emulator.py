@@ -26,6 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 import attrs
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+
 from eightyeightpay.http import HttpRequest, HttpResponse
 
 from .jwt import JWTError, generate_signing_key, sign_es256, verify_es256
@@ -498,13 +499,22 @@ class Sandbox:
         token_lifetime: int = DEFAULT_TOKEN_LIFETIME,
         accounts: Iterable[Account] | None = None,
         signing_key: ec.EllipticCurvePrivateKey | None = None,
+        token_limits: tuple[RateLimit, ...] = TOKEN_RATE_LIMITS,
+        api_limits: tuple[RateLimit, ...] = API_RATE_LIMITS,
     ) -> None:
+        """Build an emulator; its defaults are 88Pay's documented lifetime and limits.
+
+        Real-time tests that shorten ``token_lifetime`` may raise ``token_limits`` in
+        proportion, so that a compressed hour keeps the documented ratio of tokens to limits.
+        """
         if isinstance(token_lifetime, bool) or not isinstance(token_lifetime, int):
             raise TypeError("token_lifetime is a whole number of seconds")
         if token_lifetime < 1:
             raise ValueError("token_lifetime must be at least 1 second")
         self._lock = threading.Lock()
         self._lifetime = token_lifetime
+        self._token_limits = token_limits
+        self._api_limits = api_limits
         self._signing_key = signing_key if signing_key is not None else generate_signing_key()
         self._public_key = self._signing_key.public_key()
         self._accounts: dict[str, Account] = {}
@@ -709,7 +719,7 @@ class Sandbox:
             # Not counted against any merchant's limit: nobody could then burn a merchant's
             # budget by sending its (public) merchant id with a wrong key.
             return self._unauthorized("Invalid API key or merchant ID")
-        verdict = self._limit(self._token_times, account.merchant_id, TOKEN_RATE_LIMITS, now)
+        verdict = self._limit(self._token_times, account.merchant_id, self._token_limits, now)
         if not verdict.allowed:
             return _rate_limited(verdict)
         if account.status is not AccountStatus.ACTIVE:
@@ -755,7 +765,7 @@ class Sandbox:
         account = self._account_of(merchant_id)
         if account is None:
             return self._unauthorized("Invalid token")
-        verdict = self._limit(self._api_times, merchant_id, API_RATE_LIMITS, now)
+        verdict = self._limit(self._api_times, merchant_id, self._api_limits, now)
         if not verdict.allowed:
             return _rate_limited(verdict)
         if account.status is not AccountStatus.ACTIVE:

@@ -49,11 +49,16 @@ class Recorder:
             self.sends.append(time.time())
 
     def report(self) -> str:
-        return json.dumps({
-            "calls": self.calls, "errors": dict(self.errors), "unusable": self.unusable,
-            "sends": self.sends, "fingerprints": sorted(self.fingerprints),
-            "sent": self.manager._slot.machine.sent,
-        })
+        return json.dumps(
+            {
+                "calls": self.calls,
+                "errors": dict(self.errors),
+                "unusable": self.unusable,
+                "sends": self.sends,
+                "fingerprints": sorted(self.fingerprints),
+                "sent": self.manager._slot.machine.sent,
+            }
+        )
 
 
 def main() -> None:
@@ -68,8 +73,12 @@ def main() -> None:
     parser.add_argument("--per-hour", type=int, default=100)
     args = parser.parse_args()
     policy = Policy(per_minute=args.per_minute, per_hour=args.per_hour)
-    options: dict[str, Any] = {"base_url": args.url, "ca_bundle": args.ca,
-                               "store": RedisStore(args.redis, timeout=0.2), "policy": policy}
+    options: dict[str, Any] = {
+        "base_url": args.url,
+        "ca_bundle": args.ca,
+        "store": RedisStore(args.redis, timeout=0.2),
+        "policy": policy,
+    }
     print("ready", flush=True)
     if sys.stdin.readline().strip() != "go":
         return
@@ -104,8 +113,11 @@ def main() -> None:
         print(recorder.report(), flush=True)
 
     if args.runtime == "asyncio":
+
         async def on_asyncio() -> None:
-            async with AsyncTokenManager(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **options) as manager:
+            async with AsyncTokenManager(
+                DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **options
+            ) as manager:
                 await loop(manager, asyncio.sleep)
 
         asyncio.run(on_asyncio())
@@ -113,7 +125,9 @@ def main() -> None:
         import trio
 
         async def on_trio() -> None:
-            async with open_trio_token_manager(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **options) as manager:
+            async with open_trio_token_manager(
+                DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **options
+            ) as manager:
                 await loop(manager, trio.sleep)
 
         trio.run(on_trio)

@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from eightyeightpay.plugins.sandbox import Sandbox, SandboxServer
+from eightyeightpay.plugins.sandbox import RateLimit, Sandbox, SandboxServer
 from tests.servers import RedisServer
 
 RUNTIMES = ("sync", "asyncio", "trio") * 3
@@ -22,10 +23,23 @@ class Workers:
         assert server.certificates is not None
         self.processes = [
             subprocess.Popen(
-                [sys.executable, "-m", "tests.e2e.fleet_worker", "--runtime", RUNTIMES[i],
-                 "--url", server.url, "--ca", str(server.certificates.ca_file),
-                 "--redis", redis.url, *args],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                [
+                    sys.executable,
+                    "-m",
+                    "tests.e2e.fleet_worker",
+                    "--runtime",
+                    RUNTIMES[i],
+                    "--url",
+                    server.url,
+                    "--ca",
+                    str(server.certificates.ca_file),
+                    "--redis",
+                    redis.url,
+                    *args,
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
             )
             for i in range(count)
         ]
@@ -73,3 +87,82 @@ def test_eight_cold_processes_make_exactly_one_token_request(fleet_redis: RedisS
     assert all(report["errors"] == {} for report in reports)
     assert len({fp for report in reports for fp in report["fingerprints"]}) == 1
     assert sum(report["sent"] for report in reports) == 1
+
+
+# Real-time runs use 6 s tokens (a tenth of 88Pay's 60 s) so that three lifetimes take 20 s.
+# The emulator's token limits and the managers' policy are raised in the same proportion, so
+# the compressed run keeps the documented ratio of token life to rate limit.
+LIFETIME = 6
+COMPRESSED = ("--per-minute", "100", "--per-hour", "1000")
+
+
+def compressed_sandbox() -> Sandbox:
+    return Sandbox(
+        token_lifetime=LIFETIME,
+        token_limits=(RateLimit(100, 60.0), RateLimit(1000, 3600.0)),
+    )
+
+
+def test_a_fleet_over_three_lifetimes_spends_what_one_process_would(
+    fleet_redis: RedisServer,
+) -> None:
+    duration = "20"
+    with (
+        SandboxServer(compressed_sandbox(), tls=True) as alone_server,
+        SandboxServer(compressed_sandbox(), tls=True) as fleet_server,
+    ):
+        alone = Workers(
+            alone_server, fleet_redis, 1, "--mode", "steady", "--duration", duration, *COMPRESSED
+        )
+        fleet = Workers(
+            fleet_server, fleet_redis, 8, "--mode", "steady", "--duration", duration, *COMPRESSED
+        )
+        try:
+            alone.go()
+            fleet.go()
+            alone_reports, fleet_reports = alone.results(), fleet.results()
+        finally:
+            alone.kill()
+            fleet.kill()
+        one_process = alone_server.sandbox.stats()["token_requests"]
+        fleet_wide = fleet_server.sandbox.stats()["token_requests"]
+        assert fleet_server.sandbox.stats()["rate_limited"] == 0
+        assert fleet_server.sandbox.stats()["expired_token_rejections"] == 0
+    assert one_process >= 4  # three lifetimes really passed: 20 s / ~4.9 s per refresh
+    assert fleet_wide <= one_process + 1
+    for report in alone_reports + fleet_reports:
+        assert report["errors"] == {} and report["unusable"] == 0 and report["calls"] > 100
+
+
+def test_redis_down_for_longer_than_a_lifetime_fails_no_caller_and_the_fleet_rejoins(
+    fleet_redis: RedisServer,
+) -> None:
+    with SandboxServer(compressed_sandbox(), tls=True) as server:
+        workers = Workers(
+            server, fleet_redis, 8, "--mode", "steady", "--duration", "24", *COMPRESSED
+        )
+        try:
+            workers.go()
+            started = time.time()
+            time.sleep(5)
+            down_at = time.time()
+            fleet_redis.stop()
+            time.sleep(LIFETIME + 2)
+            fleet_redis.start()
+            up_at = time.time()
+            reports = workers.results()
+        finally:
+            workers.kill()
+        assert server.sandbox.stats()["rate_limited"] == 0
+    outage = up_at - down_at
+    for report in reports:
+        assert report["errors"] == {} and report["unusable"] == 0
+        during = [t for t in report["sends"] if down_at <= t <= up_at]
+        assert len(during) <= int(outage // LIFETIME) + 1  # at most one extra per lifetime
+    # After Redis is back (allowing one lifetime to converge), the fleet shares again:
+    # fleet-wide sends are those of one process, not one per process.
+    settled = up_at + LIFETIME
+    after = sorted(t for report in reports for t in report["sends"] if t > settled)
+    span = started + 24 - settled
+    assert len(after) <= int(span // (LIFETIME * 0.8)) + 2
+    assert len(after) < 8
