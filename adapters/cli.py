@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import attrs
+
 from eightyeightpay.errors import EightyEightPayError
 
 __all__ = ["main"]
@@ -77,6 +79,32 @@ def _cmd_request(args: argparse.Namespace) -> int:
         print(f"HTTP {response.status}")
         print(json.dumps(response.data, indent=2) if response.data is not None else "")
     return EXIT_OK if response.ok else EXIT_ERROR
+
+
+# --------------------------------------------------------------------------- doctor
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    import os
+
+    from eightyeightpay.adapters.doctor import run_doctor
+
+    checks = run_doctor(
+        os.environ,
+        full=args.full,
+        ca_bundle=args.ca_bundle,
+        allow_http_loopback=args.allow_http_loopback,
+    )
+    if args.json:
+        print(json.dumps([attrs.asdict(check) for check in checks]))
+    else:
+        marks = {"ok": "ok  ", "fail": "FAIL", "skipped": "--  "}
+        width = max(len(check.name) for check in checks)
+        for check in checks:
+            print(f"  {marks[check.status]} {check.name.ljust(width)}  {check.detail}")
+            if check.fix:
+                print(f"       {' ' * width}  fix: {check.fix}")
+    return EXIT_OK if all(check.ok for check in checks) else EXIT_ERROR
 
 
 # --------------------------------------------------------------------------- sandbox
@@ -163,7 +191,14 @@ def build_parser() -> argparse.ArgumentParser:
     request.add_argument("--data", help="JSON body")
     request.add_argument("--json", action="store_true", help="machine-readable output")
     request.set_defaults(run=_cmd_request)
-    for command in (token, request):
+
+    doctor = sub.add_parser(
+        "doctor", help="run 88Pay's troubleshooting steps against the EIGHTY_EIGHT_PAY_* setup"
+    )
+    doctor.add_argument("--full", action="store_true", help="also wait for a token renewal")
+    doctor.add_argument("--json", action="store_true", help="machine-readable output")
+    doctor.set_defaults(run=_cmd_doctor)
+    for command in (token, request, doctor):
         command.add_argument("--ca-bundle", help="PEM file of CAs to trust instead of the system's")
         command.add_argument(
             "--allow-http-loopback",

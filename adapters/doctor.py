@@ -1,0 +1,294 @@
+"""``eightyeightpay doctor``: 88Pay's troubleshooting steps, run against your configuration.
+
+Each check says what it found and, when it fails, how to fix it. Later checks that depend
+on a failed one are reported as not run, so the first failure is the one to fix.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import time
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+import attrs
+
+from eightyeightpay.credentials import (
+    ENVIRONMENTS,
+    PRODUCTION_URL,
+    SANDBOX_URL,
+    Credentials,
+    Environment,
+    environment_of,
+)
+from eightyeightpay.errors import (
+    AccessDenied,
+    EightyEightPayError,
+    InvalidCredentials,
+    RateLimited,
+    TLSError,
+)
+from eightyeightpay.plugins.memory import MemoryStore
+from eightyeightpay.plugins.urllib3_transport import tls_context
+
+from .config import API_KEY_VARIABLE, BASE_URL_VARIABLE, MERCHANT_ID_VARIABLE
+from .sync import TokenManager
+
+__all__ = ["Check", "run_doctor"]
+
+
+@attrs.frozen
+class Check:
+    """One troubleshooting step and its verdict."""
+
+    name: str
+    """What was checked."""
+    status: str
+    """``"ok"``, ``"fail"`` or ``"skipped"`` (an earlier check failed)."""
+    detail: str
+    """What was found (never a secret)."""
+    fix: str = ""
+    """What to do, when it failed."""
+
+    @property
+    def ok(self) -> bool:
+        """True unless the check failed."""
+        return self.status != "fail"
+
+
+class _Report:
+    def __init__(self) -> None:
+        self.checks: list[Check] = []
+        self.blocked = False
+
+    def ok(self, name: str, detail: str) -> None:
+        self.checks.append(Check(name, "ok", detail))
+
+    def fail(self, name: str, detail: str, fix: str) -> None:
+        self.checks.append(Check(name, "fail", detail, fix))
+        self.blocked = True
+
+    def skip(self, *names: str) -> None:
+        for name in names:
+            self.checks.append(Check(name, "skipped", "not run: an earlier check failed"))
+
+
+ONLINE = ("host reachable", "TLS valid", "token obtained", "second call cached")
+
+
+def run_doctor(
+    environ: Mapping[str, str],
+    *,
+    full: bool = False,
+    ca_bundle: str | None = None,
+    allow_http_loopback: bool = False,
+    timeout: float = 10.0,
+) -> list[Check]:
+    """Run the checks against ``environ`` (normally ``os.environ``)."""
+    report = _Report()
+    raw_key = environ.get(API_KEY_VARIABLE)
+    raw_merchant = environ.get(MERCHANT_ID_VARIABLE)
+    raw_url = environ.get(BASE_URL_VARIABLE)
+
+    missing = [
+        n for n, v in ((API_KEY_VARIABLE, raw_key), (MERCHANT_ID_VARIABLE, raw_merchant)) if not v
+    ]
+    if missing:
+        report.fail(
+            "variables loaded",
+            f"{', '.join(missing)} not set",
+            "Export the API key and merchant id from the 88Pay dashboard (a .env file "
+            "is only read if your process loads it).",
+        )
+        report.skip(
+            "no stray whitespace",
+            "key and merchant format",
+            "environment matches key",
+            "HTTPS",
+            *ONLINE,
+        )
+        return report.checks
+    assert raw_key is not None and raw_merchant is not None
+    report.ok(
+        "variables loaded",
+        f"{API_KEY_VARIABLE}, {MERCHANT_ID_VARIABLE}"
+        + (f", {BASE_URL_VARIABLE}" if raw_url else " (base URL from the key's prefix)"),
+    )
+
+    spaced = [
+        n
+        for n, v in (
+            (API_KEY_VARIABLE, raw_key),
+            (MERCHANT_ID_VARIABLE, raw_merchant),
+            (BASE_URL_VARIABLE, raw_url),
+        )
+        if v is not None and v != v.strip()
+    ]
+    if spaced:
+        report.fail(
+            "no stray whitespace",
+            f"{', '.join(spaced)} has leading or trailing whitespace",
+            "Remove the spaces or newline (often a copy-paste or .env artefact); 88Pay "
+            "compares values exactly and answers 401 otherwise.",
+        )
+    else:
+        report.ok("no stray whitespace", "none")
+    key, merchant = raw_key.strip(), raw_merchant.strip()
+    url = (raw_url or "").strip() or (PRODUCTION_URL if key.startswith("sk_live_") else SANDBOX_URL)
+
+    try:
+        Credentials(key, merchant, SANDBOX_URL if key.startswith("sk_test_") else PRODUCTION_URL)
+    except EightyEightPayError as error:
+        report.fail(
+            "key and merchant format",
+            str(error),
+            "Keys look like sk_test_… (sandbox) or sk_live_… (production); merchant ids "
+            "like MCH-COL-TEST-12345. Copy both again from the dashboard.",
+        )
+    else:
+        report.ok(
+            "key and merchant format",
+            f"{'sandbox' if key.startswith('sk_test_') else 'live'} key, {merchant}",
+        )
+
+    environment = environment_of(url)
+    live = key.startswith("sk_live_")
+    if environment is Environment.SANDBOX and live:
+        report.fail(
+            "environment matches key",
+            "a live key (sk_live_) against the sandbox host",
+            f"Use your sk_test_ key with {SANDBOX_URL}, or set {BASE_URL_VARIABLE}="
+            f"{PRODUCTION_URL}.",
+        )
+    elif environment is Environment.PRODUCTION and not live:
+        report.fail(
+            "environment matches key",
+            "a sandbox key (sk_test_) against the production host",
+            f"Use your sk_live_ key with {PRODUCTION_URL}, or set {BASE_URL_VARIABLE}="
+            f"{SANDBOX_URL}.",
+        )
+    else:
+        names = {v: k for k, v in ENVIRONMENTS.items()}
+        report.ok("environment matches key", names.get(url, f"custom host {urlsplit(url).netloc}"))
+
+    parts = urlsplit(url)
+    host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+    if parts.scheme != "https" and not allow_http_loopback:
+        report.fail(
+            "HTTPS",
+            f"{url} is not HTTPS",
+            "88Pay requires HTTPS. For a local emulator only, pass --allow-http-loopback.",
+        )
+    else:
+        report.ok("HTTPS", parts.scheme)
+
+    if report.blocked:
+        report.skip(*ONLINE)
+        return report.checks
+
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            report.ok("host reachable", f"{host}:{port}")
+            if parts.scheme == "https":
+                try:
+                    with tls_context(ca_bundle).wrap_socket(sock, server_hostname=host) as tls:
+                        report.ok("TLS valid", f"{tls.version()}, certificate verified for {host}")
+                except ssl.SSLError as error:
+                    reason = (
+                        getattr(error, "verify_message", None) or error.reason or "handshake failed"
+                    )
+                    report.fail(
+                        "TLS valid",
+                        f"verification failed: {reason}",
+                        "Check the system clock, the CA bundle (--ca-bundle or "
+                        "SSL_CERT_FILE) and that the URL's host matches the certificate. "
+                        "Never turn verification off.",
+                    )
+            else:
+                report.ok("TLS valid", "plain HTTP to a loopback emulator")
+    except OSError as error:
+        report.fail(
+            "host reachable",
+            f"{host}:{port}: {type(error).__name__}",
+            "Check the base URL, DNS, proxies and firewalls (88Pay may also need your "
+            "egress IP on the merchant's allow-list).",
+        )
+    if report.blocked:
+        report.skip(*_remaining(report))
+        return report.checks
+
+    with TokenManager(
+        key,
+        merchant,
+        base_url=url,
+        ca_bundle=ca_bundle,
+        store=MemoryStore(),
+        allow_http_loopback=allow_http_loopback,
+    ) as manager:
+        try:
+            token = manager.get_token()
+        except EightyEightPayError as error:
+            report.fail("token obtained", f"{type(error).__name__}: {error}", _fix_for(error))
+            report.skip("second call cached")
+            return report.checks
+        life = token.remaining(time.monotonic())
+        report.ok("token obtained", f"token {token.fingerprint}, {life:.0f} s left")
+        before = manager._slot.machine.sent
+        again = manager.get_token()
+        if again == token and manager._slot.machine.sent == before:
+            report.ok("second call cached", "served from the cache, no request sent")
+        else:
+            report.fail(
+                "second call cached",
+                "a second token request was sent",
+                "Share one manager per process (and a fleet store across processes).",
+            )
+        if full:
+            _renewal(report, manager, token)
+    return report.checks
+
+
+def _remaining(report: _Report) -> list[str]:
+    done = {check.name for check in report.checks}
+    return [name for name in ONLINE if name not in done]
+
+
+def _renewal(report: _Report, manager: TokenManager, token: object) -> None:
+    """Wait for the token to go stale and check that a new one replaces it."""
+    first = manager.get_token()
+    wait = max(0.0, first.fresh_until - time.monotonic()) + 0.05
+    time.sleep(wait)
+    deadline = time.monotonic() + (first.usable_until - first.fresh_until) + 5
+    while time.monotonic() < deadline:
+        current = manager.get_token()
+        if current != first:
+            report.ok("token renewed", f"token {current.fingerprint} replaced the expiring one")
+            return
+        time.sleep(0.05)
+    report.fail(
+        "token renewed",
+        "no new token before the old one became unusable",
+        "Check the network path and 88Pay's status; the rate limit may be spent.",
+    )
+
+
+def _fix_for(error: EightyEightPayError) -> str:
+    if isinstance(error, InvalidCredentials):
+        return (
+            "88Pay rejected the key or merchant id: check both in the dashboard, that the "
+            "key was not revoked, and that a sandbox key goes to the sandbox."
+        )
+    if isinstance(error, AccessDenied):
+        return (
+            "The merchant's KYC may be pending, the account suspended, or this host's IP "
+            "not allow-listed: contact 88Pay support or update the allow-list."
+        )
+    if isinstance(error, RateLimited):
+        return (
+            f"Wait {error.retry_after:.0f} s. Token requests are limited to 10 a minute and "
+            "100 an hour per merchant: share one token across processes."
+        )
+    if isinstance(error, TLSError):
+        return "Fix TLS trust (CA bundle, clock, host name)."
+    return "See the message; retry later if 88Pay or the network is having trouble."
