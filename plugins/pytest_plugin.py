@@ -1,0 +1,142 @@
+"""A pytest plugin for testing payment code against the 88Pay emulator.
+
+Installed with the package (entry point ``pytest11``) and inert until a test asks for one of
+its fixtures; nothing is imported or started otherwise.
+
+- ``eightyeightpay_fake``: an in-process emulator on a fake clock. Time moves only when the
+  test says so, so token expiry and 429 cool-downs are tested without sleeping.
+- ``eightyeightpay_sandbox``: the emulator served over HTTPS on loopback, with its test
+  credentials and the CA file to trust, for code that builds its own manager or client.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from eightyeightpay.adapters.sync import ManualBackground, TokenManager
+    from eightyeightpay.plugins.sandbox import FakeClock, Sandbox, SandboxServer
+
+__all__ = ["FakeWorld", "SandboxInfo", "eightyeightpay_fake", "eightyeightpay_sandbox"]
+
+
+class FakeWorld:
+    """An emulator, a fake clock and managers bound to them, with no sockets and no sleeping."""
+
+    def __init__(self) -> None:
+        from eightyeightpay.adapters.sync import ManualBackground
+        from eightyeightpay.plugins.memory import MemoryStore
+        from eightyeightpay.plugins.sandbox import (
+            DEFAULT_API_KEY,
+            DEFAULT_MERCHANT_ID,
+            FakeClock,
+            Sandbox,
+            SandboxTransport,
+        )
+
+        self.clock: FakeClock = FakeClock()
+        """The clock of the emulator and of every manager made here; ``advance()`` moves it."""
+        self.sandbox: Sandbox = Sandbox()
+        """The emulator: ``inject()`` faults, read ``stats()``."""
+        self.api_key = DEFAULT_API_KEY
+        """The emulator's test API key."""
+        self.merchant_id = DEFAULT_MERCHANT_ID
+        """The emulator's test merchant id."""
+        self.background: ManualBackground = ManualBackground()
+        """Refresh-ahead jobs; :meth:`run_background` runs them."""
+        self._transport = SandboxTransport(self.sandbox, self.clock)
+        self._store = MemoryStore()
+        self._managers: list[TokenManager] = []
+
+    def manager(self, **options: Any) -> TokenManager:
+        """A threaded manager on this world's emulator and clock (closed after the test)."""
+        from eightyeightpay.adapters.sync import TokenManager
+
+        settings: dict[str, Any] = {
+            "transport": self._transport,
+            "clock": self.clock,
+            "background": self.background,
+            "store": self._store,
+            "rng": random.Random(0),
+        }
+        settings.update(options)
+        manager = TokenManager(
+            settings.pop("api_key", self.api_key),
+            settings.pop("merchant_id", self.merchant_id),
+            **settings,
+        )
+        self._managers.append(manager)
+        return manager
+
+    def run_background(self) -> int:
+        """Run pending refresh-ahead jobs, as the worker thread would; returns how many ran."""
+        return self.background.run_pending()
+
+    def rate_limit_next_token_request(self, retry_after: int = 30) -> None:
+        """Make the emulator answer the next token request with a documented 429."""
+        from eightyeightpay.plugins.sandbox import Fault
+
+        body = (
+            b'{"status":"Error","code":429,"message":"Rate limit exceeded. Please try again '
+            b'later.","retry_after":' + str(retry_after).encode() + b"}"
+        )
+        self.sandbox.inject(Fault.status(429, body=body), path="/api/auth/token")
+
+    def close(self) -> None:
+        """Close every manager made here."""
+        for manager in self._managers:
+            manager.close()
+
+
+class SandboxInfo:
+    """A running HTTPS emulator and what a client needs to use it."""
+
+    def __init__(self, server: SandboxServer) -> None:
+        from eightyeightpay.plugins.sandbox import DEFAULT_API_KEY, DEFAULT_MERCHANT_ID
+
+        assert server.certificates is not None
+        self.server = server
+        """The server; ``server.sandbox`` is the emulator (faults, counters)."""
+        self.url = server.url
+        """The base URL."""
+        self.api_key = DEFAULT_API_KEY
+        """The emulator's test API key."""
+        self.merchant_id = DEFAULT_MERCHANT_ID
+        """The emulator's test merchant id."""
+        self.ca_file = str(server.certificates.ca_file)
+        """The throw-away CA to trust (``ca_bundle=`` or ``SSL_CERT_FILE``)."""
+
+    @property
+    def sandbox(self) -> Sandbox:
+        """The emulator behind the server."""
+        return self.server.sandbox
+
+    def environ(self) -> dict[str, str]:
+        """The ``EIGHTY_EIGHT_PAY_*`` variables (and ``SSL_CERT_FILE``) that point at it."""
+        return {
+            "EIGHTY_EIGHT_PAY_API_KEY": self.api_key,
+            "EIGHTY_EIGHT_PAY_MERCHANT_ID": self.merchant_id,
+            "EIGHTY_EIGHT_PAY_BASE_URL": self.url,
+            "SSL_CERT_FILE": self.ca_file,
+        }
+
+
+@pytest.fixture
+def eightyeightpay_fake() -> Iterator[FakeWorld]:
+    """An in-process 88Pay emulator on a fake clock (see :class:`FakeWorld`)."""
+    world = FakeWorld()
+    yield world
+    world.close()
+
+
+@pytest.fixture
+def eightyeightpay_sandbox() -> Iterator[SandboxInfo]:
+    """The 88Pay emulator over HTTPS on a free loopback port (see :class:`SandboxInfo`)."""
+    from eightyeightpay.plugins.sandbox import Sandbox, SandboxServer
+
+    with SandboxServer(Sandbox(), tls=True) as server:
+        yield SandboxInfo(server)

@@ -1,0 +1,62 @@
+"""A user's own test, as they would write it with the pytest plugin: their checkout code
+against the emulator, covering token expiry and a 429 without sleeping."""
+
+from __future__ import annotations
+
+import pytest
+
+from eightyeightpay import RateLimited, TokenManager
+from eightyeightpay.plugins.pytest_plugin import FakeWorld, SandboxInfo
+
+
+def checkout(payments: TokenManager, amount: int) -> str:
+    """The user's code under test: create a PSE charge and return its transaction id."""
+    response = payments.request(
+        "POST",
+        "/api/transactions/charges",
+        json={
+            "flow": "PAYIN",
+            "method_code": "PSE",
+            "amount": amount,
+            "currency": "COP",
+            "country": "COL",
+        },
+    )
+    response_data = response.data["data"]
+    assert response.ok, response.data
+    return str(response_data["transaction_id"])
+
+
+def test_checkout_keeps_working_across_token_expiry(eightyeightpay_fake: FakeWorld) -> None:
+    payments = eightyeightpay_fake.manager()
+    assert checkout(payments, 1000).startswith("txn_")
+    eightyeightpay_fake.clock.advance(3 * 60)  # three token lifetimes, instantly
+    assert checkout(payments, 2000).startswith("txn_")
+    stats = eightyeightpay_fake.sandbox.stats()
+    assert stats["token_requests"] == 2 and stats["expired_token_rejections"] == 0
+
+
+def test_checkout_reports_a_rate_limit_and_recovers(eightyeightpay_fake: FakeWorld) -> None:
+    payments = eightyeightpay_fake.manager()
+    eightyeightpay_fake.rate_limit_next_token_request(retry_after=30)
+    with pytest.raises(RateLimited) as limited:
+        checkout(payments, 1000)
+    assert limited.value.retry_after == pytest.approx(30)
+    eightyeightpay_fake.clock.advance(31)
+    assert checkout(payments, 1000).startswith("txn_")
+
+
+def test_checkout_over_https(eightyeightpay_sandbox: SandboxInfo) -> None:
+    with TokenManager(
+        eightyeightpay_sandbox.api_key,
+        eightyeightpay_sandbox.merchant_id,
+        base_url=eightyeightpay_sandbox.url,
+        ca_bundle=eightyeightpay_sandbox.ca_file,
+    ) as payments:
+        assert checkout(payments, 500).startswith("txn_")
+    assert eightyeightpay_sandbox.sandbox.stats()["charges"] == 1
+
+
+def test_the_plugin_is_registered_through_its_entry_point(pytestconfig: pytest.Config) -> None:
+    plugin = pytestconfig.pluginmanager.get_plugin("eightyeightpay")
+    assert plugin is not None and plugin.__name__ == "eightyeightpay.plugins.pytest_plugin"
