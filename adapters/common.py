@@ -10,6 +10,7 @@ waiter is woken exactly once.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 from eightyeightpay.errors import EightyEightPayError
@@ -69,7 +70,7 @@ class FlightRun:
         self, response: HttpResponse | None, error: EightyEightPayError | None
     ) -> Exchange:
         """The result of a token request."""
-        return Exchange(response, error, self._clock())
+        return Exchange(response, error, self._clock(), time.time())
 
     def slept(self) -> Done:
         """The result of a :class:`~eightyeightpay.fleet.Sleep`."""

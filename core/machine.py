@@ -149,6 +149,8 @@ class Exchange:
     """What went wrong on the way, if no response arrived."""
     now: float
     """Monotonic time the exchange ended."""
+    wall: float | None = None
+    """Wall-clock time it ended (epoch seconds), to read a ``Retry-After`` given as a date."""
 
 
 @attrs.frozen
@@ -288,6 +290,7 @@ class TokenMachine:
                     sent_at=now,
                     credentials=self.credentials,
                     policy=self.policy,
+                    wall_now=exchange.wall,
                 )
             except EightyEightPayError as rejected:
                 return self._failed(flight, rejected, now=exchange.now)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from enum import Enum
 
 import attrs
@@ -117,24 +118,63 @@ class Token:
     __str__ = __repr__
 
 
-def parse_retry_after(response: HttpResponse, envelope: ErrorEnvelope | None) -> float | None:
-    """Seconds to wait from a 429: the ``Retry-After`` header (delay-seconds form) or the body.
+def parse_retry_after(
+    response: HttpResponse, envelope: ErrorEnvelope | None, wall_now: float | None = None
+) -> float | None:
+    """Seconds to wait from a 429: the ``Retry-After`` header or the body's ``retry_after``.
 
-    The HTTP-date form would need the wall clock; it is left to the body's ``retry_after``
-    or to the backoff schedule.
+    The header may be delay-seconds or an HTTP-date; a date is read against ``wall_now``
+    (epoch seconds, passed in by the driver) and ignored without it. The longest wins.
     """
     candidates: list[float] = []
     value = response.header("Retry-After")
     if value is not None:
-        try:
-            seconds = float(value.strip())
-        except ValueError:
-            seconds = -1.0
-        if 0 <= seconds < 86400 * 2:
+        seconds = _retry_after_seconds(value.strip(), wall_now)
+        if seconds is not None and 0 <= seconds < MAX_RETRY_AFTER:
             candidates.append(seconds)
     if envelope is not None and envelope.retry_after is not None and envelope.retry_after >= 0:
-        candidates.append(min(envelope.retry_after, 86400 * 2))
+        candidates.append(min(envelope.retry_after, MAX_RETRY_AFTER))
     return max(candidates) if candidates else None
+
+
+MAX_RETRY_AFTER = 86400.0 * 2
+"""A longer Retry-After is treated as garbage."""
+
+
+def _retry_after_seconds(value: str, wall_now: float | None) -> float | None:
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    when = _http_date(value)
+    if wall_now is None or when is None:
+        return None
+    return max(0.0, when - wall_now)
+
+
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+
+
+def _http_date(value: str) -> float | None:
+    """Epoch seconds of an IMF-fixdate (``Sun, 06 Nov 1994 08:49:37 GMT``), or None."""
+    parts = value.replace(",", " ").split()
+    if len(parts) != 6 or parts[5].upper() != "GMT" or parts[2].lower() not in _MONTHS:
+        return None
+    try:
+        day, year = int(parts[1]), int(parts[3])
+        hour, minute, second = (int(field) for field in parts[4].split(":"))
+        moment = datetime.datetime(
+            year,
+            _MONTHS.index(parts[2].lower()) + 1,
+            day,
+            hour,
+            minute,
+            second,
+            tzinfo=datetime.UTC,
+        )
+    except ValueError:
+        return None
+    return moment.timestamp()
 
 
 def _error_envelope(response: HttpResponse) -> ErrorEnvelope | None:
@@ -145,7 +185,12 @@ def _error_envelope(response: HttpResponse) -> ErrorEnvelope | None:
 
 
 def interpret_token_response(
-    response: HttpResponse, *, sent_at: float, credentials: Credentials, policy: Policy
+    response: HttpResponse,
+    *,
+    sent_at: float,
+    credentials: Credentials,
+    policy: Policy,
+    wall_now: float | None = None,
 ) -> Token:
     """Turn the token endpoint's answer into a :class:`Token`, or raise the typed error."""
     status = response.status
@@ -175,10 +220,10 @@ def interpret_token_response(
             merchant_id=claims.merchant_id,
             policy=policy,
         )
-    raise token_error(response)
+    raise token_error(response, wall_now)
 
 
-def token_error(response: HttpResponse) -> EightyEightPayError:
+def token_error(response: HttpResponse, wall_now: float | None = None) -> EightyEightPayError:
     """The typed error for a non-200 answer from the token endpoint."""
     status = response.status
     envelope = _error_envelope(response)
@@ -188,7 +233,7 @@ def token_error(response: HttpResponse) -> EightyEightPayError:
     if status == 403:
         return AccessDenied(message or "Access denied")
     if status == 429:
-        retry_after = parse_retry_after(response, envelope)
+        retry_after = parse_retry_after(response, envelope, wall_now)
         return RateLimited(
             retry_after if retry_after is not None else 0.0,
             local=False,

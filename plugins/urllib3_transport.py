@@ -8,7 +8,9 @@ request may have reached the server.
 from __future__ import annotations
 
 import ssl
+import time
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import urllib3
@@ -38,6 +40,7 @@ __all__ = ["MAX_BODY_BYTES", "Urllib3Transport", "tls_context"]
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 """Longest response body read; 88Pay's answers are a few hundred bytes."""
+READ_CHUNK = 16 * 1024
 
 
 def tls_context(ca_bundle: str | None = None) -> ssl.SSLContext:
@@ -64,6 +67,7 @@ class Urllib3Transport:
         if self._closed:
             raise ManagerClosed()
         host = urlsplit(request.url).netloc
+        deadline = time.monotonic() + timeout
         try:
             raw = self._pool.request(
                 request.method,
@@ -75,14 +79,12 @@ class Urllib3Transport:
                 preload_content=False,
             )
             try:
-                body = raw.read(MAX_BODY_BYTES + 1)
-                if len(body) > MAX_BODY_BYTES:
-                    raise MalformedResponse(
-                        f"the body is larger than {MAX_BODY_BYTES} bytes", status=raw.status
-                    )
-                return HttpResponse(raw.status, tuple(raw.headers.items()), body)
-            finally:
-                raw.release_conn()
+                body = _read_body(raw, deadline, host, timeout)
+            except BaseException:
+                raw.close()  # a half-read connection is not reused
+                raise
+            raw.release_conn()
+            return HttpResponse(raw.status, tuple(raw.headers.items()), body)
         except EightyEightPayError:
             raise
         except Exception as error:
@@ -92,6 +94,24 @@ class Urllib3Transport:
         """Close every pooled connection."""
         self._closed = True
         self._pool.clear()
+
+
+def _read_body(raw: Any, deadline: float, host: str, timeout: float) -> bytes:
+    """Read the body in chunks within the exchange's deadline (a slow drip cannot stall us)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        if time.monotonic() > deadline:
+            raise RequestTimeout(host, timeout, may_have_been_sent=True)
+        chunk = raw.read(READ_CHUNK)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise MalformedResponse(
+                f"the body is larger than {MAX_BODY_BYTES} bytes", status=raw.status
+            )
+        chunks.append(chunk)
 
 
 def _translate(error: Exception, host: str, timeout: float) -> EightyEightPayError:

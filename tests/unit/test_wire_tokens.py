@@ -119,3 +119,35 @@ def test_any_json_in_data_gives_a_token_or_a_typed_error(data: object) -> None:
 
 def test_ok_helper_is_really_accepted() -> None:
     assert interpret(ok_response(3)).session_id == "sess_3"
+
+
+def test_retry_after_as_an_http_date_is_read_against_the_wall_clock() -> None:
+    import email.utils
+
+    wall = 1_800_000_000.0
+    date = email.utils.formatdate(wall + 45, usegmt=True)
+    response = HttpResponse(
+        429, (("Retry-After", date),), b'{"status":"Error","code":429,"message":"m"}'
+    )
+    with pytest.raises(RateLimited) as limited:
+        interpret_token_response(
+            response, sent_at=0.0, credentials=CREDENTIALS, policy=POLICY, wall_now=wall
+        )
+    assert limited.value.retry_after == pytest.approx(45)
+    with pytest.raises(RateLimited) as without_clock:
+        interpret(response)
+    assert without_clock.value.retry_after == 0  # unknown: the backoff schedule decides
+    garbage = HttpResponse(429, (("Retry-After", "soon"),), b"")
+    with pytest.raises(RateLimited):
+        interpret_token_response(
+            garbage, sent_at=0.0, credentials=CREDENTIALS, policy=POLICY, wall_now=wall
+        )
+
+
+@given(st.text(max_size=60), st.none() | st.floats(0, 4e9))
+def test_any_retry_after_header_gives_seconds_or_nothing(value: str, wall: float | None) -> None:
+    from eightyeightpay.tokens import parse_retry_after
+
+    response = HttpResponse(429, (("Retry-After", value),), b"")
+    seconds = parse_retry_after(response, None, wall)
+    assert seconds is None or 0 <= seconds < 86400 * 2
