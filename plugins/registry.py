@@ -27,6 +27,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "eightyeightpay.plugins.urllib3_transport",
     "eightyeightpay.plugins.h11_transport",
     "eightyeightpay.plugins.redis_store",
+    "eightyeightpay.plugins.memcached_store",
     "eightyeightpay.adapters.runtimes",
 )
 """Built-in plugins, registered before third-party ones."""

@@ -1,0 +1,388 @@
+"""The ``memcached`` store: the fleet contract as far as memcached allows it.
+
+What is shared, and how:
+
+- **Keys** are those of the redis store (:class:`~eightyeightpay.plugins.redis_store.RedisKeys`):
+  the namespace, then a tag of environment, merchant and API-key fingerprint. They never hold
+  the API key and are checked against memcached's rules (at most 250 bytes, no spaces or
+  control characters).
+- **Token.** memcached's classic protocol cannot say how long a key has left, so the value
+  carries the token's remaining seconds *at write time* and the writer's wall-clock time
+  (``time.time()``); a reader computes ``remaining - (its_wall_now - written_wall)``, never
+  more than ``remaining``. Unlike Redis, **hosts' wall clocks must agree to within the
+  margin** (10 s by default): a reader whose clock is ``d`` seconds ahead sees the token
+  ``d`` seconds older than it is (an early, extra refresh); one whose clock is ``d`` seconds
+  behind sees it up to ``d`` seconds younger, so it may use it up to ``d`` seconds past the
+  margin. With an encryption key the token part of the value is a Fernet token, as in Redis.
+- **Cool-down** after a 429: the same shape (seconds and the writer's wall time) and the
+  same clock caveat.
+- **Lock:** ``add`` (atomic set-if-absent) with an expiry. memcached counts expiries in whole
+  seconds on a clock that ticks once a second, so an item asked to live ``n`` seconds lives
+  between ``n - 1`` and ``n``: the lock's expiry is the TTL rounded up plus one second.
+  Release is ``gets`` (value and CAS id), compare the value with the owner, then the meta
+  command ``md <key> C<cas>``, which deletes only the item with that CAS id: a lock that
+  expired and was taken by another flight since the ``gets`` has a new CAS id and survives.
+  On a server without meta commands (memcached before 1.6) release falls back to a plain
+  ``delete`` after the compare: if the lock expires and another flight takes it between the
+  ``gets`` and the ``delete`` (one round trip), that flight's lock is deleted.
+- **Budget:** no sorted sets, so the fleet's send times are one value (space-separated wall
+  times) updated with ``gets``/``cas`` (``add`` when absent), retried on conflict; entries
+  older than an hour are pruned. The semantics are the redis script's (record and return 0,
+  or return the wait until a send is allowed, limits as arguments), but the times come from
+  **the local wall clock**, not the server's: a host whose clock is ``d`` seconds behind
+  records sends that leave the others' windows ``d`` seconds early.
+- **Eviction:** memcached may evict any item under memory pressure before it expires. A lost
+  token costs a refresh; a lost lock may let a second flight send (each one still passes the
+  budget); a lost budget value forgets the fleet's sends (88Pay's own 429 then applies, and
+  the cool-down is shared). Give the store a memcached that is not near its memory limit.
+- **Degraded mode:** every pymemcache or socket error propagates out of the operations; the
+  driver turns it into a store fault, logs the outage once and the process works alone.
+
+pymemcache has no asyncio client: :meth:`MemcachedStore.async_operations` runs the blocking
+operations in a worker thread with :func:`asyncio.to_thread` (trio runs them off its loop
+itself). Waiting processes poll the token key every ``fleet_poll_interval``, as with Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from eightyeightpay.credentials import CacheKey
+from eightyeightpay.errors import ConfigurationError
+from eightyeightpay.fleet import StoredToken
+
+from .fleet import FleetStore, ReadValue
+from .hookspecs import StoreFactory, hookimpl
+from .redis_store import ENCRYPTION_KEY_VARIABLE, RedisKeys, _Sealer
+
+__all__ = [
+    "MEMCACHED_SERVER_VARIABLE",
+    "MemcachedContention",
+    "MemcachedKeys",
+    "MemcachedStore",
+]
+
+MEMCACHED_SERVER_VARIABLE = "EIGHTY_EIGHT_PAY_MEMCACHED"
+"""Where the store connects when no server is given (``host:port``; default 127.0.0.1:11211)."""
+
+MAX_KEY_BYTES = 250
+"""memcached's limit on a key's length."""
+BUDGET_EXPIRY = 3700
+"""Seconds the budget value outlives its last write (an hour and a little)."""
+CAS_ATTEMPTS = 8
+"""Tries of the budget's read-modify-write before giving up on contention."""
+_MAX_RELATIVE_EXPIRY = 30 * 24 * 3600 - 1  # longer expiries are read as Unix timestamps
+
+
+class MemcachedContention(Exception):
+    """The budget value kept changing under ``gets``/``cas``; the flight works alone."""
+
+
+@attrs.frozen
+class MemcachedKeys:
+    """The memcached keys of one cache key: the redis store's names, checked for memcached."""
+
+    token: str
+    """The token, its remaining seconds and the writer's wall time."""
+    lock: str
+    """The single-flight lock (the owner's fencing value)."""
+    budget: str
+    """Wall times of the fleet's token requests in the last hour."""
+    cooldown: str
+    """The fleet's 429 cool-down: its seconds and the writer's wall time."""
+
+    @classmethod
+    def of(cls, namespace: str, key: CacheKey) -> MemcachedKeys:
+        """The keys for ``key`` under ``namespace``; ValueError if memcached would refuse one."""
+        names = RedisKeys.of(namespace, key)
+        keys = cls(names.token, names.lock, names.budget, names.cooldown)
+        for name in (keys.token, keys.lock, keys.budget, keys.cooldown):
+            _check_key(name)
+        return keys
+
+
+def _check_key(name: str) -> None:
+    data = name.encode("utf-8")
+    if len(data) > MAX_KEY_BYTES:
+        raise ValueError(f"a memcached key is longer than {MAX_KEY_BYTES} bytes")
+    if not data.isascii() or any(byte <= 32 or byte == 127 for byte in data):
+        raise ValueError("a memcached key may hold no spaces, control or non-ASCII characters")
+
+
+def _expiry(seconds: float) -> int:
+    """The whole-second memcached expiry that keeps an item at least ``seconds``."""
+    return min(_MAX_RELATIVE_EXPIRY, max(1, math.ceil(seconds)) + 1)
+
+
+def _stamp(seconds: float, wall: float) -> bytes:
+    return b"%.3f:%.6f" % (seconds, wall)
+
+
+def _number(text: bytes) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _left(stamp: bytes, wall_now: float) -> float | None:
+    """Seconds left of a ``seconds:written_wall`` stamp, never more than it was written with."""
+    parts = stamp.split(b":")
+    if len(parts) != 2:
+        return None
+    seconds, written = _number(parts[0]), _number(parts[1])
+    if seconds is None or written is None or seconds <= 0:
+        return None
+    return seconds - max(0.0, wall_now - written)
+
+
+def _send_times(raw: Any) -> list[float]:
+    """The budget value's send times; garbage reads as no sends (it is replaced on write)."""
+    if not isinstance(raw, bytes):
+        return []
+    times = [_number(part) for part in raw.split()]
+    return sorted(t for t in times if t is not None)
+
+
+class _Operations:
+    """The store's blocking operations over a pymemcache ``PooledClient`` (thread-safe)."""
+
+    def __init__(
+        self, client: Any, namespace: str, sealer: _Sealer, wall_clock: Callable[[], float]
+    ) -> None:
+        self._client = client
+        self._namespace = namespace
+        self._sealer = sealer
+        self._wall = wall_clock
+        self._meta = True  # the server understands meta commands (md ... C<cas>)
+
+    def _keys(self, key: CacheKey) -> MemcachedKeys:
+        return MemcachedKeys.of(self._namespace, key)
+
+    def read(self, key: CacheKey) -> ReadValue:
+        keys = self._keys(key)
+        values = self._client.get_many([keys.token, keys.cooldown])
+        now = self._wall()
+        cooldown = max(0.0, _left(values.get(keys.cooldown) or b"", now) or 0.0)
+        raw = values.get(keys.token)
+        if not isinstance(raw, bytes):
+            return None, 0.0, cooldown
+        seconds, _, rest = raw.partition(b":")
+        written, _, sealed = rest.partition(b":")
+        ttl = _left(seconds + b":" + written, now)
+        if ttl is None or ttl <= 0:
+            return None, 0.0, cooldown
+        return self._sealer.open(sealed), ttl, cooldown
+
+    def acquire(self, key: CacheKey, owner: str, ttl: float) -> bool:
+        added = self._client.add(
+            self._keys(key).lock, owner.encode(), expire=_expiry(ttl), noreply=False
+        )
+        return bool(added)
+
+    def reserve(self, key: CacheKey, per_minute: int, per_hour: int) -> float:
+        budget = self._keys(key).budget
+        for _ in range(CAS_ATTEMPTS):
+            raw, cas = self._client.gets(budget)
+            now = self._wall()
+            sends = [t for t in _send_times(raw) if t > now - 3600]
+            wait = 0.0
+            for span, limit in ((60, per_minute), (3600, per_hour)):
+                inside = [t for t in sends if t > now - span]
+                if len(inside) >= limit:
+                    leaving = inside[len(inside) - limit]
+                    wait = max(wait, leaving + span - now)
+            if wait > 0:
+                return wait
+            value = b" ".join(b"%.6f" % t for t in [*sends, now])
+            if cas is None:
+                stored = self._client.add(budget, value, expire=BUDGET_EXPIRY, noreply=False)
+            else:
+                stored = self._client.cas(budget, value, cas, expire=BUDGET_EXPIRY, noreply=False)
+            if stored:
+                return 0.0
+        raise MemcachedContention("the fleet budget kept changing during the update")
+
+    def write(self, key: CacheKey, token: StoredToken, ttl: float) -> None:
+        if ttl > 0:
+            value = _stamp(ttl, self._wall()) + b":" + self._sealer.seal(token)
+            self._client.set(self._keys(key).token, value, expire=_expiry(ttl), noreply=False)
+
+    def cool_down(self, key: CacheKey, seconds: float) -> None:
+        if seconds > 0:
+            value = _stamp(seconds, self._wall())
+            self._client.set(
+                self._keys(key).cooldown, value, expire=_expiry(seconds), noreply=False
+            )
+
+    def release(self, key: CacheKey, owner: str) -> None:
+        lock = self._keys(key).lock
+        held, cas = self._client.gets(lock)
+        if held != owner.encode() or cas is None:
+            return
+        if self._meta:
+            from pymemcache.exceptions import (  # type: ignore[import-untyped]
+                MemcacheUnknownCommandError,
+            )
+
+            try:
+                # Deletes only the item with this CAS id: never a lock taken since the gets.
+                self._client.raw_command(b"md " + lock.encode() + b" C" + bytes(cas))
+                return
+            except MemcacheUnknownCommandError:
+                self._meta = False  # memcached < 1.6: best effort below
+        self._client.delete(lock, noreply=False)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class _AsyncOperations:
+    """The blocking operations, each run in a worker thread (pymemcache has no asyncio client)."""
+
+    def __init__(self, operations: _Operations) -> None:
+        self._operations = operations
+
+    async def read(self, key: CacheKey) -> ReadValue:
+        return await asyncio.to_thread(self._operations.read, key)
+
+    async def acquire(self, key: CacheKey, owner: str, ttl: float) -> bool:
+        return await asyncio.to_thread(self._operations.acquire, key, owner, ttl)
+
+    async def reserve(self, key: CacheKey, per_minute: int, per_hour: int) -> float:
+        return await asyncio.to_thread(self._operations.reserve, key, per_minute, per_hour)
+
+    async def write(self, key: CacheKey, token: StoredToken, ttl: float) -> None:
+        await asyncio.to_thread(self._operations.write, key, token, ttl)
+
+    async def cool_down(self, key: CacheKey, seconds: float) -> None:
+        await asyncio.to_thread(self._operations.cool_down, key, seconds)
+
+    async def release(self, key: CacheKey, owner: str) -> None:
+        await asyncio.to_thread(self._operations.release, key, owner)
+
+
+def _parse_server(server: str | tuple[str, int]) -> tuple[str, int]:
+    if isinstance(server, tuple):
+        host, port = server
+    else:
+        host, separator, port_text = server.strip().rpartition(":")
+        if not separator or not port_text.isdigit():
+            raise ConfigurationError(
+                f"A memcached server is 'host:port' (as in {MEMCACHED_SERVER_VARIABLE}), "
+                "for example '127.0.0.1:11211'."
+            )
+        host, port = host.strip("[]"), int(port_text)
+    if not host or not isinstance(port, int) or not 0 < port < 65536:
+        raise ConfigurationError("A memcached server needs a host and a port from 1 to 65535.")
+    return host, port
+
+
+class MemcachedStore(FleetStore):
+    """Tokens, the lock, the rate budget and the cool-down shared through memcached.
+
+    ``MemcachedStore(server)`` with ``("host", port)`` or ``"host:port"``; with none,
+    ``EIGHTY_EIGHT_PAY_MEMCACHED`` or ``127.0.0.1:11211``. ``encryption_key`` (or
+    ``EIGHTY_EIGHT_PAY_STORE_KEY``) encrypts tokens at rest; ``timeout`` bounds every call.
+    ``wall_clock`` is the Unix time the store stamps and reads values with: hosts sharing a
+    memcached must agree on it to within the policy's margin (see the module's notes).
+    """
+
+    name = "memcached"
+
+    def __init__(
+        self,
+        server: str | tuple[str, int] | None = None,
+        *,
+        namespace: str = "eightyeightpay",
+        encryption_key: str | bytes | None = None,
+        timeout: float = 0.5,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        try:
+            import pymemcache  # type: ignore[import-untyped]  # noqa: F401
+        except ImportError:
+            raise ConfigurationError(
+                "The memcached store needs pymemcache: pip install 'eightyeightpay[memcached]'."
+            ) from None
+        try:
+            _check_key(namespace)
+        except ValueError as error:
+            raise ConfigurationError(f"Bad memcached namespace: {error}.") from None
+        if len(namespace) > 100:
+            raise ConfigurationError("A memcached namespace is at most 100 characters.")
+        super().__init__()
+        self.server = _parse_server(
+            server or os.environ.get(MEMCACHED_SERVER_VARIABLE) or "127.0.0.1:11211"
+        )
+        """The memcached server, as (host, port)."""
+        self.namespace = namespace
+        """Prefix of every key."""
+        self._sealer = _Sealer(encryption_key or os.environ.get(ENCRYPTION_KEY_VARIABLE))
+        self._timeout = timeout
+        self._wall = wall_clock
+        self._sync: _Operations | None = None
+        self._lock = threading.Lock()
+
+    def operations(self) -> _Operations:
+        """The blocking operations over one pooled client, shared by the process's threads."""
+        with self._lock:
+            if self._sync is None:
+                from pymemcache.client.base import PooledClient  # type: ignore[import-untyped]
+
+                client = PooledClient(
+                    self.server,
+                    connect_timeout=self._timeout,
+                    timeout=self._timeout,
+                    no_delay=True,
+                    default_noreply=False,
+                )
+                self._sync = _Operations(client, self.namespace, self._sealer, self._wall)
+            return self._sync
+
+    def async_operations(self) -> _AsyncOperations:
+        """The blocking operations run in worker threads (pymemcache has no asyncio client)."""
+        return _AsyncOperations(self.operations())
+
+    def keys(self, key: CacheKey) -> MemcachedKeys:
+        """The memcached keys used for ``key``."""
+        return MemcachedKeys.of(self.namespace, key)
+
+    def close(self) -> None:
+        """Close the pooled client's connections."""
+        with self._lock:
+            if self._sync is not None:
+                self._sync.close()
+                self._sync = None
+
+    def __repr__(self) -> str:
+        host, port = self.server
+        return f"MemcachedStore(server='{host}:{port}', namespace={self.namespace!r})"
+
+
+_process_stores: dict[tuple[Any, ...], MemcachedStore] = {}
+_process_lock = threading.Lock()
+
+
+def _memcached_store(**options: Any) -> MemcachedStore:
+    """The process's MemcachedStore for these options (``store="memcached"``)."""
+    key = tuple(sorted(options.items()))
+    with _process_lock:
+        if key not in _process_stores:
+            _process_stores[key] = MemcachedStore(**options)
+        return _process_stores[key]
+
+
+@hookimpl
+def eightyeightpay_register_stores(register: Callable[[str, StoreFactory], None]) -> None:
+    """Register the ``memcached`` store."""
+    register("memcached", _memcached_store)
