@@ -14,6 +14,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from eightyeightpay.errors import ConnectError, ConnectionLost, RequestTimeout
 from eightyeightpay.http import HttpRequest, HttpResponse
 from eightyeightpay.plugins.sandbox import (
@@ -37,8 +40,6 @@ from eightyeightpay.plugins.sandbox import (
     Sandbox,
     SandboxTransport,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 BASE = "https://api-sandbox.88pay.io"
 START = 1_800_000_000.0
