@@ -1,0 +1,347 @@
+"""EightyEightPayAuth with httpx over real TLS sockets against the loopback emulator:
+httpx.Client, and httpx.AsyncClient under asyncio and under trio."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from eightyeightpay import ConfigurationError
+from eightyeightpay.adapters.async_manager import AsyncTokenManager, open_trio_token_manager
+from eightyeightpay.adapters.sync import TokenManager
+from eightyeightpay.plugins.integrations.httpx_auth import EightyEightPayAuth
+from eightyeightpay.plugins.memory import MemoryStore
+from eightyeightpay.plugins.sandbox import (
+    DEFAULT_API_KEY,
+    DEFAULT_MERCHANT_ID,
+    Fault,
+    SandboxServer,
+)
+
+BALANCE = f"/api/balance?id={DEFAULT_MERCHANT_ID}"
+CHARGES = "/api/transactions/charges"
+CHARGE: dict[str, Any] = {
+    "flow": "PAYIN",
+    "method_code": "PSE",
+    "amount": 25000,
+    "currency": "COP",
+    "country": "COL",
+}
+
+
+def trust(server: SandboxServer) -> ssl.SSLContext:
+    assert server.certificates is not None
+    return ssl.create_default_context(cafile=str(server.certificates.ca_file))
+
+
+def stat(server: SandboxServer, name: str) -> int:
+    return server.sandbox.stats()[name]
+
+
+# --------------------------------------------------------------------------- sync
+
+
+def sync_client(server: SandboxServer, manager: TokenManager) -> httpx.Client:
+    return httpx.Client(base_url=server.url, auth=EightyEightPayAuth(manager), verify=trust(server))
+
+
+def test_sync_headers_are_sent_and_accepted(
+    https_server: SandboxServer, https_manager: TokenManager
+) -> None:
+    with sync_client(https_server, https_manager) as client:
+        balance = client.post(BALANCE)
+        # a raw body without a content type gets application/json
+        charge = client.post(CHARGES, content=json.dumps(CHARGE).encode())
+    assert balance.status_code == 200
+    assert balance.json()["data"]["merchant_id"] == DEFAULT_MERCHANT_ID
+    assert charge.status_code == 200
+    assert charge.json()["data"]["transaction_id"].startswith("txn_")
+    token = https_manager.get_token()
+    sent = charge.request.headers
+    assert sent["authorization"] == f"Bearer {token.access_token}"
+    assert sent["x-session-id"] == token.session_id
+    assert sent["content-type"] == "application/json"
+    assert stat(https_server, "token_requests") == 1
+    assert stat(https_server, "charges") == 1
+
+
+def test_sync_a_content_type_of_the_caller_is_kept(
+    https_server: SandboxServer, https_manager: TokenManager
+) -> None:
+    with sync_client(https_server, https_manager) as client:
+        charge = client.post(
+            CHARGES, content=json.dumps(CHARGE).encode(), headers={"Content-Type": "text/json"}
+        )
+        balance = client.post(BALANCE)
+    assert charge.status_code == 200 and charge.request.headers["content-type"] == "text/json"
+    assert "content-type" not in balance.request.headers  # no body, no content type
+
+
+def test_sync_a_401_is_replayed_once_with_a_new_token(
+    https_server: SandboxServer, https_manager: TokenManager
+) -> None:
+    first = https_manager.get_token()
+    https_server.sandbox.inject(Fault.status(401), path="/api/balance")
+    with sync_client(https_server, https_manager) as client:
+        response = client.post(BALANCE)
+    assert response.status_code == 200
+    assert [r.status_code for r in response.history] == [401]
+    assert stat(https_server, "api_requests") == 2
+    assert stat(https_server, "token_requests") == 2
+    assert https_manager.get_token() != first
+    assert (
+        response.request.headers["authorization"]
+        == f"Bearer {https_manager.get_token().access_token}"
+    )
+
+
+def test_sync_a_charge_rejected_with_401_is_replayed_with_its_body(
+    https_server: SandboxServer, https_manager: TokenManager
+) -> None:
+    https_server.sandbox.inject(Fault.status(401), path=CHARGES)
+    with sync_client(https_server, https_manager) as client:
+        response = client.post(CHARGES, json=CHARGE)
+    assert response.status_code == 200 and response.json()["data"]["amount"] == 25000
+    assert stat(https_server, "api_requests") == 2
+    assert stat(https_server, "charges") == 1  # the 401 was answered before processing
+
+
+def test_sync_a_401_on_every_attempt_is_returned_after_one_replay(
+    https_server: SandboxServer, https_manager: TokenManager
+) -> None:
+    https_server.sandbox.inject(Fault.status(401), path="/api/balance", times=5)
+    with sync_client(https_server, https_manager) as client:
+        response = client.post(BALANCE)
+    assert response.status_code == 401
+    assert len(response.history) == 1
+    assert stat(https_server, "api_requests") == 2
+    assert stat(https_server, "token_requests") == 2
+    assert https_server.sandbox.pending_faults() == 3
+
+
+def test_sync_a_reset_charge_raises_and_is_not_sent_again(
+    https_server: SandboxServer, https_manager: TokenManager
+) -> None:
+    https_server.sandbox.inject(Fault.reset(), path=CHARGES)
+    with sync_client(https_server, https_manager) as client, pytest.raises(httpx.TransportError):
+        client.post(CHARGES, json=CHARGE)
+    assert stat(https_server, "api_requests") == 1
+    assert (
+        stat(https_server, "charges") == 1
+    )  # processed before the reset: look it up, never resend
+
+
+def test_sync_another_host_gets_no_token(
+    https_server: SandboxServer, https_manager: TokenManager
+) -> None:
+    other = https_server.url.replace("127.0.0.1", "localhost")
+    assert other != https_server.url
+    with sync_client(https_server, https_manager) as client, pytest.raises(ConfigurationError):
+        client.post(other + BALANCE)
+    assert stat(https_server, "token_requests") == 0
+    assert stat(https_server, "api_requests") == 0
+
+
+def test_sync_client_refuses_an_async_manager(https_server: SandboxServer) -> None:
+    async def main() -> None:
+        assert https_server.certificates is not None
+        async with AsyncTokenManager(
+            DEFAULT_API_KEY,
+            DEFAULT_MERCHANT_ID,
+            base_url=https_server.url,
+            store=MemoryStore(),
+            ca_bundle=str(https_server.certificates.ca_file),
+        ) as manager:
+            with (
+                httpx.Client(
+                    auth=EightyEightPayAuth(manager), verify=trust(https_server)
+                ) as client,
+                pytest.raises(TypeError, match="AsyncClient"),
+            ):
+                client.post(https_server.url + BALANCE)
+
+    asyncio.run(main())
+    assert stat(https_server, "api_requests") == 0
+
+
+def test_no_secret_in_repr_or_errors(
+    https_server: SandboxServer, https_manager: TokenManager
+) -> None:
+    auth = EightyEightPayAuth(https_manager)
+    token = https_manager.get_token()
+    texts = [repr(auth), str(auth)]
+    https_server.sandbox.inject(Fault.reset(), path=CHARGES)
+    with sync_client(https_server, https_manager) as client:
+        attempts: list[Callable[[], object]] = [
+            lambda: client.post(CHARGES, json=CHARGE),
+            lambda: client.post("https://elsewhere.test/x"),
+        ]
+        for attempt in attempts:
+            with pytest.raises(Exception) as caught:
+                attempt()
+            texts += [str(caught.value), repr(caught.value)]
+    for text in texts:
+        for secret in (DEFAULT_API_KEY, token.access_token, token.session_id):
+            assert secret not in text
+
+
+def test_the_constructor_takes_managers_only() -> None:
+    with pytest.raises(TypeError):
+        EightyEightPayAuth(object())  # type: ignore[arg-type]
+
+
+def test_importing_the_library_imports_no_http_client() -> None:
+    code = (
+        "import sys, eightyeightpay, eightyeightpay.plugins.integrations; "
+        "assert 'httpx' not in sys.modules and 'requests' not in sys.modules, sys.modules.keys()"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --------------------------------------------------------------------------- async
+
+Scenario = Callable[[httpx.AsyncClient, SandboxServer], Awaitable[None]]
+
+
+def run_async(runtime: str, server: SandboxServer, scenario: Scenario) -> None:
+    """Run ``scenario`` with an AsyncClient whose auth uses the runtime's manager."""
+    assert server.certificates is not None
+    url, ca_bundle = server.url, str(server.certificates.ca_file)
+
+    async def with_asyncio() -> None:
+        async with (
+            AsyncTokenManager(
+                DEFAULT_API_KEY,
+                DEFAULT_MERCHANT_ID,
+                base_url=url,
+                ca_bundle=ca_bundle,
+                store=MemoryStore(),
+            ) as manager,
+            httpx.AsyncClient(
+                base_url=server.url, auth=EightyEightPayAuth(manager), verify=trust(server)
+            ) as client,
+        ):
+            await scenario(client, server)
+
+    async def with_trio() -> None:
+        async with (
+            open_trio_token_manager(
+                DEFAULT_API_KEY,
+                DEFAULT_MERCHANT_ID,
+                base_url=url,
+                ca_bundle=ca_bundle,
+                store=MemoryStore(),
+            ) as manager,
+            httpx.AsyncClient(
+                base_url=server.url, auth=EightyEightPayAuth(manager), verify=trust(server)
+            ) as client,
+        ):
+            await scenario(client, server)
+
+    if runtime == "asyncio":
+        asyncio.run(with_asyncio())
+    else:
+        trio.run(with_trio)
+
+
+RUNTIMES = pytest.mark.parametrize("runtime", ["asyncio", "trio"])
+
+
+@RUNTIMES
+def test_async_headers_are_sent_and_accepted(runtime: str, https_server: SandboxServer) -> None:
+    async def scenario(client: httpx.AsyncClient, server: SandboxServer) -> None:
+        balance = await client.post(BALANCE)
+        charge = await client.post(CHARGES, content=json.dumps(CHARGE).encode())
+        assert balance.status_code == 200 and charge.status_code == 200
+        sent = charge.request.headers
+        assert sent["authorization"].startswith("Bearer ey") and sent["x-session-id"].startswith(
+            "sess_"
+        )
+        assert sent["content-type"] == "application/json"
+
+    run_async(runtime, https_server, scenario)
+    assert stat(https_server, "token_requests") == 1
+    assert stat(https_server, "charges") == 1
+
+
+@RUNTIMES
+def test_async_a_401_is_replayed_once_with_a_new_token(
+    runtime: str, https_server: SandboxServer
+) -> None:
+    async def scenario(client: httpx.AsyncClient, server: SandboxServer) -> None:
+        await client.post(BALANCE)
+        assert stat(server, "token_requests") == 1
+        server.sandbox.inject(Fault.status(401), path="/api/balance")
+        response = await client.post(BALANCE)
+        assert response.status_code == 200
+        assert [r.status_code for r in response.history] == [401]
+        assert stat(server, "api_requests") == 3
+        assert stat(server, "token_requests") == 2
+
+    run_async(runtime, https_server, scenario)
+
+
+@RUNTIMES
+def test_async_a_charge_rejected_with_401_is_replayed_with_its_body(
+    runtime: str, https_server: SandboxServer
+) -> None:
+    async def scenario(client: httpx.AsyncClient, server: SandboxServer) -> None:
+        server.sandbox.inject(Fault.status(401), path=CHARGES)
+        response = await client.post(CHARGES, json=CHARGE)
+        assert response.status_code == 200 and response.json()["data"]["amount"] == 25000
+
+    run_async(runtime, https_server, scenario)
+    assert stat(https_server, "api_requests") == 2
+    assert stat(https_server, "token_requests") == 2
+    assert stat(https_server, "charges") == 1
+
+
+@RUNTIMES
+def test_async_a_401_on_every_attempt_is_returned_after_one_replay(
+    runtime: str, https_server: SandboxServer
+) -> None:
+    async def scenario(client: httpx.AsyncClient, server: SandboxServer) -> None:
+        server.sandbox.inject(Fault.status(401), path="/api/balance", times=5)
+        response = await client.post(BALANCE)
+        assert response.status_code == 401 and len(response.history) == 1
+
+    run_async(runtime, https_server, scenario)
+    assert stat(https_server, "api_requests") == 2
+    assert stat(https_server, "token_requests") == 2
+
+
+@RUNTIMES
+def test_async_a_reset_charge_raises_and_is_not_sent_again(
+    runtime: str, https_server: SandboxServer
+) -> None:
+    async def scenario(client: httpx.AsyncClient, server: SandboxServer) -> None:
+        server.sandbox.inject(Fault.reset(), path=CHARGES)
+        with pytest.raises(httpx.TransportError):
+            await client.post(CHARGES, json=CHARGE)
+
+    run_async(runtime, https_server, scenario)
+    assert stat(https_server, "api_requests") == 1
+    assert stat(https_server, "charges") == 1
+
+
+def test_async_client_refuses_a_sync_manager(
+    https_server: SandboxServer, https_manager: TokenManager
+) -> None:
+    async def main() -> None:
+        async with httpx.AsyncClient(
+            auth=EightyEightPayAuth(https_manager), verify=trust(https_server)
+        ) as client:
+            with pytest.raises(TypeError, match="block the event loop"):
+                await client.post(https_server.url + BALANCE)
+
+    asyncio.run(main())
+    assert stat(https_server, "token_requests") == 0

@@ -1,0 +1,245 @@
+"""EightyEightPayRequestsAuth with requests over real TLS sockets against the loopback
+emulator."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from typing import Any
+
+import pytest
+import requests
+from requests.hooks import dispatch_hook
+
+from eightyeightpay import ConfigurationError
+from eightyeightpay.adapters.sync import TokenManager
+from eightyeightpay.plugins.integrations import check_origin, same_origin
+from eightyeightpay.plugins.integrations.requests_auth import EightyEightPayRequestsAuth
+from eightyeightpay.plugins.sandbox import (
+    DEFAULT_API_KEY,
+    DEFAULT_MERCHANT_ID,
+    Fault,
+    SandboxServer,
+)
+
+BALANCE = f"/api/balance?id={DEFAULT_MERCHANT_ID}"
+CHARGES = "/api/transactions/charges"
+CHARGE: dict[str, Any] = {
+    "flow": "PAYIN",
+    "method_code": "PSE",
+    "amount": 25000,
+    "currency": "COP",
+    "country": "COL",
+}
+
+
+def session(server: SandboxServer, manager: TokenManager) -> requests.Session:
+    assert server.certificates is not None
+    s = requests.Session()
+    s.auth = EightyEightPayRequestsAuth(manager)
+    s.verify = str(server.certificates.ca_file)
+    s.trust_env = False  # else REQUESTS_CA_BUNDLE in the environment overrides s.verify
+    return s
+
+
+def stat(server: SandboxServer, name: str) -> int:
+    return server.sandbox.stats()[name]
+
+
+def test_headers_are_sent_and_accepted(
+    https_server: SandboxServer, https_manager: TokenManager
+) -> None:
+    with session(https_server, https_manager) as s:
+        balance = s.post(https_server.url + BALANCE)
+        charge = s.post(https_server.url + CHARGES, data=json.dumps(CHARGE).encode())
+    assert balance.status_code == 200
+    assert balance.json()["data"]["merchant_id"] == DEFAULT_MERCHANT_ID
+    assert charge.status_code == 200
+    assert charge.json()["data"]["transaction_id"].startswith("txn_")
+    token = https_manager.get_token()
+    sent = charge.request.headers
+    assert sent["Authorization"] == f"Bearer {token.access_token}"
+    assert sent["x-session-id"] == token.session_id
+    assert sent["Content-Type"] == "application/json"  # added: the raw body had no type
+    assert "Content-Type" not in balance.request.headers  # no body, no content type
+    assert stat(https_server, "token_requests") == 1
+    assert stat(https_server, "charges") == 1
+
+
+def test_auth_per_call_without_a_session(
+    https_server: SandboxServer, https_manager: TokenManager
+) -> None:
+    assert https_server.certificates is not None
+    response = requests.post(
+        https_server.url + CHARGES,
+        json=CHARGE,
+        auth=EightyEightPayRequestsAuth(https_manager),
+        verify=str(https_server.certificates.ca_file),
+        timeout=30,
+    )
+    assert response.status_code == 200 and response.json()["data"]["status"] == "PENDING"
+
+
+def test_a_401_is_replayed_once_with_a_new_token(
+    https_server: SandboxServer, https_manager: TokenManager
+) -> None:
+    first = https_manager.get_token()
+    https_server.sandbox.inject(Fault.status(401), path="/api/balance")
+    with session(https_server, https_manager) as s:
+        response = s.post(https_server.url + BALANCE)
+        again = s.post(https_server.url + BALANCE)  # the connection is still usable
+    assert response.status_code == 200 and again.status_code == 200
+    assert [r.status_code for r in response.history] == [401]
+    assert response.history[0].request.headers["Authorization"] == f"Bearer {first.access_token}"
+    fresh = https_manager.get_token()
+    assert fresh != first
+    assert response.request.headers["Authorization"] == f"Bearer {fresh.access_token}"
+    assert response.request.headers["x-session-id"] == fresh.session_id
+    assert stat(https_server, "api_requests") == 3
+    assert stat(https_server, "token_requests") == 2
+
+
+def test_a_charge_rejected_with_401_is_replayed_with_its_body(
+    https_server: SandboxServer, https_manager: TokenManager
+) -> None:
+    https_server.sandbox.inject(Fault.status(401), path=CHARGES)
+    with session(https_server, https_manager) as s:
+        response = s.post(https_server.url + CHARGES, json=CHARGE)
+    assert response.status_code == 200 and response.json()["data"]["amount"] == 25000
+    assert stat(https_server, "api_requests") == 2
+    assert stat(https_server, "token_requests") == 2
+    assert stat(https_server, "charges") == 1
+
+
+def test_a_file_body_is_rewound_for_the_replay(
+    https_server: SandboxServer, https_manager: TokenManager
+) -> None:
+    https_server.sandbox.inject(Fault.status(401), path=CHARGES)
+    with session(https_server, https_manager) as s:
+        response = s.post(https_server.url + CHARGES, data=io.BytesIO(json.dumps(CHARGE).encode()))
+    assert response.status_code == 200 and response.json()["data"]["amount"] == 25000
+    assert stat(https_server, "api_requests") == 2
+    assert stat(https_server, "charges") == 1
+
+
+def test_a_streamed_body_is_not_replayed(
+    https_server: SandboxServer, https_manager: TokenManager
+) -> None:
+    first = https_manager.get_token()
+    https_server.sandbox.inject(Fault.status(401), path=CHARGES)
+    with session(https_server, https_manager) as s:
+        response = s.post(https_server.url + CHARGES, data=iter([json.dumps(CHARGE).encode()]))
+    assert response.status_code == 401  # a consumed generator cannot be sent again
+    assert stat(https_server, "api_requests") == 1
+    assert https_manager.get_token() != first  # but the rejected token is dropped
+
+
+def test_a_401_on_every_attempt_is_returned_after_one_replay(
+    https_server: SandboxServer, https_manager: TokenManager
+) -> None:
+    https_server.sandbox.inject(Fault.status(401), path="/api/balance", times=5)
+    with session(https_server, https_manager) as s:
+        response = s.post(https_server.url + BALANCE)
+    assert response.status_code == 401
+    assert len(response.history) == 1
+    assert stat(https_server, "api_requests") == 2
+    assert stat(https_server, "token_requests") == 2
+    assert https_server.sandbox.pending_faults() == 3
+
+
+def test_a_reset_charge_raises_and_is_not_sent_again(
+    https_server: SandboxServer, https_manager: TokenManager
+) -> None:
+    https_server.sandbox.inject(Fault.reset(), path=CHARGES)
+    with session(https_server, https_manager) as s, pytest.raises(requests.ConnectionError):
+        s.post(https_server.url + CHARGES, json=CHARGE)
+    assert stat(https_server, "api_requests") == 1
+    assert (
+        stat(https_server, "charges") == 1
+    )  # processed before the reset: look it up, never resend
+
+
+def test_another_host_gets_no_token(
+    https_server: SandboxServer, https_manager: TokenManager
+) -> None:
+    other = https_server.url.replace("127.0.0.1", "localhost")
+    assert other != https_server.url
+    with session(https_server, https_manager) as s, pytest.raises(ConfigurationError):
+        s.post(other + BALANCE)
+    assert stat(https_server, "token_requests") == 0
+    assert stat(https_server, "api_requests") == 0
+
+
+def test_threads_sharing_one_auth_replay_their_own_401(
+    https_server: SandboxServer, https_manager: TokenManager
+) -> None:
+    https_manager.get_token()
+    https_server.sandbox.inject(Fault.status(401), path="/api/balance", times=4)
+    auth = EightyEightPayRequestsAuth(https_manager)
+    responses: list[requests.Response] = []
+
+    def call() -> None:
+        with session(https_server, https_manager) as s:
+            s.auth = auth
+            responses.append(s.post(https_server.url + BALANCE))
+
+    threads = [threading.Thread(target=call) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # Which requests meet the 4 faults depends on the interleaving; what holds for each is
+    # that it was sent at most twice, and a 401 is returned only after its one replay.
+    assert len(responses) == 4 and https_server.sandbox.pending_faults() == 0
+    assert all(len(r.history) <= 1 for r in responses)
+    assert all(len(r.history) == 1 for r in responses if r.status_code == 401)
+    assert stat(https_server, "api_requests") == sum(1 + len(r.history) for r in responses)
+    assert stat(https_server, "token_requests") <= 1 + 4
+
+
+def test_no_secret_in_repr_or_errors(
+    https_server: SandboxServer, https_manager: TokenManager
+) -> None:
+    auth = EightyEightPayRequestsAuth(https_manager)
+    token = https_manager.get_token()
+    texts = [repr(auth), str(auth)]
+    https_server.sandbox.inject(Fault.reset(), path=CHARGES)
+    with session(https_server, https_manager) as s:
+        for url in (https_server.url + CHARGES, "https://elsewhere.test/x"):
+            with pytest.raises(Exception) as caught:
+                s.post(url, json=CHARGE)
+            texts += [str(caught.value), repr(caught.value)]
+    for text in texts:
+        for secret in (DEFAULT_API_KEY, token.access_token, token.session_id):
+            assert secret not in text
+
+
+def test_the_constructor_takes_a_token_manager_only() -> None:
+    with pytest.raises(TypeError, match="TokenManager"):
+        EightyEightPayRequestsAuth(object())  # type: ignore[arg-type]
+
+
+def test_a_401_from_another_host_after_a_redirect_is_not_replayed(
+    https_server: SandboxServer, https_manager: TokenManager
+) -> None:
+    # requests copies the response hooks to a redirect's request: what a redirect to another
+    # host answers must neither drop our token nor make us send it there.
+    prepared = requests.Request("POST", https_server.url + BALANCE).prepare()
+    prepared = EightyEightPayRequestsAuth(https_manager)(prepared)
+    token = https_manager.get_token()
+    elsewhere = requests.Response()
+    elsewhere.status_code, elsewhere.url = 401, "https://elsewhere.test/api/balance"
+    assert dispatch_hook("response", prepared.hooks, elsewhere) is elsewhere
+    assert https_manager.get_token() is token
+    assert stat(https_server, "api_requests") == 0
+
+
+def test_origins_compare_scheme_host_and_port() -> None:
+    base = "https://api-sandbox.88pay.io"
+    assert same_origin("https://API-SANDBOX.88pay.io:443/api/balance?id=x", base)
+    assert not same_origin("http://api-sandbox.88pay.io/api/balance", base)
+    assert not same_origin("https://api-sandbox.88pay.io:8443/api/balance", base)
+    assert not same_origin("https://api.88pay.io/api/balance", base)
+    with pytest.raises(ConfigurationError, match=r"elsewhere\.test"):
+        check_origin("https://elsewhere.test/x", base)
