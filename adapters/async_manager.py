@@ -100,11 +100,11 @@ class _AsyncManager:
         plugins = registry()
         chosen = plugins.store(store)() if isinstance(store, str) else store
         self._slot: Slot = chosen.slot(self.credentials, self.policy, rng or random.Random())
-        shared = getattr(chosen, "shared", False)
+        fleet = chosen if isinstance(chosen, FleetStore) else None
         self._fleet: AsyncFleetOperations | None = (
-            runtime.fleet_operations(chosen) if shared else None
+            runtime.fleet_operations(fleet) if fleet else None
         )
-        self._health: StoreHealth | None = chosen.health if shared else None
+        self._health: StoreHealth | None = fleet.health if fleet else None
         self._cache: Slot | _Closed = self._slot  # what the lock-free path reads
         self._runtime = runtime
         self._transport: AsyncTransport = transport or plugins.async_transport("h11")(

@@ -14,8 +14,15 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from eightyeightpay.credentials import CacheKey
+from eightyeightpay.fleet import StoredToken
 from eightyeightpay.machine import Settled
-from eightyeightpay.plugins.fleet import AsyncFleetOperations, FleetOperations, FleetStore
+from eightyeightpay.plugins.fleet import (
+    AsyncFleetOperations,
+    FleetOperations,
+    FleetStore,
+    ReadValue,
+)
 from eightyeightpay.plugins.hookspecs import RuntimeFactory, hookimpl
 
 if TYPE_CHECKING:
@@ -258,15 +265,29 @@ class _OffLoop:
     def __init__(self, operations: FleetOperations) -> None:
         self._operations = operations
 
-    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
+    async def _run(self, method: Callable[..., Any], *args: Any) -> Any:
         import trio
 
-        method = getattr(self._operations, name)
+        return await trio.to_thread.run_sync(method, *args, abandon_on_cancel=True)
 
-        async def off_loop(*args: Any) -> Any:
-            return await trio.to_thread.run_sync(method, *args, abandon_on_cancel=True)
+    async def read(self, key: CacheKey) -> ReadValue:
+        result: ReadValue = await self._run(self._operations.read, key)
+        return result
 
-        return off_loop
+    async def acquire(self, key: CacheKey, owner: str, ttl: float) -> bool:
+        return bool(await self._run(self._operations.acquire, key, owner, ttl))
+
+    async def reserve(self, key: CacheKey, per_minute: int, per_hour: int) -> float:
+        return float(await self._run(self._operations.reserve, key, per_minute, per_hour))
+
+    async def write(self, key: CacheKey, token: StoredToken, ttl: float) -> None:
+        await self._run(self._operations.write, key, token, ttl)
+
+    async def cool_down(self, key: CacheKey, seconds: float) -> None:
+        await self._run(self._operations.cool_down, key, seconds)
+
+    async def release(self, key: CacheKey, owner: str) -> None:
+        await self._run(self._operations.release, key, owner)
 
 
 class TrioRuntime:

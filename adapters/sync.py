@@ -194,9 +194,9 @@ class TokenManager:
         stores = registry()
         chosen = stores.store(store)() if isinstance(store, str) else store
         self._slot: Slot = chosen.slot(self.credentials, self.policy, rng or random.Random())
-        shared = getattr(chosen, "shared", False)
-        self._fleet: FleetOperations | None = chosen.operations() if shared else None
-        self._health: StoreHealth | None = chosen.health if shared else None
+        fleet = chosen if isinstance(chosen, FleetStore) else None
+        self._fleet: FleetOperations | None = fleet.operations() if fleet else None
+        self._health: StoreHealth | None = fleet.health if fleet else None
         self._cache: Slot | _Closed = self._slot  # what the lock-free path reads
         self._transport: Transport = transport or stores.transport("urllib3")(ca_bundle=ca_bundle)
         self._clock = clock

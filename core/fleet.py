@@ -241,9 +241,11 @@ def store_result(
         if not (isinstance(value, tuple) and len(value) == 3):
             return StoreFault("the store's read returned an unexpected value", now)
         raw, ttl, cooldown = value
+        if not isinstance(raw, bytes | str | StoredToken | None):
+            return StoreFault("the store's read returned an unexpected value", now)
         if not isinstance(ttl, int | float) or not isinstance(cooldown, int | float):
             return StoreFault("the store's read returned an unexpected value", now)
-        token = raw if isinstance(raw, StoredToken) else decode_stored(raw)  # type: ignore[arg-type]
+        token = raw if isinstance(raw, StoredToken) else decode_stored(raw)
         return SharedRead(token, max(0.0, float(ttl)), max(0.0, float(cooldown)), now)
     if isinstance(effect, AcquireLock):
         return LockResult(bool(value), now)

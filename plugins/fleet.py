@@ -13,16 +13,27 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from typing import Protocol
+from typing import Any, Protocol
 
 from eightyeightpay.credentials import CacheKey, Credentials
-from eightyeightpay.fleet import StoredToken
+from eightyeightpay.errors import ConfigurationError
+from eightyeightpay.fleet import StoredToken, encode_stored
 from eightyeightpay.machine import TokenMachine
 from eightyeightpay.policy import Policy, Rng
 
 from .memory import MemoryStore, Slot
 
-__all__ = ["AsyncFleetOperations", "FleetOperations", "FleetStore", "StoreHealth"]
+__all__ = [
+    "ENCRYPTION_KEY_VARIABLE",
+    "AsyncFleetOperations",
+    "FleetOperations",
+    "FleetStore",
+    "Sealer",
+    "StoreHealth",
+]
+
+ENCRYPTION_KEY_VARIABLE = "EIGHTY_EIGHT_PAY_STORE_KEY"
+"""A Fernet key (``Fernet.generate_key()``); when set, fleet stores encrypt tokens at rest."""
 
 log = logging.getLogger("eightyeightpay")
 
@@ -119,6 +130,45 @@ class StoreHealth:
             ending, self.healthy = not self.healthy, True
         if ending:
             log.warning("%s store reachable again; the fleet shares tokens again", self._name)
+
+
+class Sealer:
+    """Encrypts stored tokens at rest (Fernet) when a key is configured; else passes them."""
+
+    def __init__(self, key: str | bytes | None) -> None:
+        self._fernet: Any = None
+        if key:
+            try:
+                from cryptography.fernet import Fernet
+            except ImportError:  # pragma: no cover - the redis extra installs it
+                raise ConfigurationError(
+                    "Encrypting tokens at rest needs the 'cryptography' package: "
+                    "pip install cryptography (the redis and memcached extras include it)."
+                ) from None
+            try:
+                self._fernet = Fernet(key)
+            except (ValueError, TypeError):
+                raise ConfigurationError(
+                    f"{ENCRYPTION_KEY_VARIABLE} is not a Fernet key (32 url-safe base64 bytes, "
+                    "as cryptography.fernet.Fernet.generate_key() makes)."
+                ) from None
+
+    def seal(self, token: StoredToken) -> bytes:
+        """The stored form of ``token``, encrypted when a key is set."""
+        data = encode_stored(token)
+        return self._fernet.encrypt(data) if self._fernet is not None else data
+
+    def open(self, raw: bytes | None) -> bytes | None:
+        """The plain stored form, or None for a value this key did not seal."""
+        if raw is None or self._fernet is None:
+            return raw
+        from cryptography.fernet import InvalidToken
+
+        try:
+            opened: bytes = self._fernet.decrypt(raw)
+        except (InvalidToken, TypeError, ValueError):
+            return None  # not ours, or written unencrypted: ignored, then replaced
+        return opened
 
 
 class FleetStore:

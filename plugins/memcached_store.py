@@ -59,9 +59,9 @@ from eightyeightpay.credentials import CacheKey
 from eightyeightpay.errors import ConfigurationError
 from eightyeightpay.fleet import StoredToken
 
-from .fleet import FleetStore, ReadValue
+from .fleet import ENCRYPTION_KEY_VARIABLE, FleetStore, ReadValue, Sealer
 from .hookspecs import StoreFactory, hookimpl
-from .redis_store import ENCRYPTION_KEY_VARIABLE, RedisKeys, _Sealer
+from .redis_store import RedisKeys
 
 __all__ = [
     "MEMCACHED_SERVER_VARIABLE",
@@ -157,7 +157,7 @@ class _Operations:
     """The store's blocking operations over a pymemcache ``PooledClient`` (thread-safe)."""
 
     def __init__(
-        self, client: Any, namespace: str, sealer: _Sealer, wall_clock: Callable[[], float]
+        self, client: Any, namespace: str, sealer: Sealer, wall_clock: Callable[[], float]
     ) -> None:
         self._client = client
         self._namespace = namespace
@@ -327,7 +327,7 @@ class MemcachedStore(FleetStore):
         """The memcached server, as (host, port)."""
         self.namespace = namespace
         """Prefix of every key."""
-        self._sealer = _Sealer(encryption_key or os.environ.get(ENCRYPTION_KEY_VARIABLE))
+        self._sealer = Sealer(encryption_key or os.environ.get(ENCRYPTION_KEY_VARIABLE))
         self._timeout = timeout
         self._wall = wall_clock
         self._sync: _Operations | None = None

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -25,17 +26,15 @@ import attrs
 
 from eightyeightpay.credentials import CacheKey, Environment, environment_of
 from eightyeightpay.errors import ConfigurationError
-from eightyeightpay.fleet import StoredToken, encode_stored
+from eightyeightpay.fleet import StoredToken
 
-from .fleet import FleetStore, ReadValue
+from .fleet import ENCRYPTION_KEY_VARIABLE, FleetStore, ReadValue, Sealer
 from .hookspecs import StoreFactory, hookimpl
 
-__all__ = ["ENCRYPTION_KEY_VARIABLE", "REDIS_URL_VARIABLE", "RedisKeys", "RedisStore"]
+__all__ = ["REDIS_URL_VARIABLE", "RedisKeys", "RedisStore"]
 
 REDIS_URL_VARIABLE = "EIGHTY_EIGHT_PAY_REDIS_URL"
 """Where the store connects when no URL is given (default ``redis://127.0.0.1:6379/0``)."""
-ENCRYPTION_KEY_VARIABLE = "EIGHTY_EIGHT_PAY_STORE_KEY"
-"""A Fernet key (``Fernet.generate_key()``); when set, tokens are encrypted at rest."""
 
 _BUDGET = """
 local t = redis.call('TIME')
@@ -93,47 +92,10 @@ def _seconds(milliseconds: Any) -> float:
     return max(0.0, float(milliseconds) / 1000.0) if isinstance(milliseconds, int) else 0.0
 
 
-class _Sealer:
-    """Encrypts stored values when a key is configured."""
-
-    def __init__(self, key: str | bytes | None) -> None:
-        self._fernet: Any = None
-        if key:
-            try:
-                from cryptography.fernet import Fernet
-            except ImportError:  # pragma: no cover - the redis extra installs it
-                raise ConfigurationError(
-                    "Encrypting tokens at rest needs the 'cryptography' package: "
-                    "pip install 'eightyeightpay[redis]'."
-                ) from None
-            try:
-                self._fernet = Fernet(key)
-            except (ValueError, TypeError):
-                raise ConfigurationError(
-                    f"{ENCRYPTION_KEY_VARIABLE} is not a Fernet key (32 url-safe base64 bytes, "
-                    "as cryptography.fernet.Fernet.generate_key() makes)."
-                ) from None
-
-    def seal(self, token: StoredToken) -> bytes:
-        data = encode_stored(token)
-        return self._fernet.encrypt(data) if self._fernet is not None else data
-
-    def open(self, raw: bytes | None) -> bytes | None:
-        if raw is None or self._fernet is None:
-            return raw
-        from cryptography.fernet import InvalidToken
-
-        try:
-            opened: bytes = self._fernet.decrypt(raw)
-        except (InvalidToken, TypeError, ValueError):
-            return None  # not ours, or written unencrypted: ignored, then replaced
-        return opened
-
-
 class _Operations:
     """The store's operations over redis-py's blocking client."""
 
-    def __init__(self, client: Any, namespace: str, sealer: _Sealer) -> None:
+    def __init__(self, client: Any, namespace: str, sealer: Sealer) -> None:
         self._client = client
         self._namespace = namespace
         self._sealer = sealer
@@ -241,7 +203,7 @@ class RedisStore(FleetStore):
         """The Redis URL (may hold a password: never logged)."""
         self.namespace = namespace
         """Prefix of every key."""
-        self._sealer = _Sealer(encryption_key or os.environ.get(ENCRYPTION_KEY_VARIABLE))
+        self._sealer = Sealer(encryption_key or os.environ.get(ENCRYPTION_KEY_VARIABLE))
         self._timeout = timeout
         self._sync: _Operations | None = None
 
@@ -279,14 +241,16 @@ class RedisStore(FleetStore):
 
 
 _process_stores: dict[tuple[Any, ...], RedisStore] = {}
+_process_stores_lock = threading.Lock()
 
 
 def _redis_store(**options: Any) -> RedisStore:
     """The process's RedisStore for these options (``store="redis"``)."""
     key = tuple(sorted(options.items()))
-    if key not in _process_stores:
-        _process_stores[key] = RedisStore(**options)
-    return _process_stores[key]
+    with _process_stores_lock:
+        if key not in _process_stores:
+            _process_stores[key] = RedisStore(**options)
+        return _process_stores[key]
 
 
 @hookimpl

@@ -33,13 +33,21 @@ def ca(server: SandboxServer) -> str:
 
 def test_a_healthy_setup_passes_every_check_including_renewal() -> None:
     with SandboxServer(Sandbox(token_lifetime=3), tls=True) as server:
-        checks = run_doctor(env(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, server.url), full=True, ca_bundle=ca(server))
+        checks = run_doctor(
+            env(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, server.url), full=True, ca_bundle=ca(server)
+        )
     assert [c.status for c in checks] == ["ok"] * len(checks), checks
-    assert {"token obtained", "second call cached", "token renewed", "TLS valid"} <= set(by_name(checks))
+    assert {"token obtained", "second call cached", "token renewed", "TLS valid"} <= set(
+        by_name(checks)
+    )
 
 
 def test_a_live_key_against_the_sandbox_names_the_mismatch() -> None:
-    checks = by_name(run_doctor(env("sk_live_abcdefgh12345678", DEFAULT_MERCHANT_ID, "https://api-sandbox.88pay.io")))
+    checks = by_name(
+        run_doctor(
+            env("sk_live_abcdefgh12345678", DEFAULT_MERCHANT_ID, "https://api-sandbox.88pay.io")
+        )
+    )
     check = checks["environment matches key"]
     assert check.status == "fail" and "live key" in check.detail and "sk_test_" in check.fix
     assert checks["token obtained"].status == "skipped"  # nothing was sent
@@ -47,7 +55,11 @@ def test_a_live_key_against_the_sandbox_names_the_mismatch() -> None:
 
 def test_a_trailing_space_in_the_key_is_named() -> None:
     with SandboxServer(Sandbox(), tls=True) as server:
-        checks = by_name(run_doctor(env(DEFAULT_API_KEY + " ", DEFAULT_MERCHANT_ID, server.url), ca_bundle=ca(server)))
+        checks = by_name(
+            run_doctor(
+                env(DEFAULT_API_KEY + " ", DEFAULT_MERCHANT_ID, server.url), ca_bundle=ca(server)
+            )
+        )
     check = checks["no stray whitespace"]
     assert check.status == "fail" and "EIGHTY_EIGHT_PAY_API_KEY" in check.detail
     assert "whitespace" in check.detail and "Remove" in check.fix
@@ -56,7 +68,11 @@ def test_a_trailing_space_in_the_key_is_named() -> None:
 
 def test_the_suspended_account_names_the_documented_causes_of_403() -> None:
     with SandboxServer(Sandbox(), tls=True) as server:
-        checks = by_name(run_doctor(env(SUSPENDED_API_KEY, SUSPENDED_MERCHANT_ID, server.url), ca_bundle=ca(server)))
+        checks = by_name(
+            run_doctor(
+                env(SUSPENDED_API_KEY, SUSPENDED_MERCHANT_ID, server.url), ca_bundle=ca(server)
+            )
+        )
     check = checks["token obtained"]
     assert check.status == "fail" and "AccessDenied" in check.detail
     for cause in ("KYC", "suspended", "allow-list"):
@@ -68,7 +84,9 @@ def test_untrusted_tls_and_unreachable_hosts_are_named() -> None:
         tls = by_name(run_doctor(env(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, server.url)))
         port = server.port
     assert tls["TLS valid"].status == "fail" and "CA bundle" in tls["TLS valid"].fix
-    gone = by_name(run_doctor(env(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, f"https://127.0.0.1:{port}")))
+    gone = by_name(
+        run_doctor(env(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, f"https://127.0.0.1:{port}"))
+    )
     assert gone["host reachable"].status == "fail"
     assert gone["token obtained"].status == "skipped"
 

@@ -38,7 +38,7 @@ class Recorder:
             value = request.header(name)
             if value:
                 self.secrets.add(value.removeprefix("Bearer "))
-        response = self.inner.send(request, timeout=timeout)  # type: ignore[attr-defined]
+        response: HttpResponse = self.inner.send(request, timeout=timeout)  # type: ignore[attr-defined]
         self.secrets.update(JWT.findall(response.body.decode(errors="replace")))
         self.secrets.update(
             re.findall(r"sess_[0-9a-f-]{8,}", response.body.decode(errors="replace"))

@@ -7,6 +7,7 @@ import logging
 import re
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -33,20 +34,23 @@ class Fleet:
         assert server.certificates is not None
         self.server = server
         self.redis_url = redis_url
-        self.options = {"base_url": server.url, "ca_bundle": str(server.certificates.ca_file)}
+        self.options: dict[str, Any] = {
+            "base_url": server.url,
+            "ca_bundle": str(server.certificates.ca_file),
+        }
         self.stores: list[RedisStore] = []
         self.managers: list[TokenManager] = []
 
-    def store(self, **options: object) -> RedisStore:
-        store = RedisStore(self.redis_url, **options)  # type: ignore[arg-type]
+    def store(self, **options: Any) -> RedisStore:
+        store = RedisStore(self.redis_url, **options)
         self.stores.append(store)
         return store
 
-    def process(self, **options: object) -> TokenManager:
+    def process(self, **options: Any) -> TokenManager:
         store = options.pop("store", None) or self.store()
         manager = TokenManager(
             DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, store=store, **self.options, **options
-        )  # type: ignore[arg-type]
+        )
         self.managers.append(manager)
         return manager
 
@@ -67,17 +71,21 @@ def fleet(https_server: SandboxServer, redis_server: RedisServer) -> Iterator[Fl
     world.close()
 
 
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
 def everything_in(url: str) -> str:
     client = redis.Redis.from_url(url)
     try:
         parts = []
         for key in client.scan_iter("*"):
-            parts.append(key.decode(errors="replace"))
-            kind = client.type(key).decode()
+            parts.append(_text(key))
+            kind = _text(client.type(key))
             if kind == "string":
-                parts.append((client.get(key) or b"").decode(errors="replace"))
+                parts.append(_text(client.get(key) or b""))
             elif kind == "zset":
-                parts += [m.decode(errors="replace") for m in client.zrange(key, 0, -1)]
+                parts += [_text(member) for member in client.zrange(key, 0, -1)]
         return "\n".join(parts)
     finally:
         client.close()
@@ -93,7 +101,7 @@ def test_processes_share_one_token_through_redis(fleet: Fleet) -> None:
 def test_keys_share_a_cluster_hash_tag_and_never_hold_the_api_key(fleet: Fleet) -> None:
     fleet.process().get_token()
     client = redis.Redis.from_url(fleet.redis_url)
-    keys = [k.decode() for k in client.scan_iter("*")]
+    keys = [_text(k) for k in client.scan_iter("*")]
     client.close()
     assert keys, "nothing was stored"
     tags = {re.search(r"\{[^}]+\}", key).group(0) for key in keys}  # type: ignore[union-attr]

@@ -18,6 +18,7 @@ from eightyeightpay.errors import (
     RetryableError,
 )
 from eightyeightpay.governor import RateWindow
+from eightyeightpay.http import HttpResponse
 from eightyeightpay.machine import (
     Exchange,
     Flight,
@@ -67,7 +68,7 @@ class TokenMachineRules(RuleBasedStateMachine):
             self.open = decision.flight
             self.sends.append(self.now)
             self.steps = self.machine.refresh(decision.flight)
-            effect = next(self.steps)  # type: ignore[call-overload]
+            effect = next(self.steps)
             assert isinstance(effect, SendTokenRequest)
         if isinstance(decision, Wait):
             assert self.open is not None and decision.flight == self.open
@@ -80,7 +81,8 @@ class TokenMachineRules(RuleBasedStateMachine):
     def request_ends(self, outcome: str, latency: float) -> None:
         self.now += latency
         self.nonce += 1
-        response, error = None, None
+        response: HttpResponse | None = None
+        error: EightyEightPayError | None = None
         if outcome == "ok":
             response = ok_response(self.nonce)
         elif outcome == "short":
@@ -97,6 +99,7 @@ class TokenMachineRules(RuleBasedStateMachine):
             response = ok_response(self.nonce).__class__(200, (), b"<html>")
         elif outcome == "refused":
             error = ConnectError("host", "refused")
+            assert self.open is not None
             self.sends.remove(self.open.started_at)  # never sent: 88Pay did not count it
         else:
             error = ConnectionLost("host", "reset")

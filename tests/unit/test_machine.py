@@ -7,6 +7,7 @@ import pytest
 from eightyeightpay import InvalidCredentials, Policy, RateLimited, ServerError
 from eightyeightpay.http import HttpResponse
 from eightyeightpay.machine import (
+    Decision,
     Exchange,
     Refresh,
     Serve,
@@ -20,8 +21,9 @@ from tests.support import CREDENTIALS, error_response, ok_response, rng
 
 
 def settle(
-    machine: TokenMachine, decision: Refresh | ServeAndRefresh, response: HttpResponse, now: float
+    machine: TokenMachine, decision: Decision, response: HttpResponse, now: float
 ) -> Settled:
+    assert isinstance(decision, Refresh | ServeAndRefresh)
     steps = machine.refresh(decision.flight)
     next(steps)
     with pytest.raises(StopIteration) as stop:
@@ -41,7 +43,7 @@ def test_first_caller_refreshes_others_wait_then_all_are_served_from_cache() -> 
 
 def test_stale_token_is_served_while_exactly_one_background_refresh_starts() -> None:
     machine = TokenMachine(CREDENTIALS, Policy(), rng())
-    token = settle(machine, machine.decide(0.0), ok_response(1), 0.1).token  # type: ignore[arg-type]
+    token = settle(machine, machine.decide(0.0), ok_response(1), 0.1).token
     assert token is not None
     stale_at = token.fresh_until
     decision = machine.decide(stale_at)
