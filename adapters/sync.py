@@ -176,6 +176,7 @@ class TokenManager:
         transport: Transport | None = None,
         timeout: float = 30.0,
         clock: Clock = time.monotonic,
+        sleep: Callable[[float], object] = time.sleep,
         background: Background | None = None,
         rng: Rng | None = None,
     ) -> None:
@@ -200,6 +201,7 @@ class TokenManager:
         self._cache: Slot | _Closed = self._slot  # what the lock-free path reads
         self._transport: Transport = transport or stores.transport("urllib3")(ca_bundle=ca_bundle)
         self._clock = clock
+        self._sleep = sleep
         self._background = background or ThreadBackground()
         self._closed = False
 
@@ -266,7 +268,7 @@ class TokenManager:
                 case Unavailable(error, retry_at):
                     if retry_at > give_up_at:
                         raise error
-                    time.sleep(max(0.0, retry_at - now))
+                    self._sleep(max(0.0, retry_at - now))
                     continue
             if settled.error is not None:
                 raise settled.error
@@ -288,7 +290,7 @@ class TokenManager:
                     else:
                         result = run.exchanged(response, None)
                 elif isinstance(effect, Sleep):
-                    time.sleep(effect.seconds)
+                    self._sleep(effect.seconds)
                     result = run.slept()
                 else:
                     assert self._fleet is not None
