@@ -1,0 +1,217 @@
+"""Soak: minutes of mixed load on every runtime with random faults and Redis restarts.
+
+Not part of the default test run. ``python -m tests.soak.run --minutes 10`` prints a report
+(requests served, errors by type, token requests, threads and tasks left after close,
+memory growth measured with tracemalloc) and writes it as JSON with ``--json FILE``.
+Everything runs on loopback: the HTTPS emulator, a redis-server on a free port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import threading
+import time
+import tracemalloc
+from collections import Counter
+from typing import Any
+
+import trio
+
+from eightyeightpay import EightyEightPayError
+from eightyeightpay.adapters.async_manager import AsyncTokenManager, open_trio_token_manager
+from eightyeightpay.adapters.sync import TokenManager
+from eightyeightpay.plugins.redis_store import RedisStore
+from eightyeightpay.plugins.sandbox import (
+    DEFAULT_API_KEY,
+    DEFAULT_MERCHANT_ID,
+    Fault,
+    Sandbox,
+    SandboxServer,
+)
+from tests.servers import RedisServer
+
+FAULTS = [
+    Fault.status(500),
+    Fault.status(502, body=b"<html>bad gateway</html>", content_type="text/html"),
+    Fault.reset(),
+    Fault.truncated(),
+    Fault.latency(2.0),
+    Fault.malformed(b'{"status":"Success"}'),
+    Fault.status(
+        429, body=b'{"status":"Error","code":429,"message":"Rate limit exceeded.","retry_after":5}'
+    ),
+]
+
+
+class Tally:
+    """Thread-safe counters of what callers saw."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.served: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+        self.unusable = 0
+
+    def ok(self, runtime: str, token: Any) -> None:
+        with self.lock:
+            self.served[runtime] += 1
+            self.unusable += time.monotonic() >= token.usable_until
+
+    def failed(self, runtime: str, error: BaseException) -> None:
+        with self.lock:
+            self.errors[f"{runtime}:{type(error).__name__}"] += 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--json", help="write the report here")
+    args = parser.parse_args()
+    seconds = args.minutes * 60
+    chooser = random.Random(8)
+    tally = Tally()
+    tracemalloc.start()
+    threads_before = {t.ident for t in threading.enumerate()}
+    redis = RedisServer()
+    redis.start()
+    stop = threading.Event()
+    memory: list[tuple[float, int]] = []
+    report: dict[str, Any] = {}
+    with SandboxServer(Sandbox(), tls=True) as server:
+        assert server.certificates is not None
+        options: dict[str, Any] = {
+            "base_url": server.url,
+            "ca_bundle": str(server.certificates.ca_file),
+        }
+        started = time.monotonic()
+
+        def threaded_callers() -> None:
+            with TokenManager(
+                DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, store=RedisStore(redis.url), **options
+            ) as manager:
+
+                def caller() -> None:
+                    while not stop.is_set():
+                        try:
+                            tally.ok("threads", manager.get_token())
+                        except EightyEightPayError as error:
+                            tally.failed("threads", error)
+                        time.sleep(0.01)
+
+                workers = [threading.Thread(target=caller) for _ in range(8)]
+                for worker in workers:
+                    worker.start()
+                for worker in workers:
+                    worker.join()
+
+        def asyncio_callers() -> None:
+            async def main() -> None:
+                async with AsyncTokenManager(
+                    DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, store=RedisStore(redis.url), **options
+                ) as manager:
+
+                    async def caller() -> None:
+                        while not stop.is_set():
+                            try:
+                                tally.ok("asyncio", await manager.get_token())
+                            except EightyEightPayError as error:
+                                tally.failed("asyncio", error)
+                            await asyncio.sleep(0.01)
+
+                    async def api_calls() -> None:  # within 88Pay's 60 calls a minute
+                        while not stop.is_set():
+                            try:
+                                response = await manager.request(
+                                    "POST", f"/api/balance?id={DEFAULT_MERCHANT_ID}"
+                                )
+                                with tally.lock:
+                                    tally.served[f"api:{response.status}"] += 1
+                            except EightyEightPayError as error:
+                                tally.failed("api", error)
+                            await asyncio.sleep(2)
+
+                    await asyncio.gather(api_calls(), *(caller() for _ in range(50)))
+                report["asyncio_tasks_left"] = len(asyncio.all_tasks()) - 1
+
+            asyncio.run(main())
+
+        def trio_callers() -> None:
+            async def main() -> None:
+                async with open_trio_token_manager(
+                    DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, store=RedisStore(redis.url), **options
+                ) as manager:
+
+                    async def caller() -> None:
+                        while not stop.is_set():
+                            try:
+                                tally.ok("trio", await manager.get_token())
+                            except EightyEightPayError as error:
+                                tally.failed("trio", error)
+                            await trio.sleep(0.01)
+
+                    async with trio.open_nursery() as nursery:
+                        for _ in range(50):
+                            nursery.start_soon(caller)
+                here = trio.lowlevel.current_task()
+                report["trio_tasks_left"] = sum(len(n.child_tasks) for n in here.child_nurseries)
+
+            trio.run(main)
+
+        drivers = [
+            threading.Thread(target=f, name=f.__name__)
+            for f in (threaded_callers, asyncio_callers, trio_callers)
+        ]
+        for driver in drivers:
+            driver.start()
+
+        restarts = faults = 0
+        next_restart = time.monotonic() + 45
+        while time.monotonic() - started < seconds:
+            time.sleep(chooser.uniform(3, 10))
+            server.sandbox.inject(
+                chooser.choice(FAULTS), path=chooser.choice(["/api/auth/token", None])
+            )
+            faults += 1
+            if time.monotonic() >= next_restart:
+                redis.stop()
+                time.sleep(chooser.uniform(3, 12))
+                redis.start()
+                restarts += 1
+                next_restart = time.monotonic() + chooser.uniform(45, 90)
+            current, _ = tracemalloc.get_traced_memory()
+            memory.append((time.monotonic() - started, current))
+        stop.set()
+        for driver in drivers:
+            driver.join(timeout=60)
+        stats = server.sandbox.stats()
+    redis.close()
+    time.sleep(0.5)
+    left = [t.name for t in threading.enumerate() if t.ident not in threads_before]
+    first_minute = [m for t, m in memory if 60 <= t <= 120] or [memory[0][1]]
+    last_minute = [m for t, m in memory if t >= seconds - 60] or [memory[-1][1]]
+    report.update(
+        minutes=args.minutes,
+        served=dict(tally.served),
+        errors=dict(tally.errors),
+        expired_tokens_handed_out=tally.unusable,
+        token_requests=stats["token_requests"],
+        rate_limited_by_emulator=stats["rate_limited"],
+        faults_injected=faults,
+        redis_restarts=restarts,
+        hung_drivers=[d.name for d in drivers if d.is_alive()],
+        threads_left=left,
+        memory_kib_minute_2=round(sum(first_minute) / len(first_minute) / 1024),
+        memory_kib_last_minute=round(sum(last_minute) / len(last_minute) / 1024),
+    )
+    text = json.dumps(report, indent=2, sort_keys=True)
+    print(text)
+    if args.json:
+        with open(args.json, "w") as handle:
+            handle.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
