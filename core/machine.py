@@ -217,6 +217,7 @@ class TokenMachine:
         """True while the shared store is failing and the machine works alone."""
         self._numbers = 0
         self._send_time: float | None = None
+        self._rejected: tuple[str, ...] = ()
 
     # ---------------------------------------------------------------- deciding
 
@@ -394,7 +395,12 @@ class TokenMachine:
         """The fleet's token as a local token, its life measured by the store's TTL."""
         stored = read.token
         self.degraded = False
-        if stored is None or read.ttl <= 0 or stored.merchant_id != self.credentials.merchant_id:
+        if (
+            stored is None
+            or read.ttl <= 0
+            or stored.merchant_id != self.credentials.merchant_id
+            or stored.access_token in self._rejected
+        ):
             return None
         lifetime = min(stored.lifetime, self.policy.expected_lifetime * 24)
         return Token.issue(
@@ -457,7 +463,12 @@ class TokenMachine:
     # ---------------------------------------------------------------- after use
 
     def invalidate(self, token: Token) -> bool:
-        """Drop ``token`` after the API rejected it; a newer token is never dropped."""
+        """Drop ``token`` after the API rejected it; a newer token is never dropped.
+
+        The token is also remembered as rejected, so that a fleet store still holding it
+        is not adopted again: the next refresh requests a new token and replaces it there.
+        """
+        self._rejected = (*self._rejected[-3:], token.access_token)
         if self.token is not None and self.token == token:
             self.token = None
             return True

@@ -228,3 +228,16 @@ def test_async_and_trio_managers_share_the_fleet_token(fleet: Fleet) -> None:
     assert asyncio.run(on_asyncio()) == sync_token
     assert trio.run(on_trio) == sync_token
     assert fleet.token_requests() == 1
+
+
+def test_a_token_the_api_rejected_is_not_adopted_again_from_the_fleet(fleet: Fleet) -> None:
+    a, b = fleet.process(), fleet.process()
+    token = a.get_token()
+    assert b.get_token() == token
+    fleet.server.sandbox.inject(Fault.status(401), path="/api/balance")
+    response = a.request("POST", f"/api/balance?id={DEFAULT_MERCHANT_ID}")
+    assert response.status == 200  # replayed with a new token, not the rejected one again
+    fresh = a.get_token()
+    assert fresh != token and fleet.token_requests() == 2
+    b.invalidate(token)  # b meets the same 401 later: it adopts the fleet's new token
+    assert b.get_token() == fresh and fleet.token_requests() == 2
