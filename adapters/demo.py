@@ -6,7 +6,9 @@ the threaded manager doing what it is for, with the emulator's own counts as evi
 
 from __future__ import annotations
 
+import itertools
 import random
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -253,6 +255,30 @@ def _trio_available() -> bool:
     return True
 
 
+def _with_progress(name: str, run: Callable[[], dict[str, object]]) -> dict[str, object]:
+    """Run one runtime's part, showing on a terminal that it is under way."""
+    if not sys.stderr.isatty():
+        return run()
+    done = threading.Event()
+
+    def spin() -> None:
+        for mark in itertools.cycle("|/-\\"):
+            sys.stderr.write(f"\r  {mark} {name}: callers waiting for the token …")
+            sys.stderr.flush()
+            if done.wait(0.1):
+                break
+        sys.stderr.write("\r" + " " * 60 + "\r")
+        sys.stderr.flush()
+
+    spinner = threading.Thread(target=spin, daemon=True)
+    spinner.start()
+    try:
+        return run()
+    finally:
+        done.set()
+        spinner.join()
+
+
 def run_demo(*, threads: int = 256, tasks: int = 10_000, say: Say = print) -> int:
     """Run the demonstration, printing with ``say``; returns the exit code."""
     say("eightyeightpay demo: the 88Pay emulator on loopback over HTTPS, no configuration\n")
@@ -261,12 +287,13 @@ def run_demo(*, threads: int = 256, tasks: int = 10_000, say: Say = print) -> in
         assert certificates is not None
         _table(say, [("emulator", server.url), ("trusted CA", certificates.ca_file)])
         say("\n1. Every runtime: a crowd on a cold cache, then the cache, then a charge")
-        rows: list[tuple[str, dict[str, object]]] = [
-            ("threads", _threads_row(server, threads)),
-            ("asyncio", _asyncio_row(server, tasks)),
+        runs: list[tuple[str, Callable[[], dict[str, object]]]] = [
+            ("threads", lambda: _threads_row(server, threads)),
+            ("asyncio", lambda: _asyncio_row(server, tasks)),
         ]
         if _trio_available():
-            rows.append(("trio", _trio_row(server, tasks)))
+            runs.append(("trio", lambda: _trio_row(server, tasks)))
+        rows = [(name, _with_progress(name, run)) for name, run in runs]
         header = (
             "runtime",
             "callers",
