@@ -97,3 +97,24 @@ def test_a_charge_over_https(https_server: SandboxServer, https_manager: TokenMa
     assert response.status == 200
     assert response.data["data"]["status"] == "PENDING"
     assert https_server.sandbox.stats()["charges"] == 1
+
+
+def test_tls_verification_cannot_be_turned_off_by_the_environment(
+    https_server: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Variables that loosen other clients' verification change nothing here, and no
+    # argument turns verification off.
+    for name, value in (
+        ("PYTHONHTTPSVERIFY", "0"),
+        ("CURL_CA_BUNDLE", ""),
+        ("REQUESTS_CA_BUNDLE", ""),
+    ):
+        monkeypatch.setenv(name, value)
+    with TokenManager(
+        DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, base_url=https_server.url, store=MemoryStore()
+    ) as manager:
+        with pytest.raises(TLSError):
+            manager.get_token()
+    with pytest.raises(TypeError):
+        TokenManager(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, verify=False)  # type: ignore[call-arg]
+    assert https_server.sandbox.stats()["token_requests"] == 0
