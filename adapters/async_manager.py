@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import random
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from types import TracebackType
 from typing import Any, Protocol, Self
 
 from eightyeightpay.api import ApiResponse, build_api_request, may_replay, read_api_response
-from eightyeightpay.credentials import Credentials
 from eightyeightpay.errors import (
     EightyEightPayError,
     ManagerClosed,
@@ -37,15 +35,15 @@ from eightyeightpay.machine import (
     Unavailable,
     Wait,
 )
-from eightyeightpay.plugins.fleet import AsyncFleetOperations, FleetStore, StoreHealth
-from eightyeightpay.plugins.memory import MemoryStore, Slot
+from eightyeightpay.plugins.fleet import AsyncFleetOperations, FleetStore
+from eightyeightpay.plugins.memory import MemoryStore
 from eightyeightpay.plugins.registry import registry
 from eightyeightpay.policy import Policy, Rng
 from eightyeightpay.tokens import Token
 
-from .common import CLOSED, FlightRun, drop_flight
-from .common import Closed as _Closed
-from .config import build_credentials, read_environment
+from .base import EnvConstructible, ManagerBase
+from .common import FlightRun, drop_flight
+from .config import read_environment
 from .runtimes import AsyncRuntime
 
 __all__ = ["AsyncTokenManager", "AsyncTransport", "TrioTokenManager", "open_trio_token_manager"]
@@ -65,7 +63,7 @@ class AsyncTransport(Protocol):
         ...
 
 
-class _AsyncManager:
+class _AsyncManager(ManagerBase):
     """The driver shared by the asyncio and trio managers."""
 
     def __init__(
@@ -85,33 +83,25 @@ class _AsyncManager:
         clock: Clock = time.monotonic,
         rng: Rng | None = None,
     ) -> None:
-        self.credentials: Credentials = build_credentials(
+        plugins, fleet = self._configure(
             api_key,
             merchant_id,
             environment=environment,
             base_url=base_url,
+            store=store,
+            policy=policy,
             allow_http_loopback=allow_http_loopback,
+            timeout=timeout,
+            clock=clock,
+            rng=rng,
         )
-        """Whose tokens this manager gets (the key shows masked)."""
-        self.policy = policy or Policy()
-        """Refresh windows, limits and backoff."""
-        self.timeout = timeout
-        """Seconds an API call made by :meth:`request` may take."""
-        plugins = registry()
-        chosen = plugins.store(store)() if isinstance(store, str) else store
-        self._slot: Slot = chosen.slot(self.credentials, self.policy, rng or random.Random())
-        fleet = chosen if isinstance(chosen, FleetStore) else None
         self._fleet: AsyncFleetOperations | None = (
             runtime.fleet_operations(fleet) if fleet else None
         )
-        self._health: StoreHealth | None = fleet.health if fleet else None
-        self._cache: Slot | _Closed = self._slot  # what the lock-free path reads
         self._runtime = runtime
         self._transport: AsyncTransport = transport or plugins.async_transport("h11")(
             runtime, ca_bundle=ca_bundle
         )
-        self._clock = clock
-        self._closed = False
 
     # ------------------------------------------------------------------ tokens
 
@@ -201,13 +191,6 @@ class _AsyncManager:
         finally:
             run.finish()
 
-    def invalidate(self, token: Token) -> bool:
-        """Stop using ``token`` (the API rejected it). A newer token is never dropped."""
-        with self._slot.lock:
-            dropped = self._slot.machine.invalidate(token)
-            self._slot.refresh_snapshot()
-        return dropped
-
     # ------------------------------------------------------------------ API calls
 
     async def request(
@@ -250,10 +233,8 @@ class _AsyncManager:
 
     async def aclose(self) -> None:
         """Cancel the manager's tasks and close its connections. Idempotent."""
-        if self._closed:
+        if not self._mark_closed():
             return
-        self._closed = True
-        self._cache = CLOSED
         await self._runtime.aclose()
         await self._transport.aclose()
         closer = getattr(self._fleet, "aclose", None)
@@ -261,24 +242,12 @@ class _AsyncManager:
             with contextlib.suppress(Exception):
                 await closer()
 
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
-        return f"{type(self).__name__}({self.credentials}, {state})"
 
-
-class AsyncTokenManager(_AsyncManager):
+class AsyncTokenManager(_AsyncManager, EnvConstructible):
     """The asyncio manager. ``async with AsyncTokenManager(...) as manager:`` closes it."""
 
     def __init__(self, api_key: str, merchant_id: str, **options: Any) -> None:
         super().__init__(registry().runtime("asyncio")(), api_key, merchant_id, **options)
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> Self:
-        """A manager configured from the ``EIGHTY_EIGHT_PAY_*`` variables."""
-        config = read_environment(environ)
-        if config.base_url is not None:
-            options.setdefault("base_url", config.base_url)
-        return cls(config.api_key, config.merchant_id, **options)
 
     async def __aenter__(self) -> Self:
         return self

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import logging
 import queue
-import random
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -18,7 +17,6 @@ from types import TracebackType
 from typing import Any, Protocol, Self
 
 from eightyeightpay.api import ApiResponse, build_api_request, may_replay, read_api_response
-from eightyeightpay.credentials import Credentials
 from eightyeightpay.errors import (
     EightyEightPayError,
     ManagerClosed,
@@ -38,15 +36,13 @@ from eightyeightpay.machine import (
     Unavailable,
     Wait,
 )
-from eightyeightpay.plugins.fleet import FleetOperations, FleetStore, StoreHealth
-from eightyeightpay.plugins.memory import MemoryStore, Slot
-from eightyeightpay.plugins.registry import registry
+from eightyeightpay.plugins.fleet import FleetOperations, FleetStore
+from eightyeightpay.plugins.memory import MemoryStore
 from eightyeightpay.policy import Policy, Rng
 from eightyeightpay.tokens import Token
 
-from .common import CLOSED, FlightRun, drop_flight
-from .common import Closed as _Closed
-from .config import build_credentials, read_environment
+from .base import EnvConstructible, ManagerBase
+from .common import FlightRun, drop_flight
 
 __all__ = ["Background", "ManualBackground", "ThreadBackground", "TokenManager"]
 
@@ -153,7 +149,7 @@ class _Waiter:
         self.event.set()
 
 
-class TokenManager:
+class TokenManager(ManagerBase, EnvConstructible):
     """Gets, caches and uses 88Pay access tokens from any number of threads.
 
     ``get_token()`` returns a usable :class:`~eightyeightpay.tokens.Token`; ``request()``
@@ -180,41 +176,22 @@ class TokenManager:
         background: Background | None = None,
         rng: Rng | None = None,
     ) -> None:
-        self.credentials: Credentials = build_credentials(
+        stores, fleet = self._configure(
             api_key,
             merchant_id,
             environment=environment,
             base_url=base_url,
+            store=store,
+            policy=policy,
             allow_http_loopback=allow_http_loopback,
+            timeout=timeout,
+            clock=clock,
+            rng=rng,
         )
-        """Whose tokens this manager gets (the key shows masked)."""
-        self.policy = policy or Policy()
-        """Refresh windows, limits and backoff."""
-        self.timeout = timeout
-        """Seconds an API call made by :meth:`request` may take."""
-        stores = registry()
-        chosen = stores.store(store)() if isinstance(store, str) else store
-        self._slot: Slot = chosen.slot(self.credentials, self.policy, rng or random.Random())
-        fleet = chosen if isinstance(chosen, FleetStore) else None
         self._fleet: FleetOperations | None = fleet.operations() if fleet else None
-        self._health: StoreHealth | None = fleet.health if fleet else None
-        self._cache: Slot | _Closed = self._slot  # what the lock-free path reads
         self._transport: Transport = transport or stores.transport("urllib3")(ca_bundle=ca_bundle)
-        self._clock = clock
         self._sleep = sleep
         self._background = background or ThreadBackground()
-        self._closed = False
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> Self:
-        """A manager configured from the ``EIGHTY_EIGHT_PAY_*`` variables.
-
-        Values are trimmed of stray whitespace (a warning names the variable).
-        """
-        config = read_environment(environ)
-        if config.base_url is not None:
-            options.setdefault("base_url", config.base_url)
-        return cls(config.api_key, config.merchant_id, **options)
 
     # ------------------------------------------------------------------ tokens
 
@@ -305,15 +282,6 @@ class TokenManager:
     def _run_flight_in_background(self, flight: Flight) -> None:
         self._run_flight(flight)
 
-    def invalidate(self, token: Token) -> bool:
-        """Stop using ``token`` (the API rejected it). A newer token is never dropped."""
-        with self._slot.lock:
-            dropped = self._slot.machine.invalidate(token)
-            self._slot.refresh_snapshot()
-        if dropped:
-            log.debug("token %s invalidated after a 401", token.fingerprint)
-        return dropped
-
     # ------------------------------------------------------------------ API calls
 
     def request(
@@ -366,10 +334,8 @@ class TokenManager:
 
     def close(self) -> None:
         """Stop the background worker and close connections. Idempotent."""
-        if self._closed:
+        if not self._mark_closed():
             return
-        self._closed = True
-        self._cache = CLOSED
         self._background.close()
         self._transport.close()
 
@@ -383,7 +349,3 @@ class TokenManager:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
-        return f"TokenManager({self.credentials}, {state})"

@@ -1,0 +1,103 @@
+"""What every manager shares, whatever its runtime: configuration, the slot, invalidation."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Mapping
+from typing import Any, Self
+
+from eightyeightpay.credentials import Credentials
+from eightyeightpay.plugins.fleet import FleetStore, StoreHealth
+from eightyeightpay.plugins.memory import MemoryStore, Slot
+from eightyeightpay.plugins.registry import Registry, registry
+from eightyeightpay.policy import Policy, Rng
+from eightyeightpay.tokens import Token
+
+from .common import CLOSED, Closed
+from .config import build_credentials, read_environment
+
+__all__ = ["EnvConstructible", "ManagerBase"]
+
+log = logging.getLogger("eightyeightpay")
+
+
+class ManagerBase:
+    """Configuration and shared state of a manager; the runtime-specific driver subclasses it."""
+
+    credentials: Credentials
+    """Whose tokens this manager gets (the key shows masked)."""
+    policy: Policy
+    """Refresh windows, limits and backoff."""
+    timeout: float
+    """Seconds an API call made by ``request()`` may take."""
+
+    def _configure(
+        self,
+        api_key: str,
+        merchant_id: str,
+        *,
+        environment: str | None,
+        base_url: str | None,
+        store: str | MemoryStore | FleetStore,
+        policy: Policy | None,
+        allow_http_loopback: bool,
+        timeout: float,
+        clock: Callable[[], float],
+        rng: Rng | None,
+    ) -> tuple[Registry, FleetStore | None]:
+        """Set up everything but the runtime's I/O; returns the plugins and the fleet store."""
+        self.credentials = build_credentials(
+            api_key,
+            merchant_id,
+            environment=environment,
+            base_url=base_url,
+            allow_http_loopback=allow_http_loopback,
+        )
+        self.policy = policy or Policy()
+        self.timeout = timeout
+        plugins = registry()
+        chosen = plugins.store(store)() if isinstance(store, str) else store
+        self._slot: Slot = chosen.slot(self.credentials, self.policy, rng or random.Random())
+        self._cache: Slot | Closed = self._slot  # what the lock-free path reads
+        fleet = chosen if isinstance(chosen, FleetStore) else None
+        self._health: StoreHealth | None = fleet.health if fleet else None
+        self._clock = clock
+        self._closed = False
+        return plugins, fleet
+
+    def _mark_closed(self) -> bool:
+        """Close the cached path; False if the manager was closed already."""
+        if self._closed:
+            return False
+        self._closed = True
+        self._cache = CLOSED
+        return True
+
+    def invalidate(self, token: Token) -> bool:
+        """Stop using ``token`` (the API rejected it). A newer token is never dropped."""
+        with self._slot.lock:
+            dropped = self._slot.machine.invalidate(token)
+            self._slot.refresh_snapshot()
+        if dropped:
+            log.debug("token %s invalidated after a 401", token.fingerprint)
+        return dropped
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"{type(self).__name__}({self.credentials}, {state})"
+
+
+class EnvConstructible:
+    """``from_env()`` for managers built as ``cls(api_key, merchant_id, **options)``."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> Self:
+        """A manager configured from the ``EIGHTY_EIGHT_PAY_*`` variables.
+
+        Values are trimmed of stray whitespace (a warning names the variable).
+        """
+        config = read_environment(environ)
+        if config.base_url is not None:
+            options.setdefault("base_url", config.base_url)
+        return cls(config.api_key, config.merchant_id, **options)  # type: ignore[call-arg]
