@@ -1,0 +1,159 @@
+"""Cached path: ``get_token()`` on a warm cache against the alternatives' cached checks."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from eightyeightpay.adapters.async_manager import AsyncTokenManager, open_trio_token_manager
+from eightyeightpay.adapters.sync import TokenManager
+from eightyeightpay.credentials import SANDBOX_URL
+from eightyeightpay.plugins.memory import MemoryStore
+from eightyeightpay.plugins.sandbox import (
+    DEFAULT_API_KEY,
+    DEFAULT_MERCHANT_ID,
+    FakeClock,
+    Sandbox,
+    SandboxTransport,
+)
+from eightyeightpay.plugins.sandbox.async_transport import AsyncSandboxTransport
+
+from .baseline import (
+    AsyncReferenceCache,
+    ReferenceCache,
+    botocore_credentials,
+    google_credentials,
+    sandbox_fetcher,
+)
+from .common import Figures, ainterleaved, interleaved, loop_timer, ratio
+
+# An hour-long token: the cached path is the same code, and no refresh falls inside a run.
+LIFETIME = 3600
+
+
+def threaded(rounds: int, calls: int) -> Figures:
+    """Calls per second on one thread: ours, the reference check, botocore, google-auth."""
+    sandbox = Sandbox(token_lifetime=LIFETIME)
+    transport = SandboxTransport(sandbox)
+    fetch = sandbox_fetcher(transport, SANDBOX_URL)
+    reference = ReferenceCache(fetch)
+    reference.get()
+    boto = botocore_credentials(fetch)
+    google = google_credentials(fetch)
+    google.refresh(None)
+    url = SANDBOX_URL + "/api/balance"
+
+    def google_before_request() -> None:
+        google.before_request(None, "POST", url, {})
+
+    def google_valid() -> str:
+        if not google.valid:
+            google.refresh(None)
+        return str(google.token)
+
+    with TokenManager(
+        DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, transport=transport, store=MemoryStore()
+    ) as manager:
+        manager.get_token()
+        per_call = interleaved(
+            {
+                "eightyeightpay": loop_timer(manager.get_token, calls),
+                "reference check": loop_timer(reference.get, calls),
+                "botocore get_frozen_credentials": loop_timer(boto.get_frozen_credentials, calls),
+                "google-auth valid+token": loop_timer(google_valid, calls),
+                "google-auth before_request": loop_timer(google_before_request, calls),
+            },
+            rounds,
+        )
+    return _figures(per_call, "reference check")
+
+
+def _figures(per_call: dict[str, float], yardstick: str) -> Figures:
+    ours = per_call["eightyeightpay"]
+    return {
+        name: {
+            "ns_per_call": round(seconds * 1e9, 1),
+            "calls_per_second": round(1 / seconds),
+            "ours_vs_this": ratio(ours, seconds),
+        }
+        for name, seconds in per_call.items()
+    } | {"yardstick": yardstick}
+
+
+def _async_batch(call: Callable[[], Awaitable[object]], calls: int) -> Callable[[], Any]:
+    async def batch() -> float:
+        started = time.perf_counter()
+        for _ in range(calls):
+            await call()
+        return (time.perf_counter() - started) / calls
+
+    return batch
+
+
+async def _async_contenders(manager: Any, sandbox: Sandbox, rounds: int, calls: int) -> Figures:
+    cached_value = await manager.get_token()
+
+    async def cached() -> object:
+        return cached_value
+
+    reference = AsyncReferenceCache(_never)
+    reference.data, reference.expires_at = {"access_token": "x"}, time.time() + LIFETIME
+    per_call = await ainterleaved(
+        {
+            "eightyeightpay": _async_batch(manager.get_token, calls),
+            "await cached coroutine": _async_batch(cached, calls),
+            "reference check (async)": _async_batch(reference.get, calls),
+        },
+        rounds,
+    )
+    return _figures(per_call, "await cached coroutine")
+
+
+async def _never() -> dict[str, Any]:
+    raise AssertionError("the warm reference cache must not fetch")
+
+
+def on_asyncio(rounds: int, calls: int) -> Figures:
+    """Calls per second of ``await get_token()`` on asyncio against an awaited cached value."""
+    sandbox = Sandbox(token_lifetime=LIFETIME)
+
+    async def main() -> Figures:
+        async with AsyncTokenManager(
+            DEFAULT_API_KEY,
+            DEFAULT_MERCHANT_ID,
+            transport=AsyncSandboxTransport(sandbox, FakeClock()),
+            store=MemoryStore(),
+        ) as manager:
+            return await _async_contenders(manager, sandbox, rounds, calls)
+
+    return asyncio.run(main())
+
+
+def on_trio(rounds: int, calls: int) -> Figures:
+    """Calls per second of ``await get_token()`` on trio against an awaited cached value."""
+    sandbox = Sandbox(token_lifetime=LIFETIME)
+
+    async def main() -> Figures:
+        async with open_trio_token_manager(
+            DEFAULT_API_KEY,
+            DEFAULT_MERCHANT_ID,
+            transport=AsyncSandboxTransport(sandbox, FakeClock()),
+            store=MemoryStore(),
+        ) as manager:
+            return await _async_contenders(manager, sandbox, rounds, calls)
+
+    return trio.run(main)
+
+
+def run(quick: bool) -> Figures:
+    """Every runtime's cached-path figures."""
+    rounds, calls = (5, 20_000) if quick else (15, 50_000)
+    return {
+        "threads": threaded(rounds, calls),
+        "asyncio": on_asyncio(rounds, calls),
+        "trio": on_trio(rounds, calls),
+    }

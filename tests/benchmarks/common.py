@@ -1,0 +1,64 @@
+"""Timing helpers shared by the benchmarks: interleaved rounds, medians, ratios."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+Figures = dict[str, Any]
+
+
+def interleaved(
+    contenders: dict[str, Callable[[], float]], rounds: int, *, budget: float = 60.0
+) -> dict[str, float]:
+    """Median of each contender's samples, running every contender once per round.
+
+    Each callable measures one batch and returns seconds per operation. The order rotates
+    every round so that no contender always runs first (warm caches, CPU frequency); the
+    whole comparison stops early once ``budget`` seconds have passed (at least 3 rounds).
+    """
+    names = list(contenders)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    started = time.perf_counter()
+    for round_number in range(rounds):
+        shift = round_number % len(names)
+        for name in names[shift:] + names[:shift]:
+            samples[name].append(contenders[name]())
+        if round_number >= 2 and time.perf_counter() - started > budget:
+            break
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def loop_timer(call: Callable[[], object], calls: int) -> Callable[[], float]:
+    """A batch of ``calls`` calls of ``call``; returns seconds per call."""
+
+    def batch() -> float:
+        started = time.perf_counter()
+        for _ in range(calls):
+            call()
+        return (time.perf_counter() - started) / calls
+
+    return batch
+
+
+def ratio(ours: float, theirs: float) -> float:
+    """``ours / theirs``, rounded for the table."""
+    return round(ours / theirs, 3) if theirs else float("inf")
+
+
+async def ainterleaved(
+    contenders: dict[str, Callable[[], Any]], rounds: int, *, budget: float = 60.0
+) -> dict[str, float]:
+    """:func:`interleaved` for async batches (each callable returns an awaitable of seconds)."""
+    names = list(contenders)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    started = time.perf_counter()
+    for round_number in range(rounds):
+        shift = round_number % len(names)
+        for name in names[shift:] + names[:shift]:
+            samples[name].append(await contenders[name]())
+        if round_number >= 2 and time.perf_counter() - started > budget:
+            break
+    return {name: statistics.median(values) for name, values in samples.items()}

@@ -1,0 +1,140 @@
+"""Request overhead: ``request()`` against the raw client, to the same HTTPS loopback emulator."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+import urllib3
+
+from eightyeightpay.adapters.async_manager import AsyncTokenManager, open_trio_token_manager
+from eightyeightpay.adapters.sync import TokenManager
+from eightyeightpay.plugins.memory import MemoryStore
+from eightyeightpay.plugins.sandbox import (
+    DEFAULT_API_KEY,
+    DEFAULT_MERCHANT_ID,
+    RateLimit,
+    Sandbox,
+    SandboxServer,
+)
+from eightyeightpay.tokens import Token
+
+from .baseline import H11Client
+from .common import Figures, ainterleaved, interleaved, ratio
+
+PATH = f"/api/balance?id={DEFAULT_MERCHANT_ID}"
+UNLIMITED = (RateLimit(10**9, 60.0),)
+
+
+def _headers(token: Token) -> dict[str, str]:
+    return {
+        "Authorization": f"Bearer {token.access_token}",
+        "x-session-id": token.session_id,
+        "Content-Type": "application/json",
+    }
+
+
+def _result(per_call: dict[str, float], raw: str) -> Figures:
+    ours = per_call["eightyeightpay request()"]
+    return {
+        name: {"us_per_call": round(seconds * 1e6, 1), "ours_vs_this": ratio(ours, seconds)}
+        for name, seconds in per_call.items()
+    } | {"yardstick": raw}
+
+
+def threaded(server: SandboxServer, ca_file: str, rounds: int, calls: int) -> Figures:
+    """``TokenManager.request()`` against ``urllib3.PoolManager.request`` + ``json.loads``."""
+    with TokenManager(
+        DEFAULT_API_KEY,
+        DEFAULT_MERCHANT_ID,
+        base_url=server.url,
+        ca_bundle=ca_file,
+        store=MemoryStore(),
+    ) as manager:
+        headers = _headers(manager.get_token())
+        pool = urllib3.PoolManager(ca_certs=ca_file, retries=False)
+        url = server.url + PATH
+
+        def raw() -> float:
+            started = time.perf_counter()
+            for _ in range(calls):
+                response = pool.request("POST", url, headers=headers)
+                json.loads(response.data)
+            return (time.perf_counter() - started) / calls
+
+        def ours() -> float:
+            started = time.perf_counter()
+            for _ in range(calls):
+                manager.request("POST", PATH)
+            return (time.perf_counter() - started) / calls
+
+        per_call = interleaved({"eightyeightpay request()": ours, "raw urllib3": raw}, rounds)
+        pool.clear()
+    return _result(per_call, "raw urllib3")
+
+
+def _async_pair(
+    manager: Any, client: H11Client, token: Token, calls: int
+) -> dict[str, Callable[[], Awaitable[float]]]:
+    headers = list(_headers(token).items())
+
+    async def raw() -> float:
+        started = time.perf_counter()
+        for _ in range(calls):
+            _, body = await client.post(PATH, headers, b"")
+            json.loads(body)
+        return (time.perf_counter() - started) / calls
+
+    async def ours() -> float:
+        started = time.perf_counter()
+        for _ in range(calls):
+            await manager.request("POST", PATH)
+        return (time.perf_counter() - started) / calls
+
+    return {"eightyeightpay request()": ours, "raw h11": raw}
+
+
+def on_runtime(
+    runtime: str, server: SandboxServer, ca_file: str, rounds: int, calls: int
+) -> Figures:
+    """``await request()`` against a raw h11 exchange, on asyncio or trio."""
+    options: dict[str, Any] = {"base_url": server.url, "ca_bundle": ca_file, "store": MemoryStore()}
+
+    async def measure(manager: Any) -> Figures:
+        client = H11Client(runtime, "127.0.0.1", server.port, ca_file)
+        token = await manager.get_token()
+        per_call = await ainterleaved(_async_pair(manager, client, token, calls), rounds)
+        await client.aclose()
+        return _result(per_call, "raw h11")
+
+    if runtime == "asyncio":
+
+        async def main_asyncio() -> Figures:
+            async with AsyncTokenManager(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **options) as m:
+                return await measure(m)
+
+        return asyncio.run(main_asyncio())
+
+    async def main_trio() -> Figures:
+        async with open_trio_token_manager(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **options) as m:
+            return await measure(m)
+
+    return trio.run(main_trio)
+
+
+def run(quick: bool) -> Figures:
+    """Per-call time of ``request()`` and the raw client on every runtime."""
+    rounds, calls = (5, 50) if quick else (25, 200)
+    sandbox = Sandbox(token_lifetime=3600, api_limits=UNLIMITED)
+    with SandboxServer(sandbox, tls=True) as server:
+        assert server.certificates is not None
+        ca_file = str(server.certificates.ca_file)
+        return {
+            "threads": threaded(server, ca_file, rounds, calls),
+            "asyncio": on_runtime("asyncio", server, ca_file, rounds, calls),
+            "trio": on_runtime("trio", server, ca_file, rounds, calls),
+        }

@@ -1,0 +1,188 @@
+"""Stampede: a cold start with many concurrent callers against the HTTPS loopback emulator."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+import urllib3
+
+from eightyeightpay.adapters.async_manager import AsyncTokenManager, open_trio_token_manager
+from eightyeightpay.adapters.sync import TokenManager
+from eightyeightpay.plugins.memory import MemoryStore
+from eightyeightpay.plugins.sandbox import DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, SandboxServer
+
+from .baseline import AsyncReferenceCache, H11Client, ReferenceCache, urllib3_fetcher
+from .common import Figures
+
+Outcome = dict[str, Any]
+
+
+def _reset(server: SandboxServer) -> None:
+    server.sandbox.reset_limits()
+    server.sandbox.reset_stats()
+
+
+def _outcome(server: SandboxServer, seconds: float, served: int, failed: int) -> Outcome:
+    stats = server.sandbox.stats()
+    return {
+        "token_requests": stats["token_requests"],
+        "rate_limited": stats["rate_limited"],
+        "served": served,
+        "failed": failed,
+        "seconds_until_all_returned": seconds,
+    }
+
+
+def _threads(call: Callable[[], object], callers: int) -> tuple[float, int, int]:
+    barrier = threading.Barrier(callers + 1)
+    finished: list[float] = []
+    failures: list[int] = []
+
+    def caller() -> None:
+        barrier.wait()
+        try:
+            call()
+        except Exception:  # a 429, or a connection the overloaded server dropped
+            failures.append(1)
+        finished.append(time.perf_counter())
+
+    workers = [threading.Thread(target=caller) for _ in range(callers)]
+    for worker in workers:
+        worker.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for worker in workers:
+        worker.join(timeout=120)
+    return max(finished) - started, len(finished) - len(failures), len(failures)
+
+
+def threaded(server: SandboxServer, ca_file: str, callers: int, baseline: bool) -> Outcome:
+    """``callers`` threads call ``get_token()`` (or the reference ``get()``) at once."""
+    _reset(server)
+    if baseline:
+        # At most 10 connections, callers queue for one: no listen-queue overflow.
+        pool = urllib3.PoolManager(ca_certs=ca_file, retries=False, maxsize=10, block=True)
+        cache = ReferenceCache(urllib3_fetcher(pool, server.url))
+        seconds, served, failed = _threads(cache.get, callers)
+        pool.clear()
+    else:
+        with TokenManager(
+            DEFAULT_API_KEY,
+            DEFAULT_MERCHANT_ID,
+            base_url=server.url,
+            ca_bundle=ca_file,
+            store=MemoryStore(),
+        ) as manager:
+            seconds, served, failed = _threads(manager.get_token, callers)
+    return _outcome(server, seconds, served, failed)
+
+
+async def _tasks(
+    call: Callable[[], Awaitable[object]], callers: int, spawn: Callable[..., Any]
+) -> tuple[int, int]:
+    outcomes = [0, 0]
+
+    async def caller() -> None:
+        try:
+            await call()
+            outcomes[0] += 1
+        except Exception:  # a 429, or a connection the overloaded server dropped
+            outcomes[1] += 1
+
+    await spawn(caller, callers)
+    return outcomes[0], outcomes[1]
+
+
+async def _gather(caller: Callable[[], Awaitable[None]], callers: int) -> None:
+    await asyncio.gather(*(caller() for _ in range(callers)))
+
+
+async def _nursery(caller: Callable[[], Awaitable[None]], callers: int) -> None:
+    async with trio.open_nursery() as nursery:
+        for _ in range(callers):
+            nursery.start_soon(caller)
+
+
+def on_runtime(
+    runtime: str, server: SandboxServer, ca_file: str, callers: int, baseline: bool
+) -> Outcome:
+    """``callers`` tasks on a cold cache: ours, or the reference pattern over raw h11."""
+    _reset(server)
+    spawn = _gather if runtime == "asyncio" else _nursery
+    options: dict[str, Any] = {"base_url": server.url, "ca_bundle": ca_file, "store": MemoryStore()}
+
+    async def main() -> tuple[float, int, int]:
+        started = time.perf_counter()
+        if baseline:
+            # The reference pattern on a keep-alive async client of at most 10 connections.
+            client = H11Client(runtime, "127.0.0.1", server.port, ca_file, limit=10)
+            cache = AsyncReferenceCache(client.fetcher())
+            served, failed = await _tasks(cache.get, callers, spawn)
+            seconds = time.perf_counter() - started
+            await client.aclose()
+        elif runtime == "asyncio":
+            async with AsyncTokenManager(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **options) as m:
+                served, failed = await _tasks(m.get_token, callers, spawn)
+                seconds = time.perf_counter() - started
+        else:
+            async with open_trio_token_manager(
+                DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **options
+            ) as m:
+                served, failed = await _tasks(m.get_token, callers, spawn)
+                seconds = time.perf_counter() - started
+        return seconds, served, failed
+
+    seconds, served, failed = asyncio.run(main()) if runtime == "asyncio" else trio.run(main)
+    return _outcome(server, seconds, served, failed)
+
+
+def _median_of(runs: list[Outcome]) -> Outcome:
+    summary = dict(runs[len(runs) // 2])
+    summary["seconds_until_all_returned"] = round(
+        statistics.median(r["seconds_until_all_returned"] for r in runs), 4
+    )
+    summary["token_requests_per_run"] = [r["token_requests"] for r in runs]
+    summary["rounds"] = len(runs)
+    return summary
+
+
+def run(quick: bool) -> Figures:
+    """Cold starts on every runtime, ours and the reference pattern, interleaved rounds."""
+    rounds = 3 if quick else 5
+    baseline_rounds = 1 if quick else 2
+    tasks = 10_000
+    baseline_tasks = 2_000 if quick else 10_000
+    figures: Figures = {}
+    with SandboxServer(tls=True) as server:
+        assert server.certificates is not None
+        ca_file = str(server.certificates.ca_file)
+        cases: list[tuple[str, Callable[[bool], Outcome], int]] = [
+            ("threads x256", lambda b: threaded(server, ca_file, 256, b), rounds),
+            (
+                "asyncio x10000",
+                lambda b: on_runtime("asyncio", server, ca_file, baseline_tasks if b else tasks, b),
+                rounds,
+            ),
+            (
+                "trio x10000",
+                lambda b: on_runtime("trio", server, ca_file, baseline_tasks if b else tasks, b),
+                rounds,
+            ),
+        ]
+        for name, case, count in cases:
+            ours: list[Outcome] = []
+            theirs: list[Outcome] = []
+            for index in range(count):
+                ours.append(case(False))
+                if index < baseline_rounds:
+                    theirs.append(case(True))
+            figures[name] = {"eightyeightpay": _median_of(ours), "reference": _median_of(theirs)}
+            if baseline_tasks != tasks and name != "threads x256":
+                figures[name]["reference"]["callers"] = baseline_tasks
+    return figures
