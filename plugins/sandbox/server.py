@@ -45,6 +45,8 @@ def _abort(connection: _SocketLike) -> None:
 class _HTTPServer(ThreadingHTTPServer):
     """The listening server: tracks its connection threads so that stop() can join them."""
 
+    request_queue_size = 1024  # a stampede of fresh connections must not overflow the backlog
+
     daemon_threads = True
 
     def __init__(self, owner: SandboxServer, address: tuple[str, int], family: int) -> None:
@@ -131,6 +133,10 @@ class _HTTPServer(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     """One connection: reads requests, asks the sandbox, realises its reply."""
+
+    # Headers and body are written separately: without TCP_NODELAY, Nagle's algorithm and
+    # the client's delayed ACK would hold every kept-alive answer for ~40 ms.
+    disable_nagle_algorithm = True
 
     protocol_version = "HTTP/1.1"
     server_version = "88Pay-Sandbox/1.0"

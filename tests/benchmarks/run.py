@@ -19,8 +19,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from eightyeightpay.plugins.sandbox import server as sandbox_server
-
 from . import cached, fleet, fleet_sim, imports, overhead, sim_hour, stampede
 from .common import Figures
 
@@ -174,10 +172,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="shorter runs (about 2 minutes)")
     parser.add_argument("--json", type=Path, help="write the figures to this file")
     args = parser.parse_args(argv)
-    # The emulator writes a response's headers and body in two sends; with Nagle's algorithm
-    # on its sockets each keep-alive exchange stalls ~40 ms on the client's delayed ACK.
-    # Benchmarks measure the client, so the benchmark's emulator disables Nagle.
-    sandbox_server._Handler.disable_nagle_algorithm = True
     started = time.monotonic()
     figures: Figures = {"machine": _machine(), "quick": args.quick}
 
