@@ -112,6 +112,8 @@ def _read_body(raw: Any, deadline: float, host: str, timeout: float) -> bytes:
                 f"the body is larger than {MAX_BODY_BYTES} bytes", status=raw.status
             )
         chunks.append(chunk)
+        if raw.length_remaining == 0:  # the whole announced body is here; skip the empty read
+            return b"".join(chunks)
 
 
 def _translate(error: Exception, host: str, timeout: float) -> EightyEightPayError:
