@@ -1,0 +1,1 @@
+"""The fault matrix: every fault on every runtime, asserted and documented."""
