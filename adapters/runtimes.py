@@ -77,7 +77,7 @@ class AsyncRuntime(Protocol):
         """Sleep ``seconds``."""
         ...
 
-    def deadline(self, seconds: float) -> contextlib.AbstractAsyncContextManager[None]:
+    def deadline(self, seconds: float) -> contextlib.AbstractAsyncContextManager[object]:
         """A scope that raises :class:`TimeoutError` once ``seconds`` have passed."""
         ...
 
@@ -168,11 +168,9 @@ class AsyncioRuntime:
         """Sleep on the loop."""
         await asyncio.sleep(seconds)
 
-    @contextlib.asynccontextmanager
-    async def deadline(self, seconds: float) -> AsyncIterator[None]:
-        """Asyncio's timeout scope (raises TimeoutError)."""
-        async with asyncio.timeout(seconds):
-            yield
+    def deadline(self, seconds: float) -> contextlib.AbstractAsyncContextManager[object]:
+        """Asyncio's own timeout scope (raises TimeoutError), with no wrapper around it."""
+        return asyncio.timeout(seconds)
 
     async def connect(self, host: str, port: int, tls: ssl.SSLContext | None) -> AsyncStream:
         """asyncio.open_connection, with the handshake done before returning."""
