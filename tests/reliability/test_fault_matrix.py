@@ -365,6 +365,14 @@ SYNC_DRIP_GAP = (
     "start meanwhile."
 )
 
+SYNC_BODY_DRIP_GAP = (
+    "The same per-read bound: a body under 16 KiB is read to its end by one `raw.read(16 KiB)` "
+    "in `_read_body` (`plugins/urllib3_transport.py`), however slowly it comes, and since the "
+    "whole announced body is then there (`length_remaining == 0`), the answer is accepted "
+    "without looking at the deadline again: the token is used although its request took "
+    "several times `request_timeout`. An endless drip blocks the caller for ever."
+)
+
 CASES: tuple[Case, ...] = (
     Case(
         "timeout-before-sending",
@@ -646,7 +654,7 @@ CASES: tuple[Case, ...] = (
         f"slow drip of the body, 8 bytes every {DRIP_INTERVAL:g} s (raw server)",
         dripping("body"),
         Expect(RequestTimeout, sent=True, outlived_drip=False),
-        {"sync": Gap(Expect(RequestTimeout, sent=True, outlived_drip=True), SYNC_DRIP_GAP)},
+        {"sync": Gap(Expect(outlived_drip=True), SYNC_BODY_DRIP_GAP)},
     ),
 )
 
