@@ -53,12 +53,17 @@ class Tally:
         self.lock = threading.Lock()
         self.served: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
-        self.unusable = 0
+        self.expired = 0
+        self.late = 0
 
     def ok(self, runtime: str, token: Any) -> None:
+        # Measured after the call returned: a token handed out just before its usable_until
+        # can be seen a moment past it here, so only a clear overshoot counts as late.
+        now = time.monotonic()
         with self.lock:
             self.served[runtime] += 1
-            self.unusable += time.monotonic() >= token.usable_until
+            self.expired += now >= token.expires_at
+            self.late += now >= token.usable_until + 0.05
 
     def failed(self, runtime: str, error: BaseException) -> None:
         with self.lock:
@@ -168,6 +173,7 @@ def main() -> None:
             driver.start()
 
         restarts = faults = 0
+        early: tracemalloc.Snapshot | None = None
         next_restart = time.monotonic() + 45
         while time.monotonic() - started < seconds:
             time.sleep(chooser.uniform(3, 10))
@@ -183,12 +189,20 @@ def main() -> None:
                 next_restart = time.monotonic() + chooser.uniform(45, 90)
             current, _ = tracemalloc.get_traced_memory()
             memory.append((time.monotonic() - started, current))
+            if early is None and time.monotonic() - started >= 120:
+                early = tracemalloc.take_snapshot()
         stop.set()
         for driver in drivers:
             driver.join(timeout=60)
         stats = server.sandbox.stats()
     redis.close()
     time.sleep(0.5)
+    growth: list[str] = []
+    if early is not None:
+        late = tracemalloc.take_snapshot()
+        ignore = [tracemalloc.Filter(False, tracemalloc.__file__)]
+        diffs = late.filter_traces(ignore).compare_to(early.filter_traces(ignore), "lineno")
+        growth = [str(diff) for diff in diffs[:6]]
     left = [t.name for t in threading.enumerate() if t.ident not in threads_before]
     first_minute = [m for t, m in memory if 60 <= t <= 120] or [memory[0][1]]
     last_minute = [m for t, m in memory if t >= seconds - 60] or [memory[-1][1]]
@@ -196,7 +210,9 @@ def main() -> None:
         minutes=args.minutes,
         served=dict(tally.served),
         errors=dict(tally.errors),
-        expired_tokens_handed_out=tally.unusable,
+        expired_tokens_handed_out=tally.expired,
+        tokens_past_margin_by_over_50ms=tally.late,
+        memory_growth_top=growth,
         token_requests=stats["token_requests"],
         rate_limited_by_emulator=stats["rate_limited"],
         faults_injected=faults,
