@@ -145,9 +145,10 @@ class _AsyncioStream:
         return await self._reader.read(max_bytes)
 
     async def aclose(self) -> None:
-        self._writer.close()
-        with contextlib.suppress(Exception):
-            await self._writer.wait_closed()
+        # Abort: a graceful TLS close waits for the peer's reply (up to asyncio's 30 s TLS
+        # shutdown timeout), which a stalled or hostile server never sends.
+        self._writer.transport.abort()
+        await asyncio.sleep(0)  # let the transport run its connection_lost and free the socket
 
 
 class AsyncioRuntime:

@@ -227,6 +227,8 @@ class MalformedResponse(EightyEightPayError):
             f"88Pay's response{where} did not have the documented shape: {detail}. A proxy or "
             "gateway may have answered instead of 88Pay; check the base URL and any proxy."
         )
+        self.detail = detail
+        """What was wrong, without the response's content."""
         self.status = status
         """The HTTP status of the malformed response, when known."""
 

@@ -205,7 +205,10 @@ def interpret_token_response(
             raise MalformedResponse(
                 f"expires_in is {data.expires_in:g}, not positive", status=status
             )
-        claims = read_jwt_claims(data.access_token)
+        try:
+            claims = read_jwt_claims(data.access_token)
+        except MalformedResponse as error:
+            raise MalformedResponse(error.detail, status=status) from None
         if claims.merchant_id != credentials.merchant_id:
             raise MalformedResponse(
                 "the token was issued for a different merchant than the one configured",

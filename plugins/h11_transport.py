@@ -161,13 +161,11 @@ class AsyncHttp11Transport:
         tls = self._tls if origin.scheme == "https" else None
         try:
             stream = await self._runtime.connect(origin.host, origin.port, tls)
-        except ssl.SSLError as error:
-            raise TLSError(host, _tls_reason(error)) from None
         except self._broken as error:
-            cause = error.__cause__ or error.__context__
-            if isinstance(cause, ssl.SSLError):
-                raise TLSError(host, _tls_reason(cause)) from None
-            raise ConnectError(host, "connection refused or unreachable") from None
+            for reason in (error, error.__cause__, error.__context__):
+                if _verification_failed(reason):
+                    raise TLSError(host, _tls_reason(reason)) from None
+            raise ConnectError(host, "connection refused, reset or unreachable") from None
         return _Connection(stream)
 
     async def _discard(self, connection: _Connection | None) -> None:
@@ -184,7 +182,21 @@ class AsyncHttp11Transport:
                 await self._discard(connection)
 
 
-def _tls_reason(error: BaseException) -> str:
+_NOT_VERIFICATION = (
+    ssl.SSLWantReadError,
+    ssl.SSLWantWriteError,
+    ssl.SSLSyscallError,
+    ssl.SSLEOFError,
+    ssl.SSLZeroReturnError,
+)
+
+
+def _verification_failed(error: BaseException | None) -> bool:
+    """True for a TLS failure of trust or protocol, not a connection torn down mid-handshake."""
+    return isinstance(error, ssl.SSLError) and not isinstance(error, _NOT_VERIFICATION)
+
+
+def _tls_reason(error: BaseException | None) -> str:
     reason = getattr(error, "verify_message", None) or getattr(error, "reason", None)
     return str(reason) if reason else "handshake failed"
 

@@ -355,24 +355,6 @@ def malformed_case(id: str, fault: str, setup: Setup, after: After = After.NOTHI
     return Case(id, fault, setup, Expect(MalformedResponse, status=200, after=after))
 
 
-SYNC_DRIP_GAP = (
-    "The threaded transport bounds each socket read, not the exchange: "
-    "`plugins/urllib3_transport.py` gives urllib3 `Timeout(connect=timeout, read=timeout)` and "
-    "checks its deadline in `_read_body` only between reads of up to 16 KiB. Bytes that arrive "
-    "faster than the timeout keep the status line and headers coming, and a body under 16 KiB "
-    "is read to its end, however long the whole takes; the `RequestTimeout` comes only when the "
-    "drip is over. An endless drip blocks the caller for ever, and no new token request can "
-    "start meanwhile."
-)
-
-SYNC_BODY_DRIP_GAP = (
-    "The same per-read bound: a body under 16 KiB is read to its end by one `raw.read(16 KiB)` "
-    "in `_read_body` (`plugins/urllib3_transport.py`), however slowly it comes, and since the "
-    "whole announced body is then there (`length_remaining == 0`), the answer is accepted "
-    "without looking at the deadline again: the token is used although its request took "
-    "several times `request_timeout`. An endless drip blocks the caller for ever."
-)
-
 CASES: tuple[Case, ...] = (
     Case(
         "timeout-before-sending",
@@ -380,16 +362,6 @@ CASES: tuple[Case, ...] = (
         "the TLS handshake (raw server)",
         lambda world: raw(world, never_handshake),
         Expect(RequestTimeout, sent=False),
-        {
-            "sync": Gap(
-                Expect(RequestTimeout, sent=True),
-                "urllib3 connects lazily inside `_validate_conn` and reports any socket "
-                "timeout there, the TLS handshake's included, as `ReadTimeoutError`; "
-                "`_translate` in `plugins/urllib3_transport.py` maps every "
-                "`ReadTimeoutError` to `may_have_been_sent=True`, although the request "
-                "provably never left.",
-            )
-        },
     ),
     Case(
         "timeout-after-sending",
@@ -397,21 +369,6 @@ CASES: tuple[Case, ...] = (
         "(`Fault.latency`)",
         lambda world: emulated(world, Fault.latency(LATENCY)),
         Expect(RequestTimeout, sent=True, reached=1, after=After.RECOVERS),
-        {
-            "asyncio": Gap(
-                Expect(RequestTimeout, sent=True, reached=1, after=After.STILL_FAILS, leaks=True),
-                "The h11 transport times out at `request_timeout`, then closes the TLS "
-                "stream outside its deadline (`AsyncHttp11Transport.send` → `_discard` → "
-                "`_AsyncioStream.aclose` in `adapters/runtimes.py` awaits "
-                "`writer.wait_closed()`), which waits for the server's answer to its "
-                "close_notify: the token request stays in flight until the server answers "
-                "or asyncio's 30 s TLS shutdown timeout passes. The caller gets the "
-                "waiter's `RequestTimeout` after `request_timeout` + 1 s, and every later "
-                "caller fails at once (the flight is still open) with no new request sent. "
-                "Closing the manager meanwhile cancels that wait and leaves the socket open "
-                "(`ResourceWarning: unclosed transport`).",
-            )
-        },
     ),
     Case(
         "connection-reset",
@@ -431,34 +388,6 @@ CASES: tuple[Case, ...] = (
         "connection reset at accept, before the TLS handshake (`Fault.refuse`)",
         lambda world: emulated(world, Fault.refuse()),
         Expect(ConnectError, sent=False, reached=0, after=After.RECOVERS),
-        {
-            "asyncio": Gap(
-                Expect(
-                    ConnectError,
-                    or_error=(TLSError, False),
-                    sent=False,
-                    reached=0,
-                    after=After.RECOVERS,
-                ),
-                "Now and then (about one run in six here) asyncio raises the reset as "
-                "`ConnectionResetError` whose `__context__` is the `SSLWantReadError` of its "
-                "TLS read loop; `_connect` in `plugins/h11_transport.py` takes any "
-                "`ssl.SSLError` in an error's cause or context for a TLS failure, so the "
-                "reset reads as `TLSError`, a certificate problem (the message advises "
-                "checking the clock and CA bundle).",
-            ),
-            "sync": Gap(
-                Expect(
-                    ConnectError,
-                    or_error=(ConnectionLost, True),
-                    sent=False,
-                    reached=0,
-                    after=After.RECOVERS,
-                ),
-                "Now and then (about one run in forty here) the reset meets urllib3 inside "
-                "the TLS handshake, and is then misreported as the next row says.",
-            ),
-        },
     ),
     Case(
         "reset-in-handshake",
@@ -466,18 +395,6 @@ CASES: tuple[Case, ...] = (
         "sends an RST (raw server)",
         lambda world: raw(world, reset_in_handshake),
         Expect(ConnectError, sent=False, reached=1),
-        {
-            "sync": Gap(
-                Expect(ConnectionLost, sent=True, reached=1),
-                "urllib3 lets the `ConnectionResetError` of the lazy connect in "
-                "`_validate_conn` through to `urlopen`, which wraps it as "
-                "`ProtocolError('Connection aborted.')`; `_translate` in "
-                "`plugins/urllib3_transport.py` maps every `ProtocolError` to "
-                "`ConnectionLost(may_have_been_sent=True)`, although no byte of the request "
-                "was sent (for an API call the library would then refuse to replay a charge "
-                "that provably never left).",
-            )
-        },
     ),
     Case(
         "tls-wrong-ca",
@@ -553,16 +470,6 @@ CASES: tuple[Case, ...] = (
         "an access token that is not a JWT",
         malformed(access_token="not-a-jwt"),
         Expect(MalformedResponse, status=200, after=After.RECOVERS),
-        dict.fromkeys(
-            RUNTIMES,
-            Gap(
-                Expect(MalformedResponse, status_missing=True, after=After.RECOVERS),
-                "`read_jwt_claims` in `core/wire.py` raises `MalformedResponse` without a "
-                "status and `interpret_token_response` in `core/tokens.py` does not add it, "
-                "so `.status` is None although the answer was a 200 (every other malformed "
-                "200 carries `status=200`, as errors.md shows).",
-            ),
-        ),
     ),
     malformed_case(
         "session-missing",
@@ -647,14 +554,12 @@ CASES: tuple[Case, ...] = (
         f"slow drip of the status line and headers, 2 bytes every {DRIP_INTERVAL:g} s (raw server)",
         dripping("head"),
         Expect(RequestTimeout, sent=True, outlived_drip=False),
-        {"sync": Gap(Expect(RequestTimeout, sent=True, outlived_drip=True), SYNC_DRIP_GAP)},
     ),
     Case(
         "drip-body",
         f"slow drip of the body, 8 bytes every {DRIP_INTERVAL:g} s (raw server)",
         dripping("body"),
         Expect(RequestTimeout, sent=True, outlived_drip=False),
-        {"sync": Gap(Expect(outlived_drip=True), SYNC_BODY_DRIP_GAP)},
     ),
 )
 
