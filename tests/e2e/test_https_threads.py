@@ -110,11 +110,13 @@ def test_tls_verification_cannot_be_turned_off_by_the_environment(
         ("REQUESTS_CA_BUNDLE", ""),
     ):
         monkeypatch.setenv(name, value)
-    with TokenManager(
-        DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, base_url=https_server.url, store=MemoryStore()
-    ) as manager:
-        with pytest.raises(TLSError):
-            manager.get_token()
+    with (
+        TokenManager(
+            DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, base_url=https_server.url, store=MemoryStore()
+        ) as manager,
+        pytest.raises(TLSError),
+    ):
+        manager.get_token()
     with pytest.raises(TypeError):
         TokenManager(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, verify=False)  # type: ignore[call-arg]
     assert https_server.sandbox.stats()["token_requests"] == 0
