@@ -30,7 +30,7 @@ from eightyeightpay.errors import (
     TLSError,
 )
 from eightyeightpay.plugins.memory import MemoryStore
-from eightyeightpay.plugins.urllib3_transport import tls_context
+from eightyeightpay.plugins.tls import tls_context
 
 from .config import API_KEY_VARIABLE, BASE_URL_VARIABLE, MERCHANT_ID_VARIABLE
 from .sync import TokenManager

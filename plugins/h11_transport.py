@@ -8,7 +8,6 @@ failure becomes a library error saying whether the request may have reached the 
 from __future__ import annotations
 
 import contextlib
-import ssl
 import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
@@ -29,12 +28,10 @@ from eightyeightpay.errors import (
 from eightyeightpay.http import HttpRequest, HttpResponse
 
 from .hookspecs import TransportFactory, hookimpl
-from .urllib3_transport import MAX_BODY_BYTES, tls_context
+from .tls import IDLE_REUSE_SECONDS, MAX_BODY_BYTES, tls_context, tls_failure
 
 __all__ = ["AsyncHttp11Transport"]
 
-IDLE_REUSE_SECONDS = 4.0
-"""An idle kept-alive connection older than this is closed rather than reused."""
 RECEIVE_CHUNK = 65536
 
 
@@ -162,9 +159,9 @@ class AsyncHttp11Transport:
         try:
             stream = await self._runtime.connect(origin.host, origin.port, tls)
         except self._broken as error:
-            for reason in (error, error.__cause__, error.__context__):
-                if _verification_failed(reason):
-                    raise TLSError(host, _tls_reason(reason)) from None
+            why = tls_failure(error)
+            if why is not None:
+                raise TLSError(host, why) from None
             raise ConnectError(host, "connection refused, reset or unreachable") from None
         return _Connection(stream)
 
@@ -180,25 +177,6 @@ class AsyncHttp11Transport:
         for pool in pools.values():
             for connection in pool:
                 await self._discard(connection)
-
-
-_NOT_VERIFICATION = (
-    ssl.SSLWantReadError,
-    ssl.SSLWantWriteError,
-    ssl.SSLSyscallError,
-    ssl.SSLEOFError,
-    ssl.SSLZeroReturnError,
-)
-
-
-def _verification_failed(error: BaseException | None) -> bool:
-    """True for a TLS failure of trust or protocol, not a connection torn down mid-handshake."""
-    return isinstance(error, ssl.SSLError) and not isinstance(error, _NOT_VERIFICATION)
-
-
-def _tls_reason(error: BaseException | None) -> str:
-    reason = getattr(error, "verify_message", None) or getattr(error, "reason", None)
-    return str(reason) if reason else "handshake failed"
 
 
 @hookimpl

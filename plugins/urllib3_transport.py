@@ -16,7 +16,6 @@ import contextlib
 import heapq
 import itertools
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -39,29 +38,11 @@ from eightyeightpay.errors import (
 from eightyeightpay.http import HttpRequest, HttpResponse
 
 from .hookspecs import TransportFactory, hookimpl
+from .tls import IDLE_REUSE_SECONDS, MAX_BODY_BYTES, tls_context, tls_failure
 
-__all__ = ["MAX_BODY_BYTES", "Urllib3Transport", "tls_context"]
+__all__ = ["Urllib3Transport"]
 
-MAX_BODY_BYTES = 4 * 1024 * 1024
-"""Longest response body read; 88Pay's answers are a few hundred bytes."""
 READ_CHUNK = 16 * 1024
-IDLE_REUSE_SECONDS = 4.0
-"""An idle kept-alive connection older than this is closed rather than reused."""
-
-_NOT_VERIFICATION = (
-    ssl.SSLWantReadError,
-    ssl.SSLWantWriteError,
-    ssl.SSLSyscallError,
-    ssl.SSLEOFError,
-    ssl.SSLZeroReturnError,
-)
-
-
-def tls_context(ca_bundle: str | None = None) -> ssl.SSLContext:
-    """A verifying TLS context: the system trust store, or only ``ca_bundle`` when given."""
-    context = ssl.create_default_context(cafile=ca_bundle)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    return context
 
 
 class _Watch:
@@ -259,9 +240,9 @@ def _is_timeout(error: BaseException) -> bool:
 
 def _connect_error(error: Exception, host: str, timeout: float) -> EightyEightPayError:
     """What a failure before anything was sent means."""
-    for reason in (error, error.__cause__, error.__context__):
-        if isinstance(reason, ssl.SSLError) and not isinstance(reason, _NOT_VERIFICATION):
-            return TLSError(host, _tls_reason(reason))
+    why = tls_failure(error)
+    if why is not None:
+        return TLSError(host, why)
     if isinstance(error, NewConnectionError):  # urllib3 makes it a ConnectTimeoutError too
         return ConnectError(host, "connection refused or unreachable")
     if _is_timeout(error):
@@ -269,11 +250,6 @@ def _connect_error(error: Exception, host: str, timeout: float) -> EightyEightPa
     if isinstance(error, OSError | HTTPError | HTTPException):
         return ConnectError(host, "connection refused, reset or unreachable")
     return ConnectError(host, f"unexpected {type(error).__name__}")
-
-
-def _tls_reason(error: BaseException) -> str:
-    reason = getattr(error, "verify_message", None) or getattr(error, "reason", None)
-    return str(reason) if reason else "handshake failed"
 
 
 @hookimpl
