@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import re
 import sys
 import time
@@ -12,14 +10,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import trio
 from cryptography.fernet import Fernet
 from pymemcache.client.base import Client  # type: ignore[import-untyped]
 from pymemcache.exceptions import MemcacheUnknownCommandError  # type: ignore[import-untyped]
 
-from eightyeightpay import ConfigurationError, RateLimited, Token
-from eightyeightpay.adapters.async_manager import AsyncTokenManager, open_trio_token_manager
-from eightyeightpay.adapters.sync import TokenManager
+from eightyeightpay import ConfigurationError, Token
 from eightyeightpay.credentials import CacheKey
 from eightyeightpay.fleet import StoredToken, decode_stored
 from eightyeightpay.plugins.memcached_store import (
@@ -32,9 +27,9 @@ from eightyeightpay.plugins.registry import registry
 from eightyeightpay.plugins.sandbox import (
     DEFAULT_API_KEY,
     DEFAULT_MERCHANT_ID,
-    Fault,
     SandboxServer,
 )
+from tests.plugins.fleet_support import Fleet as SharedFleet
 from tests.servers import MemcachedServer
 
 
@@ -46,47 +41,18 @@ def memcached_server() -> Iterator[MemcachedServer]:
     server.close()
 
 
-class Fleet:
-    """Managers that behave like separate processes: each has its own MemcachedStore."""
+class Fleet(SharedFleet):
+    """The shared test fleet, with a raw client of the test's memcached."""
 
     def __init__(self, server: SandboxServer, memcached: MemcachedServer) -> None:
-        assert server.certificates is not None
-        self.server = server
         self.address = memcached.address
-        self.options: dict[str, Any] = {
-            "base_url": server.url,
-            "ca_bundle": str(server.certificates.ca_file),
-        }
-        self.stores: list[MemcachedStore] = []
-        self.managers: list[TokenManager] = []
-
-    def store(self, **options: Any) -> MemcachedStore:
-        store = MemcachedStore(self.address, **options)
-        self.stores.append(store)
-        return store
-
-    def process(self, **options: Any) -> TokenManager:
-        store = options.pop("store", None) or self.store()
-        manager = TokenManager(
-            DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, store=store, **self.options, **options
-        )
-        self.managers.append(manager)
-        return manager
+        super().__init__(server, lambda **options: MemcachedStore(self.address, **options))
 
     def key(self) -> CacheKey:
         return self.process().credentials.cache_key
 
-    def token_requests(self) -> int:
-        return self.server.sandbox.stats()["token_requests"]
-
     def client(self) -> Any:
         return Client(self.address, connect_timeout=2, timeout=2, default_noreply=False)
-
-    def close(self) -> None:
-        for manager in self.managers:
-            manager.close()
-        for store in self.stores:
-            store.close()
 
 
 @pytest.fixture
@@ -130,13 +96,6 @@ def everything_in(fleet: Fleet) -> str:
         client.close()
 
 
-def test_processes_share_one_token_through_memcached(fleet: Fleet) -> None:
-    a, b, c = fleet.process(), fleet.process(), fleet.process()
-    tokens = {a.get_token(), b.get_token(), c.get_token()}
-    assert len(tokens) == 1
-    assert fleet.token_requests() == 1
-
-
 def test_store_memcached_is_registered_and_process_wide(
     fleet: Fleet, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -168,7 +127,8 @@ def test_keys_follow_the_redis_scheme_fit_memcached_and_never_hold_the_api_key(
     assert keys.lock not in stored
     tags = {re.search(r"\{[^}]+\}", key).group(0) for key in stored}  # type: ignore[union-attr]
     assert len(tags) == 1 and DEFAULT_MERCHANT_ID in next(iter(tags))
-    assert keys.token == fleet.stores[0].keys(manager.credentials.cache_key).token
+    first: Any = fleet.stores[0]
+    assert keys.token == first.keys(manager.credentials.cache_key).token
     for key in stored:
         assert key.startswith("eightyeightpay:{")
         assert DEFAULT_API_KEY not in key
@@ -241,7 +201,7 @@ def test_remaining_life_is_written_time_minus_wall_time_elapsed(fleet: Fleet) ->
     ops.cool_down(key, 30.0)
     wall.now += 12
     raw, ttl, cooldown = ops.read(key)
-    assert decode_stored(raw) == token  # type: ignore[arg-type]
+    assert decode_stored(raw) == token
     assert ttl == pytest.approx(46.0) and cooldown == pytest.approx(18.0)
     wall.now += 47
     assert ops.read(key) == (None, 0.0, 0.0)
@@ -438,89 +398,6 @@ def test_endless_budget_conflicts_raise_so_the_flight_works_alone(fleet: Fleet) 
     ops._client = AlwaysChanged(ops._client)
     with pytest.raises(MemcachedContention):
         ops.reserve(key, 10, 100)
-
-
-def test_a_429_cools_down_the_whole_fleet(fleet: Fleet) -> None:
-    fleet.server.sandbox.inject(
-        Fault.status(
-            429,
-            body=b'{"status":"Error","code":429,"message":"Rate limit exceeded.","retry_after":30}',
-        )
-    )
-    with pytest.raises(RateLimited) as first:
-        fleet.process().get_token()
-    assert not first.value.local
-    with pytest.raises(RateLimited) as other:
-        fleet.process().get_token()
-    assert other.value.local and 25 < other.value.retry_after <= 30
-    assert fleet.token_requests() == 1
-
-
-def test_memcached_down_degrades_without_errors_logs_once_and_rejoins(
-    fleet: Fleet, memcached_server: MemcachedServer, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.WARNING, logger="eightyeightpay")
-    memcached_server.stop()
-    a, b = fleet.process(), fleet.process()
-    for manager in (a, b):
-        for _ in range(100):
-            assert isinstance(manager.get_token(), Token)
-    assert fleet.token_requests() == 2  # each process alone: one request each
-    outage_lines = [r for r in caplog.records if "unavailable" in r.getMessage()]
-    assert len(outage_lines) == 2  # once per store (process), not per call
-    assert all("memcached" in r.getMessage() for r in outage_lines)
-    memcached_server.start()
-    c, d = fleet.process(), fleet.process()
-    assert c.get_token() == d.get_token()
-    assert fleet.token_requests() == 3
-
-
-def test_async_and_trio_managers_share_the_fleet_token(fleet: Fleet) -> None:
-    sync_token = fleet.process().get_token()
-
-    async def on_asyncio() -> Token:
-        async with AsyncTokenManager(
-            DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, store=fleet.store(), **fleet.options
-        ) as manager:
-            tokens = await asyncio.gather(*(manager.get_token() for _ in range(500)))
-            assert len(set(tokens)) == 1
-            return tokens[0]
-
-    async def on_trio() -> Token:
-        async with open_trio_token_manager(
-            DEFAULT_API_KEY,
-            DEFAULT_MERCHANT_ID,
-            store=fleet.store(),
-            base_url=fleet.options["base_url"],
-            ca_bundle=fleet.options["ca_bundle"],
-        ) as manager:
-            return await manager.get_token()
-
-    assert asyncio.run(on_asyncio()) == sync_token
-    assert trio.run(on_trio) == sync_token
-    assert fleet.token_requests() == 1
-
-
-def test_async_managers_refresh_once_for_the_fleet(fleet: Fleet) -> None:
-    async def on_asyncio() -> Token:
-        async with AsyncTokenManager(
-            DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, store=fleet.store(), **fleet.options
-        ) as manager:
-            return await manager.get_token()
-
-    async def on_trio() -> Token:
-        async with open_trio_token_manager(
-            DEFAULT_API_KEY,
-            DEFAULT_MERCHANT_ID,
-            store=fleet.store(),
-            base_url=fleet.options["base_url"],
-            ca_bundle=fleet.options["ca_bundle"],
-        ) as manager:
-            return await manager.get_token()
-
-    first = asyncio.run(on_asyncio())  # the asyncio manager refreshes through the store
-    assert trio.run(on_trio) == first == fleet.process().get_token()
-    assert fleet.token_requests() == 1
 
 
 def test_repr_holds_no_secret(fleet: Fleet) -> None:
