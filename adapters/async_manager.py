@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from types import TracebackType
 from typing import Any, Protocol, Self
 
-from eightyeightpay.api import ApiResponse, build_api_request, may_replay, read_api_response
+from eightyeightpay.api import ApiResponse, InvalidateToken, NeedToken, api_call
 from eightyeightpay.errors import (
     EightyEightPayError,
     ManagerClosed,
@@ -206,28 +206,24 @@ class _AsyncManager(ManagerBase):
         A 401 invalidates the token used and the call is sent once more with a new one. A
         call that may have reached the server is never sent twice.
         """
-        token = await self.get_token()
-        base = self.credentials.base_url
-        response = await self._send_api(
-            build_api_request(base, token, method, path, json=json, headers=headers)
-        )
-        if response.status == 401:
-            self.invalidate(token)
-            token = await self.get_token()
-            response = await self._send_api(
-                build_api_request(base, token, method, path, json=json, headers=headers)
-            )
-        return read_api_response(response)
-
-    async def _send_api(self, request: HttpRequest) -> HttpResponse:
         if self._closed:
             raise ManagerClosed()
-        try:
-            return await self._transport.send(request, timeout=self.timeout)
-        except TransportError as error:
-            if may_replay(request, error):
-                return await self._transport.send(request, timeout=self.timeout)
-            raise
+        steps = api_call(self.credentials.base_url, method, path, json=json, headers=headers)
+        result: Any = None
+        while True:
+            try:
+                effect = steps.send(result)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            if isinstance(effect, NeedToken):
+                result = await self.get_token()
+            elif isinstance(effect, InvalidateToken):
+                result = self.invalidate(effect.token)
+            else:
+                try:
+                    result = await self._transport.send(effect.request, timeout=self.timeout)
+                except TransportError as error:
+                    result = error
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, Protocol, Self
 
-from eightyeightpay.api import ApiResponse, build_api_request, may_replay, read_api_response
+from eightyeightpay.api import ApiResponse, InvalidateToken, NeedToken, api_call
 from eightyeightpay.errors import (
     EightyEightPayError,
     ManagerClosed,
@@ -24,7 +24,7 @@ from eightyeightpay.errors import (
     TransportError,
 )
 from eightyeightpay.fleet import Sleep
-from eightyeightpay.http import HttpRequest, HttpResponse, Transport
+from eightyeightpay.http import Transport
 from eightyeightpay.machine import (
     Flight,
     Refresh,
@@ -298,37 +298,24 @@ class TokenManager(ManagerBase, EnvConstructible):
         one. A call that may have reached the server is never sent twice (88Pay documents no
         idempotency key); a :class:`~eightyeightpay.errors.TransportError` says so instead.
         """
-        token = self.get_token()
-        response = self._send_api(
-            build_api_request(
-                self.credentials.base_url, token, method, path, json=json, headers=headers
-            )
-        )
-        if response.status == 401:
-            self.invalidate(token)
-            token = self.get_token()
-            response = self._send_api(
-                build_api_request(
-                    self.credentials.base_url, token, method, path, json=json, headers=headers
-                )
-            )
-        return read_api_response(response)
-
-    def _send_api(self, request: HttpRequest) -> HttpResponse:
         if self._closed:
             raise ManagerClosed()
-        try:
-            return self._transport.send(request, timeout=self.timeout)
-        except TransportError as error:
-            if may_replay(request, error):
-                log.debug(
-                    "%s %s not sent (%s); sending once more",
-                    request.method,
-                    request.path,
-                    type(error).__name__,
-                )
-                return self._transport.send(request, timeout=self.timeout)
-            raise
+        steps = api_call(self.credentials.base_url, method, path, json=json, headers=headers)
+        result: Any = None
+        while True:
+            try:
+                effect = steps.send(result)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            if isinstance(effect, NeedToken):
+                result = self.get_token()
+            elif isinstance(effect, InvalidateToken):
+                result = self.invalidate(effect.token)
+            else:
+                try:
+                    result = self._transport.send(effect.request, timeout=self.timeout)
+                except TransportError as error:
+                    result = error
 
     # ------------------------------------------------------------------ lifecycle
 

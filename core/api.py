@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json as jsonlib
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 from typing import Any
 
 import attrs
@@ -12,7 +12,18 @@ from .errors import ConfigurationError, EightyEightPayError, TransportError
 from .http import Headers, HttpRequest, HttpResponse
 from .tokens import Token
 
-__all__ = ["ApiResponse", "build_api_request", "is_charge", "may_replay", "read_api_response"]
+__all__ = [
+    "ApiEffect",
+    "ApiResponse",
+    "InvalidateToken",
+    "NeedToken",
+    "SendApiRequest",
+    "api_call",
+    "build_api_request",
+    "is_charge",
+    "may_replay",
+    "read_api_response",
+]
 
 CHARGES_PATH = "/api/transactions/charges"
 
@@ -110,3 +121,64 @@ def may_replay(request: HttpRequest, error: EightyEightPayError) -> bool:
     """
     del request  # the rule is the same for every call; charges are the case it protects
     return isinstance(error, TransportError) and not error.may_have_been_sent
+
+
+# --------------------------------------------------------------------------- the call protocol
+
+
+@attrs.frozen
+class NeedToken:
+    """Effect: get a usable token (the manager's ``get_token()``) and send it back."""
+
+
+@attrs.frozen
+class SendApiRequest:
+    """Effect: send ``request``; send back the response, or the TransportError raised."""
+
+    request: HttpRequest
+    """The authenticated call."""
+
+
+@attrs.frozen
+class InvalidateToken:
+    """Effect: stop using ``token`` (the API answered 401 to it); send back None."""
+
+    token: Token
+    """The token the API rejected."""
+
+
+ApiEffect = NeedToken | SendApiRequest | InvalidateToken
+"""What an API call asks its driver to do."""
+
+
+def api_call(
+    base_url: str,
+    method: str,
+    path: str,
+    *,
+    json: Any = None,
+    headers: Mapping[str, str] | None = None,
+) -> Generator[ApiEffect, Any, ApiResponse]:
+    """The protocol of one authenticated call: yields effects, returns the answer.
+
+    A call that provably never left is sent once more; one that may have reached the server
+    is not (its TransportError is raised from here). A 401 invalidates exactly the token that
+    was used, and the call is sent once more with a new one.
+    """
+    response: HttpResponse | None = None
+    for attempt in range(2):
+        token: Token = yield NeedToken()
+        request = build_api_request(base_url, token, method, path, json=json, headers=headers)
+        answer = yield SendApiRequest(request)
+        if isinstance(answer, TransportError):
+            if not may_replay(request, answer):
+                raise answer
+            answer = yield SendApiRequest(request)
+            if isinstance(answer, EightyEightPayError):
+                raise answer
+        response = answer
+        if response.status != 401 or attempt == 1:
+            break
+        yield InvalidateToken(token)
+    assert response is not None
+    return read_api_response(response)
