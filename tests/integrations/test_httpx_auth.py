@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import ssl
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -15,7 +14,6 @@ import httpx
 import pytest
 import trio
 
-from eightyeightpay import ConfigurationError
 from eightyeightpay.adapters.async_manager import AsyncTokenManager, open_trio_token_manager
 from eightyeightpay.adapters.sync import TokenManager
 from eightyeightpay.plugins.integrations.httpx_auth import EightyEightPayAuth
@@ -26,26 +24,7 @@ from eightyeightpay.plugins.sandbox import (
     Fault,
     SandboxServer,
 )
-
-BALANCE = f"/api/balance?id={DEFAULT_MERCHANT_ID}"
-CHARGES = "/api/transactions/charges"
-CHARGE: dict[str, Any] = {
-    "flow": "PAYIN",
-    "method_code": "PSE",
-    "amount": 25000,
-    "currency": "COP",
-    "country": "COL",
-}
-
-
-def trust(server: SandboxServer) -> ssl.SSLContext:
-    assert server.certificates is not None
-    return ssl.create_default_context(cafile=str(server.certificates.ca_file))
-
-
-def stat(server: SandboxServer, name: str) -> int:
-    return server.sandbox.stats()[name]
-
+from tests.integrations.support import BALANCE, CHARGE, CHARGES, stat, trust
 
 # --------------------------------------------------------------------------- sync
 
@@ -84,71 +63,6 @@ def test_sync_a_content_type_of_the_caller_is_kept(
         balance = client.post(BALANCE)
     assert charge.status_code == 200 and charge.request.headers["content-type"] == "text/json"
     assert "content-type" not in balance.request.headers  # no body, no content type
-
-
-def test_sync_a_401_is_replayed_once_with_a_new_token(
-    https_server: SandboxServer, https_manager: TokenManager
-) -> None:
-    first = https_manager.get_token()
-    https_server.sandbox.inject(Fault.status(401), path="/api/balance")
-    with sync_client(https_server, https_manager) as client:
-        response = client.post(BALANCE)
-    assert response.status_code == 200
-    assert [r.status_code for r in response.history] == [401]
-    assert stat(https_server, "api_requests") == 2
-    assert stat(https_server, "token_requests") == 2
-    assert https_manager.get_token() != first
-    assert (
-        response.request.headers["authorization"]
-        == f"Bearer {https_manager.get_token().access_token}"
-    )
-
-
-def test_sync_a_charge_rejected_with_401_is_replayed_with_its_body(
-    https_server: SandboxServer, https_manager: TokenManager
-) -> None:
-    https_server.sandbox.inject(Fault.status(401), path=CHARGES)
-    with sync_client(https_server, https_manager) as client:
-        response = client.post(CHARGES, json=CHARGE)
-    assert response.status_code == 200 and response.json()["data"]["amount"] == 25000
-    assert stat(https_server, "api_requests") == 2
-    assert stat(https_server, "charges") == 1  # the 401 was answered before processing
-
-
-def test_sync_a_401_on_every_attempt_is_returned_after_one_replay(
-    https_server: SandboxServer, https_manager: TokenManager
-) -> None:
-    https_server.sandbox.inject(Fault.status(401), path="/api/balance", times=5)
-    with sync_client(https_server, https_manager) as client:
-        response = client.post(BALANCE)
-    assert response.status_code == 401
-    assert len(response.history) == 1
-    assert stat(https_server, "api_requests") == 2
-    assert stat(https_server, "token_requests") == 2
-    assert https_server.sandbox.pending_faults() == 3
-
-
-def test_sync_a_reset_charge_raises_and_is_not_sent_again(
-    https_server: SandboxServer, https_manager: TokenManager
-) -> None:
-    https_server.sandbox.inject(Fault.reset(), path=CHARGES)
-    with sync_client(https_server, https_manager) as client, pytest.raises(httpx.TransportError):
-        client.post(CHARGES, json=CHARGE)
-    assert stat(https_server, "api_requests") == 1
-    assert (
-        stat(https_server, "charges") == 1
-    )  # processed before the reset: look it up, never resend
-
-
-def test_sync_another_host_gets_no_token(
-    https_server: SandboxServer, https_manager: TokenManager
-) -> None:
-    other = https_server.url.replace("127.0.0.1", "localhost")
-    assert other != https_server.url
-    with sync_client(https_server, https_manager) as client, pytest.raises(ConfigurationError):
-        client.post(other + BALANCE)
-    assert stat(https_server, "token_requests") == 0
-    assert stat(https_server, "api_requests") == 0
 
 
 def test_sync_client_refuses_an_async_manager(https_server: SandboxServer) -> None:
@@ -217,40 +131,26 @@ def run_async(runtime: str, server: SandboxServer, scenario: Scenario) -> None:
     assert server.certificates is not None
     url, ca_bundle = server.url, str(server.certificates.ca_file)
 
-    async def with_asyncio() -> None:
-        async with (
-            AsyncTokenManager(
-                DEFAULT_API_KEY,
-                DEFAULT_MERCHANT_ID,
-                base_url=url,
-                ca_bundle=ca_bundle,
-                store=MemoryStore(),
-            ) as manager,
-            httpx.AsyncClient(
-                base_url=server.url, auth=EightyEightPayAuth(manager), verify=trust(server)
-            ) as client,
-        ):
-            await scenario(client, server)
+    options: dict[str, Any] = {"base_url": url, "ca_bundle": ca_bundle, "store": MemoryStore()}
 
-    async def with_trio() -> None:
+    def manager() -> Any:
+        if runtime == "asyncio":
+            return AsyncTokenManager(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **options)
+        return open_trio_token_manager(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **options)
+
+    async def main() -> None:
         async with (
-            open_trio_token_manager(
-                DEFAULT_API_KEY,
-                DEFAULT_MERCHANT_ID,
-                base_url=url,
-                ca_bundle=ca_bundle,
-                store=MemoryStore(),
-            ) as manager,
+            manager() as opened,
             httpx.AsyncClient(
-                base_url=server.url, auth=EightyEightPayAuth(manager), verify=trust(server)
+                base_url=server.url, auth=EightyEightPayAuth(opened), verify=trust(server)
             ) as client,
         ):
             await scenario(client, server)
 
     if runtime == "asyncio":
-        asyncio.run(with_asyncio())
+        asyncio.run(main())
     else:
-        trio.run(with_trio)
+        trio.run(main)
 
 
 RUNTIMES = pytest.mark.parametrize("runtime", ["asyncio", "trio"])

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import threading
-from typing import Any
 
 import pytest
 import requests
@@ -22,29 +21,17 @@ from eightyeightpay.plugins.sandbox import (
     Fault,
     SandboxServer,
 )
-
-BALANCE = f"/api/balance?id={DEFAULT_MERCHANT_ID}"
-CHARGES = "/api/transactions/charges"
-CHARGE: dict[str, Any] = {
-    "flow": "PAYIN",
-    "method_code": "PSE",
-    "amount": 25000,
-    "currency": "COP",
-    "country": "COL",
-}
+from tests.integrations.support import (
+    BALANCE,
+    CHARGE,
+    CHARGES,
+    requests_session,
+    stat,
+)
 
 
 def session(server: SandboxServer, manager: TokenManager) -> requests.Session:
-    assert server.certificates is not None
-    s = requests.Session()
-    s.auth = EightyEightPayRequestsAuth(manager)
-    s.verify = str(server.certificates.ca_file)
-    s.trust_env = False  # else REQUESTS_CA_BUNDLE in the environment overrides s.verify
-    return s
-
-
-def stat(server: SandboxServer, name: str) -> int:
-    return server.sandbox.stats()[name]
+    return requests_session(server, manager)
 
 
 def test_headers_are_sent_and_accepted(
@@ -100,18 +87,6 @@ def test_a_401_is_replayed_once_with_a_new_token(
     assert stat(https_server, "token_requests") == 2
 
 
-def test_a_charge_rejected_with_401_is_replayed_with_its_body(
-    https_server: SandboxServer, https_manager: TokenManager
-) -> None:
-    https_server.sandbox.inject(Fault.status(401), path=CHARGES)
-    with session(https_server, https_manager) as s:
-        response = s.post(https_server.url + CHARGES, json=CHARGE)
-    assert response.status_code == 200 and response.json()["data"]["amount"] == 25000
-    assert stat(https_server, "api_requests") == 2
-    assert stat(https_server, "token_requests") == 2
-    assert stat(https_server, "charges") == 1
-
-
 def test_a_file_body_is_rewound_for_the_replay(
     https_server: SandboxServer, https_manager: TokenManager
 ) -> None:
@@ -133,42 +108,6 @@ def test_a_streamed_body_is_not_replayed(
     assert response.status_code == 401  # a consumed generator cannot be sent again
     assert stat(https_server, "api_requests") == 1
     assert https_manager.get_token() != first  # but the rejected token is dropped
-
-
-def test_a_401_on_every_attempt_is_returned_after_one_replay(
-    https_server: SandboxServer, https_manager: TokenManager
-) -> None:
-    https_server.sandbox.inject(Fault.status(401), path="/api/balance", times=5)
-    with session(https_server, https_manager) as s:
-        response = s.post(https_server.url + BALANCE)
-    assert response.status_code == 401
-    assert len(response.history) == 1
-    assert stat(https_server, "api_requests") == 2
-    assert stat(https_server, "token_requests") == 2
-    assert https_server.sandbox.pending_faults() == 3
-
-
-def test_a_reset_charge_raises_and_is_not_sent_again(
-    https_server: SandboxServer, https_manager: TokenManager
-) -> None:
-    https_server.sandbox.inject(Fault.reset(), path=CHARGES)
-    with session(https_server, https_manager) as s, pytest.raises(requests.ConnectionError):
-        s.post(https_server.url + CHARGES, json=CHARGE)
-    assert stat(https_server, "api_requests") == 1
-    assert (
-        stat(https_server, "charges") == 1
-    )  # processed before the reset: look it up, never resend
-
-
-def test_another_host_gets_no_token(
-    https_server: SandboxServer, https_manager: TokenManager
-) -> None:
-    other = https_server.url.replace("127.0.0.1", "localhost")
-    assert other != https_server.url
-    with session(https_server, https_manager) as s, pytest.raises(ConfigurationError):
-        s.post(other + BALANCE)
-    assert stat(https_server, "token_requests") == 0
-    assert stat(https_server, "api_requests") == 0
 
 
 def test_threads_sharing_one_auth_replay_their_own_401(
