@@ -117,36 +117,25 @@ async def _never() -> dict[str, Any]:
     raise AssertionError("the warm reference cache must not fetch")
 
 
-def on_asyncio(rounds: int, calls: int) -> Figures:
-    """Calls per second of ``await get_token()`` on asyncio against an awaited cached value."""
+def on_runtime(runtime: str, rounds: int, calls: int) -> Figures:
+    """Calls per second of ``await get_token()`` on asyncio or trio against an awaited cached
+    value."""
     sandbox = Sandbox(token_lifetime=LIFETIME)
+    options: dict[str, Any] = {
+        "transport": AsyncSandboxTransport(sandbox, FakeClock()),
+        "store": MemoryStore(),
+    }
+
+    def manager() -> Any:
+        if runtime == "asyncio":
+            return AsyncTokenManager(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **options)
+        return open_trio_token_manager(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **options)
 
     async def main() -> Figures:
-        async with AsyncTokenManager(
-            DEFAULT_API_KEY,
-            DEFAULT_MERCHANT_ID,
-            transport=AsyncSandboxTransport(sandbox, FakeClock()),
-            store=MemoryStore(),
-        ) as manager:
-            return await _async_contenders(manager, sandbox, rounds, calls)
+        async with manager() as opened:
+            return await _async_contenders(opened, sandbox, rounds, calls)
 
-    return asyncio.run(main())
-
-
-def on_trio(rounds: int, calls: int) -> Figures:
-    """Calls per second of ``await get_token()`` on trio against an awaited cached value."""
-    sandbox = Sandbox(token_lifetime=LIFETIME)
-
-    async def main() -> Figures:
-        async with open_trio_token_manager(
-            DEFAULT_API_KEY,
-            DEFAULT_MERCHANT_ID,
-            transport=AsyncSandboxTransport(sandbox, FakeClock()),
-            store=MemoryStore(),
-        ) as manager:
-            return await _async_contenders(manager, sandbox, rounds, calls)
-
-    return trio.run(main)
+    return asyncio.run(main()) if runtime == "asyncio" else trio.run(main)
 
 
 def run(quick: bool) -> Figures:
@@ -154,6 +143,6 @@ def run(quick: bool) -> Figures:
     rounds, calls = (5, 20_000) if quick else (15, 50_000)
     return {
         "threads": threaded(rounds, calls),
-        "asyncio": on_asyncio(rounds, calls),
-        "trio": on_trio(rounds, calls),
+        "asyncio": on_runtime("asyncio", rounds, calls),
+        "trio": on_runtime("trio", rounds, calls),
     }
