@@ -28,6 +28,7 @@ from eightyeightpay.policy import Policy
 from tests.conftest import InProcess
 
 BALANCE = f"/api/balance?id={DEFAULT_MERCHANT_ID}"
+CHARGE = {"flow": "PAYIN", "method_code": "PSE", "amount": 10, "currency": "COP", "country": "COL"}
 
 
 def test_simulated_hour_at_100_calls_a_second(inproc: InProcess) -> None:
@@ -154,13 +155,7 @@ def test_a_charge_is_not_replayed_after_a_reset_that_may_have_reached_the_server
         manager.request(
             "POST",
             "/api/transactions/charges",
-            json={
-                "flow": "PAYIN",
-                "method_code": "PSE",
-                "amount": 10,
-                "currency": "COP",
-                "country": "COL",
-            },
+            json=CHARGE,
         )
     assert caught.value.may_have_been_sent
     assert "never replayed" in str(caught.value)
@@ -174,13 +169,7 @@ def test_a_call_that_was_never_sent_is_sent_once_more(inproc: InProcess) -> None
     response = manager.request(
         "POST",
         "/api/transactions/charges",
-        json={
-            "flow": "PAYIN",
-            "method_code": "PSE",
-            "amount": 10,
-            "currency": "COP",
-            "country": "COL",
-        },
+        json=CHARGE,
     )
     assert response.status == 200
     assert inproc.stat("charges") == 1
