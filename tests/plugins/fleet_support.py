@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from eightyeightpay import Token
 from eightyeightpay.adapters.sync import TokenManager
 from eightyeightpay.plugins.fleet import FleetStore
 from eightyeightpay.plugins.sandbox import DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, SandboxServer
@@ -45,3 +46,13 @@ class Fleet:
             manager.close()
         for store in self.stores:
             store.close()  # type: ignore[attr-defined]
+
+
+def secrets_of(token: Token) -> list[str]:
+    """What an encrypted store must not hold in clear: the token, each JWT segment, the session and the key.
+
+    The segments (header, claims, signature) are long enough that random ciphertext cannot
+    contain one by chance, unlike a short prefix such as ``eyJ``; the header segment is the
+    same for every token the emulator issues, so it also catches any other JWT stored in clear.
+    """
+    return [token.access_token, *token.access_token.split("."), token.session_id, DEFAULT_API_KEY]
