@@ -106,7 +106,11 @@ class ThreadBackground:
 
 
 class ManualBackground:
-    """Jobs wait until :meth:`run_pending` runs them: deterministic tests and simulations."""
+    """Jobs wait until :meth:`run_pending` runs them: deterministic tests and simulations.
+
+    A caller that needs a queued refresh before then (its token expired) runs it itself; the
+    job then does nothing when :meth:`run_pending` reaches it.
+    """
 
     def __init__(self) -> None:
         self.pending: list[tuple[Callable[[], None], Callable[[], None]]] = []
@@ -214,23 +218,31 @@ class TokenManager(ManagerBase, EnvConstructible):
             if self._closed:
                 raise ManagerClosed()
             waiter = _Waiter()
+            queued: Callable[[], Settled] | None = None
             with slot.lock:
                 now = self._clock()
                 decision = slot.machine.decide(now)
-                if isinstance(decision, Wait):
-                    slot.listen(decision.flight, waiter)
+                if isinstance(decision, ServeAndRefresh):
+                    job = functools.partial(self._run_flight, decision.flight)
+                    slot.queue(decision.flight, job)
+                elif isinstance(decision, Wait):
+                    queued = slot.claim(decision.flight)
+                    if queued is None:
+                        slot.listen(decision.flight, waiter)
             match decision:
                 case Serve(token):
                     return token
                 case ServeAndRefresh(token, flight):
                     log.debug("token %s is stale; refreshing in the background", token.fingerprint)
                     self._background.submit(
-                        functools.partial(self._run_flight_in_background, flight),
-                        functools.partial(drop_flight, self._slot, flight),
+                        functools.partial(self._run_queued, flight),
+                        functools.partial(self._drop_queued, flight),
                     )
                     return token
                 case Refresh(flight):
                     settled = self._run_flight(flight)
+                case Wait() if queued is not None:  # a refresh no thread has started: run it here
+                    settled = queued()
                 case Wait(flight, until):
                     if not waiter.event.wait(max(0.0, until - now)):
                         with slot.lock:
@@ -279,8 +291,19 @@ class TokenManager(ManagerBase, EnvConstructible):
             settled = run.finish()
         return settled
 
-    def _run_flight_in_background(self, flight: Flight) -> None:
-        self._run_flight(flight)
+    def _run_queued(self, flight: Flight) -> None:
+        """The background's job: run ``flight`` unless a waiting caller already took it."""
+        with self._slot.lock:
+            job = self._slot.claim(flight)
+        if job is not None:
+            job()
+
+    def _drop_queued(self, flight: Flight) -> None:
+        """The background closed before starting ``flight``: end it, unless a caller runs it."""
+        with self._slot.lock:
+            job = self._slot.claim(flight)
+        if job is not None:
+            drop_flight(self._slot, flight)
 
     # ------------------------------------------------------------------ API calls
 

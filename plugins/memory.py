@@ -37,6 +37,27 @@ class Slot:
         self.snapshot: Token | None = None
         """The machine's newest token, readable without the lock (the cached path)."""
         self._listeners: dict[int, list[Listener]] = {}
+        self._queued: tuple[Flight, Callable[[], Settled]] | None = None
+
+    def queue(self, flight: Flight, job: Callable[[], Settled]) -> None:
+        """Note that ``job`` runs ``flight`` and waits for a background thread to start it.
+
+        A thread that would otherwise wait for ``flight`` takes the job with :meth:`claim`
+        and runs it itself, so no caller waits on a thread that has not started (or, with a
+        manual background in a single-threaded test, never will). Call with :attr:`lock` held.
+        """
+        self._queued = (flight, job)
+
+    def claim(self, flight: Flight) -> Callable[[], Settled] | None:
+        """The queued job for ``flight`` if nobody has started it; it is then yours to run.
+
+        Exactly one claim of a queued job succeeds. Call with :attr:`lock` held.
+        """
+        queued = self._queued
+        if queued is None or queued[0] is not flight:
+            return None
+        self._queued = None
+        return queued[1]
 
     def listen(self, flight: Flight, listener: Listener) -> None:
         """Call ``listener`` once ``flight`` settles. Call with :attr:`lock` held."""

@@ -218,3 +218,39 @@ def test_a_request_that_never_left_does_not_spend_the_rate_budget(inproc: InProc
         inproc.clock.advance(61)  # past any backoff
     slot_window = manager._slot.machine.window
     assert slot_window.count(inproc.clock(), 3600) == 0
+
+
+def test_a_caller_that_must_wait_runs_the_queued_refresh_itself(inproc: InProcess) -> None:
+    """A refresh queued for the background and not started is run by the caller who needs it.
+
+    With a manual background nothing else would ever run it, so the caller would wait for a
+    thread that does not exist; with a worker thread it saves the thread's start-up delay.
+    """
+    manager = inproc.manager()
+    first = manager.get_token()
+    inproc.clock.advance(first.fresh_until - inproc.clock() + 0.01)
+    assert manager.get_token() == first  # stale: served, refresh queued, not started
+    assert len(inproc.background.pending) == 1
+    inproc.clock.advance(first.usable_until - inproc.clock() + 0.01)
+    second = manager.get_token()  # would wait for the queued refresh: runs it instead
+    assert second != first and inproc.clock() < second.usable_until
+    assert inproc.stat("token_requests") == 2
+    inproc.background.run_pending()  # the background finds the job taken and sends nothing
+    assert inproc.stat("token_requests") == 2
+    assert manager.get_token() == second
+
+
+def test_closing_the_background_drops_only_a_refresh_nobody_took(inproc: InProcess) -> None:
+    manager = inproc.manager()
+    first = manager.get_token()
+    inproc.clock.advance(first.fresh_until - inproc.clock() + 0.01)
+    manager.get_token()  # refresh queued
+    inproc.clock.advance(first.usable_until - inproc.clock() + 0.01)
+    second = manager.get_token()  # taken and run by this caller
+    inproc.background.close()  # drops the queued job: the flight it named has already ended
+    assert manager.get_token() == second
+    inproc.clock.advance(second.fresh_until - inproc.clock() + 0.01)
+    assert manager.get_token() == second  # stale again: a new refresh, dropped at once
+    inproc.clock.advance(second.usable_until - inproc.clock() + 0.01)
+    assert manager.get_token() != second  # the dropped flight ended; a new one is sent
+    assert inproc.stat("token_requests") == 3

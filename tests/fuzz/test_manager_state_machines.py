@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import threading
 from typing import Any
 
 from hypothesis import settings
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from eightyeightpay import EightyEightPayError, Policy, Token
+from eightyeightpay.adapters import sync
 from eightyeightpay.adapters.async_manager import AsyncTokenManager
 from eightyeightpay.adapters.sync import ManualBackground, TokenManager
 from eightyeightpay.http import HttpRequest, HttpResponse
@@ -105,11 +107,33 @@ class SimFleetStore(FleetStore):
         return self.store
 
 
+class NeverBlocks(threading.Event):
+    """An event a single-threaded run must never block on: nothing else could set it."""
+
+    def wait(self, timeout: float | None = None) -> bool:
+        assert self.is_set(), "a caller blocked, but no other thread exists to wake it"
+        return True
+
+
+class SingleThreadedWaiter(sync._Waiter):
+    """The threaded manager's waiter, failing the run instead of blocking it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.event = NeverBlocks()
+
+
 class ThreadedManagerRules(RuleBasedStateMachine):
-    """The threaded manager, two processes on one simulated fleet store that can fail."""
+    """The threaded manager, two processes on one simulated fleet store that can fail.
+
+    Everything runs on one thread (refresh-ahead on manual backgrounds, sleeps on the fake
+    clock), so a caller that blocks would hang the run; its waiter fails the run instead.
+    """
 
     @initialize(seed=st.integers(0, 10_000), fleet=st.booleans())
     def start(self, seed: int, fleet: bool) -> None:
+        self.saved_waiter = sync._Waiter
+        sync._Waiter = SingleThreadedWaiter  # type: ignore[misc]
         self.clock = FakeClock()
         self.sandbox = Sandbox()
         self.window = Window(self.clock)
@@ -173,6 +197,8 @@ class ThreadedManagerRules(RuleBasedStateMachine):
     def teardown(self) -> None:
         for manager in getattr(self, "managers", []):
             manager.close()
+        if hasattr(self, "saved_waiter"):
+            sync._Waiter = self.saved_waiter  # type: ignore[misc]
 
 
 TestThreadedManager = ThreadedManagerRules.TestCase
@@ -219,8 +245,16 @@ class AsyncioManagerRules(RuleBasedStateMachine):
             rng=random.Random(seed),
             policy=Policy(),
         )
-        self.tasks: list[asyncio.Task[Token]] = []
-        self.handed_out: list[tuple[float, Token]] = []
+        self.tasks: list[asyncio.Task[tuple[float, Token]]] = []
+
+    async def _ask(self) -> tuple[float, Token]:
+        """A caller's ``get_token()``, with the fake time at which it got its token.
+
+        The check is made against that time: by the time the test looks, another task (a
+        refresh held up by an injected latency) may have moved the fake clock on.
+        """
+        token = await self.manager.get_token()
+        return self.clock(), token
 
     def _run(self, turns: int = 3) -> None:
         async def turn() -> None:
@@ -231,12 +265,12 @@ class AsyncioManagerRules(RuleBasedStateMachine):
         for task in [t for t in self.tasks if t.done()]:
             self.tasks.remove(task)
             if not task.cancelled() and task.exception() is None:
-                token = task.result()
-                assert self.clock() < token.usable_until
+                handed_out_at, token = task.result()
+                assert handed_out_at < token.usable_until
 
     @rule(count=st.integers(1, 20))
     def callers_ask(self, count: int) -> None:
-        self.tasks += [self.loop.create_task(self.manager.get_token()) for _ in range(count)]
+        self.tasks += [self.loop.create_task(self._ask()) for _ in range(count)]
         self._run(1)
 
     @precondition(lambda self: bool(getattr(self, "tasks", [])))
