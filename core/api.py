@@ -51,16 +51,22 @@ class ApiResponse:
 
 
 def _check_path(path: str) -> None:
+    # isprintable() is False for any control character (CR, LF, tab, NUL...) in one C pass.
     if (
         not isinstance(path, str)
         or not path.startswith("/")
         or path.startswith("//")
-        or any(c in path for c in "\r\n\t ")
+        or not path.isprintable()
+        or " " in path
     ):
         raise ConfigurationError(
             f"The API path {path!r} must start with a single '/' and hold no whitespace, "
             "for example '/api/transactions/charges'."
         )
+
+
+_OWN_HEADERS = frozenset({"authorization", "x-session-id", "content-type", "content-length"})
+"""Headers the library sets on every call; a caller's own value for one of them is dropped."""
 
 
 def build_api_request(
@@ -72,24 +78,26 @@ def build_api_request(
     json: Any = None,
     headers: Mapping[str, str] | None = None,
 ) -> HttpRequest:
-    """An API call carrying the token, its session and ``Content-Type: application/json``."""
+    """An API call with the three headers 88Pay documents: token, session id, JSON type."""
     _check_path(path)
     verb = method.upper()
     if not verb.isalpha():
         raise ConfigurationError(f"{method!r} is not an HTTP method.")
     body = b"" if json is None else jsonlib.dumps(json, separators=(",", ":")).encode()
-    ours = {"authorization", "x-session-id", "content-type", "content-length"}
-    extra = tuple((k, v) for k, v in (headers or {}).items() if k.lower() not in ours)
-    for name, value in extra:
-        if any(c in f"{name}{value}" for c in "\r\n"):
-            raise ConfigurationError(f"Header {name!r} holds a line break; refusing to send it.")
+    extra: tuple[tuple[str, str], ...] = ()
+    if headers:
+        extra = tuple((k, v) for k, v in headers.items() if k.lower() not in _OWN_HEADERS)
+        for name, value in extra:
+            if any(c in f"{name}{value}" for c in "\r\n"):
+                raise ConfigurationError(
+                    f"Header {name!r} holds a line break; refusing to send it."
+                )
     return HttpRequest(
         verb,
         base_url + path,
         (
             *token.auth_headers(),
             ("Content-Type", "application/json"),
-            ("Accept", "application/json"),
             ("Content-Length", str(len(body))),
             *extra,
         ),
@@ -147,6 +155,8 @@ class InvalidateToken:
     """The token the API rejected."""
 
 
+_NEED_TOKEN = NeedToken()
+
 ApiEffect = NeedToken | SendApiRequest | InvalidateToken
 """What an API call asks its driver to do."""
 
@@ -167,7 +177,7 @@ def api_call(
     """
     response: HttpResponse | None = None
     for attempt in range(2):
-        token: Token = yield NeedToken()
+        token: Token = yield _NEED_TOKEN
         request = build_api_request(base_url, token, method, path, json=json, headers=headers)
         answer = yield SendApiRequest(request)
         if isinstance(answer, TransportError):

@@ -17,8 +17,16 @@ Headers = tuple[tuple[str, str], ...]
 
 
 def _headers(value: Mapping[str, str] | Headers) -> Headers:
+    if type(value) is tuple:  # the drivers' case: keep a tuple already in shape as it is
+        for pair in value:
+            if not (type(pair) is tuple and len(pair) == 2):
+                break
+            if type(pair[0]) is not str or type(pair[1]) is not str:
+                break
+        else:
+            return value
     items = value.items() if isinstance(value, Mapping) else value
-    return tuple((str(name), str(text)) for name, text in items)
+    return tuple([(str(name), str(text)) for name, text in items])
 
 
 def header(headers: Headers, name: str) -> str | None:

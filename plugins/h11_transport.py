@@ -72,8 +72,9 @@ class _Connection:
                 self.protocol.receive_data(await self.stream.receive_some(RECEIVE_CHUNK))
             elif isinstance(event, h11.Response):
                 status = event.status_code
-                response_headers = [
-                    (k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers
+                response_headers = [  # raw_items() is a list: iterating Headers is slower
+                    (k.decode("latin-1").lower(), v.decode("latin-1"))
+                    for k, v in event.headers.raw_items()
                 ]
             elif isinstance(event, h11.Data):
                 body += event.data

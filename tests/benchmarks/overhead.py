@@ -1,4 +1,7 @@
-"""Request overhead: ``request()`` against the raw client, to the same HTTPS loopback emulator."""
+"""Request overhead: ``request()`` against the raw client, to the same HTTPS loopback emulator.
+
+The emulator runs in a process of its own (:mod:`.serve`), as 88Pay's servers would.
+"""
 
 from __future__ import annotations
 
@@ -14,20 +17,14 @@ import urllib3
 from eightyeightpay.adapters.async_manager import AsyncTokenManager, open_trio_token_manager
 from eightyeightpay.adapters.sync import TokenManager
 from eightyeightpay.plugins.memory import MemoryStore
-from eightyeightpay.plugins.sandbox import (
-    DEFAULT_API_KEY,
-    DEFAULT_MERCHANT_ID,
-    RateLimit,
-    Sandbox,
-    SandboxServer,
-)
+from eightyeightpay.plugins.sandbox import DEFAULT_API_KEY, DEFAULT_MERCHANT_ID
 from eightyeightpay.tokens import Token
 
 from .baseline import H11Client
 from .common import Figures, ainterleaved, interleaved, ratio
+from .serve import emulator_process
 
 PATH = f"/api/balance?id={DEFAULT_MERCHANT_ID}"
-UNLIMITED = (RateLimit(10**9, 60.0),)
 
 
 def _headers(token: Token) -> dict[str, str]:
@@ -46,18 +43,18 @@ def _result(per_call: dict[str, float], raw: str) -> Figures:
     } | {"yardstick": raw}
 
 
-def threaded(server: SandboxServer, ca_file: str, rounds: int, calls: int) -> Figures:
+def threaded(url: str, ca_file: str, rounds: int, calls: int) -> Figures:
     """``TokenManager.request()`` against ``urllib3.PoolManager.request`` + ``json.loads``."""
     with TokenManager(
         DEFAULT_API_KEY,
         DEFAULT_MERCHANT_ID,
-        base_url=server.url,
+        base_url=url,
         ca_bundle=ca_file,
         store=MemoryStore(),
     ) as manager:
         headers = _headers(manager.get_token())
         pool = urllib3.PoolManager(ca_certs=ca_file, retries=False)
-        url = server.url + PATH
+        url = url + PATH
 
         def raw() -> float:
             started = time.perf_counter()
@@ -98,14 +95,17 @@ def _async_pair(
     return {"eightyeightpay request()": ours, "raw h11": raw}
 
 
-def on_runtime(
-    runtime: str, server: SandboxServer, ca_file: str, rounds: int, calls: int
-) -> Figures:
+def on_runtime(runtime: str, emulator: dict[str, Any], rounds: int, calls: int) -> Figures:
     """``await request()`` against a raw h11 exchange, on asyncio or trio."""
-    options: dict[str, Any] = {"base_url": server.url, "ca_bundle": ca_file, "store": MemoryStore()}
+    ca_file = emulator["ca_file"]
+    options: dict[str, Any] = {
+        "base_url": emulator["url"],
+        "ca_bundle": ca_file,
+        "store": MemoryStore(),
+    }
 
     async def measure(manager: Any) -> Figures:
-        client = H11Client(runtime, "127.0.0.1", server.port, ca_file)
+        client = H11Client(runtime, "127.0.0.1", emulator["port"], ca_file)
         token = await manager.get_token()
         per_call = await ainterleaved(_async_pair(manager, client, token, calls), rounds)
         await client.aclose()
@@ -129,12 +129,9 @@ def on_runtime(
 def run(quick: bool) -> Figures:
     """Per-call time of ``request()`` and the raw client on every runtime."""
     rounds, calls = (5, 50) if quick else (25, 200)
-    sandbox = Sandbox(token_lifetime=3600, api_limits=UNLIMITED)
-    with SandboxServer(sandbox, tls=True) as server:
-        assert server.certificates is not None
-        ca_file = str(server.certificates.ca_file)
+    with emulator_process() as emulator:
         return {
-            "threads": threaded(server, ca_file, rounds, calls),
-            "asyncio": on_runtime("asyncio", server, ca_file, rounds, calls),
-            "trio": on_runtime("trio", server, ca_file, rounds, calls),
+            "threads": threaded(emulator["url"], emulator["ca_file"], rounds, calls),
+            "asyncio": on_runtime("asyncio", emulator, rounds, calls),
+            "trio": on_runtime("trio", emulator, rounds, calls),
         }
