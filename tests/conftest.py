@@ -1,4 +1,9 @@
-"""Fixtures shared across the suite: emulators in-process and over HTTPS on loopback."""
+"""Fixtures shared across the suite: emulators in-process and over HTTPS on loopback.
+
+Hypothesis runs repeatably by default: the same examples on every run, so that a red run
+is a finding anyone can reproduce, never the luck of a seed. ``--hypothesis-profile=explore``
+draws new examples on each run, for looking harder (see docs/reliability.md).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import random
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 from eightyeightpay.adapters.sync import ManualBackground, TokenManager
 from eightyeightpay.plugins.memory import MemoryStore
@@ -18,6 +24,10 @@ from eightyeightpay.plugins.sandbox import (
     SandboxTransport,
 )
 from tests.servers import RedisServer
+
+settings.register_profile("repeatable", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile("repeatable")
 
 
 class InProcess:

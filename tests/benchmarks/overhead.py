@@ -16,6 +16,7 @@ import urllib3
 
 from eightyeightpay.adapters.async_manager import AsyncTokenManager, open_trio_token_manager
 from eightyeightpay.adapters.sync import TokenManager
+from eightyeightpay.api import build_api_request
 from eightyeightpay.plugins.memory import MemoryStore
 from eightyeightpay.plugins.sandbox import DEFAULT_API_KEY, DEFAULT_MERCHANT_ID
 from eightyeightpay.tokens import Token
@@ -25,6 +26,8 @@ from .common import Figures, ainterleaved, interleaved, ratio
 from .serve import emulator_process
 
 PATH = f"/api/balance?id={DEFAULT_MERCHANT_ID}"
+TRANSPORT_ALONE = "its transport alone"
+"""The manager's own transport sending a request built once: where the overhead lies."""
 
 
 def _headers(token: Token) -> dict[str, str]:
@@ -52,7 +55,8 @@ def threaded(url: str, ca_file: str, rounds: int, calls: int) -> Figures:
         ca_bundle=ca_file,
         store=MemoryStore(),
     ) as manager:
-        headers = _headers(manager.get_token())
+        token = manager.get_token()
+        headers = _headers(token)
         pool = urllib3.PoolManager(ca_certs=ca_file, retries=False)
         url = url + PATH
 
@@ -69,7 +73,16 @@ def threaded(url: str, ca_file: str, rounds: int, calls: int) -> Figures:
                 manager.request("POST", PATH)
             return (time.perf_counter() - started) / calls
 
-        per_call = interleaved({"eightyeightpay request()": ours, "raw urllib3": raw}, rounds)
+        request = build_api_request(manager.credentials.base_url, token, "POST", PATH)
+
+        def transport_alone() -> float:
+            started = time.perf_counter()
+            for _ in range(calls):
+                json.loads(manager._transport.send(request, timeout=30.0).body)
+            return (time.perf_counter() - started) / calls
+
+        contenders = {"eightyeightpay request()": ours, TRANSPORT_ALONE: transport_alone}
+        per_call = interleaved(contenders | {"raw urllib3": raw}, rounds)
         pool.clear()
     return _result(per_call, "raw urllib3")
 
@@ -92,7 +105,15 @@ def _async_pair(
             await manager.request("POST", PATH)
         return (time.perf_counter() - started) / calls
 
-    return {"eightyeightpay request()": ours, "raw h11": raw}
+    request = build_api_request(manager.credentials.base_url, token, "POST", PATH)
+
+    async def transport_alone() -> float:
+        started = time.perf_counter()
+        for _ in range(calls):
+            json.loads((await manager._transport.send(request, timeout=30.0)).body)
+        return (time.perf_counter() - started) / calls
+
+    return {"eightyeightpay request()": ours, TRANSPORT_ALONE: transport_alone, "raw h11": raw}
 
 
 def on_runtime(runtime: str, emulator: dict[str, Any], rounds: int, calls: int) -> Figures:
