@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import ssl
 from collections.abc import Awaitable, Callable
 from types import TracebackType
@@ -152,6 +153,102 @@ class _AsyncioStream:
         await asyncio.sleep(0)  # let the transport run its connection_lost and free the socket
 
 
+class _SharedTimer:
+    """One timer for every deadline scope open on a loop: it is due at the earliest deadline.
+
+    ``asyncio.timeout`` schedules a timer when a scope opens and cancels it when the scope
+    closes, which on a request path costs more than the rest of the deadline's work; most
+    scopes close long before their deadline. Here a scope that opens with a later deadline
+    than the timer's (the usual case: equal timeouts, later starts) schedules nothing; when
+    the timer fires it expires the scopes that are due and moves on to the earliest of the
+    others.
+    """
+
+    __slots__ = ("_due", "_handle", "_open", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        """The loop whose scopes this timer watches."""
+        self._open: set[_AsyncioDeadline] = set()
+        self._handle: asyncio.TimerHandle | None = None
+        self._due = math.inf
+
+    def add(self, scope: _AsyncioDeadline) -> None:
+        """Watch ``scope`` until :meth:`discard`."""
+        self._open.add(scope)
+        if scope.when < self._due:
+            self._schedule(scope.when)
+
+    def discard(self, scope: _AsyncioDeadline) -> None:
+        """Stop watching ``scope`` (it has closed)."""
+        self._open.discard(scope)
+
+    def _schedule(self, when: float) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._handle = self.loop.call_at(when, self._fire)
+        self._due = when
+
+    def _fire(self) -> None:
+        # The loop runs a timer once its time is near enough; what was due then is due now.
+        limit = max(self._due, self.loop.time())
+        self._handle, self._due = None, math.inf
+        earliest = math.inf
+        for scope in list(self._open):
+            if scope.when <= limit:
+                self._open.discard(scope)
+                scope.expire()
+            elif scope.when < earliest:
+                earliest = scope.when
+        if earliest < math.inf:
+            self._schedule(earliest)
+
+
+class _AsyncioDeadline(contextlib.AbstractAsyncContextManager[object]):
+    """A deadline scope on a :class:`_SharedTimer`, with ``asyncio.timeout``'s semantics.
+
+    When the deadline passes, the task is cancelled; the scope turns that cancellation (and
+    only that one) into :class:`TimeoutError`. A cancellation from elsewhere goes through.
+    """
+
+    __slots__ = ("_cancelling", "_expired", "_task", "_timer", "when")
+
+    def __init__(self, timer: _SharedTimer, when: float) -> None:
+        self._timer = timer
+        self.when = when
+        """Loop time at which the scope expires."""
+        self._task: asyncio.Task[Any] | None = None
+        self._cancelling = 0
+        self._expired = False
+
+    async def __aenter__(self) -> object:
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("a deadline scope must be used inside a task")
+        self._task = task
+        self._cancelling = task.cancelling()
+        self._timer.add(self)
+        return self
+
+    def expire(self) -> None:
+        """The deadline has passed: cancel the task inside the scope."""
+        assert self._task is not None
+        self._expired = True
+        self._task.cancel()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._timer.discard(self)
+        if self._expired:
+            assert self._task is not None
+            if self._task.uncancel() <= self._cancelling and exc_type is asyncio.CancelledError:
+                raise TimeoutError from exc
+
+
 class AsyncioRuntime:
     """asyncio: tasks kept in a set and cancelled on close."""
 
@@ -161,6 +258,7 @@ class AsyncioRuntime:
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._timer: _SharedTimer | None = None
 
     def waiter(self) -> Waiter:
         """A waiter on the running loop."""
@@ -171,8 +269,18 @@ class AsyncioRuntime:
         await asyncio.sleep(seconds)
 
     def deadline(self, seconds: float) -> contextlib.AbstractAsyncContextManager[object]:
-        """Asyncio's own timeout scope (raises TimeoutError), with no wrapper around it."""
-        return asyncio.timeout(seconds)
+        """A scope that raises TimeoutError once ``seconds`` have passed, as asyncio.timeout.
+
+        Every request enters one; the scopes of a loop share one timer (see
+        :class:`_SharedTimer`) instead of scheduling and cancelling a timer each.
+        """
+        loop = asyncio.get_running_loop()
+        timer = self._timer
+        if timer is None or timer.loop is not loop:
+            # A manager used from another loop gets a new timer; scopes still open on the
+            # old one keep it, and it keeps working on its own loop.
+            timer = self._timer = _SharedTimer(loop)
+        return _AsyncioDeadline(timer, loop.time() + seconds)
 
     async def connect(self, host: str, port: int, tls: ssl.SSLContext | None) -> AsyncStream:
         """asyncio.open_connection, with the handshake done before returning."""
