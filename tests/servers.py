@@ -2,11 +2,43 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from typing import Any
+
+CLI = shutil.which("eightyeightpay") or os.path.join(
+    os.path.dirname(sys.executable), "eightyeightpay"
+)
+"""The installed console script, run as a user runs it."""
+
+
+@contextlib.contextmanager
+def cli_sandbox(*options: str) -> Iterator[dict[str, Any]]:
+    """``eightyeightpay sandbox --port 0 --json`` in a child process; yields what it printed.
+
+    On leaving, the child is terminated, and it must exit with status 0.
+    """
+    with subprocess.Popen(
+        [CLI, "sandbox", "--port", "0", "--json", *options],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    ) as process:
+        try:
+            assert process.stdout is not None
+            yield json.loads(process.stdout.readline())
+        finally:
+            process.terminate()
+            status = process.wait(timeout=30)
+    assert status == 0, f"the sandbox command exited with {status}"
 
 
 def free_port() -> int:

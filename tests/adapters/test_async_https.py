@@ -7,11 +7,7 @@ import asyncio
 import gc
 import json
 import logging
-import os
 import random
-import shutil
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -29,6 +25,7 @@ from eightyeightpay.plugins.sandbox import (
     Fault,
     SandboxServer,
 )
+from tests.servers import cli_sandbox
 
 TASKS = 10_000
 
@@ -138,71 +135,56 @@ def test_asyncio_debug_mode_reports_no_slow_callback_in_a_full_flow(
     # The emulator runs in its own process: its threads must not compete with the event
     # loop for this process's GIL, or their TLS work would show up as slow callbacks.
     caplog.set_level(logging.WARNING, logger="asyncio")
-    script = shutil.which("eightyeightpay") or os.path.join(
-        os.path.dirname(sys.executable), "eightyeightpay"
-    )
-    with subprocess.Popen(
-        [script, "sandbox", "--port", "0", "--tls", "--json"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    ) as server:
-        try:
-            assert server.stdout is not None
-            info = json.loads(server.stdout.readline())
+    with cli_sandbox("--tls") as info:
+        # Setup (registry, TLS context) is done before the loop runs, as an application
+        # does at start-up; the old objects of the test session are frozen so that a
+        # collection of the whole suite's garbage is not blamed on a callback.
+        manager = AsyncTokenManager(
+            info["api_key"],
+            info["merchant_id"],
+            base_url=info["url"],
+            ca_bundle=info["ca_file"],
+            store=MemoryStore(),
+        )
 
-            # Setup (registry, TLS context) is done before the loop runs, as an application
-            # does at start-up; the old objects of the test session are frozen so that a
-            # collection of the whole suite's garbage is not blamed on a callback.
-            manager = AsyncTokenManager(
-                info["api_key"],
-                info["merchant_id"],
-                base_url=info["url"],
-                ca_bundle=info["ca_file"],
-                store=MemoryStore(),
-            )
-
-            async def main() -> None:
-                loop = asyncio.get_running_loop()
-                loop.slow_callback_duration = 0.1
-                async with manager:
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            loop.slow_callback_duration = 0.1
+            async with manager:
+                await asyncio.sleep(0)
+                # debug mode records where every task was created: keep the crowd modest
+                tasks = []
+                for _ in range(10):
+                    tasks += [asyncio.create_task(manager.get_token()) for _ in range(20)]
                     await asyncio.sleep(0)
-                    # debug mode records where every task was created: keep the crowd modest
-                    tasks = []
-                    for _ in range(10):
-                        tasks += [asyncio.create_task(manager.get_token()) for _ in range(20)]
-                        await asyncio.sleep(0)
-                    await asyncio.gather(*tasks)
-                    for _ in range(5):
-                        response = await manager.request(
-                            "POST", f"/api/balance?id={info['merchant_id']}"
-                        )
-                        assert response.status == 200
-                    charge = await manager.request(
-                        "POST",
-                        "/api/transactions/charges",
-                        json={
-                            "flow": "PAYIN",
-                            "method_code": "PSE",
-                            "amount": 1,
-                            "currency": "COP",
-                            "country": "COL",
-                        },
+                await asyncio.gather(*tasks)
+                for _ in range(5):
+                    response = await manager.request(
+                        "POST", f"/api/balance?id={info['merchant_id']}"
                     )
-                    assert charge.status == 200
+                    assert response.status == 200
+                charge = await manager.request(
+                    "POST",
+                    "/api/transactions/charges",
+                    json={
+                        "flow": "PAYIN",
+                        "method_code": "PSE",
+                        "amount": 1,
+                        "currency": "COP",
+                        "country": "COL",
+                    },
+                )
+                assert charge.status == 200
 
-            gc.collect()
-            gc.freeze()
-            try:
-                asyncio.run(main(), debug=True)
-            finally:
-                gc.unfreeze()
-            http = urllib3.PoolManager(ca_certs=info["ca_file"], retries=False)
-            stats = json.loads(http.request("GET", info["stats"]).data)
-            http.clear()
+        gc.collect()
+        gc.freeze()
+        try:
+            asyncio.run(main(), debug=True)
         finally:
-            server.terminate()
-            server.wait(timeout=30)
+            gc.unfreeze()
+        http = urllib3.PoolManager(ca_certs=info["ca_file"], retries=False)
+        stats = json.loads(http.request("GET", info["stats"]).data)
+        http.clear()
     slow = [r.getMessage() for r in caplog.records if "took" in r.getMessage()]
     assert slow == []
     assert stats["charges"] == 1 and stats["token_requests"] == 1

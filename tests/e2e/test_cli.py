@@ -5,22 +5,17 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
-import sys
 
 import pytest
 
 from eightyeightpay.plugins.sandbox import DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, SandboxServer
-
-SCRIPT = shutil.which("eightyeightpay") or os.path.join(
-    os.path.dirname(sys.executable), "eightyeightpay"
-)
+from tests.servers import CLI, cli_sandbox
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [SCRIPT, *args],
+        [CLI, *args],
         capture_output=True,
         text=True,
         timeout=300,
@@ -32,7 +27,7 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 def test_demo_shows_one_token_request_per_runtime_with_no_configuration() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("EIGHTY_EIGHT_PAY_")}
     result = subprocess.run(
-        [SCRIPT, "demo", "--tasks", "2000"],
+        [CLI, "demo", "--tasks", "2000"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -98,25 +93,14 @@ def test_bad_usage_exits_2() -> None:
 
 
 def test_sandbox_command_serves_and_prints_how_to_use_it() -> None:
-    with subprocess.Popen(
-        [SCRIPT, "sandbox", "--port", "0", "--tls", "--json"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as process:
-        try:
-            assert process.stdout is not None
-            info = json.loads(process.stdout.readline())
-            assert info["url"].startswith("https://127.0.0.1:")
-            assert info["api_key"] == DEFAULT_API_KEY and os.path.exists(info["ca_file"])
-            env = {
-                "EIGHTY_EIGHT_PAY_API_KEY": info["api_key"],
-                "EIGHTY_EIGHT_PAY_MERCHANT_ID": info["merchant_id"],
-                "EIGHTY_EIGHT_PAY_BASE_URL": info["url"],
-                "SSL_CERT_FILE": info["ca_file"],
-            }
-            assert run("token", env=env).returncode == 0
-        finally:
-            process.terminate()
-            assert process.wait(timeout=30) == 0
+    with cli_sandbox("--tls") as info:
+        assert info["url"].startswith("https://127.0.0.1:")
+        assert info["api_key"] == DEFAULT_API_KEY and os.path.exists(info["ca_file"])
+        env = {
+            "EIGHTY_EIGHT_PAY_API_KEY": info["api_key"],
+            "EIGHTY_EIGHT_PAY_MERCHANT_ID": info["merchant_id"],
+            "EIGHTY_EIGHT_PAY_BASE_URL": info["url"],
+            "SSL_CERT_FILE": info["ca_file"],
+        }
+        assert run("token", env=env).returncode == 0
     assert not os.path.exists(info["ca_file"])  # the throw-away CA is removed on exit
