@@ -154,7 +154,7 @@ class _AsyncManager(ManagerBase):
                     self.credentials.host, self.policy.request_timeout, may_have_been_sent=True
                 )
             if settled.error is not None:
-                raise settled.error
+                raise settled.error.copy()
             if settled.token is not None and self._clock() < settled.token.usable_until:
                 return settled.token
 

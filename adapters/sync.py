@@ -260,7 +260,7 @@ class TokenManager(ManagerBase, EnvConstructible):
                     self._sleep(max(0.0, retry_at - now))
                     continue
             if settled.error is not None:
-                raise settled.error
+                raise settled.error.copy()
             if settled.token is not None and self._clock() < settled.token.usable_until:
                 return settled.token
 

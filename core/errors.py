@@ -7,6 +7,8 @@ of an error ever holds an access token or an API key.
 
 from __future__ import annotations
 
+from typing import Self, TypeVar
+
 __all__ = [
     "AccessDenied",
     "ConfigurationError",
@@ -47,8 +49,21 @@ class EightyEightPayError(Exception):
     def __reduce__(self) -> tuple[object, ...]:
         return (_rebuild, (type(self), self.__dict__.copy()))
 
+    def copy(self) -> Self:
+        """The same error as a new instance, with no traceback yet.
 
-def _rebuild(cls: type[EightyEightPayError], state: dict[str, object]) -> EightyEightPayError:
+        One error is handed to many callers: every waiter of a failed refresh, every caller
+        during a backoff or a 429's cool-down. Raising one shared instance would add each
+        caller's frames to its traceback without end (and show a caller frames of other
+        callers), so each caller raises its own copy.
+        """
+        return _rebuild(type(self), self.__dict__.copy())
+
+
+_Error = TypeVar("_Error", bound="EightyEightPayError")
+
+
+def _rebuild(cls: type[_Error], state: dict[str, object]) -> _Error:
     error = cls.__new__(cls)
     Exception.__init__(error, state.get("message", ""))
     error.__dict__.update(state)

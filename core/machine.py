@@ -9,7 +9,6 @@ back. The machine never reads a clock, sleeps, draws randomness of its own or do
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Generator
 
@@ -248,7 +247,7 @@ class TokenMachine:
         if now >= self.blocked_until or last is None or isinstance(last, RateLimited):
             # Nothing is sent now: a remembered 429 is answered as a local refusal.
             return RateLimited(retry_at - now, local=True)
-        error = copy.copy(last)
+        error = last.copy()
         if isinstance(error, RetryableError):
             error.retry_after = retry_at - now
         return error
