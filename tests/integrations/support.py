@@ -24,6 +24,8 @@ CHARGE: dict[str, Any] = {
     "currency": "COP",
     "country": "COL",
 }
+RAW_BODY_KEYWORD = {"httpx": "content", "requests": "data"}
+"""The keyword each client takes a raw request body by."""
 TRANSPORT_ERRORS: dict[str, type[Exception]] = {
     "httpx": httpx.TransportError,
     "requests": requests.ConnectionError,

@@ -33,38 +33,6 @@ def sync_client(server: SandboxServer, manager: TokenManager) -> httpx.Client:
     return httpx.Client(base_url=server.url, auth=EightyEightPayAuth(manager), verify=trust(server))
 
 
-def test_sync_headers_are_sent_and_accepted(
-    https_server: SandboxServer, https_manager: TokenManager
-) -> None:
-    with sync_client(https_server, https_manager) as client:
-        balance = client.post(BALANCE)
-        # a raw body without a content type gets application/json
-        charge = client.post(CHARGES, content=json.dumps(CHARGE).encode())
-    assert balance.status_code == 200
-    assert balance.json()["data"]["merchant_id"] == DEFAULT_MERCHANT_ID
-    assert charge.status_code == 200
-    assert charge.json()["data"]["transaction_id"].startswith("txn_")
-    token = https_manager.get_token()
-    sent = charge.request.headers
-    assert sent["authorization"] == f"Bearer {token.access_token}"
-    assert sent["x-session-id"] == token.session_id
-    assert sent["content-type"] == "application/json"
-    assert stat(https_server, "token_requests") == 1
-    assert stat(https_server, "charges") == 1
-
-
-def test_sync_a_content_type_of_the_caller_is_kept(
-    https_server: SandboxServer, https_manager: TokenManager
-) -> None:
-    with sync_client(https_server, https_manager) as client:
-        charge = client.post(
-            CHARGES, content=json.dumps(CHARGE).encode(), headers={"Content-Type": "text/json"}
-        )
-        balance = client.post(BALANCE)
-    assert charge.status_code == 200 and charge.request.headers["content-type"] == "text/json"
-    assert "content-type" not in balance.request.headers  # no body, no content type
-
-
 def test_sync_client_refuses_an_async_manager(https_server: SandboxServer) -> None:
     async def main() -> None:
         assert https_server.certificates is not None

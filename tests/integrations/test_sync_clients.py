@@ -1,22 +1,58 @@
-"""The replay rules, identical for httpx.Client and requests.Session, over real TLS sockets."""
+"""The headers and the replay rules, identical for httpx.Client and requests.Session, over
+real TLS sockets."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
 from eightyeightpay import ConfigurationError
 from eightyeightpay.adapters.sync import TokenManager
-from eightyeightpay.plugins.sandbox import Fault, SandboxServer
+from eightyeightpay.plugins.sandbox import DEFAULT_MERCHANT_ID, Fault, SandboxServer
 from tests.integrations.support import (
     BALANCE,
     CHARGE,
     CHARGES,
+    RAW_BODY_KEYWORD,
     TRANSPORT_ERRORS,
     stat,
     sync_client,
 )
 
 pytestmark = pytest.mark.parametrize("kind", ["httpx", "requests"])
+
+
+def test_headers_are_sent_and_accepted(
+    kind: str, https_server: SandboxServer, https_manager: TokenManager
+) -> None:
+    raw = {RAW_BODY_KEYWORD[kind]: json.dumps(CHARGE).encode()}
+    with sync_client(kind, https_server, https_manager) as client:
+        balance = client.post(https_server.url + BALANCE)
+        charge = client.post(https_server.url + CHARGES, **raw)
+    assert balance.status_code == 200
+    assert balance.json()["data"]["merchant_id"] == DEFAULT_MERCHANT_ID
+    assert charge.status_code == 200
+    assert charge.json()["data"]["transaction_id"].startswith("txn_")
+    token = https_manager.get_token()
+    sent = charge.request.headers
+    assert sent["Authorization"] == f"Bearer {token.access_token}"
+    assert sent["x-session-id"] == token.session_id
+    assert sent["Content-Type"] == "application/json"  # added: the raw body had no type
+    assert "Content-Type" not in balance.request.headers  # no body, no content type
+    assert stat(https_server, "token_requests") == 1
+    assert stat(https_server, "charges") == 1
+
+
+def test_a_content_type_of_the_caller_is_kept(
+    kind: str, https_server: SandboxServer, https_manager: TokenManager
+) -> None:
+    raw = {RAW_BODY_KEYWORD[kind]: json.dumps(CHARGE).encode()}
+    with sync_client(kind, https_server, https_manager) as client:
+        charge = client.post(
+            https_server.url + CHARGES, headers={"Content-Type": "text/json"}, **raw
+        )
+    assert charge.status_code == 200 and charge.request.headers["Content-Type"] == "text/json"
 
 
 def test_a_401_is_replayed_once_with_a_new_token(
