@@ -14,17 +14,17 @@ import functools
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Self
 
 from eightyeightpay.api import ApiResponse, InvalidateToken, NeedToken, api_call
 from eightyeightpay.errors import (
+    ConfigurationError,
     EightyEightPayError,
     ManagerClosed,
     RequestTimeout,
     TransportError,
 )
 from eightyeightpay.fleet import Sleep
-from eightyeightpay.http import HttpRequest, HttpResponse
 from eightyeightpay.machine import (
     Flight,
     Refresh,
@@ -35,32 +35,20 @@ from eightyeightpay.machine import (
     Unavailable,
     Wait,
 )
-from eightyeightpay.plugins.fleet import AsyncFleetOperations, FleetStore
+from eightyeightpay.plugins.fleet import FleetStore
 from eightyeightpay.plugins.memory import MemoryStore
 from eightyeightpay.plugins.registry import registry
 from eightyeightpay.policy import Policy, Rng
+from eightyeightpay.ports import AsyncFleetOperations, AsyncRuntime, AsyncTransport
 from eightyeightpay.tokens import Token
 
 from .base import EnvConstructible, ManagerBase
 from .common import FlightRun, drop_flight
 from .config import read_environment
-from .runtimes import AsyncRuntime
 
-__all__ = ["AsyncTokenManager", "AsyncTransport", "TrioTokenManager", "open_trio_token_manager"]
+__all__ = ["AsyncTokenManager", "TrioTokenManager", "open_trio_token_manager"]
 
 Clock = Callable[[], float]
-
-
-class AsyncTransport(Protocol):
-    """What the async managers need from an HTTP client."""
-
-    async def send(self, request: HttpRequest, *, timeout: float) -> HttpResponse:
-        """Send ``request``; return the whole response or raise a TransportError."""
-        ...
-
-    async def aclose(self) -> None:
-        """Release connections."""
-        ...
 
 
 class _AsyncManager(ManagerBase):
@@ -125,7 +113,7 @@ class _AsyncManager(ManagerBase):
             waiter = self._runtime.waiter()
             with slot.lock:
                 now = self._clock()
-                decision = slot.machine.decide(now)
+                decision = slot.machine.decide_and_start(now)
                 if isinstance(decision, Wait | Refresh):
                     slot.listen(decision.flight, waiter)
             match decision:
@@ -258,7 +246,20 @@ class AsyncTokenManager(_AsyncManager, EnvConstructible):
 
 
 class TrioTokenManager(_AsyncManager):
-    """The trio manager; open it with :func:`open_trio_token_manager`."""
+    """The trio manager; open it with :func:`open_trio_token_manager`.
+
+    Its background refresh runs in a nursery, so it cannot be built directly: constructing
+    it raises :class:`~eightyeightpay.errors.ConfigurationError` naming the opener.
+    """
+
+    def __init__(self, *args: Any, _runtime: AsyncRuntime | None = None, **options: Any) -> None:
+        if _runtime is None:
+            raise ConfigurationError(
+                "TrioTokenManager is not built directly: its background refresh needs a "
+                "nursery. Use `async with eightyeightpay.open_trio_token_manager(api_key, "
+                "merchant_id, ...) as manager:` instead."
+            )
+        super().__init__(_runtime, *args, **options)
 
 
 @contextlib.asynccontextmanager
@@ -284,7 +285,7 @@ async def open_trio_token_manager(
             options.setdefault("base_url", config.base_url)
     async with trio.open_nursery() as nursery:
         runtime = registry().runtime("trio")(nursery)
-        manager = TrioTokenManager(runtime, api_key, merchant_id, **options)
+        manager = TrioTokenManager(api_key, merchant_id, _runtime=runtime, **options)
         try:
             yield manager
         finally:

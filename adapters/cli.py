@@ -74,7 +74,7 @@ def _cmd_request(args: argparse.Namespace) -> int:
     with _manager_from_env(args) as manager:
         response = manager.request(args.method, args.path, json=body)
     if args.json:
-        print(json.dumps({"status": response.status, "body": response.data}))
+        print(json.dumps({"status": response.status, "body": response.json}))
     else:
         print(f"HTTP {response.status}")
         print(json.dumps(response.data, indent=2) if response.data is not None else "")

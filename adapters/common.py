@@ -17,8 +17,9 @@ from eightyeightpay.errors import EightyEightPayError
 from eightyeightpay.fleet import Done, FleetEffect, StoreFault, store_call, store_result
 from eightyeightpay.http import HttpResponse
 from eightyeightpay.machine import Effect, Exchange, Flight, Result, Settled, transport_failure
-from eightyeightpay.plugins.fleet import AsyncFleetOperations, FleetOperations, StoreHealth
+from eightyeightpay.plugins.fleet import StoreHealth
 from eightyeightpay.plugins.memory import Slot
+from eightyeightpay.ports import AsyncFleetOperations, FleetOperations
 
 __all__ = ["CLOSED", "Closed", "FlightRun", "drop_flight"]
 

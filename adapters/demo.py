@@ -162,7 +162,7 @@ def _cached_ns(call: Callable[[], object], calls: int = 100_000) -> float:
 
 
 def _charge_id(response: ApiResponse) -> str:
-    data = response.data.get("data", {}) if isinstance(response.data, dict) else {}
+    data = response.data if isinstance(response.data, dict) else {}
     return f"{response.status} {data.get('transaction_id', '')}".strip()
 
 

@@ -24,7 +24,6 @@ from eightyeightpay.errors import (
     TransportError,
 )
 from eightyeightpay.fleet import Sleep
-from eightyeightpay.http import Transport
 from eightyeightpay.machine import (
     Flight,
     Refresh,
@@ -36,9 +35,10 @@ from eightyeightpay.machine import (
     Unavailable,
     Wait,
 )
-from eightyeightpay.plugins.fleet import FleetOperations, FleetStore
+from eightyeightpay.plugins.fleet import FleetStore
 from eightyeightpay.plugins.memory import MemoryStore
 from eightyeightpay.policy import Policy, Rng
+from eightyeightpay.ports import FleetOperations, Transport
 from eightyeightpay.tokens import Token
 
 from .base import EnvConstructible, ManagerBase
@@ -221,7 +221,7 @@ class TokenManager(ManagerBase, EnvConstructible):
             queued: Callable[[], Settled] | None = None
             with slot.lock:
                 now = self._clock()
-                decision = slot.machine.decide(now)
+                decision = slot.machine.decide_and_start(now)
                 if isinstance(decision, ServeAndRefresh):
                     job = functools.partial(self._run_flight, decision.flight)
                     slot.queue(decision.flight, job)

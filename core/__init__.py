@@ -1,8 +1,11 @@
 """eightyeightpay: access tokens for the 88Pay payment API, done right.
 
-Importing the package loads only the sans-IO core: no sockets, threads, TLS or event loops.
-The drivers load on first use, so ``eightyeightpay.TokenManager`` imports the threaded
-manager and urllib3 only when it is touched.
+Everything a user writes comes from this one module: the managers, the stores, the policy,
+every error, the API response, the sandbox and the httpx/requests auth classes. Importing it
+loads only the sans-IO core (no sockets, threads, TLS or event loops); the drivers, stores
+and the sandbox load on first use, so ``eightyeightpay.TokenManager`` imports the threaded
+manager and urllib3 only when it is touched. The folders behind it (``adapters``,
+``plugins``) are the maintainers' layout, not an API.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .api import ApiResponse
-from .credentials import PRODUCTION_URL, SANDBOX_URL, Credentials, Environment
+from .credentials import PRODUCTION_URL, SANDBOX_URL, CacheKey, Credentials, Environment
 from .errors import (
     AccessDenied,
     ConfigurationError,
@@ -33,51 +36,210 @@ from .errors import (
     TLSError,
     TransportError,
 )
-from .machine import TokenMachine
-from .policy import Policy
+from .fleet import StoredToken, decode_stored, encode_stored
+from .governor import RateWindow
+from .http import HttpRequest, HttpResponse
+from .machine import (
+    Decision,
+    Exchange,
+    Flight,
+    Refresh,
+    SendTokenRequest,
+    Serve,
+    ServeAndRefresh,
+    Settled,
+    TokenMachine,
+    Unavailable,
+    Wait,
+)
+from .policy import Policy, backoff_delay
+from .ports import (
+    AsyncFleetOperations,
+    AsyncRuntime,
+    AsyncStream,
+    AsyncTransport,
+    FleetOperations,
+    Transport,
+)
 from .tokens import Freshness, Token
 
 if TYPE_CHECKING:
-    from .adapters.sync import TokenManager
+    from .adapters.async_manager import (
+        AsyncTokenManager,
+        TrioTokenManager,
+        open_trio_token_manager,
+    )
+    from .adapters.doctor import run_doctor
+    from .adapters.integrations.httpx_auth import EightyEightPayAuth
+    from .adapters.integrations.requests_auth import EightyEightPayRequestsAuth
+    from .adapters.sync import ManualBackground, TokenManager
+    from .plugins.fleet import ENCRYPTION_KEY_VARIABLE, FleetStore, Sealer
+    from .plugins.memcached_store import MemcachedStore
+    from .plugins.memory import MemoryStore
+    from .plugins.redis_store import RedisStore
+    from .plugins.sandbox import (
+        DEFAULT_API_KEY,
+        DEFAULT_MERCHANT_ID,
+        IP_BLOCKED_API_KEY,
+        IP_BLOCKED_MERCHANT_ID,
+        KYC_PENDING_API_KEY,
+        KYC_PENDING_MERCHANT_ID,
+        SUSPENDED_API_KEY,
+        SUSPENDED_MERCHANT_ID,
+        Account,
+        AccountStatus,
+        ConnectionFault,
+        FakeClock,
+        Fault,
+        FaultKind,
+        RateLimit,
+        Sandbox,
+        SandboxServer,
+        SandboxTransport,
+    )
+    from .plugins.sandbox.async_transport import AsyncSandboxTransport
 
 __version__ = "0.1.0"
 
+_LAZY: dict[str, str] = {
+    "TokenManager": "eightyeightpay.adapters.sync",
+    "ManualBackground": "eightyeightpay.adapters.sync",
+    "AsyncTokenManager": "eightyeightpay.adapters.async_manager",
+    "TrioTokenManager": "eightyeightpay.adapters.async_manager",
+    "open_trio_token_manager": "eightyeightpay.adapters.async_manager",
+    "run_doctor": "eightyeightpay.adapters.doctor",
+    "EightyEightPayAuth": "eightyeightpay.adapters.integrations.httpx_auth",
+    "EightyEightPayRequestsAuth": "eightyeightpay.adapters.integrations.requests_auth",
+    "MemoryStore": "eightyeightpay.plugins.memory",
+    "RedisStore": "eightyeightpay.plugins.redis_store",
+    "MemcachedStore": "eightyeightpay.plugins.memcached_store",
+    "FleetStore": "eightyeightpay.plugins.fleet",
+    "Sealer": "eightyeightpay.plugins.fleet",
+    "ENCRYPTION_KEY_VARIABLE": "eightyeightpay.plugins.fleet",
+    "AsyncSandboxTransport": "eightyeightpay.plugins.sandbox.async_transport",
+    **{
+        name: "eightyeightpay.plugins.sandbox"
+        for name in (
+            "DEFAULT_API_KEY",
+            "DEFAULT_MERCHANT_ID",
+            "IP_BLOCKED_API_KEY",
+            "IP_BLOCKED_MERCHANT_ID",
+            "KYC_PENDING_API_KEY",
+            "KYC_PENDING_MERCHANT_ID",
+            "SUSPENDED_API_KEY",
+            "SUSPENDED_MERCHANT_ID",
+            "Account",
+            "AccountStatus",
+            "ConnectionFault",
+            "FakeClock",
+            "Fault",
+            "FaultKind",
+            "RateLimit",
+            "Sandbox",
+            "SandboxServer",
+            "SandboxTransport",
+        )
+    },
+}
+"""Public names loaded on first use, and the module that defines each."""
+
 __all__ = [
+    "DEFAULT_API_KEY",
+    "DEFAULT_MERCHANT_ID",
+    "ENCRYPTION_KEY_VARIABLE",
+    "IP_BLOCKED_API_KEY",
+    "IP_BLOCKED_MERCHANT_ID",
+    "KYC_PENDING_API_KEY",
+    "KYC_PENDING_MERCHANT_ID",
     "PRODUCTION_URL",
     "SANDBOX_URL",
+    "SUSPENDED_API_KEY",
+    "SUSPENDED_MERCHANT_ID",
     "AccessDenied",
+    "Account",
+    "AccountStatus",
     "ApiResponse",
+    "AsyncFleetOperations",
+    "AsyncRuntime",
+    "AsyncSandboxTransport",
+    "AsyncStream",
+    "AsyncTokenManager",
+    "AsyncTransport",
+    "CacheKey",
     "ConfigurationError",
     "ConnectError",
+    "ConnectionFault",
     "ConnectionLost",
     "Credentials",
     "CredentialsError",
+    "Decision",
+    "EightyEightPayAuth",
     "EightyEightPayError",
+    "EightyEightPayRequestsAuth",
     "Environment",
     "EnvironmentMismatch",
+    "Exchange",
+    "FakeClock",
+    "Fault",
+    "FaultKind",
+    "FleetOperations",
+    "FleetStore",
+    "Flight",
     "Freshness",
+    "HttpRequest",
+    "HttpResponse",
     "InsecureTransport",
     "InvalidCredentials",
     "InvalidPolicy",
     "MalformedCredentials",
     "MalformedResponse",
     "ManagerClosed",
+    "ManualBackground",
+    "MemcachedStore",
+    "MemoryStore",
     "Policy",
+    "RateLimit",
     "RateLimited",
+    "RateWindow",
+    "RedisStore",
+    "Refresh",
     "RequestTimeout",
     "RetryableError",
+    "Sandbox",
+    "SandboxServer",
+    "SandboxTransport",
+    "Sealer",
+    "SendTokenRequest",
+    "Serve",
+    "ServeAndRefresh",
     "ServerError",
+    "Settled",
+    "StoredToken",
     "TLSError",
     "Token",
     "TokenMachine",
     "TokenManager",
+    "Transport",
     "TransportError",
+    "TrioTokenManager",
+    "Unavailable",
+    "Wait",
+    "backoff_delay",
+    "decode_stored",
+    "encode_stored",
+    "open_trio_token_manager",
+    "run_doctor",
 ]
-
-_LAZY = {"TokenManager": "eightyeightpay.adapters.sync"}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'eightyeightpay' has no attribute {name!r}")
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'eightyeightpay' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this hook
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

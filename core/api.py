@@ -9,7 +9,7 @@ from typing import Any
 import attrs
 
 from .errors import ConfigurationError, EightyEightPayError, TransportError
-from .http import Headers, HttpRequest, HttpResponse
+from .http import Headers, HttpRequest, HttpResponse, header
 from .tokens import Token
 
 __all__ = [
@@ -30,14 +30,28 @@ CHARGES_PATH = "/api/transactions/charges"
 
 @attrs.frozen(repr=False)
 class ApiResponse:
-    """The answer to an API call: status, headers and the parsed JSON body."""
+    """The answer to an API call, with 88Pay's envelope opened.
+
+    88Pay answers ``{"status": "Success"|"Error", "code": N, "message": "...", "data": {...}}``
+    (88Pay API reference, response format). :attr:`data` is the envelope's ``data``; its
+    ``status``, ``code`` and ``message`` are :attr:`outcome`, :attr:`code` and
+    :attr:`message`; :attr:`json` is the whole parsed body and :attr:`body` the raw bytes.
+    """
 
     status: int
     """HTTP status."""
     headers: Headers
-    """Response headers."""
+    """Response headers as received; :meth:`header` looks one up by name."""
     data: Any
-    """The parsed JSON body, or None when the body was empty or not JSON."""
+    """The envelope's ``data`` (a dict for a charge or a balance), or None when absent."""
+    outcome: str | None = None
+    """The envelope's ``status``: ``"Success"`` or ``"Error"``; None for a body without one."""
+    code: int | None = None
+    """The envelope's ``code`` (88Pay repeats the HTTP status there), or None."""
+    message: str | None = None
+    """The envelope's ``message``, or None."""
+    json: Any = None
+    """The whole parsed JSON body, or None when the body was empty or not JSON."""
     body: bytes = b""
     """The raw body."""
 
@@ -45,6 +59,10 @@ class ApiResponse:
     def ok(self) -> bool:
         """True for a 2xx status."""
         return 200 <= self.status < 300
+
+    def header(self, name: str) -> str | None:
+        """The first value of header ``name`` (case-insensitive), or None."""
+        return header(self.headers, name)
 
     def __repr__(self) -> str:
         return f"ApiResponse({self.status}, body={len(self.body)} bytes)"
@@ -106,14 +124,31 @@ def build_api_request(
 
 
 def read_api_response(response: HttpResponse) -> ApiResponse:
-    """Parse an API answer; a non-JSON body (a proxy's HTML page) leaves ``data`` None."""
-    data: Any = None
+    """Parse an API answer and open its envelope.
+
+    A non-JSON body (a proxy's HTML page) leaves ``json`` and ``data`` None; a JSON body that
+    is not an envelope keeps ``json`` and leaves the envelope's fields None.
+    """
+    parsed: Any = None
     if response.body:
         try:
-            data = jsonlib.loads(response.body)
+            parsed = jsonlib.loads(response.body)
         except (ValueError, UnicodeDecodeError, RecursionError):
-            data = None
-    return ApiResponse(response.status, response.headers, data, response.body)
+            parsed = None
+    data: Any = None
+    outcome = message = None
+    code = None
+    if isinstance(parsed, dict):
+        data = parsed.get("data")
+        if isinstance(parsed.get("status"), str):
+            outcome = parsed["status"]
+        if isinstance(parsed.get("code"), int) and not isinstance(parsed.get("code"), bool):
+            code = parsed["code"]
+        if isinstance(parsed.get("message"), str):
+            message = parsed["message"]
+    return ApiResponse(
+        response.status, response.headers, data, outcome, code, message, parsed, response.body
+    )
 
 
 def is_charge(request: HttpRequest) -> bool:

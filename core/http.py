@@ -7,11 +7,10 @@ They carry bytes, never open sockets. A transport turns an :class:`HttpRequest` 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol
 
 import attrs
 
-__all__ = ["HttpRequest", "HttpResponse", "Transport", "header"]
+__all__ = ["HttpRequest", "HttpResponse", "header"]
 
 Headers = tuple[tuple[str, str], ...]
 
@@ -93,20 +92,3 @@ class HttpResponse:
     def __repr__(self) -> str:
         # The body of a token response holds the token: never show it.
         return f"HttpResponse({self.status}, body={len(self.body)} bytes)"
-
-
-class Transport(Protocol):
-    """What the threaded manager needs from an HTTP client.
-
-    ``send`` returns the complete response or raises a
-    :class:`~eightyeightpay.errors.TransportError` saying whether the request may have reached
-    the server. It never raises anything else for network trouble.
-    """
-
-    def send(self, request: HttpRequest, *, timeout: float) -> HttpResponse:
-        """Send ``request`` and return the whole response within ``timeout`` seconds."""
-        ...
-
-    def close(self) -> None:
-        """Release connections. Sending after close is an error."""
-        ...

@@ -1,10 +1,11 @@
 """The token machine: every decision about one credentials' token, as pure data.
 
 A driver holds one :class:`TokenMachine` per cache key and touches it only under its own
-lock. It asks :meth:`TokenMachine.decide` what a caller should do at ``now`` and gets back a
-:class:`Decision`; when the decision starts a refresh, the driver runs the refresh protocol
-(:meth:`TokenMachine.refresh`), performing the effects it yields and sending their results
-back. The machine never reads a clock, sleeps, draws randomness of its own or does I/O.
+lock. It asks :meth:`TokenMachine.decide_and_start` what a caller should do at ``now`` and
+gets back a :class:`Decision`; when the decision starts a refresh, the driver runs the
+refresh protocol (:meth:`TokenMachine.refresh`), performing the effects it yields and
+sending their results back. The machine never reads a clock, sleeps, draws randomness of
+its own or does I/O.
 """
 
 from __future__ import annotations
@@ -220,8 +221,15 @@ class TokenMachine:
 
     # ---------------------------------------------------------------- deciding
 
-    def decide(self, now: float) -> Decision:
-        """What a caller asking for a token at ``now`` should do."""
+    def decide_and_start(self, now: float) -> Decision:
+        """What a caller asking for a token at ``now`` does, committed: not a pure query.
+
+        A :class:`Refresh` or :class:`ServeAndRefresh` answer has already started its flight
+        (the machine records it, and the next call answers :class:`Wait` or :class:`Serve`).
+        The caller that got it must run it with :meth:`refresh` and finish it, or end it with
+        :meth:`abort` if it will never run; otherwise every later caller waits for a flight
+        nobody runs. :class:`Serve`, :class:`Wait` and :class:`Unavailable` change nothing.
+        """
         token = self.token
         if token is not None and now < token.usable_until:
             if now < token.fresh_until or self.flight is not None:

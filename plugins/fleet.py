@@ -13,20 +13,19 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from typing import Any, Protocol
+from typing import Any
 
-from eightyeightpay.credentials import CacheKey, Credentials
+from eightyeightpay.credentials import Credentials
 from eightyeightpay.errors import ConfigurationError
 from eightyeightpay.fleet import StoredToken, encode_stored
 from eightyeightpay.machine import TokenMachine
 from eightyeightpay.policy import Policy, Rng
+from eightyeightpay.ports import AsyncFleetOperations, FleetOperations
 
 from .memory import MemoryStore, Slot
 
 __all__ = [
     "ENCRYPTION_KEY_VARIABLE",
-    "AsyncFleetOperations",
-    "FleetOperations",
     "FleetStore",
     "Sealer",
     "StoreHealth",
@@ -36,65 +35,6 @@ ENCRYPTION_KEY_VARIABLE = "EIGHTY_EIGHT_PAY_STORE_KEY"
 """A Fernet key (``Fernet.generate_key()``); when set, fleet stores encrypt tokens at rest."""
 
 log = logging.getLogger("eightyeightpay")
-
-ReadValue = tuple[bytes | StoredToken | None, float, float]
-"""A read: the stored token (raw bytes or decoded), its TTL and the cool-down left, seconds."""
-
-
-class FleetOperations(Protocol):
-    """The blocking operations on a shared store (threads; trio runs them off the loop)."""
-
-    def read(self, key: CacheKey) -> ReadValue:
-        """The token with its remaining TTL and the cool-down left, read atomically."""
-        ...
-
-    def acquire(self, key: CacheKey, owner: str, ttl: float) -> bool:
-        """Take the lock for ``owner`` unless someone holds it; it expires after ``ttl``."""
-        ...
-
-    def reserve(self, key: CacheKey, per_minute: int, per_hour: int) -> float:
-        """Record a send if both windows allow it (0), else seconds until one would."""
-        ...
-
-    def write(self, key: CacheKey, token: StoredToken, ttl: float) -> None:
-        """Store ``token`` for ``ttl`` seconds."""
-        ...
-
-    def cool_down(self, key: CacheKey, seconds: float) -> None:
-        """Start the fleet's cool-down."""
-        ...
-
-    def release(self, key: CacheKey, owner: str) -> None:
-        """Release the lock only if ``owner`` still holds it."""
-        ...
-
-
-class AsyncFleetOperations(Protocol):
-    """The same operations for asyncio."""
-
-    async def read(self, key: CacheKey) -> ReadValue:
-        """See :meth:`FleetOperations.read`."""
-        ...
-
-    async def acquire(self, key: CacheKey, owner: str, ttl: float) -> bool:
-        """See :meth:`FleetOperations.acquire`."""
-        ...
-
-    async def reserve(self, key: CacheKey, per_minute: int, per_hour: int) -> float:
-        """See :meth:`FleetOperations.reserve`."""
-        ...
-
-    async def write(self, key: CacheKey, token: StoredToken, ttl: float) -> None:
-        """See :meth:`FleetOperations.write`."""
-        ...
-
-    async def cool_down(self, key: CacheKey, seconds: float) -> None:
-        """See :meth:`FleetOperations.cool_down`."""
-        ...
-
-    async def release(self, key: CacheKey, owner: str) -> None:
-        """See :meth:`FleetOperations.release`."""
-        ...
 
 
 class StoreHealth:

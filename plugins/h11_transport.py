@@ -15,7 +15,6 @@ from urllib.parse import urlsplit
 import attrs
 import h11
 
-from eightyeightpay.adapters.runtimes import AsyncRuntime, AsyncStream
 from eightyeightpay.errors import (
     ConnectError,
     ConnectionLost,
@@ -26,6 +25,7 @@ from eightyeightpay.errors import (
     TLSError,
 )
 from eightyeightpay.http import HttpRequest, HttpResponse
+from eightyeightpay.ports import AsyncRuntime, AsyncStream
 
 from .hookspecs import TransportFactory, hookimpl
 from .tls import IDLE_REUSE_SECONDS, MAX_BODY_BYTES, tls_context, tls_failure

@@ -58,8 +58,9 @@ import attrs
 from eightyeightpay.credentials import CacheKey
 from eightyeightpay.errors import ConfigurationError
 from eightyeightpay.fleet import StoredToken
+from eightyeightpay.ports import ReadValue
 
-from .fleet import ENCRYPTION_KEY_VARIABLE, FleetStore, ReadValue, Sealer
+from .fleet import ENCRYPTION_KEY_VARIABLE, FleetStore, Sealer
 from .hookspecs import StoreFactory, hookimpl
 from .redis_store import RedisKeys
 

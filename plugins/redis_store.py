@@ -27,8 +27,9 @@ import attrs
 from eightyeightpay.credentials import CacheKey, Environment, environment_of
 from eightyeightpay.errors import ConfigurationError
 from eightyeightpay.fleet import StoredToken
+from eightyeightpay.ports import ReadValue
 
-from .fleet import ENCRYPTION_KEY_VARIABLE, FleetStore, ReadValue, Sealer
+from .fleet import ENCRYPTION_KEY_VARIABLE, FleetStore, Sealer
 from .hookspecs import StoreFactory, hookimpl
 
 __all__ = ["REDIS_URL_VARIABLE", "RedisKeys", "RedisStore"]

@@ -28,7 +28,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "eightyeightpay.plugins.h11_transport",
     "eightyeightpay.plugins.redis_store",
     "eightyeightpay.plugins.memcached_store",
-    "eightyeightpay.adapters.runtimes",
+    "eightyeightpay.plugins.runtimes",
 )
 """Built-in plugins, registered before third-party ones."""
 

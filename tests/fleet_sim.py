@@ -121,7 +121,7 @@ class SimProcess:
 
     def ask(self) -> Token | EightyEightPayError | None:
         """A caller asks: the decision's outcome (None: it must wait for the flight)."""
-        decision = self.machine.decide(self.clock())
+        decision = self.machine.decide_and_start(self.clock())
         if isinstance(decision, Refresh | ServeAndRefresh):
             self.steps = self.machine.refresh(decision.flight)
             self.effect = next(self.steps)

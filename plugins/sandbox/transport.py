@@ -20,7 +20,7 @@ def _host(url: str) -> str:
 
 
 class SandboxTransport:
-    """A :class:`~eightyeightpay.http.Transport` that hands requests straight to a Sandbox.
+    """A :class:`~eightyeightpay.ports.Transport` that hands requests straight to a Sandbox.
 
     ``clock`` gives the time passed to :meth:`Sandbox.handle` (default ``time.time``); pass
     a :class:`~eightyeightpay.plugins.sandbox.clock.FakeClock` for deterministic tests. Faults

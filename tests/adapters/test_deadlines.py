@@ -14,7 +14,7 @@ import random
 import pytest
 import trio
 
-from eightyeightpay.adapters.runtimes import AsyncioRuntime, TrioRuntime
+from eightyeightpay.plugins.runtimes import AsyncioRuntime, TrioRuntime
 
 
 async def _outcome(runtime: AsyncioRuntime, timeout: float, work: float) -> str:

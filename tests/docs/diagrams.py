@@ -2,7 +2,7 @@
 
 Nothing here is a second description of the machine. The states are the members of
 :class:`~eightyeightpay.tokens.Freshness` (with the docstrings of their definitions), the
-decisions are whatever :meth:`TokenMachine.decide` returns when probed in each state, the
+decisions are whatever :meth:`TokenMachine.decide_and_start` returns when probed in each state, the
 effects are the members of the ``Effect`` union in order of their first appearance while the
 fleet protocol is actually run against a small in-memory store, and each effect's store
 method and result record come from :func:`eightyeightpay.fleet.store_call` and
@@ -88,7 +88,7 @@ def member_docs(enum: type) -> dict[str, str]:
 
 @attrs.frozen
 class Probe:
-    """One question put to ``TokenMachine.decide`` and its answer."""
+    """One question put to ``TokenMachine.decide_and_start`` and its answer."""
 
     state: str
     """The token's freshness (or ``no token``)."""
@@ -122,7 +122,7 @@ def probes() -> list[Probe]:
         now = setup(machine)
         if machine.token is not None:
             assert machine.token.freshness(now).name == state
-        results.append(Probe(state, condition, type(machine.decide(now))))
+        results.append(Probe(state, condition, type(machine.decide_and_start(now))))
 
     def with_token(
         at: Callable[[Token], float], *, flight: bool = False, spent: bool = False
@@ -229,7 +229,7 @@ def run_fleet(
     clock = FakeClock()
     transport = SandboxTransport(sandbox, clock)
     machine = TokenMachine(CREDENTIALS, Policy(), random.Random(0), fleet=True, instance="doc")
-    decision = machine.decide(clock())
+    decision = machine.decide_and_start(clock())
     flight = decision.flight  # type: ignore[union-attr]
     protocol: Generator[Effect, Result, Settled] = machine.refresh(flight)
     steps: list[Step] = []
@@ -338,7 +338,11 @@ def render() -> str:
     lines += ["```", ""]
     lines += ["| state | meaning (`Freshness`) |", "|---|---|"]
     lines += [f"| {state} | {docs[state]} |" for state in states]
-    lines += ["", "| state | when | `decide(now)` returns | which means |", "|---|---|---|---|"]
+    lines += [
+        "",
+        "| state | when | `decide_and_start(now)` returns | which means |",
+        "|---|---|---|---|",
+    ]
     for probe in asked:
         lines.append(
             f"| {probe.state} | {probe.condition or 'always'} | `{probe.decision.__name__}` "

@@ -95,7 +95,7 @@ def test_a_charge_over_https(https_server: SandboxServer, https_manager: TokenMa
         },
     )
     assert response.status == 200
-    assert response.data["data"]["status"] == "PENDING"
+    assert response.data["status"] == "PENDING"
     assert https_server.sandbox.stats()["charges"] == 1
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from eightyeightpay import RateLimited, TokenManager
-from eightyeightpay.plugins.pytest_plugin import FakeWorld, SandboxInfo
+from eightyeightpay.adapters.pytest_plugin import FakeWorld, SandboxInfo
 
 
 def checkout(payments: TokenManager, amount: int) -> str:
@@ -22,8 +22,8 @@ def checkout(payments: TokenManager, amount: int) -> str:
             "country": "COL",
         },
     )
-    response_data = response.data["data"]
-    assert response.ok, response.data
+    response_data = response.data
+    assert response.ok, response.message
     return str(response_data["transaction_id"])
 
 
@@ -59,4 +59,4 @@ def test_checkout_over_https(eightyeightpay_sandbox: SandboxInfo) -> None:
 
 def test_the_plugin_is_registered_through_its_entry_point(pytestconfig: pytest.Config) -> None:
     plugin = pytestconfig.pluginmanager.get_plugin("eightyeightpay")
-    assert plugin is not None and plugin.__name__ == "eightyeightpay.plugins.pytest_plugin"
+    assert plugin is not None and plugin.__name__ == "eightyeightpay.adapters.pytest_plugin"

@@ -24,7 +24,7 @@ from eightyeightpay.adapters import sync
 from eightyeightpay.adapters.async_manager import AsyncTokenManager
 from eightyeightpay.adapters.sync import ManualBackground, TokenManager
 from eightyeightpay.http import HttpRequest, HttpResponse
-from eightyeightpay.plugins.fleet import FleetOperations, FleetStore
+from eightyeightpay.plugins.fleet import FleetStore
 from eightyeightpay.plugins.memory import MemoryStore
 from eightyeightpay.plugins.sandbox import (
     DEFAULT_API_KEY,
@@ -35,6 +35,7 @@ from eightyeightpay.plugins.sandbox import (
     SandboxTransport,
 )
 from eightyeightpay.plugins.sandbox.async_transport import AsyncSandboxTransport
+from eightyeightpay.ports import FleetOperations
 from tests.fleet_sim import SimStore
 
 EXAMPLES = int(os.environ.get("EIGHTYEIGHTPAY_FUZZ_EXAMPLES", "40"))

@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import requests
 
+from eightyeightpay.adapters.integrations.httpx_auth import EightyEightPayAuth
+from eightyeightpay.adapters.integrations.requests_auth import EightyEightPayRequestsAuth
 from eightyeightpay.adapters.sync import TokenManager
-from eightyeightpay.plugins.integrations.httpx_auth import EightyEightPayAuth
-from eightyeightpay.plugins.integrations.requests_auth import EightyEightPayRequestsAuth
 from eightyeightpay.plugins.sandbox import DEFAULT_MERCHANT_ID, SandboxServer
 
 BALANCE = f"/api/balance?id={DEFAULT_MERCHANT_ID}"

@@ -15,8 +15,8 @@ import pytest
 import trio
 
 from eightyeightpay.adapters.async_manager import AsyncTokenManager, open_trio_token_manager
+from eightyeightpay.adapters.integrations.httpx_auth import EightyEightPayAuth
 from eightyeightpay.adapters.sync import TokenManager
-from eightyeightpay.plugins.integrations.httpx_auth import EightyEightPayAuth
 from eightyeightpay.plugins.memory import MemoryStore
 from eightyeightpay.plugins.sandbox import (
     DEFAULT_API_KEY,
@@ -83,7 +83,7 @@ def test_the_constructor_takes_managers_only() -> None:
 
 def test_importing_the_library_imports_no_http_client() -> None:
     code = (
-        "import sys, eightyeightpay, eightyeightpay.plugins.integrations; "
+        "import sys, eightyeightpay, eightyeightpay.adapters.integrations; "
         "assert 'httpx' not in sys.modules and 'requests' not in sys.modules, sys.modules.keys()"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -12,9 +12,9 @@ import requests
 from requests.hooks import dispatch_hook
 
 from eightyeightpay import ConfigurationError
+from eightyeightpay.adapters.integrations import check_origin, same_origin
+from eightyeightpay.adapters.integrations.requests_auth import EightyEightPayRequestsAuth
 from eightyeightpay.adapters.sync import TokenManager
-from eightyeightpay.plugins.integrations import check_origin, same_origin
-from eightyeightpay.plugins.integrations.requests_auth import EightyEightPayRequestsAuth
 from eightyeightpay.plugins.sandbox import (
     DEFAULT_API_KEY,
     Fault,

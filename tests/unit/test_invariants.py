@@ -57,7 +57,7 @@ class TokenMachineRules(RuleBasedStateMachine):
 
     @rule()
     def caller_asks(self) -> None:
-        decision = self.machine.decide(self.now)
+        decision = self.machine.decide_and_start(self.now)
         if isinstance(decision, Serve | ServeAndRefresh):
             token = decision.token
             assert self.now < token.usable_until <= token.expires_at

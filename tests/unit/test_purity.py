@@ -59,14 +59,38 @@ def test_importing_the_package_loads_no_io_modules() -> None:
         assert importer.split(".")[0] in {"attr", "attrs", "cattrs", "cattr"}, (module, importer)
 
 
+def _runtime_imports(tree: ast.Module) -> list[str]:
+    """Modules a source imports when it runs (imports under ``if TYPE_CHECKING:`` are types)."""
+    names: list[str] = []
+
+    def visit(node: ast.AST) -> None:
+        if (
+            isinstance(node, ast.If)
+            and isinstance(node.test, ast.Name)
+            and node.test.id == "TYPE_CHECKING"
+        ):
+            for statement in node.orelse:
+                visit(statement)
+            return
+        if isinstance(node, ast.Import):
+            names.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.append(node.module)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return names
+
+
 def test_core_sources_import_nothing_that_does_io() -> None:
     for path in CORE.glob("*.py"):
-        tree = ast.parse(path.read_text())
-        for node in ast.walk(tree):
-            names: list[str] = []
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module]
-            for name in names:
-                assert name.split(".")[0] not in FORBIDDEN, f"{path.name} imports {name}"
+        for name in _runtime_imports(ast.parse(path.read_text())):
+            assert name.split(".")[0] not in FORBIDDEN, f"{path.name} imports {name}"
+
+
+def test_type_only_imports_are_not_counted_as_imports() -> None:
+    tree = ast.parse(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import ssl\nimport os\n"
+    )
+    assert _runtime_imports(tree) == ["typing", "os"]

@@ -1,9 +1,9 @@
-"""What the async drivers need from an event loop, for asyncio and for trio.
+"""The ``asyncio`` and ``trio`` runtimes: the event loops' primitives the async drivers use.
 
-A runtime supplies: waiting for a flight to settle (woken from any thread), sleeping, a
-deadline, TCP+TLS streams, and background tasks owned by the manager (never by the caller
-that happened to start them). The async manager and the h11 client are written once
-against :class:`AsyncRuntime`.
+Each implements :class:`~eightyeightpay.ports.AsyncRuntime`: waiting for a flight to settle
+(woken from any thread), sleeping, a deadline, TCP+TLS streams, and background tasks owned by
+the manager (never by the caller that happened to start them). The async manager and the h11
+client are written once against that port.
 """
 
 from __future__ import annotations
@@ -12,96 +12,29 @@ import asyncio
 import contextlib
 import math
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from eightyeightpay.credentials import CacheKey
 from eightyeightpay.fleet import StoredToken
 from eightyeightpay.machine import Settled
-from eightyeightpay.plugins.fleet import (
+from eightyeightpay.ports import (
     AsyncFleetOperations,
+    AsyncStream,
     FleetOperations,
-    FleetStore,
+    FleetStorePort,
+    Job,
     ReadValue,
+    Waiter,
 )
-from eightyeightpay.plugins.hookspecs import RuntimeFactory, hookimpl
+
+from .hookspecs import RuntimeFactory, hookimpl
 
 if TYPE_CHECKING:
     import trio
 
-__all__ = ["AsyncRuntime", "AsyncStream", "AsyncioRuntime", "TrioRuntime", "Waiter"]
-
-Job = Callable[[], Awaitable[None]]
-
-
-class AsyncStream(Protocol):
-    """A connected byte stream (TCP, possibly TLS)."""
-
-    async def send_all(self, data: bytes) -> None:
-        """Send every byte of ``data``."""
-        ...
-
-    async def receive_some(self, max_bytes: int) -> bytes:
-        """Receive up to ``max_bytes``; ``b""`` at end of stream."""
-        ...
-
-    async def aclose(self) -> None:
-        """Close the stream; never raises."""
-        ...
-
-
-class Waiter(Protocol):
-    """One caller waiting for one flight."""
-
-    def __call__(self, settled: Settled) -> None:
-        """Wake the caller; safe from any thread."""
-        ...
-
-    async def wait(self, timeout: float) -> Settled | None:
-        """The flight's outcome, or None after ``timeout`` seconds."""
-        ...
-
-
-class AsyncRuntime(Protocol):
-    """An event loop's primitives, as the async drivers use them."""
-
-    name: str
-    """``"asyncio"`` or ``"trio"``."""
-    broken_stream_errors: tuple[type[BaseException], ...]
-    """Errors a stream raises when the peer goes away."""
-
-    def waiter(self) -> Waiter:
-        """A new waiter bound to the running loop."""
-        ...
-
-    async def sleep(self, seconds: float) -> None:
-        """Sleep ``seconds``."""
-        ...
-
-    def deadline(self, seconds: float) -> contextlib.AbstractAsyncContextManager[object]:
-        """A scope that raises :class:`TimeoutError` once ``seconds`` have passed."""
-        ...
-
-    async def connect(self, host: str, port: int, tls: ssl.SSLContext | None) -> AsyncStream:
-        """Open a TCP stream, with a completed TLS handshake when ``tls`` is given."""
-        ...
-
-    def spawn(self, job: Job, on_drop: Callable[[], None]) -> None:
-        """Run ``job`` as a task the manager owns.
-
-        If it will never start (the runtime is closed, or the task is cancelled before its
-        first step), ``on_drop`` is called instead, so no flight is left open.
-        """
-        ...
-
-    async def aclose(self) -> None:
-        """Cancel every task spawned and wait until they have ended."""
-        ...
-
-    def fleet_operations(self, store: FleetStore) -> AsyncFleetOperations:
-        """The store's operations as this runtime runs them."""
-        ...
+__all__ = ["AsyncioRuntime", "TrioRuntime"]
 
 
 # --------------------------------------------------------------------------- asyncio
@@ -310,7 +243,7 @@ class AsyncioRuntime:
         self._tasks.add(task)
         task.add_done_callback(done)
 
-    def fleet_operations(self, store: FleetStore) -> AsyncFleetOperations:
+    def fleet_operations(self, store: FleetStorePort) -> AsyncFleetOperations:
         """The store's asyncio client (closed by the manager)."""
         return store.async_operations()
 
@@ -492,7 +425,7 @@ class TrioRuntime:
 
         self._nursery.start_soon(runner)
 
-    def fleet_operations(self, store: FleetStore) -> AsyncFleetOperations:
+    def fleet_operations(self, store: FleetStorePort) -> AsyncFleetOperations:
         """The store's blocking operations, each run in a worker thread off the loop."""
         return _OffLoop(store.operations())
 

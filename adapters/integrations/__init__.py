@@ -1,9 +1,9 @@
 """Auth hooks that let the HTTP clients you already use call 88Pay with managed tokens.
 
-- :mod:`eightyeightpay.plugins.integrations.httpx_auth`: ``EightyEightPayAuth``, an
+- :mod:`eightyeightpay.adapters.integrations.httpx_auth`: ``EightyEightPayAuth``, an
   ``httpx.Auth`` for ``httpx.Client`` (with a ``TokenManager``) and ``httpx.AsyncClient``
   (with an ``AsyncTokenManager`` or a trio manager). Needs ``pip install 'eightyeightpay[httpx]'``.
-- :mod:`eightyeightpay.plugins.integrations.requests_auth`: ``EightyEightPayRequestsAuth``,
+- :mod:`eightyeightpay.adapters.integrations.requests_auth`: ``EightyEightPayRequestsAuth``,
   a ``requests`` auth for a ``TokenManager``. Needs ``pip install 'eightyeightpay[requests]'``.
 
 Import the submodule of the client you use; this package imports neither client. Both add
