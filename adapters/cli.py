@@ -110,6 +110,29 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- sandbox
 
 
+def _token_limit(text: str) -> tuple[int, float]:
+    """``--token-limit LIMIT/SECONDS``, e.g. ``10/6``: at most LIMIT token requests per window."""
+    limit, separator, window = text.partition("/")
+    try:
+        parsed = int(limit), float(window)
+    except ValueError:
+        parsed = (0, 0.0)
+    if not separator or parsed[0] < 1 or not 0 < parsed[1] < float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"--token-limit takes LIMIT/SECONDS with LIMIT >= 1 and SECONDS > 0 (e.g. 10/6), "
+            f"not {text!r}"
+        )
+    return parsed
+
+
+def _token_limits(limits: list[tuple[int, float]] | None) -> dict[str, Any]:
+    from eightyeightpay.plugins.sandbox import RateLimit
+
+    if not limits:
+        return {}  # 88Pay's documented 10 a minute and 100 an hour
+    return {"token_limits": tuple(RateLimit(limit, window) for limit, window in limits)}
+
+
 def _cmd_sandbox(args: argparse.Namespace) -> int:
     from eightyeightpay.plugins.sandbox import (
         DEFAULT_API_KEY,
@@ -118,9 +141,8 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
         SandboxServer,
     )
 
-    server = SandboxServer(
-        Sandbox(token_lifetime=args.token_lifetime), host=args.host, port=args.port, tls=args.tls
-    )
+    sandbox = Sandbox(token_lifetime=args.token_lifetime, **_token_limits(args.token_limit))
+    server = SandboxServer(sandbox, host=args.host, port=args.port, tls=args.tls)
     server.start()
     try:
         info = {
@@ -211,6 +233,15 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--port", type=int, default=8088, help="port (0 picks a free one)")
     sandbox.add_argument("--tls", action="store_true", help="serve HTTPS with a throw-away CA")
     sandbox.add_argument("--token-lifetime", type=int, default=60, help="seconds a token lives")
+    sandbox.add_argument(
+        "--token-limit",
+        action="append",
+        type=_token_limit,
+        metavar="LIMIT/SECONDS",
+        help="token requests allowed per sliding window, repeatable (default 10/60 and "
+        "100/3600, 88Pay's); a compressed run scales them with --token-lifetime, e.g. "
+        "--token-lifetime 6 --token-limit 10/6 --token-limit 100/360",
+    )
     sandbox.add_argument("--json", action="store_true", help="print the connection info as JSON")
     sandbox.set_defaults(run=_cmd_sandbox)
 
