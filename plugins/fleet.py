@@ -23,6 +23,7 @@ from eightyeightpay.policy import Policy, Rng
 from eightyeightpay.ports import AsyncFleetOperations, FleetOperations
 
 from .memory import MemoryStore, Slot
+from .process import ProcessBound
 
 __all__ = [
     "ENCRYPTION_KEY_VARIABLE",
@@ -111,18 +112,29 @@ class Sealer:
         return opened
 
 
-class FleetStore:
-    """Base of the fleet stores: local slots whose machines run the fleet protocol."""
+class FleetStore(ProcessBound):
+    """Base of the fleet stores: local slots whose machines run the fleet protocol.
+
+    A forked child takes a new fencing identity (:attr:`instance`), so that a lock taken by
+    the child is never released as the parent's, nor the reverse.
+    """
 
     name = "fleet"
     shared = True
 
     def __init__(self) -> None:
+        super().__init__()
         self._local = MemoryStore()
         self.instance = uuid.uuid4().hex[:12]
         """This process's name in lock fencing values."""
         self.health = StoreHealth(self.name)
         """Outage tracking for this store."""
+
+    def _start_afresh(self) -> None:
+        self.instance = uuid.uuid4().hex[:12]
+        for slot in self._local.slots:
+            slot.machine.instance = self.instance
+        self.health._lock = threading.Lock()  # managers hold this object: keep it
 
     def slot(self, credentials: Credentials, policy: Policy, rng: Rng) -> Slot:
         """The process-wide slot for ``credentials``, coordinated through this store."""

@@ -46,6 +46,7 @@ itself). Waiting processes poll the token key every ``fleet_poll_interval``, as 
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import os
 import threading
@@ -62,6 +63,7 @@ from eightyeightpay.ports import ReadValue
 
 from .fleet import ENCRYPTION_KEY_VARIABLE, FleetStore, Sealer
 from .hookspecs import StoreFactory, hookimpl
+from .process import PerProcessClient
 from .redis_store import RedisKeys
 
 __all__ = [
@@ -272,6 +274,12 @@ class _AsyncOperations:
         await asyncio.to_thread(self._operations.release, key, owner)
 
 
+def _forget_inherited(client: Any) -> None:
+    """Close a forked child's copies of the parent's pooled sockets (no pool lock, no quit)."""
+    for connection in (*client.client_pool.free, *client.client_pool.used):
+        connection.close()
+
+
 def _parse_server(server: str | tuple[str, int]) -> tuple[str, int]:
     if isinstance(server, tuple):
         host, port = server
@@ -340,12 +348,16 @@ class MemcachedStore(FleetStore):
             if self._sync is None:
                 from pymemcache.client.base import PooledClient  # type: ignore[import-untyped]
 
-                client = PooledClient(
-                    self.server,
-                    connect_timeout=self._timeout,
-                    timeout=self._timeout,
-                    no_delay=True,
-                    default_noreply=False,
+                client = PerProcessClient(
+                    functools.partial(
+                        PooledClient,
+                        self.server,
+                        connect_timeout=self._timeout,
+                        timeout=self._timeout,
+                        no_delay=True,
+                        default_noreply=False,
+                    ),
+                    _forget_inherited,
                 )
                 self._sync = _Operations(client, self.namespace, self._sealer, self._wall)
             return self._sync

@@ -9,6 +9,7 @@ held across I/O or an ``await``.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 
@@ -19,6 +20,7 @@ from eightyeightpay.policy import Policy, Rng
 from eightyeightpay.tokens import Token
 
 from .hookspecs import StoreFactory, hookimpl
+from .process import ProcessBound
 
 __all__ = ["MemoryStore", "Slot"]
 
@@ -26,10 +28,17 @@ Listener = Callable[[Settled], None]
 log = logging.getLogger("eightyeightpay")
 
 
-class Slot:
-    """The shared state of one cache key: the core's machine, its lock, and who waits."""
+class Slot(ProcessBound):
+    """The shared state of one cache key: the core's machine, its lock, and who waits.
+
+    In a forked child the slot keeps its token (valid in any process) and its rate window
+    (the parent's sends count against the same limits), and forgets what only the parent's
+    threads could finish: the flight in progress (no thread of the child runs it), its
+    waiters and queued job, and the lock (a parent thread may have held it at the fork).
+    """
 
     def __init__(self, machine: TokenMachine) -> None:
+        super().__init__()
         self.lock = threading.Lock()
         """Guards :attr:`machine` and the listeners; held only for short updates."""
         self.machine = machine
@@ -38,6 +47,13 @@ class Slot:
         """The machine's newest token, readable without the lock (the cached path)."""
         self._listeners: dict[int, list[Listener]] = {}
         self._queued: tuple[Flight, Callable[[], Settled]] | None = None
+
+    def _start_afresh(self) -> None:
+        self.lock = threading.Lock()
+        self._listeners = {}
+        self._queued = None
+        if self.machine.flight is not None:
+            self.machine.abort(self.machine.flight)
 
     def queue(self, flight: Flight, job: Callable[[], Settled]) -> None:
         """Note that ``job`` runs ``flight`` and waits for a background thread to start it.
@@ -85,10 +101,11 @@ class Slot:
         self.snapshot = self.machine.token
 
 
-class MemoryStore:
+class MemoryStore(ProcessBound):
     """Slots by cache key. ``MemoryStore.process_wide()`` is the one ``store="memory"`` uses.
 
     A private ``MemoryStore()`` isolates a group of managers, which tests use to start clean.
+    A forked child keeps the slots (each starts afresh itself) with a new lock.
     """
 
     name = "memory"
@@ -99,8 +116,17 @@ class MemoryStore:
     _process_wide_lock = threading.Lock()
 
     def __init__(self) -> None:
+        super().__init__()
         self._slots: dict[CacheKey, Slot] = {}
         self._lock = threading.Lock()
+
+    def _start_afresh(self) -> None:
+        self._lock = threading.Lock()
+
+    @property
+    def slots(self) -> tuple[Slot, ...]:
+        """The slots made so far."""
+        return tuple(self._slots.values())
 
     @classmethod
     def process_wide(cls) -> MemoryStore:
@@ -139,6 +165,13 @@ class MemoryStore:
 
     def __repr__(self) -> str:
         return f"MemoryStore({len(self._slots)} keys)"
+
+
+def _new_class_lock() -> None:
+    MemoryStore._process_wide_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_class_lock)
 
 
 @hookimpl
