@@ -1,96 +1,104 @@
-"""Every fenced ``python`` block of ``docs/*.md`` runs as its own test case.
+"""Every fenced ``python`` block of ``docs/*.md`` runs as its own test case, as a user runs it.
 
-Each block runs in-process in a fresh module namespace. The code is compiled with the
+Each block runs in a child process of this Python whose working directory is a fresh
+temporary directory and whose ``sys.path`` does not hold the repository: only the installed
+``eightyeightpay`` (and the packages installed beside it) can be imported, not the
+repository's ``tests`` package. The block runs in a fresh module registered in
+``sys.modules`` (a plugin example registers itself as a hook module), compiled with the
 Markdown file as its file name and padded so that its line numbers are the file's: a failure
-points at the line of the block in the document. A block whose info string is exactly
-``python no-run`` needs real 88Pay credentials or network; it is compiled, not run.
+points at the line of the block in the document. Warnings are errors, as in the test suite.
+A block whose info string is exactly ``python no-run`` needs real 88Pay credentials or
+network; it is compiled, not run.
 """
 
 from __future__ import annotations
 
-import re
+import os
+import subprocess
 import sys
-import types
 from pathlib import Path
 
-import attrs
 import pytest
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
-OPENING = re.compile(r"^(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
-RUN = "python"
-NO_RUN = "python no-run"
-
-
-@attrs.frozen
-class Example:
-    """One fenced block: where it is, its info string and its code."""
-
-    path: Path
-    index: int
-    line: int
-    info: str
-    code: str
-
-    @property
-    def id(self) -> str:
-        return f"{self.path.name}-{self.index}-line{self.line}"
-
-
-def blocks(path: Path) -> list[Example]:
-    """The ``python`` and ``python no-run`` blocks of one Markdown file, in order."""
-    found: list[Example] = []
-    lines = path.read_text(encoding="utf-8").splitlines()
-    number = 0
-    while number < len(lines):
-        opening = OPENING.match(lines[number])
-        number += 1
-        if opening is None:
-            continue
-        fence, info = opening.group("fence"), opening.group("info").strip()
-        start = number  # 0-based index of the first code line
-        while number < len(lines):
-            closing = lines[number].strip()
-            if closing.startswith(fence[0] * len(fence)) and not closing.strip(fence[0]):
-                break
-            number += 1
-        if number >= len(lines):
-            raise AssertionError(f"{path.name}:{start}: unclosed code fence")
-        code = "\n".join(lines[start:number]) + "\n"
-        number += 1
-        if info in (RUN, NO_RUN):
-            found.append(Example(path, len(found), start + 1, info, code))
-    return found
-
-
-def all_examples() -> list[Example]:
-    """Every runnable or compile-only block of every page, page by page."""
-    return [example for page in sorted(DOCS.glob("*.md")) for example in blocks(page)]
-
+from tests.docs.examples import NO_RUN, ROOT, RUN, Example, all_examples, blocks
 
 EXAMPLES = all_examples()
 
+RUNNER = """
+import sys, types
+path, line, name = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+code = sys.stdin.read()
+module = types.ModuleType(name)
+module.__file__ = path
+sys.modules[name] = module
+exec(compile("\\n" * (line - 1) + code, path, "exec"), module.__dict__)
+"""
+"""Runs the block read from stdin; argv: the Markdown file, the block's first line, a name."""
 
-def compiled(example: Example) -> types.CodeType:
-    """The block's code, numbered as in the Markdown file."""
-    padded = "\n" * (example.line - 1) + example.code
-    return compile(padded, str(example.path), "exec")
+TIMEOUT = 180.0
+"""Seconds a block may run; the slowest (a fleet store under faults) takes a few."""
+
+
+def outside_the_repository(tmp_path: Path) -> dict[str, str]:
+    """The environment of a child that cannot import the repository's own modules."""
+    environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    environment["PYTHONSAFEPATH"] = "1"  # the working directory is not put on sys.path either
+    environment["HOME"] = environment.get("HOME", str(tmp_path))
+    return environment
+
+
+def run_block(example: Example, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """Run one block in a child process from ``tmp_path``, outside the repository."""
+    name = f"docs_example_{example.path.stem}_{example.index}"
+    return subprocess.run(
+        [sys.executable, "-W", "error", "-c", RUNNER, str(example.path), str(example.line), name],
+        input=example.code,
+        cwd=tmp_path,
+        env=outside_the_repository(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[example.id for example in EXAMPLES])
-def test_example(example: Example) -> None:
-    code = compiled(example)
+def test_example(example: Example, tmp_path: Path) -> None:
+    example.compiled()  # a syntax error fails here, with the page's line number
     if example.info == NO_RUN:
         # Needs real credentials or the network; compiling it still catches typos.
         return
-    name = f"docs_example_{example.path.stem}_{example.index}"
-    module = types.ModuleType(name)
-    module.__file__ = str(example.path)
-    sys.modules[name] = module
-    try:
-        exec(code, module.__dict__)
-    finally:
-        del sys.modules[name]
+    result = run_block(example, tmp_path)
+    assert result.returncode == 0, f"{example.id} failed:\n{result.stdout}{result.stderr}"
+
+
+def test_a_block_cannot_import_the_repository(tmp_path: Path) -> None:
+    probe = Example(
+        ROOT / "docs" / "probe.md",
+        0,
+        1,
+        RUN,
+        "import importlib.util, sys\n"
+        "spec = importlib.util.find_spec('tests')\n"
+        "print(spec.origin if spec else None)\n"
+        "import eightyeightpay\n"
+        "print(eightyeightpay.__file__)\n",
+    )
+    result = run_block(probe, tmp_path)
+    assert result.returncode == 0, result.stderr
+    tests_origin, package = result.stdout.splitlines()
+    # No `tests` package of this repository (a stray one installed elsewhere is not ours).
+    assert tests_origin == "None" or not tests_origin.startswith(str(ROOT)), tests_origin
+    assert package.endswith("__init__.py")
+
+
+def test_a_failing_block_fails_at_its_line_in_the_page(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text("# t\n\n```python\nx = 1\nassert x == 2\n```\n", encoding="utf-8")
+    (example,) = blocks(page)
+    result = run_block(example, tmp_path)
+    assert result.returncode != 0
+    assert f'File "{page}", line 5' in result.stderr
 
 
 def test_the_pages_have_examples() -> None:
@@ -111,4 +119,4 @@ def test_blocks_are_found_with_their_lines(tmp_path: Path) -> None:
         (0, 4, RUN, "x = 1\n"),
         (1, 13, NO_RUN, "y = 2\n"),
     ]
-    assert compiled(found[0]).co_filename == str(page)
+    assert found[0].compiled().co_filename == str(page)
