@@ -1,10 +1,22 @@
-"""What both HTTP transports share: the verifying TLS context and telling TLS failures apart."""
+"""What both HTTP transports share: TLS trust, telling TLS failures apart, pool limits."""
 
 from __future__ import annotations
 
+import os
 import ssl
 
-__all__ = ["IDLE_REUSE_SECONDS", "MAX_BODY_BYTES", "tls_context", "tls_failure"]
+import attrs
+
+__all__ = [
+    "DEFAULT_MAX_CONNECTIONS",
+    "IDLE_REUSE_SECONDS",
+    "MAX_BODY_BYTES",
+    "PoolStats",
+    "TrustKey",
+    "tls_context",
+    "tls_failure",
+    "trust_key",
+]
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 """Longest response body read; 88Pay's answers are a few hundred bytes."""
@@ -38,3 +50,37 @@ def tls_failure(error: BaseException) -> str | None:
             why = getattr(reason, "verify_message", None) or getattr(reason, "reason", None)
             return str(why) if why else "handshake failed"
     return None
+
+
+DEFAULT_MAX_CONNECTIONS = 10
+"""Connections one process keeps open to one host at most, in use and idle together.
+
+88Pay allows 60 API calls a minute per merchant; ten kept-alive connections carry far more
+than that, and callers beyond the cap queue inside their deadline instead of opening more.
+"""
+
+TrustKey = tuple[str | None, str | None, str | None]
+"""What a TLS context trusts: the ``ca_bundle`` and the ``SSL_CERT_FILE``/``SSL_CERT_DIR``."""
+
+
+def trust_key(ca_bundle: str | None) -> TrustKey:
+    """The trust settings in force now; connections are pooled only with the same ones."""
+    return (ca_bundle, os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+
+
+@attrs.frozen
+class PoolStats:
+    """Counts of one host's connection pool in this process (one event loop, for async)."""
+
+    cap: int
+    """Most connections open at once, in use and idle together."""
+    open: int
+    """Connections open now."""
+    in_use: int
+    """Connections carrying an exchange now."""
+    idle: int
+    """Kept-alive connections waiting for the next exchange."""
+    opened: int
+    """Connections opened since the pool was made (each a TCP connect and TLS handshake)."""
+    queued: int
+    """Callers that had to wait for a connection because the pool was at its cap."""

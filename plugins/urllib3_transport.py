@@ -1,10 +1,22 @@
 """The ``urllib3`` transport: the threaded manager's HTTP client.
 
-Built on urllib3's connection class, with its own small keep-alive pool, so that it knows
-exactly which phase failed: an error while connecting or during the TLS handshake means
-the request was never sent. Every exchange has one deadline for the whole of it, enforced
-by a watchdog thread that tears the socket down when it passes, so a server that drips
-bytes cannot hold a caller (or the single token request) beyond its timeout.
+Built on urllib3's connection class, with its own keep-alive pool, so that it knows exactly
+which phase failed: an error while connecting or during the TLS handshake means the request
+was never sent. Every exchange has one deadline for the whole of it, enforced by a watchdog
+thread that tears the socket down when it passes, so a server that drips bytes cannot hold a
+caller (or the single token request) beyond its timeout.
+
+**One pool per process and host.** Every transport of the process that talks to the same
+origin (scheme, host, port and trust settings) shares one pool, whatever manager or merchant
+it serves. The pool's cap bounds the connections open to that host, in use and idle
+together; a caller beyond it queues, inside its own deadline, for a connection to come back.
+Kept-alive connections are reused, so steady load opens none.
+
+**Fork-safe.** A forked child never uses a connection of its parent: the pools and the
+watchdog are replaced in the child (``os.register_at_fork`` and, for forks that skip it, a
+pid check on every send), and the inherited sockets are detached and their descriptors
+closed without a TLS ``close_notify`` or a ``shutdown``, which would end the parent's
+session on the same socket.
 
 TLS is always verified, against the system trust store (so ``SSL_CERT_FILE`` works) or a
 ``ca_bundle`` file.
@@ -15,9 +27,12 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import math
+import os
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from http.client import HTTPException
 from typing import Any
@@ -27,6 +42,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError, ReadTimeoutError
 
 from eightyeightpay.errors import (
+    ConfigurationError,
     ConnectError,
     ConnectionLost,
     EightyEightPayError,
@@ -38,11 +54,25 @@ from eightyeightpay.errors import (
 from eightyeightpay.http import HttpRequest, HttpResponse
 
 from .hookspecs import TransportFactory, hookimpl
-from .tls import IDLE_REUSE_SECONDS, MAX_BODY_BYTES, tls_context, tls_failure
+from .tls import (
+    DEFAULT_MAX_CONNECTIONS,
+    IDLE_REUSE_SECONDS,
+    MAX_BODY_BYTES,
+    PoolStats,
+    TrustKey,
+    tls_context,
+    tls_failure,
+    trust_key,
+)
 
-__all__ = ["Urllib3Transport"]
+__all__ = ["DEFAULT_MAX_CONNECTIONS", "Urllib3Transport", "process_pools"]
 
 READ_CHUNK = 16 * 1024
+WATCHDOG_THREAD = "eightyeightpay-deadlines"
+"""The name of the one deadline watchdog thread of a process."""
+
+Origin = tuple[str, str, int]
+PoolKey = tuple[Origin, TrustKey]
 
 
 class _Watch:
@@ -56,48 +86,81 @@ class _Watch:
 
 
 class _Watchdog:
-    """One thread that tears down connections whose exchange outlived its deadline."""
+    """One thread that tears down connections whose exchange outlived its deadline.
+
+    It sleeps until the earliest armed deadline and is woken only when a new deadline is
+    earlier than that (arming behind an earlier deadline, the usual case under load, costs
+    no wake-up). It ends once nothing is armed and no transport is open.
+    """
 
     def __init__(self) -> None:
-        self._condition = threading.Condition()
+        self._condition = threading.Condition(threading.Lock())
         self._heap: list[tuple[float, int, _Watch]] = []
+        self._live = 0
         self._order = itertools.count()
         self._thread: threading.Thread | None = None
-        self._closed = False
+        self._due = math.inf  # when the thread wakes by itself
+        self._stopping = False
 
     def arm(self, deadline: float, connection: HTTPConnection) -> _Watch:
         """Watch ``connection`` until :meth:`disarm`; at ``deadline`` its socket is shut."""
         watch = _Watch(connection)
         with self._condition:
-            if self._thread is None and not self._closed:
-                self._thread = threading.Thread(
-                    target=self._run, name="eightyeightpay-deadlines", daemon=True
-                )
-                self._thread.start()
+            self._stopping = False
             heapq.heappush(self._heap, (deadline, next(self._order), watch))
-            self._condition.notify()
+            self._live += 1
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=WATCHDOG_THREAD, daemon=True)
+                self._thread.start()
+            elif deadline < self._due:
+                self._due = deadline  # one wake-up is enough until the thread sleeps again
+                self._condition.notify()
         return watch
 
     def disarm(self, watch: _Watch) -> None:
         """Stop watching (the exchange ended in time, or failed)."""
         with self._condition:
-            watch.connection = None
+            if watch.connection is not None:
+                watch.connection = None
+                self._live -= 1
+                if len(self._heap) > 64 + 2 * self._live:  # drop disarmed entries in bulk
+                    self._heap = [entry for entry in self._heap if entry[2].connection is not None]
+                    heapq.heapify(self._heap)
+
+    def stop_when_idle(self) -> None:
+        """Let the thread end once nothing is armed (the last transport closed)."""
+        with self._condition:
+            self._stopping = True
+            self._condition.notify()
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        """The running thread, if any."""
+        return self._thread
 
     def _run(self) -> None:
-        with self._condition:
-            while not self._closed:
-                while self._heap and self._heap[0][2].connection is None:
-                    heapq.heappop(self._heap)
-                if not self._heap:
-                    self._condition.wait()
+        condition = self._condition
+        with condition:
+            while True:
+                heap = self._heap
+                while heap and heap[0][2].connection is None:
+                    heapq.heappop(heap)
+                if not heap:
+                    if self._stopping:
+                        self._thread = None
+                        return
+                    self._due = math.inf
+                    condition.wait()
                     continue
-                deadline, _, watch = self._heap[0]
+                deadline, _, watch = heap[0]
                 wait = deadline - time.monotonic()
                 if wait > 0:
-                    self._condition.wait(wait)
+                    self._due = deadline
+                    condition.wait(wait)
                     continue
-                heapq.heappop(self._heap)
+                heapq.heappop(heap)
                 connection, watch.connection = watch.connection, None
+                self._live -= 1
                 watch.fired = True
                 sock = getattr(connection, "sock", None)
                 if sock is not None:
@@ -105,26 +168,192 @@ class _Watchdog:
                     with contextlib.suppress(OSError):
                         socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
-    def close(self) -> None:
-        """Stop the thread."""
-        with self._condition:
-            self._closed = True
-            thread = self._thread
-            self._condition.notify()
-        if thread is not None and thread is not threading.current_thread():
-            thread.join()
+
+class _HostPool:
+    """The connections of this process to one origin: at most ``cap`` open at once."""
+
+    def __init__(self, key: PoolKey, cap: int) -> None:
+        self.key = key
+        self.cap = cap
+        self.condition = threading.Condition(threading.Lock())
+        self.idle: list[tuple[float, HTTPConnection]] = []
+        self.open = 0  # idle and in use
+        self.opened = 0
+        self.queued = 0
+        self.users = 0
+        self.closed = False
+        self._tls: Any = None
+
+    def tls(self) -> Any:
+        """The pool's verifying TLS context, loaded on first need."""
+        if self._tls is None:
+            self._tls = tls_context(self.key[1][0])
+        return self._tls
+
+    def acquire(self, deadline: float, host: str, timeout: float) -> HTTPConnection | None:
+        """An idle connection, or None: the caller may open one (its place is reserved).
+
+        Beyond the cap, waits until a connection comes back or ``deadline`` passes
+        (RequestTimeout, never sent).
+        """
+        with self.condition:
+            waited = False
+            while True:
+                idle = self.idle
+                while idle:
+                    since, connection = idle.pop()
+                    if time.monotonic() - since < IDLE_REUSE_SECONDS and connection.is_connected:
+                        return connection
+                    self.open -= 1
+                    connection.close()
+                if self.open < self.cap:
+                    self.open += 1
+                    self.opened += 1
+                    return None
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise RequestTimeout(host, timeout, may_have_been_sent=False)
+                if not waited:
+                    waited = True
+                    self.queued += 1
+                self.condition.wait(left)
+
+    def release(self, connection: HTTPConnection | None, *, keep: bool) -> None:
+        """Give back a connection (None: one that could not be opened)."""
+        with self.condition:
+            if keep and connection is not None and not connection.is_closed and not self.closed:
+                self.idle.append((time.monotonic(), connection))
+            else:
+                self.open -= 1
+                if connection is not None:
+                    connection.close()
+            self.condition.notify()
+
+    def close_idle(self) -> None:
+        """Close the idle connections (the last transport using the pool closed)."""
+        with self.condition:
+            self.closed = True
+            idle, self.idle = self.idle, []
+            self.open -= len(idle)
+        for _, connection in idle:
+            connection.close()
+
+    def forget(self) -> None:
+        """In a forked child: let go of the parent's connections without touching them.
+
+        Called with no lock (a parent thread may have held it at the fork). Each socket is
+        detached from its object and its descriptor closed: the child's copy goes, the
+        parent's stays open, and nothing is sent (no close_notify, no shutdown).
+        """
+        idle, self.idle = self.idle, []
+        for _, connection in idle:
+            sock, connection.sock = connection.sock, None
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    os.close(sock.detach())
+
+    def stats(self) -> PoolStats:
+        """Counts of this pool."""
+        with self.condition:
+            idle = len(self.idle)
+            return PoolStats(self.cap, self.open, self.open - idle, idle, self.opened, self.queued)
+
+
+class _Process:
+    """What this process shares across transports: the pools and the deadline watchdog."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.lock = threading.Lock()
+        self.pools: dict[PoolKey, _HostPool] = {}
+        self.watchdog = _Watchdog()
+        self.generation = 0
+
+    def pool(self, key: PoolKey, cap: int) -> _HostPool:
+        with self.lock:
+            pool = self.pools.get(key)
+            if pool is None:
+                pool = self.pools[key] = _HostPool(key, cap)
+            elif pool.cap < cap:
+                with pool.condition:
+                    pool.cap = cap
+                    pool.condition.notify_all()
+            pool.users += 1
+            return pool
+
+    def leave(self, pools: list[_HostPool]) -> None:
+        """Transports stopped using ``pools``; a pool nobody uses closes its idle connections."""
+        emptied: list[_HostPool] = []
+        with self.lock:
+            for pool in pools:
+                pool.users -= 1
+                if pool.users == 0 and self.pools.get(pool.key) is pool:
+                    del self.pools[pool.key]
+                    emptied.append(pool)
+            if not self.pools:
+                self.watchdog.stop_when_idle()
+        for pool in emptied:
+            pool.close_idle()
+
+
+_process = _Process()
+
+
+def _after_fork_in_child() -> None:
+    global _process
+    inherited = _process
+    _process = _Process()
+    _process.generation = inherited.generation + 1
+    for pool in inherited.pools.values():
+        pool.forget()
+
+
+def _current() -> _Process:
+    if _process.pid != os.getpid():  # a fork that skipped the at-fork hooks
+        _after_fork_in_child()
+    return _process
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def process_pools() -> dict[str, PoolStats]:
+    """The connection pools of this process, by ``scheme://host:port``."""
+    return {
+        f"{scheme}://{host}:{port}": pool.stats()
+        for ((scheme, host, port), _), pool in list(_current().pools.items())
+    }
+
+
+def _release(process: _Process, generation: int, pools: list[_HostPool]) -> None:
+    if pools and process is _process and generation == process.generation:
+        process.leave(pools)
 
 
 class Urllib3Transport:
-    """A thread-safe keep-alive transport that sends :class:`HttpRequest` records."""
+    """A thread-safe keep-alive transport that sends :class:`HttpRequest` records.
 
-    def __init__(self, *, ca_bundle: str | None = None, max_connections: int = 10) -> None:
-        self._tls = tls_context(ca_bundle)
-        self._max_idle = max_connections
-        self._idle: dict[tuple[str, str, int], list[tuple[float, HTTPConnection]]] = {}
-        self._lock = threading.Lock()
-        self._watchdog = _Watchdog()
+    ``max_connections`` caps the connections to one host open at once, in use and idle,
+    for the whole process (every transport to that host shares one pool, whose cap is the
+    largest any of them asked for); default :data:`DEFAULT_MAX_CONNECTIONS`. A
+    non-positive cap is a :class:`~eightyeightpay.errors.ConfigurationError`.
+    """
+
+    def __init__(
+        self, *, ca_bundle: str | None = None, max_connections: int = DEFAULT_MAX_CONNECTIONS
+    ) -> None:
+        if not isinstance(max_connections, int) or max_connections < 1:
+            raise ConfigurationError(
+                f"max_connections must be a positive integer, not {max_connections!r}."
+            )
+        self._trust = trust_key(ca_bundle)
+        self._cap = max_connections
+        self._pools: dict[Origin, _HostPool] = {}
+        self._used: list[_HostPool] = []
+        self._generation = -1
         self._closed = False
+        self._finalizer: weakref.finalize[Any, Any] | None = None
 
     def send(self, request: HttpRequest, *, timeout: float) -> HttpResponse:
         """Send ``request``; return the complete response within ``timeout`` seconds."""
@@ -138,10 +367,19 @@ class Urllib3Transport:
         )
         host = parts.netloc
         deadline = time.monotonic() + timeout
-        connection = self._reuse(origin)
+        process = _current()
+        pool = self._pools.get(origin) if self._generation == process.generation else None
+        if pool is None:
+            pool = self._join(process, origin)
+        connection = pool.acquire(deadline, host, timeout)
         if connection is None:
-            connection = self._connect(origin, host, timeout)
-        watch = self._watchdog.arm(deadline, connection)
+            try:
+                connection = self._connect(pool, host, deadline, timeout)
+            except BaseException:
+                pool.release(None, keep=False)
+                raise
+        watchdog = process.watchdog
+        watch = watchdog.arm(deadline, connection)
         try:
             connection.timeout = max(0.001, deadline - time.monotonic())
             connection.request(
@@ -155,8 +393,8 @@ class Urllib3Transport:
             body = _read_body(raw, deadline, host, timeout)
             response = HttpResponse(raw.status, tuple(raw.headers.items()), body)
         except BaseException as error:
-            self._watchdog.disarm(watch)
-            connection.close()
+            watchdog.disarm(watch)
+            pool.release(connection, keep=False)
             if isinstance(error, EightyEightPayError) and not watch.fired:
                 raise
             if not isinstance(error, Exception):
@@ -164,39 +402,37 @@ class Urllib3Transport:
             if watch.fired or _is_timeout(error):
                 raise RequestTimeout(host, timeout, may_have_been_sent=True) from None
             raise ConnectionLost(host, type(error).__name__) from None
-        self._watchdog.disarm(watch)
-        self._keep(origin, connection)
+        watchdog.disarm(watch)
+        pool.release(connection, keep=not self._closed)
         return response
 
-    def _reuse(self, origin: tuple[str, str, int]) -> HTTPConnection | None:
-        with self._lock:
-            pool = self._idle.get(origin, [])
-            while pool:
-                since, connection = pool.pop()
-                if time.monotonic() - since < IDLE_REUSE_SECONDS and connection.is_connected:
-                    return connection
-                connection.close()
-        return None
+    def _join(self, process: _Process, origin: Origin) -> _HostPool:
+        """Start using the process's pool for ``origin`` (anew after a fork)."""
+        if self._generation != process.generation:
+            self._pools, self._used, self._generation = {}, [], process.generation
+            if self._finalizer is not None:
+                self._finalizer.detach()
+                self._finalizer = None
+        pool = process.pool((origin, self._trust), self._cap)
+        self._pools[origin] = pool
+        self._used.append(pool)
+        if self._finalizer is None:
+            self._finalizer = weakref.finalize(
+                self, _release, process, process.generation, self._used
+            )
+        return pool
 
-    def _keep(self, origin: tuple[str, str, int], connection: HTTPConnection) -> None:
-        if connection.is_closed or self._closed:
-            connection.close()
-            return
-        with self._lock:
-            pool = self._idle.setdefault(origin, [])
-            if len(pool) < self._max_idle:
-                pool.append((time.monotonic(), connection))
-                return
-        connection.close()
-
-    def _connect(self, origin: tuple[str, str, int], host: str, timeout: float) -> HTTPConnection:
+    def _connect(
+        self, pool: _HostPool, host: str, deadline: float, timeout: float
+    ) -> HTTPConnection:
         """A connected (and, for https, verified) connection; the request is not sent yet."""
-        scheme, hostname, port = origin
+        scheme, hostname, port = pool.key[0]
+        left = max(0.001, deadline - time.monotonic())
         connection: HTTPConnection
         if scheme == "https":
-            connection = HTTPSConnection(hostname, port, timeout=timeout, ssl_context=self._tls)
+            connection = HTTPSConnection(hostname, port, timeout=left, ssl_context=pool.tls())
         else:
-            connection = HTTPConnection(hostname, port, timeout=timeout)
+            connection = HTTPConnection(hostname, port, timeout=left)
         try:
             connection.connect()
         except Exception as error:
@@ -204,15 +440,18 @@ class Urllib3Transport:
             raise _connect_error(error, host, timeout) from None
         return connection
 
+    def pool_stats(self) -> dict[str, PoolStats]:
+        """The pools this transport uses (shared with the process), by ``scheme://host:port``."""
+        return {f"{s}://{h}:{p}": pool.stats() for (s, h, p), pool in self._pools.items()}
+
     def close(self) -> None:
-        """Close every idle connection and stop the deadline thread."""
+        """Stop using the shared pools; the last transport of a pool closes its connections.
+
+        The deadline thread ends once no transport of the process is open. Idempotent.
+        """
         self._closed = True
-        with self._lock:
-            pools, self._idle = self._idle, {}
-        for pool in pools.values():
-            for _, connection in pool:
-                connection.close()
-        self._watchdog.close()
+        if self._finalizer is not None:
+            self._finalizer()
 
 
 def _read_body(raw: Any, deadline: float, host: str, timeout: float) -> bytes:

@@ -1,0 +1,194 @@
+"""Connection pools: one per process and host, capped, fork-safe, loop-safe.
+
+The emulator runs in its own process (with no practical API rate limit, so that thousands of charges are
+answered), so that a fork of the test process copies no server thread.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from eightyeightpay.adapters.sync import TokenManager
+from eightyeightpay.http import HttpRequest
+from eightyeightpay.plugins.memory import MemoryStore
+from eightyeightpay.plugins.sandbox import DEFAULT_API_KEY, DEFAULT_MERCHANT_ID
+from eightyeightpay.plugins.urllib3_transport import (
+    WATCHDOG_THREAD,
+    Urllib3Transport,
+    process_pools,
+)
+from eightyeightpay.tokens import Token
+
+SERVE = """
+import json, sys, time
+from eightyeightpay.plugins.sandbox import SandboxServer
+from eightyeightpay.plugins.sandbox.emulator import RateLimit, Sandbox
+server = SandboxServer(Sandbox(api_limits=(RateLimit(10**9, 1.0),)), tls=True)
+server.start()
+print(json.dumps({"url": server.url, "ca_file": str(server.certificates.ca_file)}), flush=True)
+sys.stdin.read()
+server.close()
+"""
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[dict[str, Any]]:
+    with subprocess.Popen(
+        [sys.executable, "-c", SERVE],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as process:
+        assert process.stdout is not None and process.stdin is not None
+        try:
+            info: dict[str, Any] = json.loads(process.stdout.readline())
+            yield info
+        finally:
+            process.stdin.close()
+            assert process.wait(timeout=30) == 0
+
+
+@pytest.fixture
+def token(sandbox: dict[str, Any]) -> Token:
+    with TokenManager(
+        DEFAULT_API_KEY,
+        DEFAULT_MERCHANT_ID,
+        base_url=sandbox["url"],
+        ca_bundle=sandbox["ca_file"],
+        store=MemoryStore(),
+    ) as manager:
+        return manager.get_token()
+
+
+def charge(url: str, token: Token, amount: int) -> HttpRequest:
+    body = {"flow": "PAYIN", "method_code": "PSE", "amount": amount, "currency": "COP"}
+    body["country"] = "COL"
+    return HttpRequest(
+        "POST",
+        f"{url}/api/transactions/charges",
+        (*token.auth_headers(), ("Content-Type", "application/json")),
+        json.dumps(body).encode(),
+    )
+
+
+def charged(transport: Urllib3Transport, url: str, token: Token, amount: int) -> int:
+    response = transport.send(charge(url, token, amount), timeout=10.0)
+    assert response.status == 200, response.body
+    return int(json.loads(response.body)["data"]["amount"])
+
+
+def test_after_a_fork_parent_and_child_never_receive_each_others_charge(
+    sandbox: dict[str, Any], token: Token
+) -> None:
+    url = sandbox["url"]
+    transport = Urllib3Transport(ca_bundle=sandbox["ca_file"])
+    try:
+        assert charged(transport, url, token, 1) == 1  # a kept-alive connection is pooled
+        (stats,) = transport.pool_stats().values()
+        assert (stats.opened, stats.idle) == (1, 1)
+        crossed = 0
+        for round_ in range(1000):
+            mine, theirs = 2 * round_ + 3, 2 * round_ + 4
+            pid = os.fork()
+            if pid == 0:  # the child: charge `theirs` at once with the parent
+                status = 1
+                try:
+                    answered = charged(transport, url, token, theirs)
+                    (child_stats,) = transport.pool_stats().values()
+                    # nothing of the parent's pool was used: the child opened its own
+                    status = 0 if (answered, child_stats.opened) == (theirs, 1) else 2
+                finally:
+                    os._exit(status)
+            answered = charged(transport, url, token, mine)
+            _, status = os.waitpid(pid, 0)
+            crossed += answered != mine or os.waitstatus_to_exitcode(status) != 0
+        assert crossed == 0
+        # The child never closed or shut down the parent's session: the parent still talks
+        # on the connection it opened before the first fork.
+        (stats,) = transport.pool_stats().values()
+        assert stats.opened == 1
+    finally:
+        transport.close()
+
+
+def test_one_pool_per_host_is_shared_by_every_transport_and_bounds_connections_in_use(
+    sandbox: dict[str, Any], token: Token
+) -> None:
+    url = sandbox["url"]
+    ca_file = sandbox["ca_file"]
+    transports = [Urllib3Transport(ca_bundle=ca_file, max_connections=4) for _ in range(50)]
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(32)
+
+    def caller(index: int) -> None:
+        barrier.wait()
+        try:
+            for call in range(10):
+                amount = index * 100 + call + 1
+                assert charged(transports[(index * 10 + call) % 50], url, token, amount) == amount
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=caller, args=(index,)) for index in range(32)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert errors == []
+        stats = process_pools()[url]
+        assert all(t.pool_stats() == {url: stats} for t in transports)  # one shared pool
+        assert stats.cap == 4
+        assert stats.opened <= 4  # 320 calls from 32 threads on at most 4 connections
+        assert stats.queued > 0
+        watchdogs = [t for t in threading.enumerate() if t.name == WATCHDOG_THREAD]
+        assert len(watchdogs) == 1
+    finally:
+        for transport in transports:
+            transport.close()
+    assert url not in process_pools()  # the last transport closed the pool
+
+
+def _switches(thread: threading.Thread) -> int:
+    with open(f"/proc/self/task/{thread.native_id}/status") as status:
+        for line in status:
+            if line.startswith("voluntary_ctxt_switches:"):
+                return int(line.split()[1])
+    raise AssertionError("no context-switch count")
+
+
+def test_the_watchdog_sleeps_through_calls_whose_deadline_is_not_the_earliest(
+    sandbox: dict[str, Any], token: Token
+) -> None:
+    url = sandbox["url"]
+    transport = Urllib3Transport(ca_bundle=sandbox["ca_file"])
+    try:
+        assert charged(transport, url, token, 1) == 1
+        (watchdog,) = [t for t in threading.enumerate() if t.name == WATCHDOG_THREAD]
+        before = _switches(watchdog)
+        for amount in range(2, 302):
+            assert charged(transport, url, token, amount) == amount
+        # Each call arms a deadline later than one already pending: no wake-up is owed.
+        # (Arming used to notify the thread every time: one switch per call or more.)
+        assert _switches(watchdog) - before <= 3
+    finally:
+        transport.close()
+
+
+def test_the_watchdog_thread_ends_when_the_last_transport_closes(
+    sandbox: dict[str, Any], token: Token
+) -> None:
+    transport = Urllib3Transport(ca_bundle=sandbox["ca_file"])
+    assert charged(transport, sandbox["url"], token, 5) == 5
+    (watchdog,) = [t for t in threading.enumerate() if t.name == WATCHDOG_THREAD]
+    transport.close()
+    watchdog.join(timeout=10)
+    assert not watchdog.is_alive()
