@@ -45,6 +45,7 @@ from eightyeightpay.tokens import Token
 from .base import EnvConstructible, ManagerBase
 from .common import FlightRun, drop_flight
 from .config import read_environment
+from .telemetry import Telemetry
 
 __all__ = ["AsyncTokenManager", "TrioTokenManager", "open_trio_token_manager"]
 
@@ -70,6 +71,7 @@ class _AsyncManager(ManagerBase):
         timeout: float = 30.0,
         clock: Clock = time.monotonic,
         rng: Rng | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         plugins, fleet = self._configure(
             api_key,
@@ -82,6 +84,7 @@ class _AsyncManager(ManagerBase):
             timeout=timeout,
             clock=clock,
             rng=rng,
+            telemetry=telemetry,
         )
         self._fleet: AsyncFleetOperations | None = (
             runtime.fleet_operations(fleet) if fleet else None
@@ -153,7 +156,9 @@ class _AsyncManager(ManagerBase):
         )
 
     async def _run_flight(self, flight: Flight) -> None:
-        run = FlightRun(self._slot, flight, self._clock, self.credentials.host, self._health)
+        run = FlightRun(
+            self._slot, flight, self._clock, self.credentials.host, self._health, self._observer
+        )
         try:
             effect = run.start()
             while effect is not None:
@@ -198,6 +203,7 @@ class _AsyncManager(ManagerBase):
             raise ManagerClosed()
         steps = api_call(self.credentials.base_url, method, path, json=json, headers=headers)
         result: Any = None
+        trace = self._observer.api_call() if self._observer is not None else None
         while True:
             try:
                 effect = steps.send(result)
@@ -207,11 +213,16 @@ class _AsyncManager(ManagerBase):
                 result = await self.get_token()
             elif isinstance(effect, InvalidateToken):
                 result = self.invalidate(effect.token)
+                if trace is not None:
+                    trace.invalidated()
             else:
+                span = trace.sending(effect.request) if trace is not None else None
                 try:
                     result = await self._transport.send(effect.request, timeout=self.timeout)
                 except TransportError as error:
                     result = error
+                if trace is not None:
+                    trace.received(span, result)
 
     # ------------------------------------------------------------------ lifecycle
 

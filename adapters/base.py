@@ -5,17 +5,21 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Mapping
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from eightyeightpay.credentials import Credentials
 from eightyeightpay.plugins.fleet import FleetStore, StoreHealth
 from eightyeightpay.plugins.memory import MemoryStore, Slot
 from eightyeightpay.plugins.registry import Registry, registry
 from eightyeightpay.policy import Policy, Rng
+from eightyeightpay.stats import Stats
 from eightyeightpay.tokens import Token
 
 from .common import CLOSED, Closed
 from .config import build_credentials, read_environment
+
+if TYPE_CHECKING:
+    from .telemetry import Observer, Telemetry
 
 __all__ = ["EnvConstructible", "ManagerBase"]
 
@@ -45,6 +49,7 @@ class ManagerBase:
         timeout: float,
         clock: Callable[[], float],
         rng: Rng | None,
+        telemetry: Telemetry | None = None,
     ) -> tuple[Registry, FleetStore | None]:
         """Set up everything but the runtime's I/O; returns the plugins and the fleet store."""
         self.credentials = build_credentials(
@@ -64,6 +69,10 @@ class ManagerBase:
         self._health: StoreHealth | None = fleet.health if fleet else None
         self._clock = clock
         self._closed = False
+        store_name = getattr(chosen, "name", type(chosen).__name__)
+        self._observer: Observer | None = (
+            telemetry.observer(self, store_name) if telemetry is not None else None
+        )
         return plugins, fleet
 
     def _mark_closed(self) -> bool:
@@ -73,6 +82,17 @@ class ManagerBase:
         self._closed = True
         self._cache = CLOSED
         return True
+
+    def stats(self) -> Stats:
+        """The manager's counts and state now: a frozen value, free of secrets.
+
+        Token requests and their outcomes, 429s received, failures in a row, callers that
+        waited, the current token's remaining usable life, the rolling minute's and hour's
+        spend against the limits and the store's mode (see :class:`~eightyeightpay.Stats`).
+        Takes the slot's lock for a few attribute reads; it never does I/O.
+        """
+        with self._slot.lock:
+            return self._slot.machine.stats(self._clock())
 
     def invalidate(self, token: Token) -> bool:
         """Stop using ``token`` (the API rejected it). A newer token is never dropped."""

@@ -12,14 +12,27 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from eightyeightpay.errors import EightyEightPayError
 from eightyeightpay.fleet import Done, FleetEffect, StoreFault, store_call, store_result
 from eightyeightpay.http import HttpResponse
-from eightyeightpay.machine import Effect, Exchange, Flight, Result, Settled, transport_failure
+from eightyeightpay.machine import (
+    Effect,
+    Exchange,
+    Flight,
+    Result,
+    SendTokenRequest,
+    Settled,
+    transport_failure,
+)
 from eightyeightpay.plugins.fleet import StoreHealth
 from eightyeightpay.plugins.memory import Slot
 from eightyeightpay.ports import AsyncFleetOperations, FleetOperations
+from eightyeightpay.stats import outcome_of
+
+if TYPE_CHECKING:
+    from .telemetry import FlightTrace, Observer
 
 __all__ = ["CLOSED", "Closed", "FlightRun", "drop_flight"]
 
@@ -42,6 +55,7 @@ class FlightRun:
         clock: Callable[[], float],
         host: str,
         health: StoreHealth | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self._slot = slot
         self._flight = flight
@@ -49,6 +63,7 @@ class FlightRun:
         self._host = host
         self._health = health
         self._steps = slot.machine.refresh(flight)
+        self._trace: FlightTrace | None = observer.flight(flight) if observer else None
         self.settled: Settled | None = None
         """The outcome, once the protocol has ended."""
 
@@ -62,10 +77,20 @@ class FlightRun:
         """Hand an effect's result to the core; returns the next effect, or None when done."""
         with self._slot.lock:
             try:
-                return self._steps.send(result)  # type: ignore[arg-type]  # None starts it
+                effect = self._steps.send(result)  # type: ignore[arg-type]  # None starts it
             except StopIteration as stop:
                 self.settled = stop.value
-                return None
+                effect = None
+            if self._trace is None:
+                return effect
+            machine = self._slot.machine
+            attempt, failure = machine.failures, machine.last_error
+        # Telemetry only (no decision): what the core made of an exchange, and the next send.
+        if isinstance(result, Exchange):
+            self._trace.exchanged(result.response, result.error, outcome_of(failure))
+        if isinstance(effect, SendTokenRequest):
+            self._trace.sending(effect, attempt)
+        return effect
 
     def exchanged(
         self, response: HttpResponse | None, error: EightyEightPayError | None
@@ -80,26 +105,35 @@ class FlightRun:
     def perform_store(self, effect: FleetEffect, operations: FleetOperations) -> Result:
         """Perform a store effect with blocking operations."""
         name, args = store_call(effect)
+        span, started = self._store_started(name)
         try:
             value = getattr(operations, name)(*args)
         except Exception as error:  # a store failure degrades; it never reaches a caller
-            return self._stored(effect, error)
-        return self._stored(effect, value)
+            value = error
+        return self._stored(effect, value, span, started)
 
     async def aperform_store(self, effect: FleetEffect, operations: AsyncFleetOperations) -> Result:
         """Perform a store effect with async operations."""
         name, args = store_call(effect)
+        span, started = self._store_started(name)
         try:
             value = await getattr(operations, name)(*args)
         except Exception as error:  # a store failure degrades; it never reaches a caller
-            return self._stored(effect, error)
-        return self._stored(effect, value)
+            value = error
+        return self._stored(effect, value, span, started)
 
-    def _stored(self, effect: FleetEffect, value: object) -> Result:
+    def _store_started(self, name: str) -> tuple[object, float]:
+        if self._trace is None:
+            return None, 0.0
+        return self._trace.store_started(name), self._clock()
+
+    def _stored(self, effect: FleetEffect, value: object, span: object, started: float) -> Result:
         if isinstance(value, Exception):
             result: Result = StoreFault(type(value).__name__, self._clock())
         else:
             result = store_result(effect, value, self._clock())
+        if self._trace is not None:
+            self._trace.store_ended(span, effect, result, started)
         if self._health is not None:
             if isinstance(result, StoreFault):
                 self._health.failed(result.detail)
@@ -122,6 +156,10 @@ class FlightRun:
                 self._slot.machine.abort(self._flight)
             settled = Settled(self._flight, None, None)
         self._slot.publish(settled)
+        if self._trace is not None:
+            with self._slot.lock:
+                mode = self._slot.machine.stats(self._clock()).store_mode
+            self._trace.finish(settled, mode)
         if settled.token is not None:
             log.debug("token %s in use", settled.token.fingerprint)
         elif settled.error is not None:

@@ -43,6 +43,7 @@ from eightyeightpay.tokens import Token
 
 from .base import EnvConstructible, ManagerBase
 from .common import FlightRun, drop_flight
+from .telemetry import Telemetry
 
 __all__ = ["Background", "ManualBackground", "ThreadBackground", "TokenManager"]
 
@@ -179,6 +180,7 @@ class TokenManager(ManagerBase, EnvConstructible):
         sleep: Callable[[float], object] = time.sleep,
         background: Background | None = None,
         rng: Rng | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         stores, fleet = self._configure(
             api_key,
@@ -191,6 +193,7 @@ class TokenManager(ManagerBase, EnvConstructible):
             timeout=timeout,
             clock=clock,
             rng=rng,
+            telemetry=telemetry,
         )
         self._fleet: FleetOperations | None = fleet.operations() if fleet else None
         self._transport: Transport = transport or stores.transport("urllib3")(ca_bundle=ca_bundle)
@@ -266,7 +269,9 @@ class TokenManager(ManagerBase, EnvConstructible):
 
     def _run_flight(self, flight: Flight) -> Settled:
         """Run the core's refresh protocol for ``flight`` and wake its waiters."""
-        run = FlightRun(self._slot, flight, self._clock, self.credentials.host, self._health)
+        run = FlightRun(
+            self._slot, flight, self._clock, self.credentials.host, self._health, self._observer
+        )
         try:
             effect = run.start()
             while effect is not None:
@@ -325,6 +330,7 @@ class TokenManager(ManagerBase, EnvConstructible):
             raise ManagerClosed()
         steps = api_call(self.credentials.base_url, method, path, json=json, headers=headers)
         result: Any = None
+        trace = self._observer.api_call() if self._observer is not None else None
         while True:
             try:
                 effect = steps.send(result)
@@ -334,11 +340,16 @@ class TokenManager(ManagerBase, EnvConstructible):
                 result = self.get_token()
             elif isinstance(effect, InvalidateToken):
                 result = self.invalidate(effect.token)
+                if trace is not None:
+                    trace.invalidated()
             else:
+                span = trace.sending(effect.request) if trace is not None else None
                 try:
                     result = self._transport.send(effect.request, timeout=self.timeout)
                 except TransportError as error:
                     result = error
+                if trace is not None:
+                    trace.received(span, result)
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -61,6 +61,7 @@ from .ports import (
     FleetOperations,
     Transport,
 )
+from .stats import Stats
 from .tokens import Freshness, Token
 
 if TYPE_CHECKING:
@@ -73,6 +74,7 @@ if TYPE_CHECKING:
     from .adapters.integrations.httpx_auth import EightyEightPayAuth
     from .adapters.integrations.requests_auth import EightyEightPayRequestsAuth
     from .adapters.sync import ManualBackground, TokenManager
+    from .adapters.telemetry import Telemetry
     from .plugins.fleet import ENCRYPTION_KEY_VARIABLE, FleetStore, Sealer
     from .plugins.memcached_store import MemcachedStore
     from .plugins.memory import MemoryStore
@@ -109,6 +111,7 @@ _LAZY: dict[str, str] = {
     "TrioTokenManager": "eightyeightpay.adapters.async_manager",
     "open_trio_token_manager": "eightyeightpay.adapters.async_manager",
     "run_doctor": "eightyeightpay.adapters.doctor",
+    "Telemetry": "eightyeightpay.adapters.telemetry",
     "EightyEightPayAuth": "eightyeightpay.adapters.integrations.httpx_auth",
     "EightyEightPayRequestsAuth": "eightyeightpay.adapters.integrations.requests_auth",
     "MemoryStore": "eightyeightpay.plugins.memory",
@@ -217,8 +220,10 @@ __all__ = [
     "ServeAndRefresh",
     "ServerError",
     "Settled",
+    "Stats",
     "StoredToken",
     "TLSError",
+    "Telemetry",
     "Token",
     "TokenMachine",
     "TokenManager",

@@ -39,9 +39,10 @@ from .fleet import (
     WriteCooldown,
     WriteShared,
 )
-from .governor import RateWindow
+from .governor import HOUR, MINUTE, RateWindow
 from .http import HttpRequest, HttpResponse
 from .policy import Policy, Rng, backoff_delay
+from .stats import OUTCOMES, Stats, Tally
 from .tokens import Token, interpret_token_response
 
 __all__ = [
@@ -215,6 +216,10 @@ class TokenMachine:
         """This process's name in fencing values (unique per machine)."""
         self.degraded = False
         """True while the shared store is failing and the machine works alone."""
+        self.degraded_since: float | None = None
+        """When the store started failing, while :attr:`degraded`."""
+        self.tally = Tally()
+        """What :meth:`stats` counts (sends, outcomes, waiting callers, rejected tokens)."""
         self._numbers = 0
         self._send_time: float | None = None
         self._rejected: tuple[str, ...] = ()
@@ -238,12 +243,14 @@ class TokenMachine:
                 return Serve(token)
             return ServeAndRefresh(token, self._start(now, background=True))
         if self.flight is not None:
+            self.tally = self.tally.caller_waited()
             return Wait(
                 self.flight, self.flight.started_at + self.policy.request_timeout + WAIT_GRACE
             )
         retry_at = self._send_allowed_at(now)
         if retry_at > now:
             return Unavailable(self._unavailable_error(now, retry_at), retry_at)
+        self.tally = self.tally.caller_waited()
         return Refresh(self._start(now, background=False))
 
     def _send_allowed_at(self, now: float) -> float:
@@ -286,6 +293,7 @@ class TokenMachine:
     def _send(self, flight: Flight, now: float) -> Generator[Effect, Result, Settled]:
         self.window = self.window.record(now)
         self.sent += 1
+        self.tally = self.tally.sent()
         self._send_time = now
         exchange = yield SendTokenRequest(
             self.credentials.token_request(), self.policy.request_timeout
@@ -301,11 +309,14 @@ class TokenMachine:
                     wall_now=exchange.wall,
                 )
             except EightyEightPayError as rejected:
+                self.tally = self.tally.ended(rejected)
                 return self._failed(flight, rejected, now=exchange.now)
+            self.tally = self.tally.ended(None)
             return self._succeeded(flight, token)
         failure = exchange.error or RequestTimeout(
             self.credentials.host, self.policy.request_timeout, may_have_been_sent=True
         )
+        self.tally = self.tally.ended(failure)
         return self._failed(flight, failure, now=exchange.now)
 
     def _fleet_refresh(self, flight: Flight) -> Generator[Effect, Result, Settled]:
@@ -387,21 +398,22 @@ class TokenMachine:
 
     def _alone(self, flight: Flight, fault: Result) -> Generator[Effect, Result, Settled]:
         """The store failed: keep serving with this process's own single flight and limits."""
-        self.degraded = True
         now = fault.now
+        if not self.degraded:
+            self.degraded, self.degraded_since = True, now
         allowed_at = self.window.next_allowed(now, self.policy.per_minute, self.policy.per_hour)
         if allowed_at > now:
             return self._failed(flight, RateLimited(allowed_at - now, local=True), now=now)
         return (yield from self._send(flight, now))
 
     def _fleet_cooling(self, flight: Flight, read: SharedRead) -> Settled:
-        self.degraded = False
+        self.degraded, self.degraded_since = False, None
         return self._failed(flight, RateLimited(read.cooldown, local=True), now=read.now)
 
     def _adopt(self, read: SharedRead) -> Token | None:
         """The fleet's token as a local token, its life measured by the store's TTL."""
         stored = read.token
-        self.degraded = False
+        self.degraded, self.degraded_since = False, None
         if (
             stored is None
             or read.ttl <= 0
@@ -469,6 +481,32 @@ class TokenMachine:
 
     # ---------------------------------------------------------------- after use
 
+    def stats(self, now: float) -> Stats:
+        """The machine's counts and state at ``now`` (a query: it changes nothing)."""
+        tally, token, policy = self.tally, self.token, self.policy
+        remaining = None if token is None else max(0.0, token.usable_until - now)
+        mode = "local" if not self.fleet else "degraded" if self.degraded else "healthy"
+        return Stats(
+            merchant_id=self.credentials.merchant_id,
+            base_url=self.credentials.base_url,
+            at=now,
+            token_requests=tally.token_requests,
+            outcomes=tuple(zip(OUTCOMES, tally.outcomes, strict=True)),
+            rate_limited=tally.rate_limited,
+            failures_in_row=self.failures,
+            waited=tally.waited,
+            rejected_tokens=tally.rejected,
+            token_remaining=remaining,
+            refreshing=self.flight is not None,
+            next_request_in=max(0.0, self._send_allowed_at(now) - now),
+            minute_spent=self.window.count(now, MINUTE),
+            hour_spent=self.window.count(now, HOUR),
+            per_minute=policy.per_minute,
+            per_hour=policy.per_hour,
+            store_mode=mode,
+            degraded_since=self.degraded_since if self.degraded else None,
+        )
+
     def invalidate(self, token: Token) -> bool:
         """Drop ``token`` after the API rejected it; a newer token is never dropped.
 
@@ -476,6 +514,7 @@ class TokenMachine:
         is not adopted again: the next refresh requests a new token and replaces it there.
         """
         self._rejected = (*self._rejected[-3:], token.access_token)
+        self.tally = self.tally.token_rejected()
         if self.token is not None and self.token == token:
             self.token = None
             return True

@@ -101,9 +101,15 @@ class Harness:
 
 @contextlib.asynccontextmanager
 async def open_harness(
-    runtime: str, sandbox: Sandbox, clock: FakeClock, api_key: str, merchant_id: str
+    runtime: str,
+    sandbox: Sandbox,
+    clock: FakeClock,
+    api_key: str,
+    merchant_id: str,
+    **extra: Any,
 ) -> AsyncIterator[Harness]:
     options: dict[str, Any] = {"clock": clock, "store": MemoryStore(), "rng": random.Random(5)}
+    options.update(extra)
     if runtime == "sync":
         background = ManualBackground()
         with TokenManager(
@@ -136,13 +142,15 @@ def run_scenario(
     sandbox: Sandbox | None = None,
     api_key: str = DEFAULT_API_KEY,
     merchant_id: str = DEFAULT_MERCHANT_ID,
+    clock: FakeClock | None = None,
+    **options: Any,
 ) -> None:
-    """Run ``scenario`` against a fresh harness of ``runtime``."""
+    """Run ``scenario`` against a fresh harness of ``runtime`` (``options`` go to the manager)."""
     world = sandbox or Sandbox()
-    clock = FakeClock()
+    clock = clock or FakeClock()
 
     async def main() -> None:
-        async with open_harness(runtime, world, clock, api_key, merchant_id) as harness:
+        async with open_harness(runtime, world, clock, api_key, merchant_id, **options) as harness:
             await scenario(harness)
 
     if runtime == "trio":

@@ -1,0 +1,178 @@
+"""What a manager has done and where it stands: counts kept by the core, read as one value.
+
+The token machine keeps a :class:`Tally` (a frozen value it replaces at each event on the
+slow path: a send, its outcome, a caller that waits, a token rejected by the API). A
+manager's ``stats()`` asks the machine for a :class:`Stats` at ``now``: the tally plus the
+state the machine already holds (its token, its rate window, its failures in a row, its
+store mode). Nothing here reads a clock, and nothing secret is kept: no token, session id
+or API key, only counts, seconds and the merchant id.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from .errors import (
+    AccessDenied,
+    CredentialsError,
+    EightyEightPayError,
+    MalformedResponse,
+    RateLimited,
+    RequestTimeout,
+    ServerError,
+    TransportError,
+)
+
+__all__ = ["OUTCOMES", "STORE_MODES", "Stats", "Tally", "outcome_of"]
+
+OUTCOMES = (
+    "ok",
+    "rate_limited",
+    "invalid_credentials",
+    "access_denied",
+    "server_error",
+    "timeout",
+    "transport_error",
+    "malformed_response",
+    "other",
+)
+"""How a token request sent to 88Pay can end, in the order :attr:`Stats.outcomes` lists them."""
+
+STORE_MODES = ("local", "healthy", "degraded")
+"""A store's modes: ``local`` (the memory store: nothing shared), ``healthy`` (a fleet store
+answering) and ``degraded`` (a fleet store failing; the process works alone)."""
+
+
+def outcome_of(error: EightyEightPayError | None) -> str:
+    """The :data:`OUTCOMES` name of a token request that ended with ``error`` (None: ``ok``)."""
+    match error:
+        case None:
+            return "ok"
+        case RateLimited():
+            return "rate_limited"
+        case CredentialsError():
+            return "invalid_credentials"
+        case AccessDenied():
+            return "access_denied"
+        case ServerError():
+            return "server_error"
+        case RequestTimeout():
+            return "timeout"
+        case TransportError():
+            return "transport_error"
+        case MalformedResponse():
+            return "malformed_response"
+    return "other"
+
+
+@attrs.frozen
+class Tally:
+    """The counts of one token machine over its life; every method returns a new value."""
+
+    token_requests: int = 0
+    """Token requests sent (each reserved a place in 88Pay's rate limit)."""
+    outcomes: tuple[int, ...] = (0,) * len(OUTCOMES)
+    """Sent requests by how they ended, in :data:`OUTCOMES` order."""
+    rate_limited: int = 0
+    """429 answers received from 88Pay (local refusals are not counted)."""
+    waited: int = 0
+    """Callers that had no usable token and waited for a token request."""
+    rejected: int = 0
+    """Tokens the API rejected with 401 and the library dropped (each call then replays once)."""
+
+    def sent(self) -> Tally:
+        """One more token request sent."""
+        return attrs.evolve(self, token_requests=self.token_requests + 1)
+
+    def ended(self, error: EightyEightPayError | None) -> Tally:
+        """A sent request ended with ``error`` (None: a token)."""
+        index = OUTCOMES.index(outcome_of(error))
+        outcomes = (*self.outcomes[:index], self.outcomes[index] + 1, *self.outcomes[index + 1 :])
+        received_429 = isinstance(error, RateLimited) and not error.local
+        return attrs.evolve(self, outcomes=outcomes, rate_limited=self.rate_limited + received_429)
+
+    def caller_waited(self) -> Tally:
+        """One more caller waits on the network."""
+        return attrs.evolve(self, waited=self.waited + 1)
+
+    def token_rejected(self) -> Tally:
+        """One more token was rejected by the API and dropped."""
+        return attrs.evolve(self, rejected=self.rejected + 1)
+
+
+@attrs.frozen
+class Stats:
+    """A manager's counts and state at one moment: cheap to take, free of secrets.
+
+    Counts cover the life of the manager's slot, shared by every manager of the process
+    with the same credentials (the memory store) or the same store. Times are seconds on
+    the manager's monotonic clock. With a fleet store the spend figures are this process's
+    sends; the fleet's budget is enforced by the store (see ``docs/observability.md``).
+    """
+
+    merchant_id: str
+    """Whose token (not a secret; the API key never appears)."""
+    base_url: str
+    """Where token requests go."""
+    at: float
+    """Monotonic time the snapshot was taken."""
+    token_requests: int
+    """Token requests sent."""
+    outcomes: tuple[tuple[str, int], ...]
+    """Sent token requests by outcome, ``(name, count)`` in :data:`OUTCOMES` order."""
+    rate_limited: int
+    """429 answers received from 88Pay."""
+    failures_in_row: int
+    """Token requests that failed since the last success (0 when the last one succeeded)."""
+    waited: int
+    """Callers that had no usable token and waited for a token request."""
+    rejected_tokens: int
+    """Tokens the API rejected with 401 (each such API call was replayed once)."""
+    token_remaining: float | None
+    """Seconds the current token can still be handed out (0 when spent); None without one."""
+    refreshing: bool
+    """True while a token request of this slot is in flight."""
+    next_request_in: float
+    """Seconds until a token request may be sent (a 429's cool-down, a backoff, the limits)."""
+    minute_spent: int
+    """Token requests sent in the rolling last 60 s."""
+    hour_spent: int
+    """Token requests sent in the rolling last 3600 s."""
+    per_minute: int
+    """The per-minute limit kept (88Pay: 10 per merchant)."""
+    per_hour: int
+    """The per-hour limit kept (88Pay: 100 per merchant)."""
+    store_mode: str
+    """One of :data:`STORE_MODES`."""
+    degraded_since: float | None
+    """Monotonic time the fleet store started failing, while it is degraded; else None."""
+
+    @property
+    def minute_remaining(self) -> int:
+        """Token requests still allowed in the rolling minute."""
+        return max(0, self.per_minute - self.minute_spent)
+
+    @property
+    def hour_remaining(self) -> int:
+        """Token requests still allowed in the rolling hour."""
+        return max(0, self.per_hour - self.hour_spent)
+
+    @property
+    def degraded_for(self) -> float | None:
+        """Seconds the store has been degraded, or None when it is not."""
+        return None if self.degraded_since is None else self.at - self.degraded_since
+
+    def outcome(self, name: str) -> int:
+        """The count of outcome ``name`` (one of :data:`OUTCOMES`)."""
+        return dict(self.outcomes)[name]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The snapshot as JSON-ready data (what ``eightyeightpay token --json`` prints)."""
+        data = attrs.asdict(self)
+        data["outcomes"] = dict(self.outcomes)
+        data["minute_remaining"] = self.minute_remaining
+        data["hour_remaining"] = self.hour_remaining
+        data["degraded_for"] = self.degraded_for
+        return data

@@ -1,0 +1,294 @@
+"""OpenTelemetry spans and metrics, and stats(), over one flow on all three runtimes.
+
+The flow: a first token through a fleet store, a 429 on the next refresh, a charge answered
+401 and replayed with a new token, then a fleet store outage (the process refreshes alone,
+degraded) and its end. The SDK's in-memory exporters collect everything, which is then
+checked span by span and point by point, and swept for secrets.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from eightyeightpay import RateLimited, Stats, Telemetry, Token
+from eightyeightpay.plugins.fleet import FleetStore
+from eightyeightpay.plugins.sandbox import (
+    DEFAULT_API_KEY,
+    DEFAULT_MERCHANT_ID,
+    FakeClock,
+    Fault,
+    Sandbox,
+)
+from tests.fleet_sim import SimStore
+from tests.parity.harness import RUNTIMES, Harness, Scenario, run_scenario
+
+CHARGES = "/api/transactions/charges"
+BALANCE = f"/api/balance?id={DEFAULT_MERCHANT_ID}"
+CHARGE = {"flow": "PAYIN", "method_code": "PSE", "amount": 10, "currency": "COP", "country": "COL"}
+TOKEN_URL = "https://api-sandbox.88pay.io/api/auth/token"
+
+
+class SimFleetStore(FleetStore):
+    """A fleet store over the test suite's in-memory store, which can be taken down."""
+
+    name = "sim"
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__()
+        self.shared_state = SimStore(clock)
+
+    def operations(self) -> SimStore:
+        return self.shared_state
+
+    def async_operations(self) -> _AsyncOps:
+        return _AsyncOps(self.shared_state)
+
+
+class _AsyncOps:
+    def __init__(self, store: SimStore) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._store, name)
+
+        async def call(*args: Any) -> Any:
+            return method(*args)
+
+        return call
+
+
+class Collected:
+    """The in-memory exporters and the telemetry feeding them."""
+
+    def __init__(self, **options: Any) -> None:
+        self.spans = InMemorySpanExporter()
+        tracer_provider = TracerProvider()
+        tracer_provider.add_span_processor(SimpleSpanProcessor(self.spans))
+        self.reader = InMemoryMetricReader()
+        self.telemetry = Telemetry(
+            tracer_provider=tracer_provider,
+            meter_provider=MeterProvider(metric_readers=[self.reader]),
+            **options,
+        )
+
+    def finished(self) -> list[ReadableSpan]:
+        return list(self.spans.get_finished_spans())
+
+    def points(self) -> dict[str, list[tuple[dict[str, Any], Any]]]:
+        """Metric name -> [(attributes, data point)]."""
+        data = self.reader.get_metrics_data()
+        found: dict[str, list[tuple[dict[str, Any], Any]]] = {}
+        assert data is not None
+        for resource in data.resource_metrics:
+            for scope in resource.scope_metrics:
+                assert scope.scope.name == "eightyeightpay"
+                for metric in scope.metrics:
+                    for point in metric.data.data_points:
+                        found.setdefault(metric.name, []).append(
+                            (dict(point.attributes or {}), point)
+                        )
+        return found
+
+
+def value_of(points: list[tuple[dict[str, Any], Any]], **wanted: Any) -> Any:
+    """The one point whose attributes include ``wanted``: its value (or the histogram)."""
+    chosen = [p for attributes, p in points if wanted.items() <= attributes.items()]
+    assert len(chosen) == 1, (wanted, points)
+    return getattr(chosen[0], "value", chosen[0])
+
+
+def flow(
+    collected: Collected, store: SimFleetStore, tokens: list[Token], out: dict[str, Any]
+) -> Scenario:
+    """The scenario run on each runtime; fills ``tokens`` and ``out`` for the checks."""
+
+    async def scenario(h: Harness) -> None:
+        tokens.append(await h.get_token())  # 1: a token through the fleet store
+        h.sandbox.inject(Fault.status(429))
+        h.clock.advance(61)  # the token has expired: the next call refreshes and gets a 429
+        with pytest.raises(RateLimited):
+            await h.get_token()
+        out["after_429"] = h.manager.stats()
+        h.clock.advance(61)  # past the cool-down
+        h.sandbox.inject(Fault.status(401), path=CHARGES)
+        charge = await h.request("POST", CHARGES, json=CHARGE)  # 401, new token, replayed
+        assert charge.status == 200
+        assert (await h.request("POST", BALANCE)).status == 200
+        tokens.append(await h.get_token())
+        store.shared_state.down = True
+        h.clock.advance(61)
+        tokens.append(await h.get_token())  # refreshed alone: the store is down
+        out["degraded"] = h.manager.stats()
+        h.clock.advance(5)
+        out["degraded_later"] = h.manager.stats()
+        store.shared_state.down = False
+        h.clock.advance(61)
+        tokens.append(await h.get_token())  # the store answers again
+        out["end"] = h.manager.stats()
+        out["sandbox"] = h.sandbox.stats()
+        out["points"] = collected.points()  # observed while the manager is open
+
+    return scenario
+
+
+@pytest.fixture(params=RUNTIMES)
+def observed(
+    request: pytest.FixtureRequest,
+) -> Iterator[tuple[Collected, list[Token], dict[str, Any]]]:
+    collected = Collected()
+    clock = FakeClock()
+    store = SimFleetStore(clock)
+    tokens: list[Token] = []
+    out: dict[str, Any] = {}
+    run_scenario(
+        request.param,
+        flow(collected, store, tokens, out),
+        clock=clock,
+        store=store,
+        telemetry=collected.telemetry,
+    )
+    yield collected, tokens, out
+
+
+def test_spans_follow_the_http_client_conventions(observed: Any) -> None:
+    collected, _, _ = observed
+    spans = collected.finished()
+    token_sends = [s for s in spans if s.attributes.get("url.full") == TOKEN_URL]
+    # The first token, the 429, the charge's token, the token after the 401, the token
+    # fetched alone during the outage, and the token after it.
+    assert [s.name for s in token_sends] == ["POST"] * 6
+    statuses = [s.attributes.get("http.response.status_code") for s in token_sends]
+    assert statuses == [200, 429, 200, 200, 200, 200]
+    for span in token_sends:
+        assert span.kind.name == "CLIENT"
+        assert span.attributes["http.request.method"] == "POST"
+        assert span.attributes["server.address"] == "api-sandbox.88pay.io"
+        assert span.attributes["server.port"] == 443
+        assert span.parent is not None  # under its refresh span
+    limited = token_sends[1]
+    assert limited.attributes["error.type"] == "429"
+    assert limited.status.status_code.name == "ERROR"
+    assert limited.attributes["eightyeightpay.outcome"] == "rate_limited"
+    assert token_sends[2].attributes["eightyeightpay.retry_attempt"] == 1  # after the 429
+    assert "error.type" not in token_sends[0].attributes
+    flights = [s.attributes["eightyeightpay.flight"] for s in token_sends]
+    assert flights == sorted(flights) and len(set(flights)) == 6
+
+    calls = [s for s in spans if s.attributes.get("url.full", "").endswith(CHARGES)]
+    assert [s.attributes["http.response.status_code"] for s in calls] == [401, 200]
+    assert [s.attributes["eightyeightpay.replayed_after_401"] for s in calls] == [False, True]
+    assert calls[0].attributes["error.type"] == "401"
+    assert calls[1].attributes["http.request.resend_count"] == 1
+    assert "error.type" not in calls[1].attributes
+    balance = [s for s in spans if "/api/balance" in s.attributes.get("url.full", "")]
+    assert [s.attributes["url.full"] for s in balance] == [
+        "https://api-sandbox.88pay.io/api/balance?id=REDACTED"
+    ]
+
+    refreshes = [s for s in spans if s.name == "eightyeightpay.token.refresh"]
+    modes = [s.attributes["eightyeightpay.store.mode"] for s in refreshes]
+    assert modes == ["healthy", "healthy", "healthy", "healthy", "degraded", "healthy"]
+    assert refreshes[1].attributes["error.type"] == "rate_limited"
+
+    store_spans = [s for s in spans if s.name.startswith("eightyeightpay.store.")]
+    operations = {s.attributes["eightyeightpay.store.operation"] for s in store_spans}
+    assert operations >= {"read", "acquire", "reserve", "write", "release", "cool_down"}
+    faults = [s for s in store_spans if s.attributes.get("error.type") == "store_unavailable"]
+    assert len(faults) == 1  # the outage's first read; the process then works alone
+    assert all(s.attributes["eightyeightpay.store.name"] == "sim" for s in store_spans)
+    assert all(s.parent is not None for s in store_spans)
+
+
+def test_metrics_count_what_happened(observed: Any) -> None:
+    _, _, out = observed
+    points = out["points"]
+    requests = points["eightyeightpay.token.requests"]
+    assert value_of(requests, **{"eightyeightpay.outcome": "ok"}) == 5
+    assert value_of(requests, **{"eightyeightpay.outcome": "rate_limited"}) == 1
+    durations = points["eightyeightpay.token.request.duration"]
+    assert value_of(durations, **{"eightyeightpay.outcome": "ok"}).count == 5
+    assert value_of(durations, **{"eightyeightpay.outcome": "rate_limited"}).count == 1
+    end: Stats = out["end"]
+    assert value_of(points["eightyeightpay.token.waiters"]) == end.waited >= 4
+    budget = points["eightyeightpay.token.budget.remaining"]
+    assert value_of(budget, **{"eightyeightpay.window": "minute"}) == 10 - end.minute_spent
+    assert value_of(budget, **{"eightyeightpay.window": "hour"}) == 100 - 6
+    modes = points["eightyeightpay.store.mode"]
+    assert value_of(modes, **{"eightyeightpay.store.mode": "healthy"}) == 1
+    assert value_of(modes, **{"eightyeightpay.store.mode": "degraded"}) == 0
+    assert value_of(modes, **{"eightyeightpay.store.mode": "local"}) == 0
+    for name, found in points.items():
+        for attributes, _ in found:
+            assert attributes["server.address"] == "api-sandbox.88pay.io", name
+            assert "eightyeightpay.merchant_id" not in attributes
+
+
+def test_stats_tell_the_flow(observed: Any) -> None:
+    _, _, out = observed
+    after_429: Stats = out["after_429"]
+    assert after_429.rate_limited == 1 and after_429.failures_in_row == 1
+    assert after_429.outcome("rate_limited") == 1 and after_429.outcome("ok") == 1
+    assert after_429.token_remaining == 0.0 and after_429.next_request_in > 0
+    degraded, later = out["degraded"], out["degraded_later"]
+    assert degraded.store_mode == "degraded" and degraded.degraded_for == 0.0
+    assert later.degraded_for == 5.0 and later.degraded_since == degraded.degraded_since
+    end: Stats = out["end"]
+    assert end.store_mode == "healthy" and end.degraded_since is None
+    assert end.failures_in_row == 0 and end.rejected_tokens == 1
+    sandbox = out["sandbox"]
+    assert end.token_requests == sandbox["token_requests"] == 6
+    assert end.outcome("ok") == sandbox["tokens_issued"] == 5
+    assert end.hour_spent == 6 and end.minute_spent == 1
+    assert end.token_remaining is not None and 0 < end.token_remaining <= 50
+
+
+def test_nothing_secret_is_exported(observed: Any) -> None:
+    collected, tokens, _ = observed
+    secrets = {DEFAULT_API_KEY, DEFAULT_MERCHANT_ID}
+    for token in tokens:
+        secrets |= {token.access_token, token.session_id, *token.access_token.split(".")}
+    exported: list[Any] = []
+    for span in collected.finished():
+        exported += [span.name, dict(span.attributes), span.status.description]
+        exported += [[event.name, dict(event.attributes)] for event in span.events]
+        exported += [dict(link.attributes) for link in span.links]
+    for name, found in (collected.points() | observed[2]["points"]).items():
+        exported += [name, [attributes for attributes, _ in found]]
+    text = json.dumps(exported, default=str)
+    assert "eightyeightpay.token.refresh" in text and "POST" in text  # it is all there
+    leaked = [secret for secret in secrets if secret in text]
+    assert leaked == []
+
+
+def test_merchant_label_only_when_allowed() -> None:
+    collected = Collected(merchant_label=True)
+
+    points: dict[str, Any] = {}
+
+    async def scenario(h: Harness) -> None:
+        await h.get_token()
+        points.update(collected.points())
+
+    run_scenario("sync", scenario, telemetry=collected.telemetry, sandbox=Sandbox())
+    assert len(points) == 5
+    for found in points.values():
+        for attributes, _ in found:
+            assert attributes["eightyeightpay.merchant_id"] == DEFAULT_MERCHANT_ID
+
+
+def test_without_telemetry_nothing_is_observed() -> None:
+    async def scenario(h: Harness) -> None:
+        await h.get_token()
+        assert h.manager._observer is None
+        assert h.manager.stats().token_requests == 1
+
+    run_scenario("sync", scenario)
