@@ -14,7 +14,7 @@ import math
 import ssl
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from eightyeightpay.credentials import CacheKey
 from eightyeightpay.fleet import StoredToken
@@ -40,31 +40,71 @@ __all__ = ["AsyncioRuntime", "TrioRuntime"]
 # --------------------------------------------------------------------------- asyncio
 
 
+WAIT_GRANULARITY = 1 / 32
+"""Waits end up to this many seconds after their deadline, so that the waiters of one
+flight, whose deadlines differ by microseconds, share one group and one timer."""
+
+
+def _bucket(when: float) -> float:
+    return math.ceil(when / WAIT_GRANULARITY) * WAIT_GRANULARITY
+
+
+class _WaitGroup:
+    """The waiters whose waits end at one (rounded) time on one loop: one timer entry.
+
+    A waiter woken or cancelled earlier stays listed (a list append is the whole cost of
+    joining) and is skipped when the group expires.
+    """
+
+    __slots__ = ("waiters", "when")
+
+    def __init__(self, when: float) -> None:
+        self.when = when
+        self.waiters: list[_AsyncioWaiter | _TrioWaiter] = []
+
+    def expire(self) -> None:
+        waiters, self.waiters = self.waiters, []
+        for waiter in waiters:
+            waiter.expire()
+
+
 class _AsyncioWaiter:
-    def __init__(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._future: asyncio.Future[Settled] = self._loop.create_future()
+    """One task waiting for a flight: a future, and a place in its deadline's wait group.
+
+    No timer of its own: the waiters of one flight share its deadline, so the loop's
+    :class:`_SharedTimer` holds one entry for all of them (issue 15: a timeout scope per
+    waiter cost a timer each, 10,005 for 10,000 waiters).
+    """
+
+    __slots__ = ("_future", "_runtime")
+
+    def __init__(self, runtime: AsyncioRuntime) -> None:
+        self._runtime = runtime
+        self._future: asyncio.Future[Settled | None] = asyncio.get_running_loop().create_future()
 
     def __call__(self, settled: Settled) -> None:
+        future = self._future
+        if future.done():
+            return
+        loop = future.get_loop()
         try:
-            same_loop = asyncio.get_running_loop() is self._loop
+            same_loop = asyncio.get_running_loop() is loop
         except RuntimeError:
             same_loop = False
-        if same_loop:  # no self-pipe write per waiter when woken from the loop itself
-            self._loop.call_soon(self._resolve, settled)
+        if same_loop:  # woken by the flight's own task: no call_soon, no self-pipe write
+            future.set_result(settled)
         else:
-            self._loop.call_soon_threadsafe(self._resolve, settled)
+            loop.call_soon_threadsafe(self.expire, settled)
 
-    def _resolve(self, settled: Settled) -> None:
+    def expire(self, settled: Settled | None = None) -> None:
+        """End the wait with ``settled`` (None: the deadline passed). On the loop only."""
         if not self._future.done():
             self._future.set_result(settled)
 
     async def wait(self, timeout: float) -> Settled | None:
-        try:
-            async with asyncio.timeout(timeout):
-                return await self._future
-        except TimeoutError:
-            return None
+        loop = self._future.get_loop()
+        self._runtime.timer(loop).group(loop.time() + timeout).waiters.append(self)
+        return await self._future
 
 
 class _AsyncioStream:
@@ -86,6 +126,14 @@ class _AsyncioStream:
         await asyncio.sleep(0)  # let the transport run its connection_lost and free the socket
 
 
+class _Expiring(Protocol):
+    """What a :class:`_SharedTimer` watches: a deadline scope or a wait group."""
+
+    when: float
+
+    def expire(self) -> None: ...
+
+
 class _SharedTimer:
     """One timer for every deadline scope open on a loop: it is due at the earliest deadline.
 
@@ -97,22 +145,32 @@ class _SharedTimer:
     others.
     """
 
-    __slots__ = ("_due", "_handle", "_open", "loop")
+    __slots__ = ("_due", "_groups", "_handle", "_open", "loop")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         """The loop whose scopes this timer watches."""
-        self._open: set[_AsyncioDeadline] = set()
+        self._open: set[_Expiring] = set()
+        self._groups: dict[float, _WaitGroup] = {}
         self._handle: asyncio.TimerHandle | None = None
         self._due = math.inf
 
-    def add(self, scope: _AsyncioDeadline) -> None:
+    def group(self, when: float) -> _WaitGroup:
+        """The wait group ending at ``when`` rounded up to :data:`WAIT_GRANULARITY`."""
+        when = _bucket(when)
+        group = self._groups.get(when)
+        if group is None:
+            group = self._groups[when] = _WaitGroup(when)
+            self.add(group)
+        return group
+
+    def add(self, scope: _Expiring) -> None:
         """Watch ``scope`` until :meth:`discard`."""
         self._open.add(scope)
         if scope.when < self._due:
             self._schedule(scope.when)
 
-    def discard(self, scope: _AsyncioDeadline) -> None:
+    def discard(self, scope: _Expiring) -> None:
         """Stop watching ``scope`` (it has closed)."""
         self._open.discard(scope)
 
@@ -130,6 +188,8 @@ class _SharedTimer:
         for scope in list(self._open):
             if scope.when <= limit:
                 self._open.discard(scope)
+                if isinstance(scope, _WaitGroup):
+                    del self._groups[scope.when]
                 scope.expire()
             elif scope.when < earliest:
                 earliest = scope.when
@@ -194,8 +254,17 @@ class AsyncioRuntime:
         self._timer: _SharedTimer | None = None
 
     def waiter(self) -> Waiter:
-        """A waiter on the running loop."""
-        return _AsyncioWaiter()
+        """A waiter for the running loop; it takes its loop when it starts waiting."""
+        return _AsyncioWaiter(self)
+
+    def timer(self, loop: asyncio.AbstractEventLoop) -> _SharedTimer:
+        """The shared timer of ``loop`` for this runtime's deadlines and waiters."""
+        timer = self._timer
+        if timer is None or timer.loop is not loop:
+            # A manager used from another loop gets a new timer; scopes still open on the
+            # old one keep it, and it keeps working on its own loop.
+            timer = self._timer = _SharedTimer(loop)
+        return timer
 
     async def sleep(self, seconds: float) -> None:
         """Sleep on the loop."""
@@ -208,12 +277,7 @@ class AsyncioRuntime:
         :class:`_SharedTimer`) instead of scheduling and cancelling a timer each.
         """
         loop = asyncio.get_running_loop()
-        timer = self._timer
-        if timer is None or timer.loop is not loop:
-            # A manager used from another loop gets a new timer; scopes still open on the
-            # old one keep it, and it keeps working on its own loop.
-            timer = self._timer = _SharedTimer(loop)
-        return _AsyncioDeadline(timer, loop.time() + seconds)
+        return _AsyncioDeadline(self.timer(loop), loop.time() + seconds)
 
     async def connect(self, host: str, port: int, tls: ssl.SSLContext | None) -> AsyncStream:
         """asyncio.open_connection, with the handshake done before returning."""
@@ -261,27 +325,114 @@ class AsyncioRuntime:
 
 
 class _TrioWaiter:
+    """One task waiting for a flight: parked, with a place in its deadline's wait group.
+
+    No event and no cancel scope of its own: the run's :class:`_TrioTimer` wakes a whole
+    group at its deadline, and a cancelled waiter simply leaves.
+    """
+
+    __slots__ = ("_done", "_settled", "_task", "_token")
+
     def __init__(self) -> None:
         import trio
 
-        self._event = trio.Event()
         self._token = trio.lowlevel.current_trio_token()
+        self._task: trio.lowlevel.Task | None = None
         self._settled: Settled | None = None
+        self._done = False
 
     def __call__(self, settled: Settled) -> None:
-        self._token.run_sync_soon(self._resolve, settled)
+        import trio
 
-    def _resolve(self, settled: Settled) -> None:
-        if self._settled is None:
-            self._settled = settled
-            self._event.set()
+        try:
+            same_run = trio.lowlevel.current_trio_token() is self._token
+        except RuntimeError:
+            same_run = False
+        if same_run:
+            self.expire(settled)
+        else:
+            self._token.run_sync_soon(self.expire, settled)
+
+    def expire(self, settled: Settled | None = None) -> None:
+        """End the wait with ``settled`` (None: the deadline passed). In the run only."""
+        import trio
+
+        if self._done:
+            return
+        self._done = True
+        self._settled = settled
+        task, self._task = self._task, None
+        if task is not None:
+            trio.lowlevel.reschedule(task)
 
     async def wait(self, timeout: float) -> Settled | None:
         import trio
 
-        with trio.move_on_after(timeout):
-            await self._event.wait()
+        if self._done:
+            await trio.lowlevel.checkpoint()
+            return self._settled
+        self._task = trio.lowlevel.current_task()
+        _TrioTimer.current().group(trio.current_time() + timeout).waiters.append(self)
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            self._done, self._task = True, None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
         return self._settled
+
+
+class _TrioTimer:
+    """The wait groups of one trio run, expired by one system task sleeping until the earliest."""
+
+    _run_var: Any = None
+
+    def __init__(self) -> None:
+        import trio
+
+        self._groups: dict[float, _WaitGroup] = {}
+        self._due = math.inf
+        self._scope: trio.CancelScope | None = None
+        trio.lowlevel.spawn_system_task(self._run, name="eightyeightpay-wait-groups")
+
+    @classmethod
+    def current(cls) -> _TrioTimer:
+        """The timer of the current run, started on first need."""
+        import trio
+
+        if cls._run_var is None:
+            cls._run_var = trio.lowlevel.RunVar("eightyeightpay_wait_groups")
+        try:
+            timer: _TrioTimer = cls._run_var.get()
+        except LookupError:
+            timer = cls()
+            cls._run_var.set(timer)
+        return timer
+
+    def group(self, when: float) -> _WaitGroup:
+        """The wait group ending at ``when`` rounded up to :data:`WAIT_GRANULARITY`."""
+        when = _bucket(when)
+        group = self._groups.get(when)
+        if group is None:
+            group = self._groups[when] = _WaitGroup(when)
+            if when < self._due:
+                self._due = when
+                if self._scope is not None:
+                    self._scope.deadline = when
+        return group
+
+    async def _run(self) -> None:
+        import trio
+
+        while True:
+            with trio.CancelScope(deadline=self._due) as scope:
+                self._scope = scope
+                await trio.sleep_forever()
+            self._scope = None
+            now = trio.current_time()
+            for when in [when for when in self._groups if when <= now]:
+                self._groups.pop(when).expire()
+            self._due = min(self._groups, default=math.inf)
 
 
 class _TrioStream:

@@ -13,8 +13,9 @@ together; a caller beyond it queues, inside its own deadline, for a connection t
 Kept-alive connections are reused, so steady load opens none.
 
 **Fork-safe.** A forked child never uses a connection of its parent: the pools and the
-watchdog are replaced in the child (``os.register_at_fork`` and, for forks that skip it, a
-pid check on every send), and the inherited sockets are detached and their descriptors
+watchdog are replaced in the child (the at-fork hook of
+:mod:`~eightyeightpay.plugins.process` and, for forks that skip it, a pid check on every
+send), and the inherited sockets are detached and their descriptors
 closed without a TLS ``close_notify`` or a ``shutdown``, which would end the parent's
 session on the same socket.
 
@@ -54,6 +55,7 @@ from eightyeightpay.errors import (
 from eightyeightpay.http import HttpRequest, HttpResponse
 
 from .hookspecs import TransportFactory, hookimpl
+from .process import forget_in_child
 from .tls import (
     DEFAULT_MAX_CONNECTIONS,
     IDLE_REUSE_SECONDS,
@@ -314,8 +316,16 @@ def _current() -> _Process:
     return _process
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+class _ForkHook:
+    """Told by :mod:`eightyeightpay.plugins.process` that this is a forked child."""
+
+    def after_fork(self) -> None:
+        if _process.pid != os.getpid():
+            _after_fork_in_child()
+
+
+_fork_hook = _ForkHook()
+forget_in_child(_fork_hook)
 
 
 def process_pools() -> dict[str, PoolStats]:
