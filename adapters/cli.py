@@ -1,36 +1,234 @@
 """The ``eightyeightpay`` command line.
 
-Exit codes: 0 success; 1 the library or the API reported an error (the message says which
-and what to do); 2 the command line itself was wrong; 130 interrupted.
+Every mistake ends in one line ``error: ...`` on stderr that names the command's own flags
+(or ``EIGHTY_EIGHT_PAY_*`` variables) and the fix, and in an exit code of
+:data:`EXIT_CODES`, which ``docs/cli.md`` repeats (a test keeps the two equal).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
+import io
 import json
 import logging
+import os
 import signal
+import ssl
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import attrs
 
-from eightyeightpay.errors import EightyEightPayError
+from eightyeightpay.api import check_call
+from eightyeightpay.credentials import _is_loopback
+from eightyeightpay.errors import (
+    ConfigurationError,
+    EightyEightPayError,
+    InsecureTransport,
+    MalformedCredentials,
+    RateLimited,
+    TLSError,
+)
 
-__all__ = ["main"]
+from .config import BASE_URL_VARIABLE
+
+__all__ = ["EXIT_CODES", "build_parser", "ca_bundle_problem", "cli_message", "main"]
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES = {
+    EXIT_OK: "success",
+    EXIT_ERROR: "an error reported by the library, 88Pay or this machine",
+    EXIT_USAGE: "the command line is wrong",
+    EXIT_INTERRUPTED: "interrupted",
+}
+"""Exit code -> when the command exits with it."""
+
+
+class CommandError(Exception):
+    """A mistake the command found itself; ``main`` prints ``error: <message>``."""
+
+    def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# --------------------------------------------------------------------------- what it says
+
+_ELLIPSIS = "\N{HORIZONTAL ELLIPSIS}"
+
+_CLI_WORDING: tuple[tuple[type[EightyEightPayError], str, str], ...] = (
+    (InsecureTransport, "Use an https:// URL.", f"Set {BASE_URL_VARIABLE} to an https:// URL."),
+    (InsecureTransport, "pass allow_http_loopback=True", "pass --allow-http-loopback"),
+    (
+        InsecureTransport,
+        "(or environment='production'/'sandbox')",
+        f"(or unset {BASE_URL_VARIABLE}: the key's prefix picks one)",
+    ),
+    (TLSError, "(ca_bundle= or SSL_CERT_FILE)", "(--ca-bundle FILE or SSL_CERT_FILE)"),
+    (
+        MalformedCredentials,
+        ", or pass them as arguments.",
+        "; `eightyeightpay doctor` then checks the whole setup.",
+    ),
+    (
+        RateLimited,
+        "Retry after retry_after seconds, or pass max_wait to let the call wait.",
+        "Run the command again after that.",
+    ),
+)
+"""Where a library message names a Python argument, what the command line says instead."""
+
+
+def cli_message(error: EightyEightPayError) -> str:
+    """``error``'s message on one line, naming the command's flags instead of Python arguments.
+
+    The library's messages speak to Python callers (``allow_http_loopback=True``,
+    ``ca_bundle=``); the command line has ``--allow-http-loopback`` and ``--ca-bundle``.
+    """
+    text = error.message
+    for kind, python, cli in _CLI_WORDING:
+        if isinstance(error, kind):
+            text = text.replace(python, cli)
+    return " ".join(text.split())
+
+
+def _say(text: str = "", *, err: bool = False) -> None:
+    """Print a line that survives any terminal encoding (``...`` where ``…`` cannot show)."""
+    stream = sys.stderr if err else sys.stdout
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    try:
+        text.encode(encoding)
+    except UnicodeEncodeError:
+        text = text.replace(_ELLIPSIS, "...").encode(encoding, "backslashreplace").decode(encoding)
+    except LookupError:
+        pass
+    print(text, file=stream)
+
+
+def _survive_any_encoding() -> None:
+    # A stray non-ASCII character (from a server message, say) must not crash the output of
+    # an ASCII-only terminal: it is escaped instead.
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
 
 
 def _print_table(rows: Sequence[tuple[str, object]]) -> None:
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
-        print(f"  {name.ljust(width)}  {value}")
+        _say(f"  {name.ljust(width)}  {value}")
+
+
+# --------------------------------------------------------------------------- argument types
+
+
+def _whole(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``low`` to ``high``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a whole number from {low} to {high}; give one in that range"
+            )
+        return value
+
+    return parse
+
+
+def ca_bundle_problem(path: str) -> str | None:
+    """Why ``path`` cannot be used as ``--ca-bundle`` (a PEM file of CA certificates), or None."""
+    from eightyeightpay.plugins.tls import tls_context
+
+    try:
+        tls_context(path)
+    except FileNotFoundError:
+        return f"{path} does not exist"
+    except IsADirectoryError:
+        return f"{path} is a directory, not a PEM file"
+    except PermissionError:
+        return f"{path} cannot be read (permission denied)"
+    except ssl.SSLError:
+        return f"{path} holds no PEM CA certificate"
+    except OSError as error:
+        return f"{path} cannot be read ({error.strerror or type(error).__name__})"
+    return None
+
+
+CA_BUNDLE_FIX = (
+    "give --ca-bundle a PEM file of CA certificates (-----BEGIN CERTIFICATE-----), or leave "
+    "it out to trust the system's CAs (or SSL_CERT_FILE)"
+)
+
+
+def _ca_bundle(path: str) -> str:
+    problem = ca_bundle_problem(path)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"{problem}; {CA_BUNDLE_FIX}")
+    return path
+
+
+def _method(text: str) -> str:
+    try:
+        return check_call(text, "/")
+    except ConfigurationError as error:
+        raise argparse.ArgumentTypeError(f"{error} Give one such as POST or GET.") from None
+
+
+def _path(text: str) -> str:
+    try:
+        check_call("GET", text)
+    except ConfigurationError as error:
+        raise argparse.ArgumentTypeError(
+            f"{error} Quote it for your shell when it holds '?' or '&'."
+        ) from None
+    return text
+
+
+def _json_body(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(
+            f"not valid JSON ({error}); quote the whole body for your shell, "
+            """e.g. --data '{"amount": 25000}'"""
+        ) from None
+
+
+def _loopback_host(text: str) -> str:
+    if not _is_loopback(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a loopback address; the sandbox serves this machine only "
+            "(give 127.0.0.1, ::1 or localhost): its test key and tokens are public, and the "
+            "library refuses plain HTTP beyond loopback"
+        )
+    return text
+
+
+def _token_limit(text: str) -> tuple[int, float]:
+    """``--token-limit LIMIT/SECONDS``, e.g. ``10/6``: at most LIMIT token requests per window."""
+    limit, separator, window = text.partition("/")
+    try:
+        parsed = int(limit), float(window)
+    except ValueError:
+        parsed = (0, 0.0)
+    if not separator or parsed[0] < 1 or not 0 < parsed[1] < float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"--token-limit takes LIMIT/SECONDS with LIMIT >= 1 and SECONDS > 0 (e.g. 10/6), "
+            f"not {text!r}"
+        )
+    return parsed
 
 
 # --------------------------------------------------------------------------- token / request
@@ -53,40 +251,39 @@ def _cmd_token(args: argparse.Namespace) -> int:
             "merchant_id": token.merchant_id,
             "fingerprint": token.fingerprint,
             "expires_in": round(remaining, 1),
-            "session_id": token.session_id if args.reveal else f"{token.session_id[:5]}…",
-            "access_token": token.access_token if args.reveal else f"…{token.fingerprint}",
+            "session_id": token.session_id if args.reveal else f"{token.session_id[:5]}{_ELLIPSIS}",
+            "access_token": token.access_token
+            if args.reveal
+            else f"{_ELLIPSIS}{token.fingerprint}",
         }
     if args.json:
-        print(json.dumps(record))
+        _say(json.dumps(record))
     else:
         _print_table(list(record.items()))
     return EXIT_OK
 
 
 def _cmd_request(args: argparse.Namespace) -> int:
-    body = None
-    if args.data is not None:
-        try:
-            body = json.loads(args.data)
-        except ValueError as error:
-            print(f"--data is not valid JSON: {error}", file=sys.stderr)
-            return EXIT_USAGE
     with _manager_from_env(args) as manager:
-        response = manager.request(args.method, args.path, json=body)
+        response = manager.request(args.method, args.path, json=args.data)
     if args.json:
-        print(json.dumps({"status": response.status, "body": response.json}))
+        _say(json.dumps({"status": response.status, "body": response.json}))
     else:
-        print(f"HTTP {response.status}")
-        print(json.dumps(response.data, indent=2) if response.data is not None else "")
-    return EXIT_OK if response.ok else EXIT_ERROR
+        _say(f"HTTP {response.status}")
+        _say(json.dumps(response.data, indent=2) if response.data is not None else "")
+    if response.ok:
+        return EXIT_OK
+    said = f": {' '.join(response.message.split())}" if response.message else ""
+    raise CommandError(
+        f"88Pay answered HTTP {response.status}{said} (the answer is on stdout); fix the "
+        "request's PATH or --data as the message says"
+    )
 
 
 # --------------------------------------------------------------------------- doctor
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
-    import os
-
     from eightyeightpay.adapters.doctor import run_doctor
 
     checks = run_doctor(
@@ -96,33 +293,18 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
         allow_http_loopback=args.allow_http_loopback,
     )
     if args.json:
-        print(json.dumps([attrs.asdict(check) for check in checks]))
+        _say(json.dumps([attrs.asdict(check) for check in checks]))
     else:
         marks = {"ok": "ok  ", "fail": "FAIL", "skipped": "--  "}
         width = max(len(check.name) for check in checks)
         for check in checks:
-            print(f"  {marks[check.status]} {check.name.ljust(width)}  {check.detail}")
+            _say(f"  {marks[check.status]} {check.name.ljust(width)}  {check.detail}")
             if check.fix:
-                print(f"       {' ' * width}  fix: {check.fix}")
+                _say(f"       {' ' * width}  fix: {check.fix}")
     return EXIT_OK if all(check.ok for check in checks) else EXIT_ERROR
 
 
 # --------------------------------------------------------------------------- sandbox
-
-
-def _token_limit(text: str) -> tuple[int, float]:
-    """``--token-limit LIMIT/SECONDS``, e.g. ``10/6``: at most LIMIT token requests per window."""
-    limit, separator, window = text.partition("/")
-    try:
-        parsed = int(limit), float(window)
-    except ValueError:
-        parsed = (0, 0.0)
-    if not separator or parsed[0] < 1 or not 0 < parsed[1] < float("inf"):
-        raise argparse.ArgumentTypeError(
-            f"--token-limit takes LIMIT/SECONDS with LIMIT >= 1 and SECONDS > 0 (e.g. 10/6), "
-            f"not {text!r}"
-        )
-    return parsed
 
 
 def _token_limits(limits: list[tuple[int, float]] | None) -> dict[str, Any]:
@@ -131,6 +313,29 @@ def _token_limits(limits: list[tuple[int, float]] | None) -> dict[str, Any]:
     if not limits:
         return {}  # 88Pay's documented 10 a minute and 100 an hour
     return {"token_limits": tuple(RateLimit(limit, window) for limit, window in limits)}
+
+
+def _cannot_listen(error: OSError, host: str, port: int) -> CommandError:
+    where = f"{host}:{port}"
+    if error.errno == errno.EADDRINUSE:
+        return CommandError(
+            f"{where} is already in use; stop what listens there, or pick another port with "
+            "--port (--port 0 picks a free one)"
+        )
+    if error.errno == errno.EACCES:
+        return CommandError(
+            f"no permission to listen on {where}; use a port above 1023 with --port "
+            "(--port 0 picks a free one)"
+        )
+    if error.errno == errno.EADDRNOTAVAIL:
+        return CommandError(
+            f"{host} is not an address of this machine; give --host 127.0.0.1 (or ::1 where "
+            "IPv6 is on)"
+        )
+    return CommandError(
+        f"the sandbox could not start on {where} ({error.strerror or type(error).__name__}); "
+        "try another --port, or --port 0"
+    )
 
 
 def _cmd_sandbox(args: argparse.Namespace) -> int:
@@ -143,7 +348,10 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
 
     sandbox = Sandbox(token_lifetime=args.token_lifetime, **_token_limits(args.token_limit))
     server = SandboxServer(sandbox, host=args.host, port=args.port, tls=args.tls)
-    server.start()
+    try:
+        server.start()
+    except OSError as error:
+        raise _cannot_listen(error, args.host, args.port) from None
     try:
         info = {
             "url": server.url,
@@ -153,19 +361,21 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
             "stats": f"{server.url}/_sandbox/stats",
         }
         if args.json:
-            print(json.dumps(info), flush=True)
+            _say(json.dumps(info))
         else:
-            print("88Pay sandbox emulator running (Ctrl-C to stop)")
+            _say("88Pay sandbox emulator running (Ctrl-C to stop)")
             _print_table([(k, v) for k, v in info.items() if v is not None])
-            print("\nUse it with:")
-            print(f"  export EIGHTY_EIGHT_PAY_BASE_URL={server.url}")
-            print(f"  export EIGHTY_EIGHT_PAY_API_KEY={DEFAULT_API_KEY}")
-            print(f"  export EIGHTY_EIGHT_PAY_MERCHANT_ID={DEFAULT_MERCHANT_ID}")
+            _say("\nUse it with:")
+            _say(f"  export EIGHTY_EIGHT_PAY_BASE_URL={server.url}")
+            _say(f"  export EIGHTY_EIGHT_PAY_API_KEY={DEFAULT_API_KEY}")
+            _say(f"  export EIGHTY_EIGHT_PAY_MERCHANT_ID={DEFAULT_MERCHANT_ID}")
             if server.certificates:
-                print(f"  export SSL_CERT_FILE={server.certificates.ca_file}")
+                _say(f"  export SSL_CERT_FILE={server.certificates.ca_file}")
             else:
-                print("  (plain HTTP: pass --allow-http-loopback to `token` and `request`)")
-            sys.stdout.flush()
+                _say("  (plain HTTP: pass --allow-http-loopback to `token` and `request`)")
+        sys.stdout.flush()
+        # SIGTERM (a service manager, a test) stops it cleanly with 0; Ctrl-C raises
+        # KeyboardInterrupt, which main() turns into 130.
         stop = threading.Event()
         previous = signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
         try:
@@ -173,8 +383,6 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
                 pass
         finally:
             signal.signal(signal.SIGTERM, previous)
-    except KeyboardInterrupt:
-        pass
     finally:
         server.stop()  # also removes the throw-away CA
     return EXIT_OK
@@ -186,53 +394,121 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from eightyeightpay.adapters.demo import run_demo
 
-    return run_demo(threads=args.threads, tasks=args.tasks, say=print)
+    return run_demo(threads=args.threads, tasks=args.tasks, say=_say)
 
 
-# --------------------------------------------------------------------------- main
+# --------------------------------------------------------------------------- parser
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Shows each option's default, unless it is off or unset."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        shown = action.option_strings and action.default not in (None, False, argparse.SUPPRESS)
+        if shown and "%(default)" not in text and "(default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+class _Parser(argparse.ArgumentParser):
+    """Ends a usage mistake in one line ``error: ...`` and exit code 2."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"error: {message.rstrip('.')} (see `{self.prog} --help`)\n")
+
+
+def _add_connection_flags(command: argparse.ArgumentParser, *, check_bundle: bool) -> None:
+    command.add_argument(
+        "--ca-bundle",
+        metavar="FILE",
+        # doctor reports a bad bundle in its TLS row instead of refusing to run
+        type=_ca_bundle if check_bundle else str,
+        help="PEM file of CA certificates to trust instead of the system's",
+    )
+    command.add_argument(
+        "--allow-http-loopback",
+        action="store_true",
+        help="permit a plain http:// base URL on a loopback address (local emulators only)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``eightyeightpay`` command."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="eightyeightpay",
-        description="Access tokens for the 88Pay API: get, use, serve a sandbox, demonstrate.",
-        epilog="Exit codes: 0 success, 1 an error reported by the library or API, 2 usage.",
+        description="Access tokens for the 88Pay API: get one, use it, check the setup, serve "
+        "a sandbox, demonstrate.",
+        epilog="Exit codes: "
+        + ", ".join(f"{code} {meaning}" for code, meaning in EXIT_CODES.items())
+        + " (docs/cli.md lists the cases). The variables EIGHTY_EIGHT_PAY_API_KEY, "
+        "EIGHTY_EIGHT_PAY_MERCHANT_ID and (optionally) EIGHTY_EIGHT_PAY_BASE_URL configure "
+        "token, request and doctor.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG to stderr")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    token = sub.add_parser("token", help="get a token using EIGHTY_EIGHT_PAY_* variables")
+    def command(name: str, summary: str, description: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=summary, description=f"{summary}. {description}")
+
+    token = command(
+        "token",
+        "Get a token using the EIGHTY_EIGHT_PAY_* variables",
+        "Prints its merchant, fingerprint and seconds left, with the token and session id masked.",
+    )
     token.add_argument("--reveal", action="store_true", help="print the token and session id")
-    token.add_argument("--json", action="store_true", help="machine-readable output")
+    token.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_connection_flags(token, check_bundle=True)
     token.set_defaults(run=_cmd_token)
 
-    request = sub.add_parser("request", help="make an authenticated API call")
-    request.add_argument("method", help="HTTP method, e.g. POST")
-    request.add_argument("path", help="path, e.g. /api/transactions/charges")
-    request.add_argument("--data", help="JSON body")
-    request.add_argument("--json", action="store_true", help="machine-readable output")
+    request = command(
+        "request",
+        "Make one authenticated call to the 88Pay API",
+        "Prints the HTTP status and the answer's data; exits 1 on a non-2xx answer.",
+    )
+    request.add_argument("method", metavar="METHOD", type=_method, help="HTTP method, e.g. POST")
+    request.add_argument(
+        "path", metavar="PATH", type=_path, help="path from the base URL, e.g. /api/balance"
+    )
+    request.add_argument("--data", metavar="JSON", type=_json_body, help="the JSON body")
+    request.add_argument("--json", action="store_true", help="print {status, body} as JSON")
+    _add_connection_flags(request, check_bundle=True)
     request.set_defaults(run=_cmd_request)
 
-    doctor = sub.add_parser(
-        "doctor", help="run 88Pay's troubleshooting steps against the EIGHTY_EIGHT_PAY_* setup"
+    doctor = command(
+        "doctor",
+        "Run 88Pay's troubleshooting steps against the EIGHTY_EIGHT_PAY_* setup",
+        "Prints every check with ok, FAIL (and a fix) or -- (not run); exits 1 if one failed.",
     )
     doctor.add_argument("--full", action="store_true", help="also wait for a token renewal")
-    doctor.add_argument("--json", action="store_true", help="machine-readable output")
+    doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
+    _add_connection_flags(doctor, check_bundle=False)
     doctor.set_defaults(run=_cmd_doctor)
-    for command in (token, request, doctor):
-        command.add_argument("--ca-bundle", help="PEM file of CAs to trust instead of the system's")
-        command.add_argument(
-            "--allow-http-loopback",
-            action="store_true",
-            help="permit a plain http:// base URL on a loopback address (local emulators only)",
-        )
 
-    sandbox = sub.add_parser("sandbox", help="serve the 88Pay emulator on loopback")
-    sandbox.add_argument("--host", default="127.0.0.1", help="loopback address to bind")
-    sandbox.add_argument("--port", type=int, default=8088, help="port (0 picks a free one)")
+    sandbox = command(
+        "sandbox",
+        "Serve the 88Pay emulator on loopback",
+        "Runs until Ctrl-C (exit 130) or SIGTERM (exit 0) and prints how to use it.",
+    )
+    sandbox.add_argument(
+        "--host", type=_loopback_host, default="127.0.0.1", help="loopback address to bind"
+    )
+    sandbox.add_argument(
+        "--port", type=_whole(0, 65535), default=8088, help="port (0 picks a free one)"
+    )
     sandbox.add_argument("--tls", action="store_true", help="serve HTTPS with a throw-away CA")
-    sandbox.add_argument("--token-lifetime", type=int, default=60, help="seconds a token lives")
+    sandbox.add_argument(
+        "--token-lifetime",
+        type=_whole(1, 86_400),
+        default=60,
+        metavar="SECONDS",
+        help="seconds a token lives",
+    )
     sandbox.add_argument(
         "--token-limit",
         action="append",
@@ -245,27 +521,69 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--json", action="store_true", help="print the connection info as JSON")
     sandbox.set_defaults(run=_cmd_sandbox)
 
-    demo = sub.add_parser("demo", help="show the library at work against the embedded emulator")
-    demo.add_argument("--threads", type=int, default=256, help="concurrent threads")
-    demo.add_argument("--tasks", type=int, default=10_000, help="concurrent async tasks")
+    demo = command(
+        "demo",
+        "Show the library at work against the embedded emulator",
+        "Needs no configuration and no network.",
+    )
+    demo.add_argument("--threads", type=_whole(1, 1024), default=256, help="threads in the crowd")
+    demo.add_argument(
+        "--tasks", type=_whole(1, 100_000), default=10_000, help="async tasks in the crowd"
+    )
     demo.set_defaults(run=_cmd_demo)
     return parser
 
 
+# --------------------------------------------------------------------------- main
+
+
+def _silence_stdout() -> None:
+    # Output that cannot be written must not fail once more when Python flushes at exit.
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run the command line; returns the exit code of :data:`EXIT_CODES` (never raises it)."""
+    _survive_any_encoding()
+    try:
+        code = _run(argv)
+        sys.stdout.flush()
+    except OSError as error:
+        # Every other OSError (files, sockets) is handled where it happens; what is left is
+        # the output itself: a full disk, a closed pipe.
+        _silence_stdout()
+        _say(
+            f"error: could not write the output ({error.strerror or type(error).__name__}); "
+            "send it to a writable file or pipe",
+            err=True,
+        )
+        return EXIT_ERROR
+    return code
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as done:  # --help, or a usage mistake already told
+        return done.code if isinstance(done.code, int) else EXIT_USAGE
     if args.verbose:
         logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
     run: Callable[[argparse.Namespace], int] = args.run
     try:
         return run(args)
+    except CommandError as error:
+        _say(f"error: {error}", err=True)
+        return error.code
     except EightyEightPayError as error:
-        print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
+        _say(f"error: {type(error).__name__}: {cli_message(error)}", err=True)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ on a failed one are reported as not run, so the first failure is the one to fix.
 from __future__ import annotations
 
 import socket
-import ssl
 import time
 from collections.abc import Mapping
 from urllib.parse import urlsplit
@@ -20,6 +19,7 @@ from eightyeightpay.credentials import (
     SANDBOX_URL,
     Credentials,
     Environment,
+    _is_loopback,
     environment_of,
 )
 from eightyeightpay.errors import (
@@ -30,8 +30,9 @@ from eightyeightpay.errors import (
     TLSError,
 )
 from eightyeightpay.plugins.memory import MemoryStore
-from eightyeightpay.plugins.tls import tls_context
+from eightyeightpay.plugins.tls import tls_context, tls_failure
 
+from .cli import CA_BUNDLE_FIX, ca_bundle_problem, cli_message
 from .config import API_KEY_VARIABLE, BASE_URL_VARIABLE, MERCHANT_ID_VARIABLE
 from .sync import TokenManager
 
@@ -58,23 +59,41 @@ class Check:
 
 
 class _Report:
-    def __init__(self) -> None:
+    """The checklist: every name reported once, in order; finish() marks the rest not run."""
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        self.names = names
         self.checks: list[Check] = []
         self.blocked = False
 
+    def _add(self, check: Check) -> None:
+        assert check.name in self.names and check.name not in {c.name for c in self.checks}
+        self.checks.append(check)
+
     def ok(self, name: str, detail: str) -> None:
-        self.checks.append(Check(name, "ok", detail))
+        self._add(Check(name, "ok", detail))
 
     def fail(self, name: str, detail: str, fix: str) -> None:
-        self.checks.append(Check(name, "fail", detail, fix))
+        self._add(Check(name, "fail", detail, fix))
         self.blocked = True
 
-    def skip(self, *names: str) -> None:
-        for name in names:
-            self.checks.append(Check(name, "skipped", "not run: an earlier check failed"))
+    def finish(self) -> list[Check]:
+        done = {check.name for check in self.checks}
+        for name in self.names:
+            if name not in done:
+                self.checks.append(Check(name, "skipped", "not run: an earlier check failed"))
+        return self.checks
 
 
+OFFLINE = (
+    "variables loaded",
+    "no stray whitespace",
+    "key and merchant format",
+    "environment matches key",
+    "HTTPS",
+)
 ONLINE = ("host reachable", "TLS valid", "token obtained", "second call cached")
+RENEWAL = "token renewed"
 
 
 def run_doctor(
@@ -85,8 +104,14 @@ def run_doctor(
     allow_http_loopback: bool = False,
     timeout: float = 10.0,
 ) -> list[Check]:
-    """Run the checks against ``environ`` (normally ``os.environ``)."""
-    report = _Report()
+    """Run the checks against ``environ`` (normally ``os.environ``); every check, in order.
+
+    The list always holds each check of the checklist once (``token renewed`` only with
+    ``full``); those after a failure that depend on it are ``"skipped"``. ``timeout`` is in
+    seconds, for the TCP connection and the TLS handshake. Raises nothing for a bad setup:
+    that is what the checks report.
+    """
+    report = _Report(OFFLINE + ONLINE + ((RENEWAL,) if full else ()))
     raw_key = environ.get(API_KEY_VARIABLE)
     raw_merchant = environ.get(MERCHANT_ID_VARIABLE)
     raw_url = environ.get(BASE_URL_VARIABLE)
@@ -101,14 +126,7 @@ def run_doctor(
             "Export the API key and merchant id from the 88Pay dashboard (a .env file "
             "is only read if your process loads it).",
         )
-        report.skip(
-            "no stray whitespace",
-            "key and merchant format",
-            "environment matches key",
-            "HTTPS",
-            *ONLINE,
-        )
-        return report.checks
+        return report.finish()
     assert raw_key is not None and raw_merchant is not None
     report.ok(
         "variables loaded",
@@ -173,40 +191,17 @@ def run_doctor(
         report.ok("environment matches key", names.get(url, f"custom host {urlsplit(url).netloc}"))
 
     parts = urlsplit(url)
-    host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
-    if parts.scheme != "https" and not allow_http_loopback:
-        report.fail(
-            "HTTPS",
-            f"{url} is not HTTPS",
-            "88Pay requires HTTPS. For a local emulator only, pass --allow-http-loopback.",
-        )
-    else:
-        report.ok("HTTPS", parts.scheme)
-
+    _https(report, url, allow_http_loopback)
     if report.blocked:
-        report.skip(*ONLINE)
-        return report.checks
+        return report.finish()
+    host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
 
+    # A bad bundle fails the TLS row whether or not the host answers: no network is needed
+    # to know it.
+    trust_problem = ca_bundle_problem(ca_bundle) if ca_bundle else None
+    trust_fix = f"{CA_BUNDLE_FIX[0].upper()}{CA_BUNDLE_FIX[1:]}."
     try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            report.ok("host reachable", f"{host}:{port}")
-            if parts.scheme == "https":
-                try:
-                    with tls_context(ca_bundle).wrap_socket(sock, server_hostname=host) as tls:
-                        report.ok("TLS valid", f"{tls.version()}, certificate verified for {host}")
-                except ssl.SSLError as error:
-                    reason = (
-                        getattr(error, "verify_message", None) or error.reason or "handshake failed"
-                    )
-                    report.fail(
-                        "TLS valid",
-                        f"verification failed: {reason}",
-                        "Check the system clock, the CA bundle (--ca-bundle or "
-                        "SSL_CERT_FILE) and that the URL's host matches the certificate. "
-                        "Never turn verification off.",
-                    )
-            else:
-                report.ok("TLS valid", "plain HTTP to a loopback emulator")
+        sock = socket.create_connection((host, port), timeout=timeout)
     except OSError as error:
         report.fail(
             "host reachable",
@@ -214,24 +209,38 @@ def run_doctor(
             "Check the base URL, DNS, proxies and firewalls (88Pay may also need your "
             "egress IP on the merchant's allow-list).",
         )
+        if trust_problem is not None:
+            report.fail("TLS valid", f"--ca-bundle {trust_problem}", trust_fix)
+        return report.finish()
+    with sock:
+        report.ok("host reachable", f"{host}:{port}")
+        if trust_problem is not None:
+            report.fail("TLS valid", f"--ca-bundle {trust_problem}", trust_fix)
+        elif parts.scheme == "https":
+            _handshake(report, sock, host, ca_bundle)
+        else:
+            report.ok("TLS valid", "plain HTTP to a loopback emulator (no TLS)")
     if report.blocked:
-        report.skip(*_remaining(report))
-        return report.checks
+        return report.finish()
 
-    with TokenManager(
-        key,
-        merchant,
-        base_url=url,
-        ca_bundle=ca_bundle,
-        store=MemoryStore(),
-        allow_http_loopback=allow_http_loopback,
-    ) as manager:
+    try:
+        manager = TokenManager(
+            key,
+            merchant,
+            base_url=url,
+            ca_bundle=ca_bundle,
+            store=MemoryStore(),
+            allow_http_loopback=allow_http_loopback,
+        )
+    except EightyEightPayError as error:
+        report.fail("token obtained", _said(error), _fix_for(error))
+        return report.finish()
+    with manager:
         try:
             token = manager.get_token()
         except EightyEightPayError as error:
-            report.fail("token obtained", f"{type(error).__name__}: {error}", _fix_for(error))
-            report.skip("second call cached")
-            return report.checks
+            report.fail("token obtained", _said(error), _fix_for(error))
+            return report.finish()
         life = token.remaining(time.monotonic())
         report.ok("token obtained", f"token {token.fingerprint}, {life:.0f} s left")
         before = manager._slot.machine.sent
@@ -244,14 +253,72 @@ def run_doctor(
                 "a second token request was sent",
                 "Share one manager per process (and a fleet store across processes).",
             )
-        if full:
+        if full and not report.blocked:
             _renewal(report, manager, token)
-    return report.checks
+    return report.finish()
 
 
-def _remaining(report: _Report) -> list[str]:
-    done = {check.name for check in report.checks}
-    return [name for name in ONLINE if name not in done]
+def _said(error: EightyEightPayError) -> str:
+    return f"{type(error).__name__}: {cli_message(error)}"
+
+
+def _https(report: _Report, url: str, allow_http_loopback: bool) -> None:
+    """HTTPS, or plain HTTP to a loopback emulator with --allow-http-loopback: as the library."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        parts.port  # noqa: B018 - raises for a port that is not a number
+    except ValueError:
+        host = ""
+    if parts.scheme == "https" and host:
+        report.ok("HTTPS", f"https to {host}")
+    elif parts.scheme == "http" and host and _is_loopback(host):
+        if allow_http_loopback:
+            report.ok("HTTPS", f"plain HTTP to {host}, a loopback emulator (--allow-http-loopback)")
+        else:
+            report.fail(
+                "HTTPS",
+                f"{url} is plain HTTP",
+                "88Pay requires HTTPS. For a local emulator on loopback only, pass "
+                "--allow-http-loopback.",
+            )
+    elif parts.scheme == "http" and host:
+        report.fail(
+            "HTTPS",
+            f"plain HTTP to {host}, which is not a loopback address",
+            f"88Pay requires HTTPS: set {BASE_URL_VARIABLE} to an https:// URL. "
+            "--allow-http-loopback permits plain HTTP only to a loopback emulator "
+            "(127.0.0.1, ::1, localhost).",
+        )
+    else:
+        report.fail(
+            "HTTPS",
+            f"{url!r} is not an https:// URL with a host",
+            f"Set {BASE_URL_VARIABLE} to {PRODUCTION_URL} or {SANDBOX_URL}, or unset it (the "
+            "key's prefix then picks one).",
+        )
+
+
+def _handshake(report: _Report, sock: socket.socket, host: str, ca_bundle: str | None) -> None:
+    try:
+        with tls_context(ca_bundle).wrap_socket(sock, server_hostname=host) as tls:
+            report.ok("TLS valid", f"{tls.version()}, certificate verified for {host}")
+    except OSError as error:
+        reason = tls_failure(error)
+        if reason is None:
+            report.fail(
+                "TLS valid",
+                f"the TLS handshake broke off ({type(error).__name__})",
+                "Check that the base URL's port serves HTTPS and that no proxy or firewall "
+                "cuts the connection.",
+            )
+        else:
+            report.fail(
+                "TLS valid",
+                f"verification failed: {reason}",
+                "Check the system clock, the CA bundle (--ca-bundle or SSL_CERT_FILE) and that "
+                "the URL's host matches the certificate. Never turn verification off.",
+            )
 
 
 def _renewal(report: _Report, manager: TokenManager, token: object) -> None:

@@ -20,6 +20,7 @@ __all__ = [
     "SendApiRequest",
     "api_call",
     "build_api_request",
+    "check_call",
     "is_charge",
     "may_replay",
     "read_api_response",
@@ -68,7 +69,14 @@ class ApiResponse:
         return f"ApiResponse({self.status}, body={len(self.body)} bytes)"
 
 
-def _check_path(path: str) -> None:
+def check_call(method: str, path: str) -> str:
+    """The HTTP method in upper case, once ``method`` and ``path`` are fit to send.
+
+    Raises :class:`~eightyeightpay.errors.ConfigurationError` for a method that is not a
+    word of letters, or a path that does not start with a single ``/`` or holds whitespace
+    or a control character. :func:`api_call` checks before it asks for a token, so a
+    mistaken call spends no token request.
+    """
     # isprintable() is False for any control character (CR, LF, tab, NUL...) in one C pass.
     if (
         not isinstance(path, str)
@@ -81,6 +89,10 @@ def _check_path(path: str) -> None:
             f"The API path {path!r} must start with a single '/' and hold no whitespace, "
             "for example '/api/transactions/charges'."
         )
+    verb = method.upper() if isinstance(method, str) else ""
+    if not verb.isalpha():
+        raise ConfigurationError(f"{method!r} is not an HTTP method.")
+    return verb
 
 
 _OWN_HEADERS = frozenset({"authorization", "x-session-id", "content-type", "content-length"})
@@ -97,10 +109,7 @@ def build_api_request(
     headers: Mapping[str, str] | None = None,
 ) -> HttpRequest:
     """An API call with the three headers 88Pay documents: token, session id, JSON type."""
-    _check_path(path)
-    verb = method.upper()
-    if not verb.isalpha():
-        raise ConfigurationError(f"{method!r} is not an HTTP method.")
+    verb = check_call(method, path)
     body = b"" if json is None else jsonlib.dumps(json, separators=(",", ":")).encode()
     extra: tuple[tuple[str, str], ...] = ()
     if headers:
@@ -210,6 +219,7 @@ def api_call(
     is not (its TransportError is raised from here). A 401 invalidates exactly the token that
     was used, and the call is sent once more with a new one.
     """
+    check_call(method, path)
     response: HttpResponse | None = None
     for attempt in range(2):
         token: Token = yield _NEED_TOKEN

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -21,24 +22,29 @@ CLI = shutil.which("eightyeightpay") or os.path.join(
 
 
 @contextlib.contextmanager
-def cli_sandbox(*options: str) -> Iterator[dict[str, Any]]:
+def cli_sandbox(
+    *options: str, stop: signal.Signals = signal.SIGTERM, status: int = 0
+) -> Iterator[dict[str, Any]]:
     """``eightyeightpay sandbox --port 0 --json`` in a child process; yields what it printed.
 
-    On leaving, the child is terminated, and it must exit with status 0.
+    On leaving, the child is sent ``stop`` (SIGTERM; SIGINT is Ctrl-C), and it must exit
+    with ``status`` (0 for SIGTERM, 130 for Ctrl-C, as docs/cli.md says).
     """
     with subprocess.Popen(
         [CLI, "sandbox", "--port", "0", "--json", *options],
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         text=True,
     ) as process:
         try:
-            assert process.stdout is not None
+            assert process.stdout is not None and process.stderr is not None
             yield json.loads(process.stdout.readline())
         finally:
-            process.terminate()
-            status = process.wait(timeout=30)
-    assert status == 0, f"the sandbox command exited with {status}"
+            process.send_signal(stop)
+            code = process.wait(timeout=30)
+        stderr = process.stderr.read()
+    assert code == status, f"the sandbox command exited with {code}: {stderr}"
+    assert "Traceback" not in stderr, stderr
 
 
 def free_port() -> int:

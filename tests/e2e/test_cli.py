@@ -6,6 +6,7 @@ import json
 import os
 import re
 import subprocess
+from collections.abc import Mapping
 
 import pytest
 
@@ -13,13 +14,17 @@ from eightyeightpay.plugins.sandbox import DEFAULT_API_KEY, DEFAULT_MERCHANT_ID,
 from tests.servers import CLI, cli_sandbox
 
 
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, env: Mapping[str, str | None] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """The console script with ``env`` over this process's environment (None unsets a name)."""
+    merged: dict[str, str | None] = {**os.environ, **(env or {})}
     return subprocess.run(
         [CLI, *args],
         capture_output=True,
         text=True,
-        timeout=300,
-        env={**os.environ, **(env or {})},
+        timeout=timeout,
+        env={name: value for name, value in merged.items() if value is not None},
         check=False,
     )
 

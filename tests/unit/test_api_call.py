@@ -7,7 +7,14 @@ from typing import Any
 
 import pytest
 
-from eightyeightpay import ApiResponse, ConnectError, ConnectionLost, Policy, Token
+from eightyeightpay import (
+    ApiResponse,
+    ConfigurationError,
+    ConnectError,
+    ConnectionLost,
+    Policy,
+    Token,
+)
 from eightyeightpay.api import InvalidateToken, NeedToken, SendApiRequest, api_call
 from eightyeightpay.http import HttpResponse
 from tests.support import jwt
@@ -79,3 +86,10 @@ def test_a_charge_that_may_have_arrived_is_never_sent_again() -> None:
 def test_a_call_that_never_left_twice_raises() -> None:
     with pytest.raises(ConnectError):
         drive(call(), [ConnectError("h", "refused"), ConnectError("h", "refused")])
+
+
+@pytest.mark.parametrize(("method", "path"), [("POST", "api/balance"), ("P0ST", "/api/balance")])
+def test_a_mistaken_call_is_refused_before_it_asks_for_a_token(method: str, path: str) -> None:
+    steps = api_call("https://api-sandbox.88pay.io", method, path)
+    with pytest.raises(ConfigurationError):
+        next(steps)  # the first step would be NeedToken: a token request spent for nothing
