@@ -113,8 +113,13 @@ class Process:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its workers are stopped with it, as a group
         )
+        self.status: int | None = None
+        self.final_output = ""
 
     def output(self) -> str:
+        """The end of what the process printed (kept after it is stopped)."""
+        if self.status is not None:
+            return self.final_output
         return Path(self.log.name).read_text(errors="replace")[-6000:]
 
     def check_alive(self) -> None:
@@ -124,7 +129,12 @@ class Process:
             )
 
     def stop(self, grace: float = 15.0) -> int:
-        """SIGTERM to the group, then SIGKILL after ``grace`` seconds; returns the exit status."""
+        """SIGTERM to the group, then SIGKILL after ``grace`` seconds; returns the exit status.
+
+        Idempotent: a second call returns the first one's status.
+        """
+        if self.status is not None:
+            return self.status
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, signal.SIGTERM)
         try:
@@ -135,6 +145,8 @@ class Process:
             status = self.popen.wait(timeout=10)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, signal.SIGKILL)  # any worker left behind
+        self.final_output = self.output()
+        self.status = status
         self.log.close()
         return status
 
@@ -180,12 +192,13 @@ class Answer:
     body: Any
 
 
-async def _burst(url: str, amounts: Sequence[int]) -> list[Answer]:
+async def _burst(urls: Sequence[str], amounts: Sequence[int]) -> list[Answer]:
     limits = httpx.Limits(max_connections=len(amounts), max_keepalive_connections=0)
     async with httpx.AsyncClient(limits=limits, timeout=RUN_SECONDS) as client:
 
         async def one(amount: int) -> Answer:
             try:
+                url = urls[amount % len(urls)]
                 response = await client.post(url, json={"amount": amount})
             except httpx.HTTPError as error:
                 return Answer(amount, 0, repr(error))
@@ -198,9 +211,13 @@ async def _burst(url: str, amounts: Sequence[int]) -> list[Answer]:
         return list(await asyncio.gather(*(one(amount) for amount in amounts)))
 
 
-def charge_concurrently(url: str, amounts: Sequence[int]) -> list[Answer]:
-    """POST ``{"amount": n}`` to ``url`` for every amount at once; every answer, in order."""
-    return asyncio.run(asyncio.wait_for(_burst(url, amounts), RUN_SECONDS))
+def charge_concurrently(urls: str | Sequence[str], amounts: Sequence[int]) -> list[Answer]:
+    """POST ``{"amount": n}`` for every amount at once; every answer, in order.
+
+    Amount ``n`` goes to ``urls[n % len(urls)]`` (a single URL takes them all).
+    """
+    chosen = [urls] if isinstance(urls, str) else list(urls)
+    return asyncio.run(asyncio.wait_for(_burst(chosen, amounts), RUN_SECONDS))
 
 
 @attrs.frozen
@@ -236,3 +253,54 @@ def report(name: str, tally: Tally, token_requests: int) -> None:
         f"{tally.errors} errors, {tally.workers} worker processes, "
         f"{token_requests} token requests"
     )
+
+
+@attrs.frozen
+class Served:
+    """A server's run: the burst's answers, then its exit status and output once stopped."""
+
+    answers: list[Answer]
+    status: int
+    log: str
+
+
+def serve_burst(
+    command: Sequence[str], env: dict[str, str], port: int, paths: Sequence[str]
+) -> Served:
+    """Start a server on ``port``, wait for ``/healthz``, charge 1..400 across ``paths``, stop it."""
+    base = f"http://127.0.0.1:{port}"
+    with running(command, env) as process:
+        serving(process, base + "/healthz")
+        answers = charge_concurrently([base + path for path in paths], range(1, CHARGES + 1))
+        status = process.stop()
+        return Served(answers, status, process.output())
+
+
+def check_burst(
+    name: str,
+    answers: Sequence[Answer],
+    stats: dict[str, int],
+    *,
+    store: str,
+    most_workers: int,
+    log: str = "",
+) -> Tally:
+    """Every charge answered with its own amount, no error, and the token requests a store allows:
+    at most one per worker process with ``memory``, exactly one with ``redis``."""
+    tally = Tally.of(answers)
+    report(f"{name}, {store} store", tally, stats["token_requests"])
+    assert tally.errors == 0, (first_errors(answers), log)
+    assert tally.answers == tally.echoed == CHARGES
+    assert stats["charges"] == CHARGES
+    assert 1 <= tally.workers <= most_workers
+    if store == "memory":
+        assert 1 <= stats["token_requests"] <= tally.workers
+    else:
+        assert stats["token_requests"] == 1
+    return tally
+
+
+def check_stopped_cleanly(served: Served) -> None:
+    """The server exited with status 0 on SIGTERM, and logged no traceback."""
+    assert served.status == 0, served.log
+    assert "Traceback" not in served.log, served.log

@@ -10,17 +10,13 @@ from __future__ import annotations
 import pytest
 
 from tests.frameworks.support import (
-    CHARGES,
-    Tally,
-    charge_concurrently,
+    check_burst,
+    check_stopped_cleanly,
     environ,
-    first_errors,
     python,
     redis_server,
-    report,
-    running,
     sandbox_server,
-    serving,
+    serve_burst,
 )
 from tests.servers import free_port
 
@@ -51,22 +47,10 @@ def gunicorn(port: int, worker_class: str, app: str) -> list[str]:
 @pytest.mark.parametrize("worker_class", ["sync", "gthread"])
 def test_gunicorn_preload_four_workers(worker_class: str, store: str) -> None:
     with sandbox_server() as server, redis_server(store == "redis") as redis:
-        env = environ(server, redis)
         port = free_port()
         command = gunicorn(port, worker_class, "tests.frameworks.apps.wsgi_app:app")
-        with running(command, env) as process:
-            serving(process, f"http://127.0.0.1:{port}/healthz")
-            answers = charge_concurrently(f"http://127.0.0.1:{port}/charges", range(1, CHARGES + 1))
+        served = serve_burst(command, environ(server, redis), port, ["/charges"])
         stats = server.sandbox.stats()
-    tally = Tally.of(answers)
-    report(
-        f"gunicorn --preload -w 4 -k {worker_class}, {store} store", tally, stats["token_requests"]
-    )
-    assert tally.errors == 0, first_errors(answers)
-    assert tally.answers == tally.echoed == CHARGES
-    assert stats["charges"] == CHARGES
-    assert 1 <= tally.workers <= WORKERS
-    if store == "memory":
-        assert 1 <= stats["token_requests"] <= tally.workers
-    else:
-        assert stats["token_requests"] == 1
+    name = f"gunicorn --preload -w 4 -k {worker_class}"
+    check_burst(name, served.answers, stats, store=store, most_workers=WORKERS, log=served.log)
+    check_stopped_cleanly(served)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from eightyeightpay import EightyEightPayError, TokenManager
+from tests.frameworks.apps.charges import CHARGES_PATH, pse_charge
 
 # Made once, at import time: with --preload that is in the gunicorn master, before the
 # workers fork. Building it sends nothing; each worker gets its own connections and refresh
@@ -25,18 +26,8 @@ payments = TokenManager.from_env(
 
 
 def charge(amount: float) -> dict[str, Any]:
-    """Create a PSE charge of ``amount`` COP; the charge's data, or the API's error."""
-    answer = payments.request(
-        "POST",
-        "/api/transactions/charges",
-        json={
-            "flow": "PAYIN",
-            "method_code": "PSE",
-            "amount": amount,
-            "currency": "COP",
-            "country": "COL",
-        },
-    )
+    """Create a charge of ``amount``; the charge's data, or the API's error."""
+    answer = payments.request("POST", CHARGES_PATH, json=pse_charge(amount))
     if not answer.ok:
         raise RuntimeError(f"88Pay answered {answer.status}: {answer.message}")
     return dict(answer.data)

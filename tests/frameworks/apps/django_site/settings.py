@@ -1,0 +1,32 @@
+"""Settings of a minimal Django project that charges with 88Pay (docs/frameworks.md, "Django")."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+# 88Pay: read from the environment here, in one place; payments.py builds the managers from
+# this setting. OPTIONS are passed to the managers as they are (policy=, timeout=, ...).
+EIGHTY_EIGHT_PAY: dict[str, Any] = {
+    "API_KEY": os.environ.get("EIGHTY_EIGHT_PAY_API_KEY", ""),
+    "MERCHANT_ID": os.environ.get("EIGHTY_EIGHT_PAY_MERCHANT_ID", ""),
+    "BASE_URL": os.environ.get("EIGHTY_EIGHT_PAY_BASE_URL"),  # None: the API key's own host
+    # Every worker of every host shares one token through Redis when a URL is configured.
+    "STORE": "redis" if os.environ.get("EIGHTY_EIGHT_PAY_REDIS_URL") else "memory",
+    "OPTIONS": {},
+}
+
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "recipe-only-not-a-secret")
+DEBUG = False
+ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
+ROOT_URLCONF = "tests.frameworks.apps.django_site.urls"
+INSTALLED_APPS: list[str] = []
+MIDDLEWARE: list[str] = []  # an API-only project: no sessions, no CSRF cookies
+DATABASES: dict[str, object] = {}
+USE_TZ = True
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"django": {"handlers": ["console"], "level": "WARNING"}},
+}

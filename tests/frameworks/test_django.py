@@ -1,0 +1,77 @@
+"""Django: settings hold the configuration, one manager per process is made lazily, sync and
+async views charge; tested with Django's test client in this process and under gunicorn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import django
+import pytest
+from django.test import AsyncClient, Client, override_settings
+
+from eightyeightpay import DEFAULT_API_KEY, DEFAULT_MERCHANT_ID
+from tests.frameworks.apps.django_site.payments import async_payments
+from tests.frameworks.support import (
+    CHARGES,
+    Answer,
+    check_burst,
+    sandbox_server,
+)
+
+SETTINGS = "tests.frameworks.apps.django_site.settings"
+
+
+def read(amount: int, response: Any) -> Answer:
+    return Answer(amount, response.status_code, json.loads(response.content))
+
+
+def test_django_test_client_sync_and_async_views(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DJANGO_SETTINGS_MODULE", SETTINGS)
+    django.setup()
+    half = CHARGES // 2
+    with sandbox_server() as server:
+        assert server.certificates is not None
+        config = {
+            "API_KEY": DEFAULT_API_KEY,
+            "MERCHANT_ID": DEFAULT_MERCHANT_ID,
+            "BASE_URL": server.url,
+            "STORE": "memory",
+            "OPTIONS": {"ca_bundle": str(server.certificates.ca_file)},
+        }
+        with override_settings(EIGHTY_EIGHT_PAY=config):
+
+            def sync_charge(amount: int) -> Answer:
+                response = Client().post(
+                    "/charges", {"amount": amount}, content_type="application/json"
+                )
+                return read(amount, response)
+
+            with ThreadPoolExecutor(16) as pool:
+                answers = list(pool.map(sync_charge, range(1, half + 1)))
+
+            async def async_charges() -> list[Answer]:
+                client = AsyncClient()
+
+                async def one(amount: int) -> Answer:
+                    response = await client.post(
+                        "/charges/async", {"amount": amount}, content_type="application/json"
+                    )
+                    return read(amount, response)
+
+                try:
+                    return list(
+                        await asyncio.gather(*(one(a) for a in range(half + 1, CHARGES + 1)))
+                    )
+                finally:
+                    # Its connections belong to this loop: close them before the loop ends.
+                    await async_payments().aclose()
+
+            answers += asyncio.run(async_charges())
+        stats = server.sandbox.stats()
+    check_burst(
+        "Django test client, sync and async views", answers, stats, store="memory", most_workers=1
+    )
