@@ -1,19 +1,24 @@
-"""The documentation builds, as ``.ci/docs`` builds it, without a single warning."""
+"""The documentation builds, as ``.ci/docs`` builds it, without a single warning and offline."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_the_docs_build_without_warnings(tmp_path: Path) -> None:
-    # The same command as .ci/docs, into a temporary directory.
+@pytest.fixture(scope="module")
+def html(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The docs built into a temporary directory with the command of .ci/docs."""
+    out = tmp_path_factory.mktemp("docs")
     command = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-n", "-b", "html"]
     result = subprocess.run(
-        [*command, "-d", str(tmp_path / "doctrees"), "docs", str(tmp_path / "html")],
+        [*command, "-d", str(out / "doctrees"), "docs", str(out / "html")],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -22,7 +27,31 @@ def test_the_docs_build_without_warnings(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "WARNING" not in result.stderr, result.stderr
-    assert (tmp_path / "html" / "reference.html").is_file()
+    return out / "html"
+
+
+def test_the_docs_build_without_warnings(html: Path) -> None:
+    assert (html / "reference.html").is_file()
+    assert (html / "concepts.html").is_file()
+
+
+def test_the_diagrams_are_pictures_in_the_page(html: Path) -> None:
+    page = (html / "concepts.html").read_text(encoding="utf-8")
+    pictures = re.findall(
+        r'<div class="graphviz" role="img" aria-label="[^"]+"><svg\b.*?</svg>', page, re.S
+    )
+    assert len(pictures) == 3, "expected the three diagrams of concepts.md as inline <svg>"
+    for picture in pictures:
+        assert '<g id="graph0"' in picture and "<text" in picture  # drawn, not empty
+    states, protocol, layers = pictures
+    for text in (">FRESH", ">STALE", ">EXPIRED", "fresh_until passes"):
+        assert f"{text}</text>" in states
+    assert ">AcquireLock</text>" in protocol and ">Settled with RateLimited</text>" in protocol
+    assert ">ports.py</text>" in layers
+    # Nothing is left as diagram source text, and nothing is fetched from the network.
+    assert "stateDiagram" not in page and "digraph" not in page
+    assert "mermaid" not in page.lower()
+    assert not re.search(r'<script[^>]+src="https?:', page)
 
 
 def test_the_ci_script_runs_the_same_build() -> None:
