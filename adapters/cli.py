@@ -274,9 +274,19 @@ def _cmd_request(args: argparse.Namespace) -> int:
     if response.ok:
         return EXIT_OK
     said = f": {' '.join(response.message.split())}" if response.message else ""
+    if response.status >= 500:
+        fix = "a problem at 88Pay or a gateway; try again later"
+    elif response.status == 429:
+        fix = "88Pay's rate limit; wait before the next call"
+    elif response.status in (401, 403):
+        fix = (
+            "check the key and merchant id (`eightyeightpay doctor`), the merchant's KYC "
+            "and this host's place on its IP allow-list"
+        )
+    else:
+        fix = "fix the request's METHOD, PATH or --data as the message says"
     raise CommandError(
-        f"88Pay answered HTTP {response.status}{said} (the answer is on stdout); fix the "
-        "request's PATH or --data as the message says"
+        f"88Pay answered HTTP {response.status}{said} (the answer is on stdout); {fix}"
     )
 
 

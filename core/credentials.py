@@ -161,9 +161,14 @@ class Credentials:
     def __attrs_post_init__(self) -> None:
         parts = urlsplit(self.base_url)
         host = parts.hostname or ""
+        try:
+            parts.port  # noqa: B018 - raises for a port that is not a number from 0 to 65535
+        except ValueError:
+            host = ""
         if parts.scheme not in ("https", "http") or not host:
             raise InsecureTransport(
-                f"The base URL {self.base_url!r} is not an https:// URL with a host. Use "
+                f"The base URL {self.base_url!r} is not an https:// URL with a host (and a port "
+                "number, if any). Use "
                 f"{PRODUCTION_URL} or {SANDBOX_URL} (or environment='production'/'sandbox')."
             )
         if parts.scheme == "http" and not (self.allow_http_loopback and _is_loopback(host)):

@@ -157,6 +157,9 @@ MISTAKES = {
     "base-url-without-scheme": Mistake(
         ("token",), {URL: "api.88pay.io"}, 1, ("InsecureTransport", "https://"), URL
     ),
+    "base-url-with-a-bad-port": Mistake(
+        ("token",), {URL: "https://127.0.0.1:port"}, 1, ("InsecureTransport", "https://"), URL
+    ),
     "live-key-on-the-sandbox": Mistake(
         ("token",),
         {KEY: "sk_live_abcdefgh12345678", URL: "https://api-sandbox.88pay.io"},

@@ -63,6 +63,13 @@ def test_plain_http_only_to_loopback_and_only_when_asked() -> None:
     assert creds.base_url == "http://127.0.0.1:8080"
 
 
+@pytest.mark.parametrize("url", ["https://127.0.0.1:port", "https://127.0.0.1:70000", "https://:1"])
+def test_a_base_url_without_a_host_or_with_a_bad_port_is_refused_when_built(url: str) -> None:
+    # not at the first request, as a TransportError "failed unexpectedly (ValueError)"
+    with pytest.raises(InsecureTransport, match="not an https:// URL with a host"):
+        Credentials(API_KEY, MERCHANT, url)
+
+
 def test_environment_is_inferred_from_the_key_when_not_given() -> None:
     assert build_credentials("sk_live_abcdef123456", MERCHANT).base_url == PRODUCTION_URL
     assert build_credentials(API_KEY, MERCHANT).base_url == SANDBOX_URL
