@@ -48,6 +48,7 @@ def collect(client: Celery, amounts: range) -> list[Answer]:
 @pytest.mark.parametrize("store", ["memory", "redis"])
 def test_celery_prefork_worker_concurrency_four(store: str) -> None:
     with sandbox_server() as server, redis_server() as redis:
+        assert redis is not None
         broker, backend = redis.url[:-1] + "1", redis.url[:-1] + "2"
         env = environ(
             server,
