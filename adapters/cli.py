@@ -256,10 +256,11 @@ def _cmd_token(args: argparse.Namespace) -> int:
             if args.reveal
             else f"{_ELLIPSIS}{token.fingerprint}",
         }
+        stats = manager.stats()
     if args.json:
-        _say(json.dumps(record))
+        _say(json.dumps({**record, "stats": stats.as_dict()}))
     else:
-        _print_table(list(record.items()))
+        _print_table([*record.items(), ("stats", stats.summary())])
     return EXIT_OK
 
 

@@ -243,10 +243,13 @@ def run_doctor(
             return report.finish()
         life = token.remaining(time.monotonic())
         report.ok("token obtained", f"token {token.fingerprint}, {life:.0f} s left")
-        before = manager._slot.machine.sent
+        before = manager.stats().token_requests
         again = manager.get_token()
-        if again == token and manager._slot.machine.sent == before:
-            report.ok("second call cached", "served from the cache, no request sent")
+        stats = manager.stats()
+        if again == token and stats.token_requests == before:
+            report.ok(
+                "second call cached", f"served from the cache, no request sent; {stats.summary()}"
+            )
         else:
             report.fail(
                 "second call cached",

@@ -168,6 +168,20 @@ class Stats:
         """The count of outcome ``name`` (one of :data:`OUTCOMES`)."""
         return dict(self.outcomes)[name]
 
+    def summary(self) -> str:
+        """One line for people: spend against the limits, outcomes, token life, store mode."""
+        outcomes = ", ".join(f"{count} {name}" for name, count in self.outcomes if count)
+        life = "no token" if self.token_remaining is None else f"{self.token_remaining:.0f} s left"
+        store = self.store_mode
+        if self.degraded_for is not None:
+            store += f" for {self.degraded_for:.0f} s"
+        plural = "" if self.token_requests == 1 else "s"
+        return (
+            f"{self.token_requests} token request{plural} ({outcomes or 'none'}), "
+            f"{self.minute_spent}/{self.per_minute} this minute, "
+            f"{self.hour_spent}/{self.per_hour} this hour, token {life}, store {store}"
+        )
+
     def as_dict(self) -> dict[str, Any]:
         """The snapshot as JSON-ready data (what ``eightyeightpay token --json`` prints)."""
         data = attrs.asdict(self)

@@ -20,6 +20,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from eightyeightpay import RateLimited, Stats, Telemetry, Token
+from eightyeightpay.adapters.telemetry import Observer
 from eightyeightpay.plugins.fleet import FleetStore
 from eightyeightpay.plugins.sandbox import (
     DEFAULT_API_KEY,
@@ -292,3 +293,31 @@ def test_without_telemetry_nothing_is_observed() -> None:
         assert h.manager.stats().token_requests == 1
 
     run_scenario("sync", scenario)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_the_cached_path_touches_no_telemetry(
+    runtime: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A warm get_token() neither spans, records nor calls the observer (benchmarks time it)."""
+    collected = Collected()
+    calls: list[str] = []
+    for name in ("flight", "api_call", "span", "close"):
+        original = getattr(Observer, name)
+
+        def spy(self: Observer, *args: Any, _name: str = name, _original: Any = original) -> Any:
+            calls.append(_name)
+            return _original(self, *args)
+
+        monkeypatch.setattr(Observer, name, spy)
+
+    async def scenario(h: Harness) -> None:
+        first = await h.get_token()
+        assert calls and collected.finished()  # the refresh was observed
+        calls.clear()
+        spans = len(collected.finished())
+        for _ in range(1000):
+            assert await h.get_token() is first
+        assert calls == [] and len(collected.finished()) == spans
+
+    run_scenario(runtime, scenario, telemetry=collected.telemetry)

@@ -8,9 +8,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from eightyeightpay.adapters.async_manager import AsyncTokenManager, open_trio_token_manager
 from eightyeightpay.adapters.sync import TokenManager
+from eightyeightpay.adapters.telemetry import Telemetry
 from eightyeightpay.credentials import SANDBOX_URL
 from eightyeightpay.plugins.memory import MemoryStore
 from eightyeightpay.plugins.sandbox import (
@@ -33,6 +39,18 @@ from .common import Figures, ainterleaved, interleaved, loop_timer, ratio
 
 # An hour-long token: the cached path is the same code, and no refresh falls inside a run.
 LIFETIME = 3600
+OBSERVED = "eightyeightpay, telemetry on"
+"""The same manager with OpenTelemetry on (an SDK with in-memory exporters behind it)."""
+
+
+def telemetry() -> Telemetry:
+    """Telemetry feeding the SDK, as a user turns it on."""
+    tracing = TracerProvider()
+    tracing.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+    return Telemetry(
+        tracer_provider=tracing,
+        meter_provider=MeterProvider(metric_readers=[InMemoryMetricReader()]),
+    )
 
 
 def threaded(rounds: int, calls: int) -> Figures:
@@ -55,13 +73,24 @@ def threaded(rounds: int, calls: int) -> Figures:
             google.refresh(None)
         return str(google.token)
 
-    with TokenManager(
-        DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, transport=transport, store=MemoryStore()
-    ) as manager:
+    with (
+        TokenManager(
+            DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, transport=transport, store=MemoryStore()
+        ) as manager,
+        TokenManager(
+            DEFAULT_API_KEY,
+            DEFAULT_MERCHANT_ID,
+            transport=transport,
+            store=MemoryStore(),
+            telemetry=telemetry(),
+        ) as observed,
+    ):
         manager.get_token()
+        observed.get_token()
         per_call = interleaved(
             {
                 "eightyeightpay": loop_timer(manager.get_token, calls),
+                OBSERVED: loop_timer(observed.get_token, calls),
                 "reference check": loop_timer(reference.get, calls),
                 "botocore get_frozen_credentials": loop_timer(boto.get_frozen_credentials, calls),
                 "google-auth valid+token": loop_timer(google_valid, calls),
@@ -79,6 +108,7 @@ def _figures(per_call: dict[str, float], yardstick: str) -> Figures:
             "ns_per_call": round(seconds * 1e9, 1),
             "calls_per_second": round(1 / seconds),
             "ours_vs_this": ratio(ours, seconds),
+            "vs_yardstick": ratio(seconds, per_call[yardstick]),
         }
         for name, seconds in per_call.items()
     } | {"yardstick": yardstick}
@@ -94,8 +124,9 @@ def _async_batch(call: Callable[[], Awaitable[object]], calls: int) -> Callable[
     return batch
 
 
-async def _async_contenders(manager: Any, sandbox: Sandbox, rounds: int, calls: int) -> Figures:
+async def _async_contenders(manager: Any, observed: Any, rounds: int, calls: int) -> Figures:
     cached_value = await manager.get_token()
+    await observed.get_token()
 
     async def cached() -> object:
         return cached_value
@@ -105,6 +136,7 @@ async def _async_contenders(manager: Any, sandbox: Sandbox, rounds: int, calls: 
     per_call = await ainterleaved(
         {
             "eightyeightpay": _async_batch(manager.get_token, calls),
+            OBSERVED: _async_batch(observed.get_token, calls),
             "await cached coroutine": _async_batch(cached, calls),
             "reference check (async)": _async_batch(reference.get, calls),
         },
@@ -121,19 +153,17 @@ def on_runtime(runtime: str, rounds: int, calls: int) -> Figures:
     """Calls per second of ``await get_token()`` on asyncio or trio against an awaited cached
     value."""
     sandbox = Sandbox(token_lifetime=LIFETIME)
-    options: dict[str, Any] = {
-        "transport": AsyncSandboxTransport(sandbox, FakeClock()),
-        "store": MemoryStore(),
-    }
+    transport = AsyncSandboxTransport(sandbox, FakeClock())
 
-    def manager() -> Any:
+    def manager(**extra: Any) -> Any:
+        options: dict[str, Any] = {"transport": transport, "store": MemoryStore(), **extra}
         if runtime == "asyncio":
             return AsyncTokenManager(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **options)
         return open_trio_token_manager(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **options)
 
     async def main() -> Figures:
-        async with manager() as opened:
-            return await _async_contenders(opened, sandbox, rounds, calls)
+        async with manager() as opened, manager(telemetry=telemetry()) as observed:
+            return await _async_contenders(opened, observed, rounds, calls)
 
     return asyncio.run(main()) if runtime == "asyncio" else trio.run(main)
 
@@ -146,3 +176,10 @@ def run(quick: bool) -> Figures:
         "asyncio": on_runtime("asyncio", rounds, calls),
         "trio": on_runtime("trio", rounds, calls),
     }
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    print(json.dumps(run(quick="--quick" in sys.argv), indent=1))

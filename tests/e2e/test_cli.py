@@ -71,6 +71,10 @@ def test_token_uses_the_environment_and_the_system_trust_store(env_for: dict[str
     assert record["merchant_id"] == DEFAULT_MERCHANT_ID
     assert 0 < record["expires_in"] <= 60
     assert not record["access_token"].startswith("eyJ")
+    stats = record["stats"]
+    assert stats["token_requests"] == 1 and stats["outcomes"]["ok"] == 1
+    assert stats["minute_remaining"] == 9 and stats["store_mode"] == "local"
+    assert DEFAULT_API_KEY not in result.stdout
 
 
 def test_request_prints_status_and_body(env_for: dict[str, str]) -> None:

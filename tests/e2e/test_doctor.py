@@ -40,6 +40,9 @@ def test_a_healthy_setup_passes_every_check_including_renewal() -> None:
     assert {"token obtained", "second call cached", "token renewed", "TLS valid"} <= set(
         by_name(checks)
     )
+    assert "1 token request (1 ok), 1/10 this minute, 1/100 this hour" in (
+        by_name(checks)["second call cached"].detail
+    )
 
 
 def test_a_live_key_against_the_sandbox_names_the_mismatch() -> None:

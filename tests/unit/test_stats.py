@@ -1,0 +1,66 @@
+"""The core's counts: Tally, outcome_of and TokenMachine.stats(), deterministic."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from eightyeightpay import (
+    AccessDenied,
+    ConnectionLost,
+    Credentials,
+    InvalidCredentials,
+    MalformedResponse,
+    Policy,
+    RateLimited,
+    RequestTimeout,
+    ServerError,
+    TokenMachine,
+)
+from eightyeightpay.plugins.sandbox import DEFAULT_API_KEY, DEFAULT_MERCHANT_ID
+from eightyeightpay.stats import OUTCOMES, Tally, outcome_of
+
+
+@pytest.mark.parametrize(
+    ("error", "outcome"),
+    [
+        (None, "ok"),
+        (RateLimited(3, local=False), "rate_limited"),
+        (InvalidCredentials(), "invalid_credentials"),
+        (AccessDenied(), "access_denied"),
+        (ServerError(502), "server_error"),
+        (RequestTimeout("h", 1, may_have_been_sent=True), "timeout"),
+        (ConnectionLost("h", "reset"), "transport_error"),
+        (MalformedResponse("x"), "malformed_response"),
+    ],
+)
+def test_each_ending_has_its_outcome(error: object, outcome: str) -> None:
+    assert outcome_of(error) == outcome  # type: ignore[arg-type]
+    tally = Tally().sent().ended(error)  # type: ignore[arg-type]
+    assert dict(zip(OUTCOMES, tally.outcomes, strict=True))[outcome] == 1
+    assert sum(tally.outcomes) == tally.token_requests == 1
+
+
+def test_only_a_429_from_88pay_counts_as_received() -> None:
+    tally = Tally().ended(RateLimited(3, local=False)).ended(RateLimited(3, local=True))
+    assert tally.rate_limited == 1
+
+
+def test_a_tally_is_a_new_value_each_time() -> None:
+    first = Tally()
+    second = first.sent().caller_waited().token_rejected()
+    assert first == Tally() and (second.token_requests, second.waited, second.rejected) == (1, 1, 1)
+
+
+def test_stats_of_a_machine_at_now() -> None:
+    machine = TokenMachine(
+        Credentials(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID), Policy(), random.Random(0)
+    )
+    stats = machine.stats(100.0)
+    assert stats.token_requests == 0 and stats.token_remaining is None
+    assert stats.minute_remaining == 10 and stats.hour_remaining == 100
+    assert stats.store_mode == "local" and stats.degraded_for is None
+    assert DEFAULT_API_KEY not in repr(stats) and DEFAULT_API_KEY not in str(stats.as_dict())
+    machine.decide_and_start(100.0)  # a caller with no token waits for a refresh
+    assert machine.stats(100.0).waited == 1 and machine.stats(100.0).refreshing
