@@ -127,7 +127,7 @@ class _AsyncManager(ManagerBase):
                     return token
                 case Refresh(flight):
                     self._start_flight(flight)
-                    until = now + self.policy.request_timeout + 1.0
+                    until = now + slot.machine.flight_limit
                 case Wait(flight, until):
                     pass
                 case Unavailable(error, retry_at):
@@ -157,7 +157,13 @@ class _AsyncManager(ManagerBase):
 
     async def _run_flight(self, flight: Flight) -> None:
         run = FlightRun(
-            self._slot, flight, self._clock, self.credentials.host, self._health, self._observer
+            self._slot,
+            flight,
+            self._clock,
+            self.credentials.host,
+            self._health,
+            self._observer,
+            store_deadline=self._store_deadline,
         )
         try:
             effect = run.start()
@@ -177,7 +183,7 @@ class _AsyncManager(ManagerBase):
                     result = run.slept()
                 else:
                     assert self._fleet is not None
-                    result = await run.aperform_store(effect, self._fleet)
+                    result = await run.aperform_store(effect, self._fleet, self._runtime)
                 effect = run.feed(result)
         except Exception as unexpected:  # a broken transport plugin must not strand waiters
             run.crash(unexpected)

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Self
 
 from eightyeightpay.credentials import Credentials
-from eightyeightpay.plugins.fleet import FleetStore, StoreHealth
+from eightyeightpay.plugins.fleet import DEFAULT_STORE_DEADLINE, FleetStore, StoreHealth
 from eightyeightpay.plugins.memory import MemoryStore, Slot
 from eightyeightpay.plugins.registry import Registry, registry
 from eightyeightpay.policy import Policy, Rng
@@ -67,6 +67,7 @@ class ManagerBase:
         self._cache: Slot | Closed = self._slot  # what the lock-free path reads
         fleet = chosen if isinstance(chosen, FleetStore) else None
         self._health: StoreHealth | None = fleet.health if fleet else None
+        self._store_deadline = float(getattr(fleet, "deadline", DEFAULT_STORE_DEADLINE))
         self._clock = clock
         self._closed = False
         store_name = getattr(chosen, "name", type(chosen).__name__)

@@ -10,12 +10,21 @@ waiter is woken exactly once.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from eightyeightpay.errors import EightyEightPayError
-from eightyeightpay.fleet import Done, FleetEffect, StoreFault, store_call, store_result
+from eightyeightpay.fleet import (
+    Done,
+    FleetEffect,
+    KeepLock,
+    ReleaseLock,
+    StoreFault,
+    store_call,
+    store_result,
+)
 from eightyeightpay.http import HttpResponse
 from eightyeightpay.machine import (
     Effect,
@@ -26,9 +35,9 @@ from eightyeightpay.machine import (
     Settled,
     transport_failure,
 )
-from eightyeightpay.plugins.fleet import StoreHealth
+from eightyeightpay.plugins.fleet import DEFAULT_STORE_DEADLINE, StoreHealth, fault_detail
 from eightyeightpay.plugins.memory import Slot
-from eightyeightpay.ports import AsyncFleetOperations, FleetOperations
+from eightyeightpay.ports import AsyncFleetOperations, AsyncRuntime, FleetOperations
 from eightyeightpay.stats import outcome_of
 
 if TYPE_CHECKING:
@@ -56,8 +65,12 @@ class FlightRun:
         host: str,
         health: StoreHealth | None = None,
         observer: Observer | None = None,
+        *,
+        store_deadline: float = DEFAULT_STORE_DEADLINE,
     ) -> None:
         self._slot = slot
+        self._deadline = store_deadline
+        self._keeping: Callable[[], None] | None = None
         self._flight = flight
         self._clock = clock
         self._host = host
@@ -103,24 +116,100 @@ class FlightRun:
         return Done(self._clock())
 
     def perform_store(self, effect: FleetEffect, operations: FleetOperations) -> Result:
-        """Perform a store effect with blocking operations."""
+        """Perform a store effect with blocking operations, within the store's deadline.
+
+        The call runs in a thread of its own and is waited for at most ``store_deadline``
+        seconds: a call that has not returned by then (a stalled plugin, a hung socket) is
+        a fault and is left to finish on its own, so no caller waits on it.
+        """
+        if isinstance(effect, KeepLock):
+            self._keep_lock(effect, operations)
+            return Done(self._clock())
+        if isinstance(effect, ReleaseLock):
+            self._stop_keeping()
+        name, args = store_call(effect)
+        span, started = self._store_started(name)
+        call = _BoundedCall(getattr(operations, name), args)
+        value = call.outcome if call.finished(self._deadline) else _Late(self._deadline)
+        return self._stored(effect, value, span, started)
+
+    async def aperform_store(
+        self, effect: FleetEffect, operations: AsyncFleetOperations, runtime: AsyncRuntime
+    ) -> Result:
+        """Perform a store effect with async operations, within the store's deadline.
+
+        The call is cancelled when the deadline passes (trio and asyncio abandon a worker
+        thread the call may be blocked in); a call that blocks the event loop itself cannot
+        be interrupted by anyone, and a store must not make one.
+        """
+        if isinstance(effect, KeepLock):
+            self._akeep_lock(effect, operations, runtime)
+            return Done(self._clock())
+        if isinstance(effect, ReleaseLock):
+            self._stop_keeping()
         name, args = store_call(effect)
         span, started = self._store_started(name)
         try:
-            value = getattr(operations, name)(*args)
+            async with runtime.deadline(self._deadline):
+                value = await getattr(operations, name)(*args)
+        except TimeoutError:
+            value = _Late(self._deadline)
         except Exception as error:  # a store failure degrades; it never reaches a caller
             value = error
         return self._stored(effect, value, span, started)
 
-    async def aperform_store(self, effect: FleetEffect, operations: AsyncFleetOperations) -> Result:
-        """Perform a store effect with async operations."""
-        name, args = store_call(effect)
-        span, started = self._store_started(name)
-        try:
-            value = await getattr(operations, name)(*args)
-        except Exception as error:  # a store failure degrades; it never reaches a caller
-            value = error
-        return self._stored(effect, value, span, started)
+    def _keep_lock(self, effect: KeepLock, operations: FleetOperations) -> None:
+        """Renew the lease from a thread of its own until the release or the flight's end."""
+        stop = threading.Event()
+        self._stop_keeping()
+        self._keeping = stop.set
+
+        def renew() -> None:
+            while not stop.wait(effect.every):
+                try:
+                    kept = operations.extend(effect.key, effect.owner, effect.ttl)
+                except Exception as error:  # the send goes on; the budget still guards it
+                    log.debug("the fleet lock could not be renewed (%s)", fault_detail(error))
+                    continue
+                if not kept:
+                    log.debug("the fleet lock was lost while its request was out")
+                    return
+
+        threading.Thread(target=renew, name="eightyeightpay-lease", daemon=True).start()
+
+    def _akeep_lock(
+        self, effect: KeepLock, operations: AsyncFleetOperations, runtime: AsyncRuntime
+    ) -> None:
+        """Renew the lease from a task the manager owns, until the release or the flight's end."""
+        stopped = [False]
+        self._stop_keeping()
+
+        def stop() -> None:
+            stopped[0] = True
+
+        self._keeping = stop
+
+        async def renew() -> None:
+            while True:
+                await runtime.sleep(effect.every)
+                if stopped[0]:
+                    return
+                try:
+                    async with runtime.deadline(self._deadline):
+                        kept = await operations.extend(effect.key, effect.owner, effect.ttl)
+                except Exception as error:  # the send goes on; the budget still guards it
+                    log.debug("the fleet lock could not be renewed (%s)", fault_detail(error))
+                    continue
+                if not kept:
+                    log.debug("the fleet lock was lost while its request was out")
+                    return
+
+        runtime.spawn(renew, stop)
+
+    def _stop_keeping(self) -> None:
+        keeping, self._keeping = self._keeping, None
+        if keeping is not None:
+            keeping()
 
     def _store_started(self, name: str) -> tuple[object, float]:
         if self._trace is None:
@@ -129,7 +218,8 @@ class FlightRun:
 
     def _stored(self, effect: FleetEffect, value: object, span: object, started: float) -> Result:
         if isinstance(value, Exception):
-            result: Result = StoreFault(type(value).__name__, self._clock())
+            detail = str(value) if isinstance(value, _Late) else fault_detail(value)
+            result: Result = StoreFault(detail, self._clock())
         else:
             result = store_result(effect, value, self._clock())
         if self._trace is not None:
@@ -150,6 +240,7 @@ class FlightRun:
 
     def finish(self) -> Settled:
         """Wake every waiter; an unfinished run (cancelled, interrupted) is aborted."""
+        self._stop_keeping()
         settled = self.settled
         if settled is None:
             with self._slot.lock:
@@ -167,6 +258,37 @@ class FlightRun:
         else:
             log.debug("token refresh abandoned before it finished")
         return settled
+
+
+class _Late(Exception):
+    """A store call that did not answer within its deadline (it may still be running)."""
+
+    def __init__(self, deadline: float) -> None:
+        super().__init__(f"no answer within the store deadline of {deadline:g} s")
+
+
+class _BoundedCall:
+    """One blocking store call in a daemon thread, so that its caller can stop waiting."""
+
+    def __init__(self, method: Callable[..., Any], args: tuple[object, ...]) -> None:
+        self._method = method
+        self._args = args
+        self._done = threading.Event()
+        self.outcome: object = None
+        """What the call returned, or the exception it raised."""
+
+    def _run(self) -> None:
+        try:
+            self.outcome = self._method(*self._args)
+        except Exception as error:
+            self.outcome = error
+        finally:
+            self._done.set()
+
+    def finished(self, seconds: float) -> bool:
+        """Start the call; True if it ended within ``seconds``."""
+        threading.Thread(target=self._run, name="eightyeightpay-store", daemon=True).start()
+        return self._done.wait(seconds)
 
 
 def drop_flight(slot: Slot, flight: Flight) -> None:

@@ -270,7 +270,13 @@ class TokenManager(ManagerBase, EnvConstructible):
     def _run_flight(self, flight: Flight) -> Settled:
         """Run the core's refresh protocol for ``flight`` and wake its waiters."""
         run = FlightRun(
-            self._slot, flight, self._clock, self.credentials.host, self._health, self._observer
+            self._slot,
+            flight,
+            self._clock,
+            self.credentials.host,
+            self._health,
+            self._observer,
+            store_deadline=self._store_deadline,
         )
         try:
             effect = run.start()

@@ -19,6 +19,7 @@ from .wire import structure
 __all__ = [
     "AcquireLock",
     "Done",
+    "KeepLock",
     "LockResult",
     "ReadShared",
     "ReleaseLock",
@@ -94,6 +95,26 @@ class AcquireLock:
 
 
 @attrs.frozen
+class KeepLock:
+    """Effect: keep renewing the lock's lease while this flight's request is out.
+
+    The driver starts renewing at once, every ``every`` seconds, through the store's
+    ``extend(key, owner, ttl)`` (fenced: only ``owner``'s lock is renewed), and stops when
+    it performs the flight's :class:`ReleaseLock` or the flight ends, whichever comes first.
+    A holder that dies stops renewing, so its lock lapses within ``ttl`` seconds.
+    """
+
+    key: CacheKey
+    """Whose lock."""
+    owner: str
+    """The fencing value the lock was taken with."""
+    ttl: float
+    """The lease each renewal sets, in seconds."""
+    every: float
+    """Seconds between renewals (a fraction of ``ttl``, so one late renewal is survived)."""
+
+
+@attrs.frozen
 class ReserveFleetBudget:
     """Effect: record one send in the fleet's windows if both limits allow it.
 
@@ -149,7 +170,13 @@ class Sleep:
 
 
 FleetEffect = (
-    ReadShared | AcquireLock | ReserveFleetBudget | WriteShared | WriteCooldown | ReleaseLock
+    ReadShared
+    | AcquireLock
+    | KeepLock
+    | ReserveFleetBudget
+    | WriteShared
+    | WriteCooldown
+    | ReleaseLock
 )
 """The effects a store performs."""
 
@@ -222,6 +249,8 @@ def store_call(effect: FleetEffect) -> tuple[str, tuple[object, ...]]:
             return "read", (key,)
         case AcquireLock(key, owner, ttl):
             return "acquire", (key, owner, ttl)
+        case KeepLock(key, owner, ttl):
+            return "extend", (key, owner, ttl)
         case ReserveFleetBudget(key, per_minute, per_hour):
             return "reserve", (key, per_minute, per_hour)
         case WriteShared(key, token, ttl):

@@ -28,6 +28,7 @@ from .fleet import (
     BudgetResult,
     Done,
     FleetEffect,
+    KeepLock,
     LockResult,
     ReadShared,
     ReleaseLock,
@@ -171,8 +172,15 @@ Effect = SendTokenRequest | FleetEffect | Sleep
 Result = Exchange | SharedRead | LockResult | BudgetResult | Done | StoreFault
 """What the driver sends back for an effect."""
 
-LOCK_GRACE = 2.0
-"""Seconds a fleet lock outlives the request timeout, so a slow holder keeps it."""
+LOCK_LEASE = 3.0
+"""Seconds a fleet lock lives unless its holder renews it: a holder that dies (killed,
+frozen, cut off) stops renewing, and the fleet takes over within this many seconds."""
+LEASE_RENEWALS = 3
+"""Renewals per lease while the holder's request is out (every ``LOCK_LEASE / 3`` s), so
+that one late renewal does not lose the lock."""
+FLEET_STORE_CALLS = 4
+"""Store calls a fleet flight makes besides the wait for the lock (read, acquire, read,
+reserve), each bounded by the store's deadline."""
 
 
 # --------------------------------------------------------------------------- the machine
@@ -189,6 +197,7 @@ class TokenMachine:
         *,
         fleet: bool = False,
         instance: str = "local",
+        store_deadline: float = 0.0,
     ) -> None:
         self.credentials = credentials
         """Whose token this machine manages."""
@@ -220,6 +229,8 @@ class TokenMachine:
         """When the store started failing, while :attr:`degraded`."""
         self.tally = Tally()
         """What :meth:`stats` counts (sends, outcomes, waiting callers, rejected tokens)."""
+        self.store_deadline = store_deadline
+        """Seconds one store call may take before the driver counts it as a fault."""
         self._numbers = 0
         self._send_time: float | None = None
         self._rejected: tuple[str, ...] = ()
@@ -244,14 +255,30 @@ class TokenMachine:
             return ServeAndRefresh(token, self._start(now, background=True))
         if self.flight is not None:
             self.tally = self.tally.caller_waited()
-            return Wait(
-                self.flight, self.flight.started_at + self.policy.request_timeout + WAIT_GRACE
-            )
+            return Wait(self.flight, self.flight.started_at + self.flight_limit)
         retry_at = self._send_allowed_at(now)
         if retry_at > now:
             return Unavailable(self._unavailable_error(now, retry_at), retry_at)
         self.tally = self.tally.caller_waited()
         return Refresh(self._start(now, background=False))
+
+    @property
+    def flight_limit(self) -> float:
+        """Longest a flight may take, in seconds: how long its waiters wait for it.
+
+        Locally, the request timeout. With a fleet store, also the wait for another
+        process's lock (its request, or its lease lapsing if it died) and the store calls,
+        so that a waiter never gives up on a flight that is still within its bounds.
+        """
+        limit = self.policy.request_timeout + WAIT_GRACE
+        if self.fleet:
+            limit += self._lock_wait + FLEET_STORE_CALLS * self.store_deadline
+        return limit
+
+    @property
+    def _lock_wait(self) -> float:
+        """Longest a flight waits for another process's lock before giving up on it."""
+        return self.policy.request_timeout + LOCK_LEASE + WAIT_GRACE + 2 * self.store_deadline
 
     def _send_allowed_at(self, now: float) -> float:
         governed = self.window.next_allowed(now, self.policy.per_minute, self.policy.per_hour)
@@ -322,11 +349,11 @@ class TokenMachine:
     def _fleet_refresh(self, flight: Flight) -> Generator[Effect, Result, Settled]:
         key = self.credentials.cache_key
         owner = f"{self.instance}:{flight.number}"
-        lock_ttl = self.policy.request_timeout + LOCK_GRACE
         read = yield ReadShared(key)
         if not isinstance(read, SharedRead):
             return (yield from self._alone(flight, read))
-        give_up_at = read.now + 2 * lock_ttl
+        # A live holder releases within its request timeout; a dead one's lease lapses.
+        give_up_at = read.now + self._lock_wait
         while True:
             shared = self._adopt(read)
             if shared is not None and read.now < shared.fresh_until:
@@ -334,7 +361,7 @@ class TokenMachine:
             if read.cooldown > 0:
                 return self._fleet_cooling(flight, read)
             asked_at = read.now
-            lock = yield AcquireLock(key, owner, lock_ttl)
+            lock = yield AcquireLock(key, owner, LOCK_LEASE)
             if not isinstance(lock, LockResult):
                 return (yield from self._alone(flight, lock))
             if lock.acquired:
@@ -344,20 +371,24 @@ class TokenMachine:
             if lock.now >= give_up_at:
                 return self._failed(
                     flight,
-                    RequestTimeout(self.credentials.host, 2 * lock_ttl, may_have_been_sent=True),
+                    RequestTimeout(
+                        self.credentials.host, self._lock_wait, may_have_been_sent=False
+                    ),
                     now=lock.now,
                 )
             yield Sleep(self.policy.fleet_poll_interval)
             read = yield ReadShared(key)
             if not isinstance(read, SharedRead):
                 return (yield from self._alone(flight, read))
-        # The lock is ours until at least asked_at + lock_ttl (it was set after we asked).
-        settled = yield from self._locked_refresh(flight, key, owner, asked_at + lock_ttl)
+        # The lease is ours until at least asked_at + LOCK_LEASE (set after we asked), and
+        # renewed from now on while the request is out.
+        yield KeepLock(key, owner, LOCK_LEASE, LOCK_LEASE / LEASE_RENEWALS)
+        settled = yield from self._locked_refresh(flight, key, owner, asked_at + LOCK_LEASE)
         yield ReleaseLock(key, owner)
         return settled
 
     def _locked_refresh(
-        self, flight: Flight, key: CacheKey, owner: str, lock_expires: float
+        self, flight: Flight, key: CacheKey, owner: str, lease_ends: float
     ) -> Generator[Effect, Result, Settled]:
         read = yield ReadShared(key)  # someone may have written between our read and the lock
         if not isinstance(read, SharedRead):
@@ -372,9 +403,9 @@ class TokenMachine:
             return (yield from self._alone(flight, budget))
         if budget.wait > 0:
             return self._failed(flight, RateLimited(budget.wait, local=True), now=budget.now)
-        if budget.now + self.policy.request_timeout > lock_expires:
-            # The store was so slow that the lock could expire while the request is out, and
-            # another process could then send too: do not send; try again after a backoff.
+        if budget.now >= lease_ends:
+            # The store was so slow that the first lease may have lapsed before a renewal
+            # reached it, and another process may be sending: do not send; back off.
             stalled = RequestTimeout(
                 self.credentials.host, self.policy.request_timeout, may_have_been_sent=False
             )

@@ -80,6 +80,10 @@ class FleetOperations(Protocol):
         """Take the lock for ``owner`` unless someone holds it; it expires after ``ttl``."""
         ...
 
+    def extend(self, key: CacheKey, owner: str, ttl: float) -> bool:
+        """Renew the lock's lease to ``ttl`` seconds from now if ``owner`` still holds it."""
+        ...
+
     def reserve(self, key: CacheKey, per_minute: int, per_hour: int) -> float:
         """Record a send if both windows allow it (0), else seconds until one would."""
         ...
@@ -106,6 +110,10 @@ class AsyncFleetOperations(Protocol):
 
     async def acquire(self, key: CacheKey, owner: str, ttl: float) -> bool:
         """See :meth:`FleetOperations.acquire`."""
+        ...
+
+    async def extend(self, key: CacheKey, owner: str, ttl: float) -> bool:
+        """See :meth:`FleetOperations.extend`."""
         ...
 
     async def reserve(self, key: CacheKey, per_minute: int, per_hour: int) -> float:

@@ -10,27 +10,35 @@ outage once and its end once.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import ssl
 import threading
 import uuid
 from typing import Any
 
-from eightyeightpay.credentials import Credentials
+from eightyeightpay.credentials import CacheKey, Credentials
 from eightyeightpay.errors import ConfigurationError
 from eightyeightpay.fleet import StoredToken, encode_stored
 from eightyeightpay.machine import TokenMachine
 from eightyeightpay.policy import Policy, Rng
-from eightyeightpay.ports import AsyncFleetOperations, FleetOperations
+from eightyeightpay.ports import AsyncFleetOperations, FleetOperations, ReadValue
 
 from .memory import MemoryStore, Slot
 from .process import ProcessBound
 
 __all__ = [
+    "DEFAULT_STORE_DEADLINE",
     "ENCRYPTION_KEY_VARIABLE",
     "FleetStore",
+    "InThreads",
     "Sealer",
     "StoreHealth",
+    "fault_detail",
 ]
+
+DEFAULT_STORE_DEADLINE = 1.5
+"""Seconds a manager lets one store call take, unless the store sets its own ``deadline``."""
 
 ENCRYPTION_KEY_VARIABLE = "EIGHTY_EIGHT_PAY_STORE_KEY"
 """A Fernet key (``Fernet.generate_key()``); when set, fleet stores encrypt tokens at rest."""
@@ -71,6 +79,71 @@ class StoreHealth:
             ending, self.healthy = not self.healthy, True
         if ending:
             log.warning("%s store reachable again; the fleet shares tokens again", self._name)
+
+
+def fault_detail(error: BaseException) -> str:
+    """What a store failure was, for the outage log line, without any secret.
+
+    The exception's type only (a message may quote a URL with its password), except that a
+    TLS failure says it is one and what to check, also when a client wrapped it.
+    """
+    seen: BaseException | None = error
+    for _ in range(8):
+        if seen is None:
+            break
+        if isinstance(seen, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(
+            seen
+        ):
+            return (
+                f"{type(error).__name__}: TLS failure, the server's certificate was not "
+                "verified; give the client the CA that signed it (ssl_ca_certs=... or "
+                "?ssl_ca_certs=... in a rediss:// URL)"
+            )
+        if isinstance(seen, ssl.SSLError) or "SSL" in str(seen)[:200]:
+            return (
+                f"{type(error).__name__}: TLS failure; check that the server speaks TLS on "
+                "this port (rediss://) and the certificate settings"
+            )
+        seen = seen.__cause__ or seen.__context__
+    return type(error).__name__
+
+
+class InThreads:
+    """A store's blocking operations for asyncio, each run in a worker thread.
+
+    For stores without an asyncio client (pymemcache), or given only a blocking client.
+    """
+
+    def __init__(self, operations: FleetOperations) -> None:
+        self._operations = operations
+
+    async def read(self, key: CacheKey) -> ReadValue:
+        """See :meth:`~eightyeightpay.ports.FleetOperations.read`."""
+        return await asyncio.to_thread(self._operations.read, key)
+
+    async def acquire(self, key: CacheKey, owner: str, ttl: float) -> bool:
+        """See :meth:`~eightyeightpay.ports.FleetOperations.acquire`."""
+        return await asyncio.to_thread(self._operations.acquire, key, owner, ttl)
+
+    async def extend(self, key: CacheKey, owner: str, ttl: float) -> bool:
+        """See :meth:`~eightyeightpay.ports.FleetOperations.extend`."""
+        return await asyncio.to_thread(self._operations.extend, key, owner, ttl)
+
+    async def reserve(self, key: CacheKey, per_minute: int, per_hour: int) -> float:
+        """See :meth:`~eightyeightpay.ports.FleetOperations.reserve`."""
+        return await asyncio.to_thread(self._operations.reserve, key, per_minute, per_hour)
+
+    async def write(self, key: CacheKey, token: StoredToken, ttl: float) -> None:
+        """See :meth:`~eightyeightpay.ports.FleetOperations.write`."""
+        await asyncio.to_thread(self._operations.write, key, token, ttl)
+
+    async def cool_down(self, key: CacheKey, seconds: float) -> None:
+        """See :meth:`~eightyeightpay.ports.FleetOperations.cool_down`."""
+        await asyncio.to_thread(self._operations.cool_down, key, seconds)
+
+    async def release(self, key: CacheKey, owner: str) -> None:
+        """See :meth:`~eightyeightpay.ports.FleetOperations.release`."""
+        await asyncio.to_thread(self._operations.release, key, owner)
 
 
 class Sealer:
@@ -121,6 +194,9 @@ class FleetStore(ProcessBound):
 
     name = "fleet"
     shared = True
+    deadline = DEFAULT_STORE_DEADLINE
+    """Seconds a manager lets one call of this store take; past it the call counts as an
+    outage (the process works alone) whatever the call is still doing."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -143,7 +219,12 @@ class FleetStore(ProcessBound):
             policy,
             rng,
             machine=lambda: TokenMachine(
-                credentials, policy, rng, fleet=True, instance=self.instance
+                credentials,
+                policy,
+                rng,
+                fleet=True,
+                instance=self.instance,
+                store_deadline=self.deadline,
             ),
         )
 

@@ -40,13 +40,13 @@ What is shared, and how:
 
 pymemcache has no asyncio client: :meth:`MemcachedStore.async_operations` runs the blocking
 operations in a worker thread with :func:`asyncio.to_thread` (trio runs them off its loop
-itself). Waiting processes poll the token key every ``fleet_poll_interval``, as with Redis.
+itself). Several servers go through pymemcache's ``HashClient``; a connection error is tried
+once more on fresh connections before it counts. Waiting processes poll the token key
+every ``fleet_poll_interval``, as with Redis.
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import math
 import os
 import threading
@@ -61,7 +61,7 @@ from eightyeightpay.errors import ConfigurationError
 from eightyeightpay.fleet import StoredToken
 from eightyeightpay.ports import ReadValue
 
-from .fleet import ENCRYPTION_KEY_VARIABLE, FleetStore, Sealer
+from .fleet import ENCRYPTION_KEY_VARIABLE, FleetStore, InThreads, Sealer
 from .hookspecs import StoreFactory, hookimpl
 from .process import PerProcessClient
 from .redis_store import RedisKeys
@@ -156,22 +156,86 @@ def _send_times(raw: Any) -> list[float]:
     return sorted(t for t in times if t is not None)
 
 
+def _fresh(client: Any) -> None:
+    """Drop ``client``'s idle connections (all servers of a HashClient).
+
+    The next call then connects anew instead of meeting another socket that a restarted
+    server closed.
+    """
+    pool = getattr(client, "client_pool", None)
+    if pool is not None:
+        pool.clear()
+    inner = getattr(client, "clients", None)
+    if isinstance(inner, dict):
+        for each in list(inner.values()):
+            _fresh(each)
+    elif pool is None and callable(getattr(client, "close", None)):
+        client.close()
+
+
 class _Operations:
-    """The store's blocking operations over a pymemcache ``PooledClient`` (thread-safe)."""
+    """The store's blocking operations over a pymemcache client.
+
+    The client is a ``PooledClient``, a ``HashClient`` across several servers, or one you built.
+
+    An operation that fails on the connection (reset, timeout, a server restarted under a
+    pooled socket) is tried once more on fresh connections before it counts as a fault.
+    """
 
     def __init__(
-        self, client: Any, namespace: str, sealer: Sealer, wall_clock: Callable[[], float]
+        self,
+        client: Any,
+        namespace: str,
+        sealer: Sealer,
+        wall_clock: Callable[[], float],
+        *,
+        owned: bool = True,
     ) -> None:
+        from pymemcache.exceptions import (  # type: ignore[import-untyped]
+            MemcacheUnexpectedCloseError,
+        )
+
         self._client = client
         self._namespace = namespace
         self._sealer = sealer
         self._wall = wall_clock
+        self._owned = owned
         self._meta = True  # the server understands meta commands (md ... C<cas>)
+        self._retryable = (OSError, MemcacheUnexpectedCloseError)
 
     def _keys(self, key: CacheKey) -> MemcachedKeys:
         return MemcachedKeys.of(self._namespace, key)
 
+    def _once_more(self, call: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return call(*args)
+        except self._retryable:
+            _fresh(self._client)
+            return call(*args)
+
     def read(self, key: CacheKey) -> ReadValue:
+        result: ReadValue = self._once_more(self._read, key)
+        return result
+
+    def acquire(self, key: CacheKey, owner: str, ttl: float) -> bool:
+        return bool(self._once_more(self._acquire, key, owner, ttl))
+
+    def extend(self, key: CacheKey, owner: str, ttl: float) -> bool:
+        return bool(self._once_more(self._extend, key, owner, ttl))
+
+    def reserve(self, key: CacheKey, per_minute: int, per_hour: int) -> float:
+        return float(self._once_more(self._reserve, key, per_minute, per_hour))
+
+    def write(self, key: CacheKey, token: StoredToken, ttl: float) -> None:
+        self._once_more(self._write, key, token, ttl)
+
+    def cool_down(self, key: CacheKey, seconds: float) -> None:
+        self._once_more(self._cool_down, key, seconds)
+
+    def release(self, key: CacheKey, owner: str) -> None:
+        self._once_more(self._release, key, owner)
+
+    def _read(self, key: CacheKey) -> ReadValue:
         keys = self._keys(key)
         values = self._client.get_many([keys.token, keys.cooldown])
         now = self._wall()
@@ -186,13 +250,21 @@ class _Operations:
             return None, 0.0, cooldown
         return self._sealer.open(sealed), ttl, cooldown
 
-    def acquire(self, key: CacheKey, owner: str, ttl: float) -> bool:
+    def _acquire(self, key: CacheKey, owner: str, ttl: float) -> bool:
         added = self._client.add(
             self._keys(key).lock, owner.encode(), expire=_expiry(ttl), noreply=False
         )
         return bool(added)
 
-    def reserve(self, key: CacheKey, per_minute: int, per_hour: int) -> float:
+    def _extend(self, key: CacheKey, owner: str, ttl: float) -> bool:
+        lock = self._keys(key).lock
+        held, cas = self._client.gets(lock)
+        if held != owner.encode() or cas is None:
+            return False
+        # cas with the same value: only the lock this owner still holds gets the new expiry.
+        return bool(self._client.cas(lock, held, cas, expire=_expiry(ttl), noreply=False))
+
+    def _reserve(self, key: CacheKey, per_minute: int, per_hour: int) -> float:
         budget = self._keys(key).budget
         for _ in range(CAS_ATTEMPTS):
             raw, cas = self._client.gets(budget)
@@ -215,69 +287,59 @@ class _Operations:
                 return 0.0
         raise MemcachedContention("the fleet budget kept changing during the update")
 
-    def write(self, key: CacheKey, token: StoredToken, ttl: float) -> None:
+    def _write(self, key: CacheKey, token: StoredToken, ttl: float) -> None:
         if ttl > 0:
             value = _stamp(ttl, self._wall()) + b":" + self._sealer.seal(token)
             self._client.set(self._keys(key).token, value, expire=_expiry(ttl), noreply=False)
 
-    def cool_down(self, key: CacheKey, seconds: float) -> None:
+    def _cool_down(self, key: CacheKey, seconds: float) -> None:
         if seconds > 0:
             value = _stamp(seconds, self._wall())
             self._client.set(
                 self._keys(key).cooldown, value, expire=_expiry(seconds), noreply=False
             )
 
-    def release(self, key: CacheKey, owner: str) -> None:
+    def _release(self, key: CacheKey, owner: str) -> None:
         lock = self._keys(key).lock
         held, cas = self._client.gets(lock)
         if held != owner.encode() or cas is None:
             return
         if self._meta:
-            from pymemcache.exceptions import (  # type: ignore[import-untyped]
-                MemcacheUnknownCommandError,
-            )
+            from pymemcache.exceptions import MemcacheUnknownCommandError
 
+            server = getattr(self._client, "_get_client", None)  # HashClient: the key's server
+            client = server(lock) if server is not None else self._client
             try:
                 # Deletes only the item with this CAS id: never a lock taken since the gets.
-                self._client.raw_command(b"md " + lock.encode() + b" C" + bytes(cas))
+                client.raw_command(b"md " + lock.encode() + b" C" + bytes(cas))
                 return
             except MemcacheUnknownCommandError:
                 self._meta = False  # memcached < 1.6: best effort below
         self._client.delete(lock, noreply=False)
 
     def close(self) -> None:
-        self._client.close()
+        if self._owned:
+            self._client.close()
 
 
-class _AsyncOperations:
-    """The blocking operations, each run in a worker thread (pymemcache has no asyncio client)."""
-
-    def __init__(self, operations: _Operations) -> None:
-        self._operations = operations
-
-    async def read(self, key: CacheKey) -> ReadValue:
-        return await asyncio.to_thread(self._operations.read, key)
-
-    async def acquire(self, key: CacheKey, owner: str, ttl: float) -> bool:
-        return await asyncio.to_thread(self._operations.acquire, key, owner, ttl)
-
-    async def reserve(self, key: CacheKey, per_minute: int, per_hour: int) -> float:
-        return await asyncio.to_thread(self._operations.reserve, key, per_minute, per_hour)
-
-    async def write(self, key: CacheKey, token: StoredToken, ttl: float) -> None:
-        await asyncio.to_thread(self._operations.write, key, token, ttl)
-
-    async def cool_down(self, key: CacheKey, seconds: float) -> None:
-        await asyncio.to_thread(self._operations.cool_down, key, seconds)
-
-    async def release(self, key: CacheKey, owner: str) -> None:
-        await asyncio.to_thread(self._operations.release, key, owner)
+def _parse_servers(servers: str | tuple[str, int] | list[Any]) -> list[tuple[str, int]]:
+    if isinstance(servers, str):
+        parsed = [_parse_server(part) for part in servers.split(",") if part.strip()]
+    elif isinstance(servers, tuple):
+        parsed = [_parse_server(servers)]
+    else:
+        parsed = [_parse_server(server) for server in servers]
+    if not parsed:
+        raise ConfigurationError("The memcached store needs at least one 'host:port' server.")
+    return parsed
 
 
 def _forget_inherited(client: Any) -> None:
     """Close a forked child's copies of the parent's pooled sockets (no pool lock, no quit)."""
-    for connection in (*client.client_pool.free, *client.client_pool.used):
-        connection.close()
+    for each in getattr(client, "clients", {}).values() or [client]:  # a HashClient's servers
+        pool = getattr(each, "client_pool", None)
+        for connection in (*pool.free, *pool.used) if pool is not None else (each,):
+            connection.close()
 
 
 def _parse_server(server: str | tuple[str, int]) -> tuple[str, int]:
@@ -287,8 +349,8 @@ def _parse_server(server: str | tuple[str, int]) -> tuple[str, int]:
         host, separator, port_text = server.strip().rpartition(":")
         if not separator or not port_text.isdigit():
             raise ConfigurationError(
-                f"A memcached server is 'host:port' (as in {MEMCACHED_SERVER_VARIABLE}), "
-                "for example '127.0.0.1:11211'."
+                f"A memcached server is 'host:port' (as in {MEMCACHED_SERVER_VARIABLE}, "
+                "several separated by commas), for example '127.0.0.1:11211'."
             )
         host, port = host.strip("[]"), int(port_text)
     if not host or not isinstance(port, int) or not 0 < port < 65536:
@@ -299,9 +361,14 @@ def _parse_server(server: str | tuple[str, int]) -> tuple[str, int]:
 class MemcachedStore(FleetStore):
     """Tokens, the lock, the rate budget and the cool-down shared through memcached.
 
-    ``MemcachedStore(server)`` with ``("host", port)`` or ``"host:port"``; with none,
-    ``EIGHTY_EIGHT_PAY_MEMCACHED`` or ``127.0.0.1:11211``. ``encryption_key`` (or
-    ``EIGHTY_EIGHT_PAY_STORE_KEY``) encrypts tokens at rest; ``timeout`` bounds every call.
+    ``MemcachedStore(server)`` with ``("host", port)``, ``"host:port"``, several servers
+    (``"h1:11211,h2:11211"`` or a list), or a pymemcache client you built (``Client``,
+    ``PooledClient``, ``HashClient``: yours, :meth:`close` leaves it open). With none,
+    ``EIGHTY_EIGHT_PAY_MEMCACHED`` or ``127.0.0.1:11211``. Several servers are spread with
+    pymemcache's ``HashClient`` (rendezvous hashing; a server that keeps failing is taken out
+    for ``dead_timeout`` seconds and its keys move to the others). ``encryption_key`` (or
+    ``EIGHTY_EIGHT_PAY_STORE_KEY``) encrypts tokens at rest; ``timeout`` is the socket
+    timeout, and every call is also bounded by ``deadline``, enforced by the managers.
     ``wall_clock`` is the Unix time the store stamps and reads values with: hosts sharing a
     memcached must agree on it to within the policy's margin (see the module's notes).
     """
@@ -310,12 +377,13 @@ class MemcachedStore(FleetStore):
 
     def __init__(
         self,
-        server: str | tuple[str, int] | None = None,
+        server: str | tuple[str, int] | list[Any] | Any = None,
         *,
         namespace: str = "eightyeightpay",
         encryption_key: str | bytes | None = None,
         timeout: float = 0.5,
         wall_clock: Callable[[], float] = time.time,
+        dead_timeout: float = 30.0,
     ) -> None:
         try:
             import pymemcache  # type: ignore[import-untyped]  # noqa: F401
@@ -330,56 +398,87 @@ class MemcachedStore(FleetStore):
         if len(namespace) > 100:
             raise ConfigurationError("A memcached namespace is at most 100 characters.")
         super().__init__()
-        self.server = _parse_server(
-            server or os.environ.get(MEMCACHED_SERVER_VARIABLE) or "127.0.0.1:11211"
-        )
-        """The memcached server, as (host, port)."""
+        self._client: Any = None
+        if server is not None and not isinstance(server, str | tuple | list):
+            if not callable(getattr(server, "gets", None)):
+                raise ConfigurationError(
+                    "MemcachedStore takes 'host:port', several of them, or a pymemcache client "
+                    f"(Client, PooledClient, HashClient), not {type(server).__name__}."
+                )
+            self._client = server
+            self.servers: list[tuple[str, int]] = []
+        else:
+            self.servers = _parse_servers(
+                server or os.environ.get(MEMCACHED_SERVER_VARIABLE) or "127.0.0.1:11211"
+            )
+            """The memcached servers, as (host, port) pairs (empty for a client you passed)."""
         self.namespace = namespace
         """Prefix of every key."""
         self._sealer = Sealer(encryption_key or os.environ.get(ENCRYPTION_KEY_VARIABLE))
         self._timeout = timeout
+        self._dead_timeout = dead_timeout
+        self.deadline = 2 * timeout + 0.5
+        """Seconds the managers let one store call take (one retry included)."""
         self._wall = wall_clock
         self._sync: _Operations | None = None
         self._lock = threading.Lock()
 
+    @property
+    def server(self) -> tuple[str, int] | None:
+        """The first server (the only one, usually), as (host, port)."""
+        return self.servers[0] if self.servers else None
+
+    def _build(self) -> Any:
+        options: dict[str, Any] = {
+            "connect_timeout": self._timeout,
+            "timeout": self._timeout,
+            "no_delay": True,
+            "default_noreply": False,
+        }
+        if len(self.servers) == 1:
+            from pymemcache.client.base import PooledClient  # type: ignore[import-untyped]
+
+            return PooledClient(self.servers[0], **options)
+        from pymemcache.client.hash import HashClient  # type: ignore[import-untyped]
+
+        return HashClient(
+            self.servers,
+            use_pooling=True,
+            retry_attempts=2,
+            retry_timeout=0,  # our one retry reaches the server at once, not a silent default
+            dead_timeout=self._dead_timeout,
+            **options,
+        )
+
     def operations(self) -> _Operations:
-        """The blocking operations over one pooled client, shared by the process's threads."""
+        """The blocking operations over one client, shared by the process's threads."""
         with self._lock:
             if self._sync is None:
-                from pymemcache.client.base import PooledClient  # type: ignore[import-untyped]
-
-                client = PerProcessClient(
-                    functools.partial(
-                        PooledClient,
-                        self.server,
-                        connect_timeout=self._timeout,
-                        timeout=self._timeout,
-                        no_delay=True,
-                        default_noreply=False,
-                    ),
-                    _forget_inherited,
+                owned = self._client is None
+                client = PerProcessClient(self._build, _forget_inherited) if owned else self._client
+                self._sync = _Operations(
+                    client, self.namespace, self._sealer, self._wall, owned=owned
                 )
-                self._sync = _Operations(client, self.namespace, self._sealer, self._wall)
             return self._sync
 
-    def async_operations(self) -> _AsyncOperations:
+    def async_operations(self) -> InThreads:
         """The blocking operations run in worker threads (pymemcache has no asyncio client)."""
-        return _AsyncOperations(self.operations())
+        return InThreads(self.operations())
 
     def keys(self, key: CacheKey) -> MemcachedKeys:
         """The memcached keys used for ``key``."""
         return MemcachedKeys.of(self.namespace, key)
 
     def close(self) -> None:
-        """Close the pooled client's connections."""
+        """Close the connections of the client the store built (a client you passed stays open)."""
         with self._lock:
             if self._sync is not None:
                 self._sync.close()
                 self._sync = None
 
     def __repr__(self) -> str:
-        host, port = self.server
-        return f"MemcachedStore(server='{host}:{port}', namespace={self.namespace!r})"
+        servers = ",".join(f"{host}:{port}" for host, port in self.servers) or "client"
+        return f"MemcachedStore(server='{servers}', namespace={self.namespace!r})"
 
 
 _process_stores: dict[tuple[Any, ...], MemcachedStore] = {}

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -27,9 +27,9 @@ import attrs
 from eightyeightpay.credentials import CacheKey, Environment, environment_of
 from eightyeightpay.errors import ConfigurationError
 from eightyeightpay.fleet import StoredToken
-from eightyeightpay.ports import ReadValue
+from eightyeightpay.ports import AsyncFleetOperations, ReadValue
 
-from .fleet import ENCRYPTION_KEY_VARIABLE, FleetStore, Sealer
+from .fleet import ENCRYPTION_KEY_VARIABLE, FleetStore, InThreads, Sealer
 from .hookspecs import StoreFactory, hookimpl
 
 __all__ = ["REDIS_URL_VARIABLE", "RedisKeys", "RedisStore"]
@@ -55,6 +55,11 @@ if wait > 0 then return string.format('%.6f', wait) end
 redis.call('ZADD', KEYS[1], string.format('%.6f', now), ARGV[3])
 redis.call('EXPIRE', KEYS[1], 3700)
 return '0'
+"""
+
+_EXTEND = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
 """
 
 _RELEASE = """
@@ -93,78 +98,146 @@ def _seconds(milliseconds: Any) -> float:
     return max(0.0, float(milliseconds) / 1000.0) if isinstance(milliseconds, int) else 0.0
 
 
-class _Operations:
-    """The store's operations over redis-py's blocking client."""
+def _retryable() -> tuple[type[BaseException], ...]:
+    """What a fresh connection may cure: a dropped or stale socket, a timeout, a demoted master."""
+    from redis.exceptions import ConnectionError, ReadOnlyError, TimeoutError
 
-    def __init__(self, client: Any, namespace: str, sealer: Sealer) -> None:
+    return (ConnectionError, TimeoutError, ReadOnlyError, OSError)
+
+
+class _Operations:
+    """The store's operations over a blocking redis-py client.
+
+    The client is a ``Redis``, a ``RedisCluster`` or a Sentinel's ``master_for``.
+
+    Each operation that fails on the connection (reset, timeout, ``READONLY`` from a master
+    demoted by a failover) is tried once more on a fresh connection before it counts as a
+    fault: the pool's idle connections are dropped first, so the retry cannot pick another
+    stale one. ``MOVED``/``ASK`` are the cluster client's to follow, and a Sentinel client's
+    fresh connection asks the sentinels for the new master.
+    """
+
+    def __init__(self, client: Any, namespace: str, sealer: Sealer, *, owned: bool) -> None:
         self._client = client
         self._namespace = namespace
         self._sealer = sealer
+        self._owned = owned
+        self._retryable = _retryable()
         self._budget = client.register_script(_BUDGET)
         self._release = client.register_script(_RELEASE)
+        self._extend = client.register_script(_EXTEND)
 
     def _keys(self, key: CacheKey) -> RedisKeys:
         return RedisKeys.of(self._namespace, key)
 
-    def read(self, key: CacheKey) -> ReadValue:
+    def _once_more(self, call: Callable[[], Any]) -> Any:
+        try:
+            return call()
+        except self._retryable:
+            self._drop_idle()
+            return call()
+
+    def _drop_idle(self) -> None:
+        pool = getattr(self._client, "connection_pool", None)
+        if pool is not None:  # a cluster client keeps one pool per node and resets them itself
+            pool.disconnect(inuse_connections=False)
+
+    def _read(self, key: CacheKey) -> Any:
         keys = self._keys(key)
         pipe = self._client.pipeline(transaction=True)
         pipe.get(keys.token).pttl(keys.token).pttl(keys.cooldown)
-        raw, ttl, cooldown = pipe.execute()
+        return pipe.execute()
+
+    def read(self, key: CacheKey) -> ReadValue:
+        raw, ttl, cooldown = self._once_more(lambda: self._read(key))
         return self._sealer.open(raw), _seconds(ttl), _seconds(cooldown)
 
     def acquire(self, key: CacheKey, owner: str, ttl: float) -> bool:
-        return bool(self._client.set(self._keys(key).lock, owner, nx=True, px=_ms(ttl)))
+        lock = self._keys(key).lock
+        return bool(self._once_more(lambda: self._client.set(lock, owner, nx=True, px=_ms(ttl))))
+
+    def extend(self, key: CacheKey, owner: str, ttl: float) -> bool:
+        lock = self._keys(key).lock
+        return bool(self._once_more(lambda: self._extend(keys=[lock], args=[owner, _ms(ttl)])))
 
     def reserve(self, key: CacheKey, per_minute: int, per_hour: int) -> float:
-        wait = self._budget(keys=[self._keys(key).budget], args=[per_minute, per_hour, _member()])
-        return float(wait)
+        keys, args = [self._keys(key).budget], [per_minute, per_hour, _member()]
+        return float(self._once_more(lambda: self._budget(keys=keys, args=args)))
 
     def write(self, key: CacheKey, token: StoredToken, ttl: float) -> None:
         if ttl > 0:
-            self._client.set(self._keys(key).token, self._sealer.seal(token), px=_ms(ttl))
+            name, value = self._keys(key).token, self._sealer.seal(token)
+            self._once_more(lambda: self._client.set(name, value, px=_ms(ttl)))
 
     def cool_down(self, key: CacheKey, seconds: float) -> None:
         if seconds > 0:
-            self._client.set(self._keys(key).cooldown, b"1", px=_ms(seconds))
+            name = self._keys(key).cooldown
+            self._once_more(lambda: self._client.set(name, b"1", px=_ms(seconds)))
 
     def release(self, key: CacheKey, owner: str) -> None:
-        self._release(keys=[self._keys(key).lock], args=[owner])
+        lock = self._keys(key).lock
+        self._once_more(lambda: self._release(keys=[lock], args=[owner]))
 
     def close(self) -> None:
-        self._client.close()
+        if self._owned:
+            self._client.close()
 
 
 class _AsyncOperations(_Operations):
-    """The same operations over redis-py's asyncio client (one per manager)."""
+    """The same operations over a ``redis.asyncio`` client, with the same one retry."""
 
-    async def read(self, key: CacheKey) -> ReadValue:  # type: ignore[override]
+    async def _aonce_more(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        try:
+            return await call()
+        except self._retryable:
+            pool = getattr(self._client, "connection_pool", None)
+            if pool is not None:
+                await pool.disconnect(inuse_connections=False)
+            return await call()
+
+    async def _aread(self, key: CacheKey) -> Any:
         keys = self._keys(key)
         pipe = self._client.pipeline(transaction=True)
         pipe.get(keys.token).pttl(keys.token).pttl(keys.cooldown)
-        raw, ttl, cooldown = await pipe.execute()
+        return await pipe.execute()
+
+    async def read(self, key: CacheKey) -> ReadValue:  # type: ignore[override]
+        raw, ttl, cooldown = await self._aonce_more(lambda: self._aread(key))
         return self._sealer.open(raw), _seconds(ttl), _seconds(cooldown)
 
     async def acquire(self, key: CacheKey, owner: str, ttl: float) -> bool:  # type: ignore[override]
-        return bool(await self._client.set(self._keys(key).lock, owner, nx=True, px=_ms(ttl)))
+        lock = self._keys(key).lock
+        return bool(
+            await self._aonce_more(lambda: self._client.set(lock, owner, nx=True, px=_ms(ttl)))
+        )
+
+    async def extend(self, key: CacheKey, owner: str, ttl: float) -> bool:  # type: ignore[override]
+        lock = self._keys(key).lock
+        return bool(
+            await self._aonce_more(lambda: self._extend(keys=[lock], args=[owner, _ms(ttl)]))
+        )
 
     async def reserve(self, key: CacheKey, per_minute: int, per_hour: int) -> float:  # type: ignore[override]
-        keys = [self._keys(key).budget]
-        return float(await self._budget(keys=keys, args=[per_minute, per_hour, _member()]))
+        keys, args = [self._keys(key).budget], [per_minute, per_hour, _member()]
+        return float(await self._aonce_more(lambda: self._budget(keys=keys, args=args)))
 
     async def write(self, key: CacheKey, token: StoredToken, ttl: float) -> None:  # type: ignore[override]
         if ttl > 0:
-            await self._client.set(self._keys(key).token, self._sealer.seal(token), px=_ms(ttl))
+            name, value = self._keys(key).token, self._sealer.seal(token)
+            await self._aonce_more(lambda: self._client.set(name, value, px=_ms(ttl)))
 
     async def cool_down(self, key: CacheKey, seconds: float) -> None:  # type: ignore[override]
         if seconds > 0:
-            await self._client.set(self._keys(key).cooldown, b"1", px=_ms(seconds))
+            name = self._keys(key).cooldown
+            await self._aonce_more(lambda: self._client.set(name, b"1", px=_ms(seconds)))
 
     async def release(self, key: CacheKey, owner: str) -> None:  # type: ignore[override]
-        await self._release(keys=[self._keys(key).lock], args=[owner])
+        lock = self._keys(key).lock
+        await self._aonce_more(lambda: self._release(keys=[lock], args=[owner]))
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._owned:
+            await self._client.aclose()
 
 
 def _ms(seconds: float) -> int:
@@ -175,20 +248,59 @@ def _member() -> str:
     return os.urandom(8).hex()
 
 
+_MALFORMED_URL = (
+    "The Redis URL is malformed. Its form is redis://[user[:password]@]host[:port][/db] "
+    "(rediss:// for TLS, unix:///path.sock?db=0 for a socket); a '/', '@', ':', '#' or '?' in "
+    "the user or password must be percent-encoded (urllib.parse.quote(password, safe=''): "
+    "'/' is %2F). The URL is not shown, as it may hold a password."
+)
+
+
+def _check_url(url: str) -> None:
+    """Refuse a URL redis-py could not use, without repeating any part of it."""
+    from redis.connection import parse_url
+
+    try:
+        options = parse_url(url)  # type: ignore[no-untyped-call]
+        port = options.get("port", 6379)
+        usable = isinstance(port, int) and 0 < port < 65536
+        usable = usable and ("path" in options or bool(options.get("host")))
+    except Exception:  # whatever redis-py says may quote the password
+        usable = False
+    if not usable:  # raised out here, so that no exception chain keeps redis-py's message
+        raise ConfigurationError(_MALFORMED_URL)
+
+
+def _is_async_client(client: Any) -> bool:
+    return type(client).__module__.startswith("redis.asyncio")
+
+
 class RedisStore(FleetStore):
     """Tokens, the lock, the rate budget and the cool-down shared through Redis.
 
-    ``RedisStore(url)``; with no URL, ``EIGHTY_EIGHT_PAY_REDIS_URL`` or the local default.
+    ``RedisStore(url)``: a ``redis://`` or ``rediss://`` URL; with none,
+    ``EIGHTY_EIGHT_PAY_REDIS_URL`` or the local default. Or ``RedisStore(client)``: a
+    redis-py client you built (``redis.Redis``, ``redis.cluster.RedisCluster``, a Sentinel's
+    ``master_for(...)``, or their ``redis.asyncio`` forms), for Cluster, Sentinel, TLS
+    and ACL setups; pass the asyncio form as ``async_client=`` beside a blocking one so
+    that asyncio managers use it (without one they run the blocking client in a worker
+    thread). A client you pass is yours: :meth:`close` leaves it open.
+
     ``encryption_key`` (or ``EIGHTY_EIGHT_PAY_STORE_KEY``) encrypts tokens at rest.
-    ``timeout`` bounds every Redis call, so a slow Redis degrades to local work quickly.
+    ``timeout`` is the socket timeout of a client the store builds from a URL; whatever
+    the client, every call is also bounded by ``deadline``, enforced by the managers.
+
+    Raises :class:`~eightyeightpay.errors.ConfigurationError` for a malformed URL (the
+    message never repeats the URL) or a client that is not a redis-py client.
     """
 
     name = "redis"
 
     def __init__(
         self,
-        url: str | None = None,
+        url: str | Any = None,
         *,
+        async_client: Any = None,
         namespace: str = "eightyeightpay",
         encryption_key: str | bytes | None = None,
         timeout: float = 0.5,
@@ -200,42 +312,84 @@ class RedisStore(FleetStore):
                 "The redis store needs redis-py: pip install 'eightyeightpay[redis]'."
             ) from None
         super().__init__()
-        self.url = url or os.environ.get(REDIS_URL_VARIABLE) or "redis://127.0.0.1:6379/0"
-        """The Redis URL (may hold a password: never logged)."""
+        client = None if url is None or isinstance(url, str) else url
+        if client is not None and _is_async_client(client):
+            client, async_client = None, client
+        for given in (client, async_client):
+            if given is not None and not callable(getattr(given, "register_script", None)):
+                raise ConfigurationError(
+                    "RedisStore takes a URL or a redis-py client (redis.Redis, "
+                    "redis.cluster.RedisCluster, Sentinel.master_for(...) or their "
+                    f"redis.asyncio forms), not {type(given).__name__}."
+                )
+        self._client = client
+        self._async_client = async_client
+        if client is None and async_client is None:
+            self.url = url or os.environ.get(REDIS_URL_VARIABLE) or "redis://127.0.0.1:6379/0"
+            """The Redis URL the store builds its clients from (may hold a password)."""
+            _check_url(self.url)
+        else:
+            self.url = ""
         self.namespace = namespace
         """Prefix of every key."""
         self._sealer = Sealer(encryption_key or os.environ.get(ENCRYPTION_KEY_VARIABLE))
         self._timeout = timeout
+        self.deadline = 2 * timeout + 0.5
+        """Seconds the managers let one store call take (one retry included) before they
+        count it as an outage."""
         self._sync: _Operations | None = None
+        self._lock = threading.Lock()
 
     def _options(self) -> dict[str, Any]:
         return {"socket_timeout": self._timeout, "socket_connect_timeout": self._timeout}
 
     def operations(self) -> _Operations:
         """The blocking operations (one client, shared by the process's threads)."""
-        if self._sync is None:
-            import redis
+        with self._lock:
+            if self._sync is None:
+                if self._client is not None:
+                    self._sync = _Operations(
+                        self._client, self.namespace, self._sealer, owned=False
+                    )
+                elif self._async_client is not None:
+                    raise ConfigurationError(
+                        "This RedisStore was given only an asyncio client; threaded and trio "
+                        "managers need a blocking one: RedisStore(blocking_client, "
+                        "async_client=asyncio_client)."
+                    )
+                else:
+                    import redis
 
-            client = redis.Redis.from_url(self.url, **self._options())
-            self._sync = _Operations(client, self.namespace, self._sealer)
-        return self._sync
+                    client = redis.Redis.from_url(self.url, **self._options())
+                    self._sync = _Operations(client, self.namespace, self._sealer, owned=True)
+            return self._sync
 
-    def async_operations(self) -> _AsyncOperations:
-        """A new asyncio client's operations; the manager that asked closes it."""
+    def async_operations(self) -> AsyncFleetOperations:
+        """Operations for one asyncio manager, called once by each when it is built.
+
+        From a URL: a new asyncio client, which that manager closes. With ``async_client``:
+        that client (left open). With only a blocking client: its operations in a worker
+        thread.
+        """
+        if self._async_client is not None:
+            return _AsyncOperations(self._async_client, self.namespace, self._sealer, owned=False)
+        if self._client is not None:
+            return InThreads(self.operations())
         import redis.asyncio
 
         client = redis.asyncio.Redis.from_url(self.url, **self._options())
-        return _AsyncOperations(client, self.namespace, self._sealer)
+        return _AsyncOperations(client, self.namespace, self._sealer, owned=True)
 
     def keys(self, key: CacheKey) -> RedisKeys:
         """The Redis keys used for ``key``."""
         return RedisKeys.of(self.namespace, key)
 
     def close(self) -> None:
-        """Close the blocking client."""
-        if self._sync is not None:
-            self._sync.close()
-            self._sync = None
+        """Close the blocking client the store built (a client you passed stays open)."""
+        with self._lock:
+            if self._sync is not None:
+                self._sync.close()
+                self._sync = None
 
     def __repr__(self) -> str:
         return f"RedisStore(namespace={self.namespace!r})"

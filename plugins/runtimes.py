@@ -469,6 +469,9 @@ class _OffLoop:
     async def acquire(self, key: CacheKey, owner: str, ttl: float) -> bool:
         return bool(await self._run(self._operations.acquire, key, owner, ttl))
 
+    async def extend(self, key: CacheKey, owner: str, ttl: float) -> bool:
+        return bool(await self._run(self._operations.extend, key, owner, ttl))
+
     async def reserve(self, key: CacheKey, per_minute: int, per_hour: int) -> float:
         return float(await self._run(self._operations.reserve, key, per_minute, per_hour))
 

@@ -68,6 +68,13 @@ class SimStore:
             token, ttl = self.token[0], self.token[1] - now
         return token, ttl, max(0.0, self.cooldown_until - now)
 
+    def extend(self, key: CacheKey, owner: str, ttl: float) -> bool:
+        now = self._touch()
+        if self.lock is None or self.lock[0] != owner or self.lock[1] <= now:
+            return False
+        self.lock = (owner, now + ttl)
+        return True
+
     def acquire(self, key: CacheKey, owner: str, ttl: float) -> bool:
         now = self._touch()
         if self.lock is not None and self.lock[1] > now:

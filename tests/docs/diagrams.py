@@ -194,6 +194,9 @@ class DictStore:
             raise ConnectionError("store down")
         return self.token, self.ttl, self.cooldown
 
+    def extend(self, key: CacheKey, owner: str, ttl: float) -> bool:
+        return self.lock == owner
+
     def acquire(self, key: CacheKey, owner: str, ttl: float) -> bool:
         if self.lock is not None:
             return False
