@@ -9,6 +9,7 @@ checked span by span and point by point, and swept for secrets.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,7 +20,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from eightyeightpay import RateLimited, Stats, Telemetry, Token
+from eightyeightpay import ConfigurationError, RateLimited, Stats, Telemetry, Token
 from eightyeightpay.adapters.telemetry import Observer
 from eightyeightpay.plugins.fleet import FleetStore
 from eightyeightpay.plugins.sandbox import (
@@ -81,8 +82,10 @@ class Collected:
             **options,
         )
 
-    def finished(self) -> list[ReadableSpan]:
-        return list(self.spans.get_finished_spans())
+    def finished(self) -> list[Any]:
+        """The finished spans (ReadableSpan; typed Any so attributes index without checks)."""
+        spans: tuple[ReadableSpan, ...] = self.spans.get_finished_spans()
+        return list(spans)
 
     def points(self) -> dict[str, list[tuple[dict[str, Any], Any]]]:
         """Metric name -> [(attributes, data point)]."""
@@ -321,3 +324,40 @@ def test_the_cached_path_touches_no_telemetry(
         assert calls == [] and len(collected.finished()) == spans
 
     run_scenario(runtime, scenario, telemetry=collected.telemetry)
+
+
+def test_a_fleet_lock_wait_has_its_span() -> None:
+    """Another process holds the fleet lock: the wait is a span, and the send carries it."""
+    collected = Collected()
+    clock = FakeClock()
+    store = SimFleetStore(clock)
+    store.shared_state.lock = ("another process", clock() + 30)
+
+    def sleep(seconds: float) -> None:  # the other process finishes while this one sleeps
+        clock.advance(seconds)
+        store.shared_state.lock = None
+
+    async def scenario(h: Harness) -> None:
+        await h.get_token()
+
+    run_scenario(
+        "sync", scenario, clock=clock, store=store, sleep=sleep, telemetry=collected.telemetry
+    )
+    spans = collected.finished()
+    (wait,) = [s for s in spans if s.name == "eightyeightpay.fleet_lock.wait"]
+    assert wait.attributes["eightyeightpay.fleet_lock.acquired"] is True
+    assert wait.attributes["eightyeightpay.fleet_lock_waited"] == pytest.approx(0.05)
+    (send,) = [s for s in spans if s.name == "POST"]
+    assert send.attributes["eightyeightpay.fleet_lock_waited"] == pytest.approx(0.05)
+    (refresh,) = [s for s in spans if s.name == "eightyeightpay.token.refresh"]
+    assert wait.parent is not None and wait.parent.span_id == refresh.context.span_id
+    acquires = [s for s in spans if s.name == "eightyeightpay.store.acquire"]
+    assert len(acquires) == 2
+
+
+def test_without_the_api_installed_telemetry_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "opentelemetry", None)  # as if not installed
+    with pytest.raises(ConfigurationError, match=r"pip install 'eightyeightpay\[otel\]'"):
+        Telemetry()
