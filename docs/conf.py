@@ -8,14 +8,19 @@ from __future__ import annotations
 import html
 import re
 import sys
+import tomllib
 from pathlib import Path
 
 from docutils import nodes
-from docutils.nodes import Element
+from docutils.nodes import Element, Node
+from docutils.statemachine import StringList
 from sphinx.addnodes import pending_xref
 from sphinx.application import Sphinx
 from sphinx.environment import BuildEnvironment
+from sphinx.errors import PycodeError
 from sphinx.ext.graphviz import GraphvizError, graphviz, render_dot
+from sphinx.pycode import ModuleAnalyzer
+from sphinx.util.docutils import SphinxDirective
 from sphinx.writers.html5 import HTML5Translator
 
 project = "eightyeightpay"
@@ -122,8 +127,124 @@ def _inline_svg(translator: HTML5Translator, node: graphviz) -> None:
     raise nodes.SkipNode
 
 
+def _plain(text: str) -> str:
+    """A docstring line with its roles as literals (the table's context cannot resolve them)."""
+    return re.sub(r":\w+:`~?([^`]+)`", r"``\1``", text)
+
+
+def _summary(name: str) -> tuple[str, str]:
+    """The kind of ``eightyeightpay.<name>`` and the first line of its documentation.
+
+    A constant has no docstring of its own: its line is the one written under its assignment
+    in the module that defines it.
+    """
+    import inspect
+
+    import eightyeightpay
+
+    value = getattr(eightyeightpay, name)
+    if inspect.isclass(value) or inspect.isfunction(value):
+        kind = "function" if inspect.isfunction(value) else "class"
+        if inspect.isclass(value) and issubclass(value, BaseException):
+            kind = "error"
+        elif getattr(value, "_is_protocol", False):
+            kind = "protocol (a port)"
+        text = inspect.getdoc(value) or ""
+    else:
+        kind = "constant" if isinstance(value, str | int | float | tuple) else "type"
+        text = ""
+        modules = [m for m in sorted(sys.modules) if m.split(".")[0] == "eightyeightpay"]
+        for module in modules:
+            try:
+                docs = ModuleAnalyzer.for_module(module).find_attr_docs().get(("", name))
+            except PycodeError:  # no source to read (not a .py module)
+                continue
+            if docs:
+                text = "\n".join(docs)
+                break
+    if not text.strip():
+        raise ValueError(f"eightyeightpay.{name} has no documentation line")
+    return kind, _plain(text.strip().splitlines()[0])
+
+
+class PublicNames(SphinxDirective):
+    """``.. public-names::``, one name of ``eightyeightpay.__all__`` a line: a table of them.
+
+    Each row links the name to its documentation and gives its kind and the first line of
+    its docstring, read from the code at build time. tests/docs/test_reference.py keeps the
+    list equal to ``__all__``.
+    """
+
+    has_content = True
+
+    def run(self) -> list[Node]:
+        """The table, parsed as reStructuredText."""
+        rows = [".. list-table::", "   :header-rows: 1", "   :widths: 30 14 56", ""]
+        rows += ["   * - name", "     - kind", "     - what it is"]
+        for name in (line.strip() for line in self.content if line.strip()):
+            kind, summary = _summary(name)
+            rows += [f"   * - :py:obj:`{name} <eightyeightpay.{name}>`", f"     - {kind}"]
+            rows.append(f"     - {summary}")
+        container = nodes.container()
+        self.state.nested_parse(StringList(rows, self.env.docname), self.content_offset, container)
+        return list(container.children)
+
+
+def _layers_dot() -> str:
+    """The layers picture in Graphviz: adapters -> plugins -> core, the core's layers inside.
+
+    Drawn from the import-linter contract in pyproject.toml (the rule tests/layers enforces),
+    so it shows the layers of the code being documented, a new core module included.
+    """
+    config = tomllib.loads((HERE.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    (contract,) = (c for c in config["tool"]["importlinter"]["contracts"] if c["type"] == "layers")
+    entries = [[name.strip() for name in re.split(r"[:|]", entry)] for entry in contract["layers"]]
+    if [entry[0] for entry in entries[:2]] != ["adapters", "plugins"]:
+        raise ValueError("the layers contract no longer starts with adapters, plugins")
+    lines = [
+        "digraph layers {",
+        "    rankdir=TB; nodesep=0.3; ranksep=0.35; compound=true;",
+        '    node [shape=box, style="rounded,filled", fillcolor="#f4f4f4", fontsize=11];',
+        "    edge [fontsize=10];",
+        '    adapters [label="adapters/\\neightyeightpay.adapters"];',
+        '    plugins [label="plugins/\\neightyeightpay.plugins"];',
+        '    subgraph cluster_core { label="core/  (the package eightyeightpay)";',
+        '        fontsize=11; style="rounded"; color="#888888";',
+    ]
+    core = entries[2:]
+    for index, modules in enumerate(core):
+        lines.append(f'        core{index} [label="{", ".join(f"{m}.py" for m in modules)}"];')
+    lines += [f"        core{index} -> core{index + 1};" for index in range(len(core) - 1)]
+    lines += [
+        "    }",
+        '    adapters -> plugins [label=" imports"];',
+        '    plugins -> core0 [label=" imports", lhead=cluster_core];',
+        '    adapters -> core0 [label=" imports", lhead=cluster_core];',
+        '    face [label="core/__init__.py: the public face", shape=note];',
+        '    face -> adapters [style=dotted, label=" lazy names"];',
+        '    face -> plugins [style=dotted, label=" lazy names"];',
+        "}",
+    ]
+    return "\n".join(lines)
+
+
+class LayersDiagram(SphinxDirective):
+    """``.. layers-diagram::``: the layers of the import-linter contract, as a picture."""
+
+    def run(self) -> list[Node]:
+        """One graphviz node, drawn like the page's other diagrams."""
+        node = graphviz()
+        node["code"] = _layers_dot()
+        node["options"] = {"docname": self.env.docname}
+        node["alt"] = "The layers: adapters import plugins and the core; plugins import the core"
+        self.env.note_dependency(str(HERE.parent / "pyproject.toml"))
+        return [node]
+
+
 def setup(app: Sphinx) -> None:
     """Install the short-name resolver, draw the generated pictures, inline the diagrams."""
     app.connect("missing-reference", _resolve_by_short_name)
     app.connect("builder-inited", _draw_dashboard)
     app.add_node(graphviz, override=True, html=(_inline_svg, None))
+    app.add_directive("public-names", PublicNames)
+    app.add_directive("layers-diagram", LayersDiagram)

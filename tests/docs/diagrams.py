@@ -20,7 +20,6 @@ import itertools
 import random
 import re
 import sys
-import tomllib
 import typing
 from collections.abc import Callable, Generator
 from pathlib import Path
@@ -49,7 +48,6 @@ from eightyeightpay.plugins.sandbox import (
 )
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "concepts.md"
-PYPROJECT = PAGE.parents[1] / "pyproject.toml"
 END = "<!-- END generated -->"
 
 CREDENTIALS = Credentials(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID)
@@ -308,32 +306,6 @@ def scenarios() -> list[Scenario]:
     return found
 
 
-# --------------------------------------------------------------------------- the layers
-
-
-@attrs.frozen
-class Layer:
-    """One layer of the import-linter contract, with the modules of the core it holds."""
-
-    name: str
-    modules: tuple[str, ...]
-
-
-def layers() -> list[Layer]:
-    """The layers contract of pyproject.toml, top (may import all below) to bottom."""
-    config = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))
-    (contract,) = (
-        contract
-        for contract in config["tool"]["importlinter"]["contracts"]
-        if contract["type"] == "layers"
-    )
-    found = []
-    for entry in contract["layers"]:
-        names = tuple(name.strip() for name in re.split(r"[:|]", entry))
-        found.append(Layer(entry, names))
-    return found
-
-
 def dot_text(text: str) -> str:
     """``text`` as a double-quoted Graphviz string."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
@@ -342,40 +314,6 @@ def dot_text(text: str) -> str:
 def graphviz_block(alt: str, lines: list[str]) -> list[str]:
     """A MyST ``{graphviz}`` block: Sphinx draws it with ``dot`` when the docs are built."""
     return ["```{graphviz}", f":alt: {alt}", "", *lines, "```", ""]
-
-
-def render_layers() -> str:
-    """The layers picture: adapters -> plugins -> core, the core's own layers inside it."""
-    found = layers()
-    outer = [layer for layer in found if layer.name in ("adapters", "plugins")]
-    core = [layer for layer in found if layer not in outer]
-    assert [layer.name for layer in outer] == ["adapters", "plugins"], "contract order changed"
-    lines = [
-        "digraph layers {",
-        "    rankdir=TB; nodesep=0.3; ranksep=0.35; compound=true;",
-        '    node [shape=box, style="rounded,filled", fillcolor="#f4f4f4", fontsize=11];',
-        "    edge [fontsize=10];",
-        '    adapters [label="adapters/\\neightyeightpay.adapters"];',
-        '    plugins [label="plugins/\\neightyeightpay.plugins"];',
-        '    subgraph cluster_core { label="core/  (the package eightyeightpay)";',
-        '        fontsize=11; style="rounded"; color="#888888";',
-    ]
-    for index, layer in enumerate(core):
-        label = ", ".join(f"{module}.py" for module in layer.modules)
-        lines.append(f"        core{index} [label={dot_text(label)}];")
-    for index in range(len(core) - 1):
-        lines.append(f"        core{index} -> core{index + 1};")
-    lines += [
-        "    }",
-        '    adapters -> plugins [label=" imports"];',
-        '    plugins -> core0 [label=" imports", lhead=cluster_core];',
-        '    adapters -> core0 [label=" imports", lhead=cluster_core];',
-        '    face [label="core/__init__.py: the public face", shape=note];',
-        '    face -> adapters [style=dotted, label=" lazy names"];',
-        '    face -> plugins [style=dotted, label=" lazy names"];',
-        "}",
-    ]
-    return "\n".join(graphviz_block("The layers: adapters import plugins and the core", lines))
 
 
 # --------------------------------------------------------------------------- rendering
@@ -519,7 +457,7 @@ def render() -> str:
     return "\n".join(lines) + "\n"
 
 
-REGIONS: dict[str, Callable[[], str]] = {"layers": render_layers, "machine": render}
+REGIONS: dict[str, Callable[[], str]] = {"machine": render}
 """Each generated part of docs/concepts.md, by the name in its markers."""
 
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
+
+import eightyeightpay
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,11 +50,33 @@ def test_the_diagrams_are_pictures_in_the_page(html: Path) -> None:
     for text in (">FRESH", ">STALE", ">EXPIRED", "fresh_until passes"):
         assert f"{text}</text>" in states
     assert ">AcquireLock</text>" in protocol and ">Settled with RateLimited</text>" in protocol
-    assert ">ports.py</text>" in layers
+    contract = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    contracts = contract["tool"]["importlinter"]["contracts"]
+    (layered,) = (each for each in contracts if each["type"] == "layers")
+    core = [name.strip() for entry in layered["layers"][2:] for name in re.split("[:|]", entry)]
+    assert "ports" in core and "machine" in core
+    for module in core:  # the picture is the contract of the code being documented
+        assert f"{module}.py" in layers
     # Nothing is left as diagram source text, and nothing is fetched from the network.
     assert "stateDiagram" not in page and "digraph" not in page
     assert "mermaid" not in page.lower()
     assert not re.search(r'<script[^>]+src="https?:', page)
+
+
+def test_the_reference_tables_every_public_name_with_its_summary(html: Path) -> None:
+    page = (html / "reference.html").read_text(encoding="utf-8")
+    start = page.index('<section id="public-names">')
+    table = page[start : page.index("</table>", start)]
+    rows = re.findall(r'<tr class="row-(?:odd|even)">(.*?)</tr>', table, re.S)
+    assert len(rows) == len(eightyeightpay.__all__) + 1  # and the header
+    for name, row in zip(eightyeightpay.__all__, rows[1:], strict=True):
+        cells = re.findall(r"<td><p>(.*?)</p></td>", row, re.S)
+        assert len(cells) == 3, row
+        link, kind, summary = cells
+        assert '<a class="reference internal" href="#eightyeightpay.' in link, link
+        assert f'<span class="pre">{name}</span>' in link
+        assert kind in ("class", "error", "function", "constant", "type", "protocol (a port)")
+        assert len(summary) > 10 and "str(object=" not in summary, (name, summary)
 
 
 def test_the_ci_script_runs_the_same_build() -> None:

@@ -19,10 +19,10 @@ def test_the_concepts_page_holds_the_current_diagrams() -> None:
 
 
 def test_the_diagrams_are_graphviz_blocks_not_mermaid() -> None:
-    generated = diagrams.render() + diagrams.render_layers()
+    generated = diagrams.render()
     assert "mermaid" not in generated
-    assert generated.count("```{graphviz}\n:alt: ") == 3
-    assert len(re.findall(r"^digraph \w+ \{$", generated, re.M)) == 3
+    assert generated.count("```{graphviz}\n:alt: ") == 2
+    assert len(re.findall(r"^digraph \w+ \{$", generated, re.M)) == 2
 
 
 def test_the_diagram_covers_every_state_decision_and_effect() -> None:
@@ -37,22 +37,8 @@ def test_the_diagram_covers_every_state_decision_and_effect() -> None:
         assert f'[label="{effect.__name__}\\n' in generated
 
 
-def test_the_layers_picture_is_the_import_linter_contract() -> None:
-    generated = diagrams.render_layers()
-    layers = diagrams.layers()
-    assert [layer.name for layer in layers[:2]] == ["adapters", "plugins"]
-    core = [module for layer in layers[2:] for module in layer.modules]
-    assert {"ports", "machine", "tokens", "errors"} <= set(core)
-    for module in core:
-        assert f"{module}.py" in generated
-    assert "adapters -> plugins" in generated
-
-
 def test_a_stale_page_is_detected() -> None:
     page = diagrams.PAGE.read_text(encoding="utf-8")
-    for tampered in (
-        page.replace("ServeAndRefresh", "ServeLater"),
-        page.replace("ports.py", "port.py"),
-    ):
-        assert tampered != page
-        assert diagrams.current_page(tampered) != tampered
+    tampered = page.replace("ServeAndRefresh", "ServeLater")
+    assert tampered != page
+    assert diagrams.current_page(tampered) != tampered
