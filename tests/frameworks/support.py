@@ -304,3 +304,13 @@ def check_stopped_cleanly(served: Served) -> None:
     """The server exited with status 0 on SIGTERM, and logged no traceback."""
     assert served.status == 0, served.log
     assert "Traceback" not in served.log, served.log
+
+
+def run_to_end(command: Sequence[str], env: dict[str, str]) -> tuple[int, str]:
+    """Run ``command`` until it exits (at most :data:`RUN_SECONDS`); its status and output."""
+    process = Process(command, env)
+    try:
+        process.popen.wait(timeout=RUN_SECONDS)
+    finally:
+        status = process.stop()
+    return status, process.output()

@@ -54,3 +54,19 @@ def test_gunicorn_preload_four_workers(worker_class: str, store: str) -> None:
     name = f"gunicorn --preload -w 4 -k {worker_class}"
     check_burst(name, served.answers, stats, store=store, most_workers=WORKERS, log=served.log)
     check_stopped_cleanly(served)
+
+
+def test_gunicorn_preload_workers_inherit_a_token_taken_by_the_master() -> None:
+    with sandbox_server() as server:
+        port = free_port()
+        command = gunicorn(port, "sync", "tests.frameworks.apps.wsgi_app:app")
+        env = environ(server, PAYMENTS_WARM_UP="1")
+        served = serve_burst(command, env, port, ["/charges"])
+        stats = server.sandbox.stats()
+    name = "gunicorn --preload -w 4, token taken by the master"
+    tally = check_burst(
+        name, served.answers, stats, store="memory", most_workers=WORKERS, log=served.log
+    )
+    assert stats["token_requests"] == 1
+    assert tally.workers > 1
+    check_stopped_cleanly(served)

@@ -24,6 +24,12 @@ payments = TokenManager.from_env(
     store="redis" if os.environ.get("EIGHTY_EIGHT_PAY_REDIS_URL") else "memory"
 )
 
+# Optional: take a token now, in the master. The workers inherit it (a token is valid in any
+# process) and start without a token request of their own; each still opens its own
+# connections, so no worker ever reads another's answer.
+if os.environ.get("PAYMENTS_WARM_UP") == "1":
+    payments.get_token()
+
 
 def charge(amount: float) -> dict[str, Any]:
     """Create a charge of ``amount``; the charge's data, or the API's error."""
