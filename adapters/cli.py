@@ -18,6 +18,7 @@ import ssl
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
@@ -594,7 +595,17 @@ def _run(argv: Sequence[str] | None) -> int:
         _say(f"error: {type(error).__name__}: {cli_message(error)}", err=True)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+        return _interrupted()
+    except BaseExceptionGroup as group:  # Ctrl-C inside a trio nursery (the demo)
+        if group.subgroup(lambda error: isinstance(error, KeyboardInterrupt)) is None:
+            raise
+        return _interrupted()
+
+
+def _interrupted() -> int:
+    # Tasks that Ctrl-C stopped before they started are expected; no warning about them.
+    warnings.filterwarnings("ignore", "coroutine .* was never awaited", RuntimeWarning)
+    return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from eightyeightpay.api import ApiResponse
-from eightyeightpay.errors import RateLimited
+from eightyeightpay.errors import EightyEightPayError, RateLimited
 from eightyeightpay.plugins.memory import MemoryStore
 from eightyeightpay.plugins.sandbox import (
     DEFAULT_API_KEY,
@@ -47,16 +47,23 @@ def _stampede(manager: TokenManager, threads: int) -> set[str]:
     lock = threading.Lock()
 
     def caller() -> None:
-        start.wait()
-        token = manager.get_token()
+        try:
+            start.wait()
+            token = manager.get_token()
+        except (threading.BrokenBarrierError, EightyEightPayError):
+            return  # the demo was interrupted (Ctrl-C) and is closing
         with lock:
             seen.append(token)
 
     workers = [threading.Thread(target=caller) for _ in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
+    try:
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    except BaseException:
+        start.abort()  # release the callers waiting for a crowd that will not come
+        raise
     return {token.fingerprint for token in seen}
 
 

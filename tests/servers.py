@@ -21,6 +21,19 @@ CLI = shutil.which("eightyeightpay") or os.path.join(
 """The installed console script, run as a user runs it."""
 
 
+def with_ctrl_c(command: list[str]) -> list[str]:
+    """``command`` with SIGINT at its default, so that Ctrl-C (SIGINT) reaches it.
+
+    A shell without job control starts background jobs with SIGINT ignored, and an ignored
+    signal stays ignored in every child: a test run that way could not send Ctrl-C.
+    """
+    reset = (
+        "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+        "os.execv(sys.argv[1], sys.argv[1:])"
+    )
+    return [sys.executable, "-c", reset, *command]
+
+
 @contextlib.contextmanager
 def cli_sandbox(
     *options: str, stop: signal.Signals = signal.SIGTERM, status: int = 0
@@ -30,18 +43,22 @@ def cli_sandbox(
     On leaving, the child is sent ``stop`` (SIGTERM; SIGINT is Ctrl-C), and it must exit
     with ``status`` (0 for SIGTERM, 130 for Ctrl-C, as docs/cli.md says).
     """
+    command = [CLI, "sandbox", "--port", "0", "--json", *options]
+    if stop == signal.SIGINT:
+        command = with_ctrl_c(command)
     with subprocess.Popen(
-        [CLI, "sandbox", "--port", "0", "--json", *options],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     ) as process:
         try:
             assert process.stdout is not None and process.stderr is not None
             yield json.loads(process.stdout.readline())
         finally:
             process.send_signal(stop)
-            code = process.wait(timeout=30)
+            try:
+                code = process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                raise
         stderr = process.stderr.read()
     assert code == status, f"the sandbox command exited with {code}: {stderr}"
     assert "Traceback" not in stderr, stderr

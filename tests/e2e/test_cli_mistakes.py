@@ -14,6 +14,7 @@ import re
 import signal
 import socket
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -31,7 +32,7 @@ from eightyeightpay.errors import (
 )
 from eightyeightpay.plugins.sandbox import DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, SandboxServer
 from tests.e2e.test_cli import run
-from tests.servers import CLI, cli_sandbox, free_port
+from tests.servers import CLI, cli_sandbox, free_port, with_ctrl_c
 
 REPO = Path(__file__).resolve().parents[2]
 KEY = "EIGHTY_EIGHT_PAY_API_KEY"
@@ -381,6 +382,32 @@ def test_output_that_cannot_be_written_is_one_error_line(
 def test_the_sandbox_exits_130_on_ctrl_c() -> None:
     with cli_sandbox(stop=signal.SIGINT, status=130) as info:
         assert info["url"].startswith("http://127.0.0.1:")
+
+
+@pytest.mark.parametrize("after", [0.0, 0.3, 0.6])
+def test_ctrl_c_in_the_demo_exits_130_without_a_traceback(after: float) -> None:
+    # Ctrl-C lands in the threads' crowd, the asyncio one or the trio nursery
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with subprocess.Popen(
+        with_ctrl_c([CLI, "demo"]),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    ) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if line.startswith("1. Every runtime"):
+                break
+        time.sleep(after)
+        process.send_signal(signal.SIGINT)
+        try:
+            _, stderr = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+    assert process.returncode == 130, stderr
+    assert stderr.strip() == "", stderr
 
 
 @pytest.mark.parametrize("command", ["token", "request", "doctor", "sandbox", "demo"])
