@@ -100,3 +100,59 @@ def test_missing_variables_are_named(missing: str) -> None:
     del values[missing]
     checks = run_doctor(values)
     assert checks[0].status == "fail" and missing in checks[0].detail
+
+
+CHECKLIST = [
+    "variables loaded",
+    "no stray whitespace",
+    "key and merchant format",
+    "environment matches key",
+    "HTTPS",
+    "host reachable",
+    "TLS valid",
+    "token obtained",
+    "second call cached",
+]
+
+
+@pytest.mark.parametrize(
+    ("values", "options", "failed"),
+    [
+        ({}, {}, "variables loaded"),
+        (env("sk_test_x", DEFAULT_MERCHANT_ID, None), {}, "key and merchant format"),
+        (env(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, "http://example.com"), {}, "HTTPS"),
+        (
+            env(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, "http://example.com"),
+            {"allow_http_loopback": True},
+            "HTTPS",
+        ),
+        (env(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, "https://127.0.0.1:port"), {}, "HTTPS"),
+        (env(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, "https://127.0.0.1:1"), {}, "host reachable"),
+    ],
+)
+@pytest.mark.parametrize("full", [False, True])
+def test_the_whole_checklist_is_returned_once_whatever_fails(
+    values: dict[str, str], options: dict[str, bool], failed: str, full: bool
+) -> None:
+    checks = run_doctor(values, full=full, **options)
+    names = CHECKLIST + (["token renewed"] if full else [])
+    assert [check.name for check in checks] == names
+    first = next(check for check in checks if check.status == "fail")
+    assert first.name == failed and first.fix
+    # the offline checks all run; nothing online runs after a failure
+    after = checks[max(names.index(failed) + 1, names.index("host reachable")) :]
+    assert after and all(check.status != "ok" for check in after), checks
+
+
+def test_a_bad_ca_bundle_fails_the_tls_row_even_for_a_loopback_emulator() -> None:
+    with SandboxServer(Sandbox()) as server:
+        checks = by_name(
+            run_doctor(
+                env(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, server.url),
+                ca_bundle="/nonexistent.pem",
+                allow_http_loopback=True,
+            )
+        )
+    assert checks["HTTPS"].status == "ok" and checks["host reachable"].status == "ok"
+    assert checks["TLS valid"].status == "fail" and "--ca-bundle" in checks["TLS valid"].fix
+    assert checks["token obtained"].status == "skipped"
