@@ -116,25 +116,21 @@ CHECKLIST = [
 
 
 @pytest.mark.parametrize(
-    ("values", "options", "failed"),
+    ("values", "loopback", "failed"),
     [
-        ({}, {}, "variables loaded"),
-        (env("sk_test_x", DEFAULT_MERCHANT_ID, None), {}, "key and merchant format"),
-        (env(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, "http://example.com"), {}, "HTTPS"),
-        (
-            env(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, "http://example.com"),
-            {"allow_http_loopback": True},
-            "HTTPS",
-        ),
-        (env(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, "https://127.0.0.1:port"), {}, "HTTPS"),
-        (env(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, "https://127.0.0.1:1"), {}, "host reachable"),
+        ({}, False, "variables loaded"),
+        (env("sk_test_x", DEFAULT_MERCHANT_ID, None), False, "key and merchant format"),
+        (env(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, "http://example.com"), False, "HTTPS"),
+        (env(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, "http://example.com"), True, "HTTPS"),
+        (env(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, "https://127.0.0.1:port"), False, "HTTPS"),
+        (env(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, "https://127.0.0.1:1"), False, "host reachable"),
     ],
 )
 @pytest.mark.parametrize("full", [False, True])
 def test_the_whole_checklist_is_returned_once_whatever_fails(
-    values: dict[str, str], options: dict[str, bool], failed: str, full: bool
+    values: dict[str, str], loopback: bool, failed: str, full: bool
 ) -> None:
-    checks = run_doctor(values, full=full, **options)
+    checks = run_doctor(values, full=full, allow_http_loopback=loopback)
     names = CHECKLIST + (["token renewed"] if full else [])
     assert [check.name for check in checks] == names
     first = next(check for check in checks if check.status == "fail")
