@@ -19,8 +19,14 @@ from tests.frameworks.support import (
     CHARGES,
     Answer,
     check_burst,
+    check_stopped_cleanly,
+    environ,
+    redis_server,
     sandbox_server,
+    serve_burst,
 )
+from tests.frameworks.test_uvicorn import uvicorn
+from tests.servers import free_port
 
 SETTINGS = "tests.frameworks.apps.django_site.settings"
 
@@ -75,3 +81,16 @@ def test_django_test_client_sync_and_async_views(monkeypatch: pytest.MonkeyPatch
     check_burst(
         "Django test client, sync and async views", answers, stats, store="memory", most_workers=1
     )
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+def test_django_under_uvicorn_two_workers(store: str) -> None:
+    # Under ASGI, async views run on the worker's one event loop; sync views in a thread.
+    with sandbox_server() as server, redis_server(store == "redis") as redis:
+        port = free_port()
+        command = uvicorn(port, "tests.frameworks.apps.django_site.asgi:application")
+        served = serve_burst(command, environ(server, redis), port, ["/charges", "/charges/async"])
+        stats = server.sandbox.stats()
+    name = "Django under uvicorn --workers 2, sync and async views"
+    check_burst(name, served.answers, stats, store=store, most_workers=2, log=served.log)
+    check_stopped_cleanly(served)

@@ -24,24 +24,28 @@ from tests.servers import free_port
 WORKERS = 2
 
 
+def uvicorn(port: int, app: str) -> list[str]:
+    return python(
+        "-m",
+        "uvicorn",
+        "--workers",
+        str(WORKERS),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--timeout-graceful-shutdown",
+        "5",
+        app,
+    )
+
+
 @pytest.mark.parametrize("store", ["memory", "redis"])
 def test_uvicorn_two_workers_lifespan_manager_and_httpx_auth(store: str) -> None:
     with sandbox_server() as server, redis_server(store == "redis") as redis:
         port = free_port()
-        command = python(
-            "-m",
-            "uvicorn",
-            "--workers",
-            str(WORKERS),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--timeout-graceful-shutdown",
-            "5",
-            "tests.frameworks.apps.asgi_app:app",
-        )
+        command = uvicorn(port, "tests.frameworks.apps.asgi_app:app")
         served = serve_burst(command, environ(server, redis), port, ["/charges", "/charges/httpx"])
         stats = server.sandbox.stats()
     name = "uvicorn --workers 2, Starlette lifespan"
