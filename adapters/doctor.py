@@ -217,7 +217,7 @@ def run_doctor(
         if trust_problem is not None:
             report.fail("TLS valid", f"--ca-bundle {trust_problem}", trust_fix)
         elif parts.scheme == "https":
-            _handshake(report, sock, host, ca_bundle)
+            _handshake(report, sock, host, ca_bundle, environ.get("SSL_CERT_FILE"))
         else:
             report.ok("TLS valid", "plain HTTP to a loopback emulator (no TLS)")
     if report.blocked:
@@ -302,7 +302,9 @@ def _https(report: _Report, url: str, allow_http_loopback: bool) -> None:
         )
 
 
-def _handshake(report: _Report, sock: socket.socket, host: str, ca_bundle: str | None) -> None:
+def _handshake(
+    report: _Report, sock: socket.socket, host: str, ca_bundle: str | None, cert_file: str | None
+) -> None:
     try:
         with tls_context(ca_bundle).wrap_socket(sock, server_hostname=host) as tls:
             report.ok("TLS valid", f"{tls.version()}, certificate verified for {host}")
@@ -316,9 +318,12 @@ def _handshake(report: _Report, sock: socket.socket, host: str, ca_bundle: str |
                 "cuts the connection.",
             )
         else:
+            # OpenSSL skips an SSL_CERT_FILE it cannot load without a word; say so here.
+            problem = None if ca_bundle or not cert_file else ca_bundle_problem(cert_file)
             report.fail(
                 "TLS valid",
-                f"verification failed: {reason}",
+                f"verification failed: {reason}"
+                + (f"; SSL_CERT_FILE={problem}" if problem else ""),
                 "Check the system clock, the CA bundle (--ca-bundle or SSL_CERT_FILE) and that "
                 "the URL's host matches the certificate. Never turn verification off.",
             )

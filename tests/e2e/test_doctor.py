@@ -152,3 +152,11 @@ def test_a_bad_ca_bundle_fails_the_tls_row_even_for_a_loopback_emulator() -> Non
     assert checks["HTTPS"].status == "ok" and checks["host reachable"].status == "ok"
     assert checks["TLS valid"].status == "fail" and "--ca-bundle" in checks["TLS valid"].fix
     assert checks["token obtained"].status == "skipped"
+
+
+def test_an_ssl_cert_file_that_cannot_be_loaded_is_named_when_tls_fails() -> None:
+    with SandboxServer(Sandbox(), tls=True) as server:
+        values = env(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, server.url)
+        check = by_name(run_doctor({**values, "SSL_CERT_FILE": "/nonexistent.pem"}))["TLS valid"]
+    assert check.status == "fail"
+    assert check.detail.endswith("; SSL_CERT_FILE=/nonexistent.pem does not exist"), check.detail
