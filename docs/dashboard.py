@@ -137,12 +137,16 @@ def _mode_band(index: int, modes: Sequence[str]) -> list[str]:
     inner = WIDTH - LEFT - RIGHT
     width = inner / len(modes)
     parts = [f'<text x="{LEFT}" y="{y0 - 8}" class="title">Store mode</text>']
-    for i, mode in enumerate(modes):
-        color = COLORS.get(mode, "#999999")
+    start = 0
+    for i in range(1, len(modes) + 1):
+        if i < len(modes) and modes[i] == modes[start]:
+            continue
+        color = COLORS.get(modes[start], "#999999")
         parts.append(
-            f'<rect x="{LEFT + i * width:.1f}" y="{y0}" width="{width + 0.5:.1f}" '
+            f'<rect x="{LEFT + start * width:.1f}" y="{y0}" width="{(i - start) * width:.1f}" '
             f'height="{PANEL / 3:.0f}" fill="{color}"/>'
         )
+        start = i
     legend = "healthy (green), degraded (orange)"
     parts.append(f'<text x="{LEFT}" y="{y0 + PANEL / 3 + 16:.0f}" class="axis-l">{legend}</text>')
     return parts
