@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from types import TracebackType
 from typing import Any, Self
@@ -45,6 +44,7 @@ from eightyeightpay.tokens import Token
 from .base import EnvConstructible, ManagerBase
 from .common import FlightRun, drop_flight
 from .config import read_environment
+from .lifecycle import default_clock
 from .telemetry import Telemetry
 
 __all__ = ["AsyncTokenManager", "TrioTokenManager", "open_trio_token_manager"]
@@ -69,7 +69,7 @@ class _AsyncManager(ManagerBase):
         allow_http_loopback: bool = False,
         transport: AsyncTransport | None = None,
         timeout: float = 30.0,
-        clock: Clock = time.monotonic,
+        clock: Clock = default_clock,
         rng: Rng | None = None,
         telemetry: Telemetry | None = None,
     ) -> None:
@@ -108,6 +108,7 @@ class _AsyncManager(ManagerBase):
         return await self._get_token_slowly(max_wait)
 
     async def _get_token_slowly(self, max_wait: float) -> Token:
+        self._check_process()
         slot = self._slot
         give_up_at = self._clock() + max_wait
         while True:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import random
+import warnings
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Self
 
 from eightyeightpay.credentials import Credentials
+from eightyeightpay.errors import NotPicklable
 from eightyeightpay.plugins.fleet import DEFAULT_STORE_DEADLINE, FleetStore, StoreHealth
 from eightyeightpay.plugins.memory import MemoryStore, Slot
 from eightyeightpay.plugins.registry import Registry, registry
@@ -17,6 +19,7 @@ from eightyeightpay.tokens import Token
 
 from .common import CLOSED, Closed
 from .config import build_credentials, read_environment
+from .lifecycle import EnvRecipe, not_picklable
 
 if TYPE_CHECKING:
     from .telemetry import Observer, Telemetry
@@ -27,7 +30,14 @@ log = logging.getLogger("eightyeightpay")
 
 
 class ManagerBase:
-    """Configuration and shared state of a manager; the runtime-specific driver subclasses it."""
+    """Configuration and shared state of a manager; the runtime-specific driver subclasses it.
+
+    A manager garbage-collected without being closed releases what it holds (its share of
+    the refresh thread, its connections) and warns with ``ResourceWarning``, as an unclosed
+    file does. Pickling: see :meth:`__reduce__`.
+    """
+
+    _recipe: EnvRecipe | NotPicklable | None = None
 
     credentials: Credentials
     """Whose tokens this manager gets (the key shows masked)."""
@@ -74,7 +84,44 @@ class ManagerBase:
         self._observer: Observer | None = (
             telemetry.observer(self, store_name) if telemetry is not None else None
         )
+        self._process_state = (self._slot, fleet)
         return plugins, fleet
+
+    def _check_process(self) -> None:
+        """On the slow path: start afresh if the fork hook did not run (a pid check)."""
+        slot, fleet = self._process_state
+        slot.check_process()
+        if fleet is not None:
+            fleet.check_process()
+
+    def _release(self) -> None:
+        """Give back, without waiting on an event loop, what the manager holds (on GC)."""
+
+    def __del__(self) -> None:
+        if getattr(self, "_closed", True):
+            return  # closed, or its constructor failed
+        self._mark_closed()
+        try:
+            self._release()
+        finally:
+            warnings.warn(
+                f"{type(self).__name__} for {self.credentials.merchant_id} was never closed; "
+                "use it as a context manager or call close()/aclose()",
+                ResourceWarning,
+                source=self,
+                stacklevel=2,
+            )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """A ``from_env()`` manager pickles as its recipe; any other refuses (NotPicklable).
+
+        The bytes never hold the key or a token: loading calls ``from_env()`` again, with
+        the same options, in the loading process's environment.
+        """
+        recipe = self._recipe
+        if isinstance(recipe, EnvRecipe):
+            return (_rebuild_from_env, (type(self), recipe.options))
+        raise recipe if isinstance(recipe, NotPicklable) else not_picklable(type(self).__name__)
 
     def _mark_closed(self) -> bool:
         """Close the cached path; False if the manager was closed already."""
@@ -119,6 +166,21 @@ class EnvConstructible:
         Values are trimmed of stray whitespace (a warning names the variable).
         """
         config = read_environment(environ)
+        if environ is None:
+            recipe = EnvRecipe.of(options, cls.__name__)
+        else:
+            recipe = NotPicklable(
+                f"This {cls.__name__} was built from an explicit mapping, which pickling "
+                "would have to carry (with the key). Build it with from_env() and no mapping "
+                "to pickle it as 'read the environment again'."
+            )
         if config.base_url is not None:
             options.setdefault("base_url", config.base_url)
-        return cls(config.api_key, config.merchant_id, **options)  # type: ignore[call-arg]
+        manager = cls(config.api_key, config.merchant_id, **options)  # type: ignore[call-arg]
+        manager._recipe = recipe  # type: ignore[attr-defined]
+        return manager
+
+
+def _rebuild_from_env(cls: type[EnvConstructible], options: tuple[tuple[str, Any], ...]) -> Any:
+    """Unpickle a ``from_env()`` manager: build it again from this process's environment."""
+    return cls.from_env(**dict(options))

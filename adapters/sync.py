@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -43,6 +42,7 @@ from eightyeightpay.tokens import Token
 
 from .base import EnvConstructible, ManagerBase
 from .common import FlightRun, drop_flight
+from .lifecycle import RefreshHandle, default_clock, refresh_worker
 from .telemetry import Telemetry
 
 __all__ = ["Background", "ManualBackground", "ThreadBackground", "TokenManager"]
@@ -64,46 +64,16 @@ class Background(Protocol):
         ...
 
 
-class ThreadBackground:
-    """One worker thread, started on first use and stopped by :meth:`close`."""
+class ThreadBackground(RefreshHandle):
+    """A manager's share of the process's one refresh thread (a ``RefreshWorker``).
+
+    The thread starts when a refresh is first queued and stops when the last manager using
+    it closes (or is garbage-collected); :meth:`close` drops this manager's queued jobs and
+    waits for its running one.
+    """
 
     def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[tuple[Callable[[], None], Callable[[], None]] | None] = (
-            queue.SimpleQueue()
-        )
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self._closed = False
-
-    def submit(self, job: Callable[[], None], on_drop: Callable[[], None]) -> None:
-        """Queue ``job`` for the worker thread."""
-        with self._lock:
-            if self._closed:
-                on_drop()
-                return
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="eightyeightpay-refresh", daemon=True
-                )
-                self._thread.start()
-            self._jobs.put((job, on_drop))
-
-    def _run(self) -> None:
-        while (item := self._jobs.get()) is not None:
-            job, on_drop = item
-            if self._closed:
-                on_drop()
-            else:
-                job()
-
-    def close(self) -> None:
-        """Stop the worker; queued jobs are dropped."""
-        with self._lock:
-            self._closed = True
-            thread = self._thread
-        self._jobs.put(None)
-        if thread is not None and thread is not threading.current_thread():
-            thread.join()
+        super().__init__(refresh_worker())
 
 
 class ManualBackground:
@@ -176,7 +146,7 @@ class TokenManager(ManagerBase, EnvConstructible):
         allow_http_loopback: bool = False,
         transport: Transport | None = None,
         timeout: float = 30.0,
-        clock: Clock = time.monotonic,
+        clock: Clock = default_clock,
         sleep: Callable[[float], object] = time.sleep,
         background: Background | None = None,
         rng: Rng | None = None,
@@ -197,6 +167,7 @@ class TokenManager(ManagerBase, EnvConstructible):
         )
         self._fleet: FleetOperations | None = fleet.operations() if fleet else None
         self._transport: Transport = transport or stores.transport("urllib3")(ca_bundle=ca_bundle)
+        self._owns_transport = transport is None
         self._sleep = sleep
         self._background = background or ThreadBackground()
 
@@ -215,6 +186,7 @@ class TokenManager(ManagerBase, EnvConstructible):
         return self._get_token_slowly(max_wait)
 
     def _get_token_slowly(self, max_wait: float) -> Token:
+        self._check_process()
         slot = self._slot
         give_up_at = self._clock() + max_wait
         while True:
@@ -365,6 +337,11 @@ class TokenManager(ManagerBase, EnvConstructible):
             return
         self._background.close()
         self._transport.close()
+
+    def _release(self) -> None:
+        self._background.close()
+        if self._owns_transport:  # one the caller passed in may serve other managers
+            self._transport.close()
 
     def __enter__(self) -> Self:
         return self

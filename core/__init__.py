@@ -29,6 +29,7 @@ from .errors import (
     MalformedCredentials,
     MalformedResponse,
     ManagerClosed,
+    NotPicklable,
     RateLimited,
     RequestTimeout,
     RetryableError,
@@ -73,6 +74,7 @@ if TYPE_CHECKING:
     from .adapters.doctor import run_doctor
     from .adapters.integrations.httpx_auth import EightyEightPayAuth
     from .adapters.integrations.requests_auth import EightyEightPayRequestsAuth
+    from .adapters.lifecycle import default_clock
     from .adapters.sync import ManualBackground, TokenManager
     from .adapters.telemetry import Telemetry
     from .plugins.fleet import ENCRYPTION_KEY_VARIABLE, FleetStore, Sealer
@@ -107,6 +109,7 @@ __version__ = "0.1.0"
 _LAZY: dict[str, str] = {
     "TokenManager": "eightyeightpay.adapters.sync",
     "ManualBackground": "eightyeightpay.adapters.sync",
+    "default_clock": "eightyeightpay.adapters.lifecycle",
     "AsyncTokenManager": "eightyeightpay.adapters.async_manager",
     "TrioTokenManager": "eightyeightpay.adapters.async_manager",
     "open_trio_token_manager": "eightyeightpay.adapters.async_manager",
@@ -203,6 +206,7 @@ __all__ = [
     "ManualBackground",
     "MemcachedStore",
     "MemoryStore",
+    "NotPicklable",
     "Policy",
     "RateLimit",
     "RateLimited",
@@ -234,6 +238,7 @@ __all__ = [
     "Wait",
     "backoff_delay",
     "decode_stored",
+    "default_clock",
     "encode_stored",
     "open_trio_token_manager",
     "run_doctor",

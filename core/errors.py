@@ -23,6 +23,7 @@ __all__ = [
     "MalformedCredentials",
     "MalformedResponse",
     "ManagerClosed",
+    "NotPicklable",
     "RateLimited",
     "RequestTimeout",
     "RetryableError",
@@ -75,6 +76,15 @@ def _rebuild(cls: type[_Error], state: dict[str, object]) -> _Error:
 
 class ConfigurationError(EightyEightPayError, ValueError):
     """The configuration is wrong; found before any request was sent."""
+
+
+class NotPicklable(EightyEightPayError, TypeError):
+    """An object that would carry a secret (or a process's state) across ``pickle`` refuses.
+
+    A manager built by ``from_env()`` pickles as "build again from the environment"; every
+    other manager, and the httpx/requests auth objects, raise this naming the fix. It is a
+    ``TypeError``, as pickle's own refusals are.
+    """
 
 
 class CredentialsError(EightyEightPayError):

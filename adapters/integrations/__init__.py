@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from eightyeightpay.errors import ConfigurationError
+from eightyeightpay.errors import ConfigurationError, NotPicklable
 
-__all__ = ["check_origin", "same_origin"]
+__all__ = ["auth_not_picklable", "check_origin", "same_origin"]
 
 _DEFAULT_PORTS = {"https": 443, "http": 80}
 
@@ -52,3 +52,12 @@ def check_origin(url: str, base_url: str) -> None:
             "the auth only authenticates requests to its manager's base URL. Point the client "
             "at that URL, or build the manager with base_url= set to where you send requests."
         )
+
+
+def auth_not_picklable(kind: str) -> NotPicklable:
+    """The error for pickling an auth object: it holds a manager and a live token."""
+    return NotPicklable(
+        f"{kind} is not pickled: it holds a manager and its token. Send what is needed to "
+        "build it instead, and build the manager and the auth in the process that sends the "
+        "requests (from the EIGHTY_EIGHT_PAY_* variables: TokenManager.from_env())."
+    )

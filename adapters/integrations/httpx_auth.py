@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator, Generator
+from typing import NoReturn
 
 import httpx
 
@@ -18,7 +19,7 @@ from eightyeightpay.adapters.async_manager import AsyncTokenManager, TrioTokenMa
 from eightyeightpay.adapters.sync import TokenManager
 from eightyeightpay.tokens import Token
 
-from . import check_origin, same_origin
+from . import auth_not_picklable, check_origin, same_origin
 
 __all__ = ["EightyEightPayAuth"]
 
@@ -53,6 +54,10 @@ class EightyEightPayAuth(httpx.Auth):
             )
         self.manager: AnyManager = manager
         """The manager whose tokens authenticate the requests."""
+
+    def __reduce__(self) -> NoReturn:
+        """Refuse with :class:`~eightyeightpay.errors.NotPicklable`, naming the fix."""
+        raise auth_not_picklable("EightyEightPayAuth")
 
     def sync_auth_flow(
         self, request: httpx.Request

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Any
+from typing import Any, NoReturn
 
 from requests import PreparedRequest, Response
 from requests.auth import AuthBase
@@ -20,7 +20,7 @@ from requests.utils import rewind_body
 from eightyeightpay.adapters.sync import TokenManager
 from eightyeightpay.tokens import Token
 
-from . import check_origin, same_origin
+from . import auth_not_picklable, check_origin, same_origin
 
 __all__ = ["EightyEightPayRequestsAuth"]
 
@@ -50,6 +50,10 @@ class EightyEightPayRequestsAuth(AuthBase):
             )
         self.manager = manager
         """The manager whose tokens authenticate the requests."""
+
+    def __reduce__(self) -> NoReturn:
+        """Refuse with :class:`~eightyeightpay.errors.NotPicklable`, naming the fix."""
+        raise auth_not_picklable("EightyEightPayRequestsAuth")
 
     def __call__(self, request: PreparedRequest) -> PreparedRequest:
         """Add the headers, and a response hook that replays the request once after a 401."""

@@ -7,6 +7,7 @@ import os
 import select
 import signal
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +19,9 @@ def in_child(body: Callable[[], Any], *, seconds: float = 20.0) -> Any:
     that has not answered within ``seconds`` is killed and the test fails.
     """
     read_end, write_end = os.pipe()
-    child = os.fork()
+    with warnings.catch_warnings():  # 3.12+ warns that forking a threaded process is risky
+        warnings.simplefilter("ignore", DeprecationWarning)
+        child = os.fork()
     if child == 0:  # pragma: no cover - runs in the child
         os.close(read_end)
         try:

@@ -1,0 +1,83 @@
+"""Managers across processes: a fork mid-refresh, and multiprocessing's three start methods."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from eightyeightpay import Fault, SandboxServer, Token, TokenManager
+from tests.lifecycle.forking import in_child
+from tests.lifecycle.support import eventually
+from tests.lifecycle.workers import CHARGE, charge
+
+
+def test_a_child_forked_during_a_refresh_gets_a_token_within_one_request_time(
+    https_server: SandboxServer, https_manager: TokenManager
+) -> None:
+    https_server.sandbox.inject(Fault.latency(2.0))  # the parent's request is out a while
+    got: list[Token] = []
+    parent = threading.Thread(target=lambda: got.append(https_manager.get_token()))
+    parent.start()
+    # Fork once the request is at the server (the parent's thread waits for the answer),
+    # not while a parent thread may be halfway through an import: CPython's per-module
+    # import locks stay held in a child forked then, whatever the library does.
+    assert eventually(lambda: https_server.sandbox.pending_faults() == 0)
+    assert https_manager._slot.machine.flight is not None
+
+    def child() -> list[object]:
+        started = time.monotonic()
+        token = https_manager.get_token()
+        return [time.monotonic() - started, token.fingerprint]
+
+    elapsed, fingerprint = in_child(child)
+    parent.join(timeout=30)
+    assert elapsed < https_manager.policy.request_timeout
+    assert got and fingerprint != got[0].fingerprint  # the child's own request, not a hang
+    assert https_server.sandbox.stats()["token_requests"] == 2
+
+
+@pytest.fixture
+def environment(https_server: SandboxServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    assert https_server.certificates is not None
+    monkeypatch.setenv("EIGHTY_EIGHT_PAY_API_KEY", "sk_test_lifecycle_env_0001")
+    monkeypatch.setenv("EIGHTY_EIGHT_PAY_MERCHANT_ID", "MCH-COL-ENV-1")
+    monkeypatch.setenv("EIGHTY_EIGHT_PAY_BASE_URL", https_server.url)
+    https_server.sandbox.add_account("sk_test_lifecycle_env_0001", "MCH-COL-ENV-1")
+    yield str(https_server.certificates.ca_file)
+
+
+@pytest.mark.parametrize("method", ["forkserver", "spawn"])
+def test_multiprocessing_children_charge_with_the_parents_manager(
+    https_server: SandboxServer, environment: str, method: str
+) -> None:
+    context: Any = multiprocessing.get_context(method)
+    answers = context.Queue()
+    with TokenManager.from_env(ca_bundle=environment) as manager:
+        # The parent charges first: a token in its cache, a kept-alive connection in its pool.
+        first = manager.request("POST", "/api/transactions/charges", json={**CHARGE, "amount": 1})
+        assert first.status == 200
+        # fork: the child inherits the manager; spawn and forkserver: it travels pickled.
+        children = [
+            context.Process(target=charge, args=(manager, amount, answers)) for amount in (2, 3, 4)
+        ]
+        for child in children:
+            child.start()
+        second = manager.request("POST", "/api/transactions/charges", json={**CHARGE, "amount": 5})
+        results = [answers.get(timeout=60) for _ in children]
+        for child in children:
+            child.join(timeout=30)
+            assert child.exitcode == 0
+    assert second.status == 200 and second.data["amount"] == 5
+    assert sorted(amount for _, _, amount in results) == [2, 3, 4], results
+    assert all(status == 200 for _, status, _ in results), results
+    assert len({pid for pid, _, _ in results} | {os.getpid()}) == 4
+    tokens = https_server.sandbox.stats()["token_requests"]
+    # fork: the children keep the parent's token; spawn/forkserver: one request per child.
+    assert tokens == (1 if method == "fork" else 4)
+    answers.close()
