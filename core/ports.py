@@ -27,6 +27,7 @@ __all__ = [
     "FleetOperations",
     "FleetStorePort",
     "Job",
+    "Lot",
     "ReadValue",
     "Transport",
     "Waiter",
@@ -160,6 +161,26 @@ class AsyncStream(Protocol):
         """Close the stream; never raises."""
         ...
 
+    def is_stale(self) -> bool:
+        """True if an idle kept-alive stream can no longer carry a request.
+
+        The peer closed it, or sent something nobody asked for: a request written to it
+        would never be answered. Checked without blocking, before anything is sent.
+        """
+        ...
+
+
+class Lot(Protocol):
+    """Tasks of one loop parked until another task lets one of them go."""
+
+    async def park(self) -> None:
+        """Wait until :meth:`unpark` picks this task (cancellable)."""
+        ...
+
+    def unpark(self) -> None:
+        """Wake the longest-parked task, if any."""
+        ...
+
 
 class Waiter(Protocol):
     """One caller waiting for one flight."""
@@ -183,6 +204,14 @@ class AsyncRuntime(Protocol):
 
     def waiter(self) -> Waiter:
         """A new waiter bound to the running loop."""
+        ...
+
+    def loop_key(self) -> object:
+        """The running loop's identity (weakly referenceable): state bound to it is kept by it."""
+        ...
+
+    def lot(self) -> Lot:
+        """A new :class:`Lot` on the running loop."""
         ...
 
     async def sleep(self, seconds: float) -> None:

@@ -3,19 +3,27 @@
 Real non-blocking I/O on the runtime's own streams, TLS through :mod:`ssl` with the same
 trust rules as the threaded manager, one deadline per exchange, and keep-alive reuse. Every
 failure becomes a library error saying whether the request may have reached the server.
+
+Connections are pooled per event loop and origin and shared by every transport of the
+process on that loop, with a cap on those open (in use and idle); a loop's pools are closed
+when the loop ends (``asyncio.run`` and trio finalize async generators, and a pool keeps
+one). A forked child starts with no pool: the parent's streams are never used there.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import AsyncGenerator, Callable
 from urllib.parse import urlsplit
 
 import attrs
 import h11
 
 from eightyeightpay.errors import (
+    ConfigurationError,
     ConnectError,
     ConnectionLost,
     EightyEightPayError,
@@ -25,10 +33,20 @@ from eightyeightpay.errors import (
     TLSError,
 )
 from eightyeightpay.http import HttpRequest, HttpResponse
-from eightyeightpay.ports import AsyncRuntime, AsyncStream
+from eightyeightpay.ports import AsyncRuntime, AsyncStream, Lot
 
 from .hookspecs import TransportFactory, hookimpl
-from .tls import IDLE_REUSE_SECONDS, MAX_BODY_BYTES, tls_context, tls_failure
+from .process import forget_in_child
+from .tls import (
+    DEFAULT_MAX_CONNECTIONS,
+    IDLE_REUSE_SECONDS,
+    MAX_BODY_BYTES,
+    PoolStats,
+    TrustKey,
+    shared_tls_context,
+    tls_failure,
+    trust_key,
+)
 
 __all__ = ["AsyncHttp11Transport"]
 
@@ -44,6 +62,9 @@ class _Origin:
     @property
     def netloc(self) -> str:
         return f"{self.host}:{self.port}"
+
+
+PoolKey = tuple[_Origin, TrustKey]
 
 
 class _Connection:
@@ -95,16 +116,175 @@ class _Connection:
         return False
 
 
+class _Pool:
+    """The connections of one event loop to one origin: at most ``cap`` open at once."""
+
+    def __init__(self, key: PoolKey, cap: int, lot: Lot) -> None:
+        self.key = key
+        self.cap = cap
+        self.lot = lot
+        self.idle: list[_Connection] = []
+        self.open = 0  # idle and in use
+        self.opened = 0
+        self.queued = 0
+        self.users = 0
+        self.closed = False
+
+    async def acquire(self) -> _Connection | None:
+        """A live idle connection, or None: the caller may open one (its place is reserved).
+
+        Beyond the cap, parks until a connection comes back; the caller's deadline scope
+        bounds the wait. An idle connection the peer has closed (or written to unasked) is
+        dropped before anything is sent on it, and the next one is tried.
+        """
+        waited = False
+        while True:
+            while self.idle:
+                connection = self.idle.pop()
+                fresh = time.monotonic() - connection.idle_since < IDLE_REUSE_SECONDS
+                if fresh and not connection.stream.is_stale():
+                    return connection
+                self.open -= 1
+                await _discard(connection)
+            if self.open < self.cap:
+                self.open += 1
+                self.opened += 1
+                return None
+            if not waited:
+                waited = True
+                self.queued += 1
+            try:
+                await self.lot.park()
+            except BaseException:
+                self.lot.unpark()  # a turn given to a cancelled caller goes to the next
+                raise
+
+    async def release(self, connection: _Connection | None, *, keep: bool) -> None:
+        """Give back a connection (None: one that could not be opened)."""
+        if keep and connection is not None and not self.closed:
+            self.idle.append(connection)
+            self.lot.unpark()
+            return
+        self.open -= 1
+        self.lot.unpark()
+        await _discard(connection)
+
+    async def close(self) -> None:
+        """Close the idle connections; those in use are closed when they come back."""
+        self.closed = True
+        idle, self.idle = self.idle, []
+        self.open -= len(idle)
+        for connection in idle:
+            await _discard(connection)
+
+    def stats(self) -> PoolStats:
+        """Counts of this pool."""
+        idle = len(self.idle)
+        return PoolStats(self.cap, self.open, self.open - idle, idle, self.opened, self.queued)
+
+
+class _LoopPools:
+    """The pools of one event loop, closed when the loop shuts its async generators down."""
+
+    def __init__(self) -> None:
+        self.pools: dict[PoolKey, _Pool] = {}
+        self.keeper: AsyncGenerator[None, None] | None = None
+
+    async def watch_loop(self) -> None:
+        """Arrange for :meth:`close` when the loop ends (``asyncio.run``, the end of a trio run)."""
+        self.keeper = self._until_loop_ends()
+        await self.keeper.__anext__()
+
+    async def _until_loop_ends(self) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        pools, self.pools = list(self.pools.values()), {}
+        for pool in pools:
+            await pool.close()
+
+
+class _Process:
+    """The async pools of this process, by event loop (held weakly) and origin."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.generation = 0
+        self.loops: weakref.WeakKeyDictionary[object, _LoopPools] = weakref.WeakKeyDictionary()
+
+
+_process = _Process()
+_inherited: list[_Process] = []
+
+
+def _after_fork_in_child() -> None:
+    global _process
+    # The parent's streams are kept, never used and never closed: closing an event loop's
+    # stream runs that loop's machinery, and garbage-collecting it would warn. Nothing is
+    # sent on them; the parent's sessions are untouched.
+    _inherited.append(_process)
+    generation = _process.generation + 1
+    _process = _Process()
+    _process.generation = generation
+
+
+class _ForkHook:
+    """Told by :mod:`eightyeightpay.plugins.process` that this is a forked child."""
+
+    def after_fork(self) -> None:
+        if _process.pid != os.getpid():
+            _after_fork_in_child()
+
+
+_fork_hook = _ForkHook()
+forget_in_child(_fork_hook)
+
+
+def _current() -> _Process:
+    if _process.pid != os.getpid():  # a fork that skipped the at-fork hooks
+        _after_fork_in_child()
+    return _process
+
+
+async def _discard(connection: _Connection | None) -> None:
+    if connection is not None:
+        with contextlib.suppress(Exception):
+            await connection.stream.aclose()
+
+
 class AsyncHttp11Transport:
-    """Sends :class:`HttpRequest` records over h11 on an :class:`AsyncRuntime`'s streams."""
+    """Sends :class:`HttpRequest` records over h11 on an :class:`AsyncRuntime`'s streams.
+
+    Pools are per event loop and origin, shared by every transport of the process on that
+    loop: a manager used under successive event loops (successive ``asyncio.run()``) uses
+    each loop's own connections and never touches a stream of another loop.
+    ``max_connections`` caps the connections one loop keeps open to one host, in use and
+    idle (default :data:`~eightyeightpay.plugins.tls.DEFAULT_MAX_CONNECTIONS`; a pool's cap
+    is the largest any of its transports asked for); callers beyond it wait inside their
+    deadline.
+    """
 
     def __init__(
-        self, runtime: AsyncRuntime, *, ca_bundle: str | None = None, max_idle: int = 4
+        self,
+        runtime: AsyncRuntime,
+        *,
+        ca_bundle: str | None = None,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
+        if not isinstance(max_connections, int) or max_connections < 1:
+            raise ConfigurationError(
+                f"max_connections must be a positive integer, not {max_connections!r}."
+            )
         self._runtime = runtime
-        self._tls = tls_context(ca_bundle)
-        self._idle: dict[_Origin, list[_Connection]] = {}
-        self._max_idle = max_idle
+        self._trust = trust_key(ca_bundle)
+        self._cap = max_connections
+        self._joined: weakref.WeakKeyDictionary[object, dict[_Origin, _Pool]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._generation = _process.generation
         self._broken: tuple[type[BaseException], ...] = (
             h11.ProtocolError,
             OSError,
@@ -120,43 +300,56 @@ class AsyncHttp11Transport:
         default_port = 443 if parts.scheme == "https" else 80
         origin = _Origin(parts.scheme, parts.hostname or "", parts.port or default_port)
         host = parts.netloc
-        sent = False
+        sent = taken = False
         connection: _Connection | None = None
+        pool: _Pool | None = None
         try:
             async with self._runtime.deadline(timeout):
-                connection = self._reuse(origin) or await self._connect(origin, host)
+                pool = await self._pool(origin)
+                connection = await pool.acquire()
+                taken = True  # a connection, or the place for a new one
+                if connection is None:
+                    connection = await self._connect(origin, host)
                 sent = True
                 response = await connection.exchange(request, host)
-        except TimeoutError:
-            await self._discard(connection)
-            raise RequestTimeout(host, timeout, may_have_been_sent=sent) from None
-        except EightyEightPayError:
-            await self._discard(connection)
+        except BaseException as error:
+            if taken and pool is not None:  # cancelled too: the connection's state is unknown
+                await pool.release(connection, keep=False)
+            if isinstance(error, TimeoutError):
+                raise RequestTimeout(host, timeout, may_have_been_sent=sent) from None
+            if isinstance(error, self._broken) and not isinstance(error, EightyEightPayError):
+                raise ConnectionLost(host, type(error).__name__) from None
             raise
-        except self._broken as error:
-            await self._discard(connection)
-            raise ConnectionLost(host, type(error).__name__) from None
-        except BaseException:
-            await self._discard(connection)  # cancelled: the connection's state is unknown
-            raise
-        if connection.reusable() and not self._closed:
-            pool = self._idle.setdefault(origin, [])
-            if len(pool) < self._max_idle:
-                pool.append(connection)
-                return response
-        await self._discard(connection)
+        await pool.release(connection, keep=connection.reusable() and not self._closed)
         return response
 
-    def _reuse(self, origin: _Origin) -> _Connection | None:
-        pool = self._idle.get(origin, [])
-        while pool:
-            connection = pool.pop()
-            if time.monotonic() - connection.idle_since < IDLE_REUSE_SECONDS:
-                return connection
-        return None
+    async def _pool(self, origin: _Origin) -> _Pool:
+        """The running loop's pool for ``origin``, joined on first use (anew after a fork)."""
+        process = _current()
+        if self._generation != process.generation:
+            self._joined = weakref.WeakKeyDictionary()
+            self._generation = process.generation
+        loop = self._runtime.loop_key()
+        joined = self._joined.get(loop)
+        pool = joined.get(origin) if joined is not None else None
+        if pool is not None and not pool.closed:
+            return pool
+        loop_pools = process.loops.get(loop)
+        if loop_pools is None:
+            loop_pools = process.loops[loop] = _LoopPools()
+            await loop_pools.watch_loop()
+        key = (origin, self._trust)
+        pool = loop_pools.pools.get(key)
+        if pool is None:
+            pool = loop_pools.pools[key] = _Pool(key, self._cap, self._runtime.lot())
+        elif pool.cap < self._cap:
+            pool.cap = self._cap
+        pool.users += 1
+        self._joined.setdefault(loop, {})[origin] = pool
+        return pool
 
     async def _connect(self, origin: _Origin, host: str) -> _Connection:
-        tls = self._tls if origin.scheme == "https" else None
+        tls = shared_tls_context(self._trust) if origin.scheme == "https" else None
         try:
             stream = await self._runtime.connect(origin.host, origin.port, tls)
         except self._broken as error:
@@ -166,18 +359,32 @@ class AsyncHttp11Transport:
             raise ConnectError(host, "connection refused, reset or unreachable") from None
         return _Connection(stream)
 
-    async def _discard(self, connection: _Connection | None) -> None:
-        if connection is not None:
-            with contextlib.suppress(Exception):
-                await connection.stream.aclose()
+    def pool_stats(self) -> dict[str, PoolStats]:
+        """The running loop's pools this transport uses, by ``scheme://host:port``."""
+        joined = self._joined.get(self._runtime.loop_key(), {})
+        return {f"{o.scheme}://{o.netloc}": pool.stats() for o, pool in joined.items()}
 
     async def aclose(self) -> None:
-        """Close every idle connection."""
+        """Stop using the pools; the last transport of a pool on this loop closes it.
+
+        Pools of other event loops are left to their loop, which closes them when it ends.
+        """
         self._closed = True
-        pools, self._idle = self._idle, {}
-        for pool in pools.values():
-            for connection in pool:
-                await self._discard(connection)
+        if self._generation != _current().generation:
+            return
+        joined, self._joined = self._joined, weakref.WeakKeyDictionary()
+        try:
+            loop = self._runtime.loop_key()
+        except RuntimeError:
+            loop = None
+        for pool_loop, pools in list(joined.items()):
+            for pool in pools.values():
+                pool.users -= 1
+                if pool.users == 0 and pool_loop is loop:
+                    loop_pools = _process.loops.get(loop)
+                    if loop_pools is not None and loop_pools.pools.get(pool.key) is pool:
+                        del loop_pools.pools[pool.key]
+                    await pool.close()
 
 
 @hookimpl

@@ -9,8 +9,10 @@ client are written once against that port.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import math
+import select
 import ssl
 from collections.abc import Callable
 from types import TracebackType
@@ -25,6 +27,7 @@ from eightyeightpay.ports import (
     FleetOperations,
     FleetStorePort,
     Job,
+    Lot,
     ReadValue,
     Waiter,
 )
@@ -107,10 +110,43 @@ class _AsyncioWaiter:
         return await self._future
 
 
+def _readable(fileno: int) -> bool:
+    """True if the descriptor has something to read (bytes, or the peer's end) right now."""
+    poller = select.poll()
+    poller.register(fileno, select.POLLIN | select.POLLERR | select.POLLHUP)
+    return bool(poller.poll(0))
+
+
+class _AsyncioLot:
+    __slots__ = ("_parked",)
+
+    def __init__(self) -> None:
+        self._parked: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def park(self) -> None:
+        future = asyncio.get_running_loop().create_future()
+        self._parked.append(future)
+        await future
+
+    def unpark(self) -> None:
+        while self._parked:
+            future = self._parked.popleft()
+            if not future.done():  # a cancelled one is skipped: the turn goes to the next
+                future.set_result(None)
+                return
+
+
 class _AsyncioStream:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._reader = reader
         self._writer = writer
+        sock = writer.transport.get_extra_info("socket")
+        self._fileno: int = sock.fileno() if sock is not None else -1
+
+    def is_stale(self) -> bool:
+        if self._writer.transport.is_closing() or self._reader.at_eof():
+            return True
+        return self._fileno < 0 or _readable(self._fileno)
 
     async def send_all(self, data: bytes) -> None:
         self._writer.write(data)
@@ -254,8 +290,16 @@ class AsyncioRuntime:
         self._timer: _SharedTimer | None = None
 
     def waiter(self) -> Waiter:
-        """A waiter for the running loop; it takes its loop when it starts waiting."""
+        """A waiter for the running loop."""
         return _AsyncioWaiter(self)
+
+    def loop_key(self) -> object:
+        """The running loop."""
+        return asyncio.get_running_loop()
+
+    def lot(self) -> Lot:
+        """A lot of futures on the running loop."""
+        return _AsyncioLot()
 
     def timer(self, loop: asyncio.AbstractEventLoop) -> _SharedTimer:
         """The shared timer of ``loop`` for this runtime's deadlines and waiters."""
@@ -435,9 +479,26 @@ class _TrioTimer:
             self._due = min(self._groups, default=math.inf)
 
 
+class _TrioLot:
+    __slots__ = ("_lot",)
+
+    def __init__(self, lot: trio.lowlevel.ParkingLot) -> None:
+        self._lot = lot
+
+    async def park(self) -> None:
+        await self._lot.park()
+
+    def unpark(self) -> None:
+        self._lot.unpark()
+
+
 class _TrioStream:
-    def __init__(self, stream: trio.abc.Stream) -> None:
+    def __init__(self, stream: trio.abc.Stream, fileno: int) -> None:
         self._stream = stream
+        self._fileno = fileno
+
+    def is_stale(self) -> bool:
+        return _readable(self._fileno)
 
     async def send_all(self, data: bytes) -> None:
         await self._stream.send_all(data)
@@ -535,6 +596,18 @@ class TrioRuntime:
         """A waiter on the running trio run."""
         return _TrioWaiter()
 
+    def loop_key(self) -> object:
+        """The running trio run's token."""
+        import trio
+
+        return trio.lowlevel.current_trio_token()
+
+    def lot(self) -> Lot:
+        """A lot on trio's own parking lot."""
+        import trio
+
+        return _TrioLot(trio.lowlevel.ParkingLot())
+
     async def sleep(self, seconds: float) -> None:
         """trio.sleep."""
         import trio
@@ -550,15 +623,16 @@ class TrioRuntime:
         import trio
 
         tcp = await trio.open_tcp_stream(host, port)
+        fileno = tcp.socket.fileno()
         if tls is None:
-            return _TrioStream(tcp)
+            return _TrioStream(tcp, fileno)
         secure = trio.SSLStream(tcp, tls, server_hostname=host, https_compatible=True)
         try:
             await secure.do_handshake()
         except BaseException:
             await trio.aclose_forcefully(secure)
             raise
-        return _TrioStream(secure)
+        return _TrioStream(secure, fileno)
 
     def spawn(self, job: Job, on_drop: Callable[[], None]) -> None:
         """Start ``job`` in the manager's nursery, under a cancel scope of its own."""

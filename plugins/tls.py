@@ -13,6 +13,7 @@ __all__ = [
     "MAX_BODY_BYTES",
     "PoolStats",
     "TrustKey",
+    "shared_tls_context",
     "tls_context",
     "tls_failure",
     "trust_key",
@@ -22,6 +23,9 @@ MAX_BODY_BYTES = 4 * 1024 * 1024
 """Longest response body read; 88Pay's answers are a few hundred bytes."""
 IDLE_REUSE_SECONDS = 4.0
 """An idle kept-alive connection older than this is closed rather than reused."""
+
+TrustKey = tuple[str | None, str | None, str | None]
+"""What a TLS context trusts: the ``ca_bundle`` and the ``SSL_CERT_FILE``/``SSL_CERT_DIR``."""
 
 _TORN_DOWN = (
     ssl.SSLWantReadError,
@@ -36,6 +40,21 @@ def tls_context(ca_bundle: str | None = None) -> ssl.SSLContext:
     """A verifying TLS context: the system trust store, or only ``ca_bundle`` when given."""
     context = ssl.create_default_context(cafile=ca_bundle)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+_contexts: dict[TrustKey, ssl.SSLContext] = {}
+
+
+def shared_tls_context(trust: TrustKey) -> ssl.SSLContext:
+    """The process's verifying context for ``trust`` (see :func:`trust_key`), made once.
+
+    Loading a trust store takes milliseconds; every pool with the same trust shares one
+    context (an ``SSLContext`` may be used from any thread, and in a forked child).
+    """
+    context = _contexts.get(trust)
+    if context is None:
+        context = _contexts[trust] = tls_context(trust[0])
     return context
 
 
@@ -58,9 +77,6 @@ DEFAULT_MAX_CONNECTIONS = 10
 88Pay allows 60 API calls a minute per merchant; ten kept-alive connections carry far more
 than that, and callers beyond the cap queue inside their deadline instead of opening more.
 """
-
-TrustKey = tuple[str | None, str | None, str | None]
-"""What a TLS context trusts: the ``ca_bundle`` and the ``SSL_CERT_FILE``/``SSL_CERT_DIR``."""
 
 
 def trust_key(ca_bundle: str | None) -> TrustKey:

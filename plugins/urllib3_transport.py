@@ -31,6 +31,7 @@ import itertools
 import math
 import os
 import socket
+import ssl
 import threading
 import time
 import weakref
@@ -62,7 +63,7 @@ from .tls import (
     MAX_BODY_BYTES,
     PoolStats,
     TrustKey,
-    tls_context,
+    shared_tls_context,
     tls_failure,
     trust_key,
 )
@@ -184,13 +185,10 @@ class _HostPool:
         self.queued = 0
         self.users = 0
         self.closed = False
-        self._tls: Any = None
 
-    def tls(self) -> Any:
-        """The pool's verifying TLS context, loaded on first need."""
-        if self._tls is None:
-            self._tls = tls_context(self.key[1][0])
-        return self._tls
+    def tls(self) -> ssl.SSLContext:
+        """The pool's verifying TLS context (shared by every pool with the same trust)."""
+        return shared_tls_context(self.key[1])
 
     def acquire(self, deadline: float, host: str, timeout: float) -> HTTPConnection | None:
         """An idle connection, or None: the caller may open one (its place is reserved).

@@ -1,11 +1,13 @@
 """Connection pools: one per process and host, capped, fork-safe, loop-safe.
 
-The emulator runs in its own process (with no practical API rate limit, so that thousands of charges are
-answered), so that a fork of the test process copies no server thread.
+The emulator runs in its own process, so that a fork of the test process copies no server
+thread; its tokens last an hour and its API rate limit is out of reach, so that thousands
+of charges are answered on a loaded machine.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -15,11 +17,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import trio
 
-from eightyeightpay.adapters.sync import TokenManager
+from eightyeightpay import AsyncTokenManager, MemoryStore, TokenManager
 from eightyeightpay.http import HttpRequest
-from eightyeightpay.plugins.memory import MemoryStore
+from eightyeightpay.plugins.h11_transport import AsyncHttp11Transport
+from eightyeightpay.plugins.runtimes import AsyncioRuntime, TrioRuntime
 from eightyeightpay.plugins.sandbox import DEFAULT_API_KEY, DEFAULT_MERCHANT_ID
+from eightyeightpay.plugins.tls import PoolStats
 from eightyeightpay.plugins.urllib3_transport import (
     WATCHDOG_THREAD,
     Urllib3Transport,
@@ -31,7 +36,8 @@ SERVE = """
 import json, sys, time
 from eightyeightpay.plugins.sandbox import SandboxServer
 from eightyeightpay.plugins.sandbox.emulator import RateLimit, Sandbox
-server = SandboxServer(Sandbox(api_limits=(RateLimit(10**9, 1.0),)), tls=True)
+limits = (RateLimit(10**9, 1.0),)
+server = SandboxServer(Sandbox(token_lifetime=3600, api_limits=limits), tls=True)
 server.start()
 print(json.dumps({"url": server.url, "ca_file": str(server.certificates.ca_file)}), flush=True)
 sys.stdin.read()
@@ -71,11 +77,10 @@ def token(sandbox: dict[str, Any]) -> Token:
 def charge(url: str, token: Token, amount: int) -> HttpRequest:
     body = {"flow": "PAYIN", "method_code": "PSE", "amount": amount, "currency": "COP"}
     body["country"] = "COL"
+    data = json.dumps(body).encode()
+    headers = (("Content-Type", "application/json"), ("Content-Length", str(len(data))))
     return HttpRequest(
-        "POST",
-        f"{url}/api/transactions/charges",
-        (*token.auth_headers(), ("Content-Type", "application/json")),
-        json.dumps(body).encode(),
+        "POST", f"{url}/api/transactions/charges", (*token.auth_headers(), *headers), data
     )
 
 
@@ -192,3 +197,122 @@ def test_the_watchdog_thread_ends_when_the_last_transport_closes(
     transport.close()
     watchdog.join(timeout=10)
     assert not watchdog.is_alive()
+
+
+# --------------------------------------------------------------------------- async pools
+
+
+async def acharged(transport: AsyncHttp11Transport, url: str, token: Token, amount: int) -> int:
+    response = await transport.send(charge(url, token, amount), timeout=10.0)
+    assert response.status == 200, response.body
+    return int(json.loads(response.body)["data"]["amount"])
+
+
+def test_asyncio_callers_beyond_the_cap_queue_and_share_the_loops_pool(
+    sandbox: dict[str, Any], token: Token
+) -> None:
+    url = sandbox["url"]
+
+    async def main() -> tuple[list[int], list[dict[str, PoolStats]]]:
+        ca_file = sandbox["ca_file"]
+        transports = [
+            AsyncHttp11Transport(AsyncioRuntime(), ca_bundle=ca_file, max_connections=5)
+            for _ in range(20)
+        ]
+        try:
+            answers = await asyncio.gather(
+                *(acharged(transports[n % 20], url, token, n + 1) for n in range(1000))
+            )
+            return answers, [t.pool_stats() for t in transports]
+        finally:
+            for transport in transports:
+                await transport.aclose()
+
+    answers, stats = asyncio.run(main())
+    assert answers == list(range(1, 1001))
+    (pool,) = stats[0].values()
+    assert all(s == {url: pool} for s in stats)  # one pool for the loop and host
+    assert pool.opened <= 5 and pool.queued > 0
+
+
+def test_trio_callers_beyond_the_cap_queue(sandbox: dict[str, Any], token: Token) -> None:
+    url = sandbox["url"]
+
+    async def main() -> tuple[list[int], PoolStats]:
+        answers: list[int] = []
+        async with trio.open_nursery() as nursery:
+            transport = AsyncHttp11Transport(
+                TrioRuntime(nursery), ca_bundle=sandbox["ca_file"], max_connections=3
+            )
+
+            async def one(amount: int) -> None:
+                answers.append(await acharged(transport, url, token, amount))
+
+            async with trio.open_nursery() as callers:
+                for amount in range(1, 201):
+                    callers.start_soon(one, amount)
+            (stats,) = transport.pool_stats().values()
+            await transport.aclose()
+        return sorted(answers), stats
+
+    answers, stats = trio.run(main)
+    assert answers == list(range(1, 201))
+    assert stats.opened <= 3 and stats.queued > 0
+
+
+def test_a_manager_under_successive_event_loops_uses_each_loops_own_connections(
+    sandbox: dict[str, Any],
+) -> None:
+    sandbox_stats: list[dict[str, PoolStats]] = []
+    manager = AsyncTokenManager(
+        DEFAULT_API_KEY,
+        DEFAULT_MERCHANT_ID,
+        base_url=sandbox["url"],
+        ca_bundle=sandbox["ca_file"],
+        store=MemoryStore(),
+    )
+    body = {"flow": "PAYIN", "method_code": "PSE", "amount": 7, "currency": "COP", "country": "COL"}
+
+    async def charge_once() -> int:
+        response = await manager.request("POST", "/api/transactions/charges", json=body)
+        sandbox_stats.append(manager._transport.pool_stats())  # type: ignore[attr-defined]
+        return int(response.json["data"]["amount"])
+
+    for _ in range(3):
+        assert asyncio.run(charge_once()) == 7  # no "attached to a different loop"
+    asyncio.run(manager.aclose())
+    # each loop opened its own connection; the previous loop's was closed when it ended
+    assert [s[sandbox["url"]].opened for s in sandbox_stats] == [1, 1, 1]
+
+
+def test_a_kept_alive_stream_the_server_closed_is_replaced_before_sending() -> None:
+    connections = 0
+
+    async def main() -> list[int]:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal connections
+            connections += 1
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+            writer.close()  # no "Connection: close": the client keeps the stream
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        transport = AsyncHttp11Transport(AsyncioRuntime())
+        try:
+            statuses = []
+            for _ in range(3):
+                response = await transport.send(
+                    HttpRequest("GET", f"http://127.0.0.1:{port}/"), timeout=5.0
+                )
+                statuses.append(response.status)
+                await asyncio.sleep(0.05)  # the server's close arrives
+            return statuses
+        finally:
+            await transport.aclose()
+            server.close()
+            await server.wait_closed()
+
+    assert asyncio.run(main()) == [200, 200, 200]
+    assert connections == 3

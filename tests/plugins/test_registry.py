@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import importlib
 import pathlib
+import subprocess
+import sys
 import textwrap
 from collections.abc import Iterator
 
+import pluggy
 import pytest
 
 from eightyeightpay import ConfigurationError
 from eightyeightpay.adapters.sync import TokenManager
 from eightyeightpay.plugins import registry as registry_module
+from eightyeightpay.plugins.hookspecs import PROJECT, EightyEightPayHookspecs
 from eightyeightpay.plugins.memory import MemoryStore
-from eightyeightpay.plugins.registry import DEFAULT_PLUGINS, collect, plugin_manager, registry
+from eightyeightpay.plugins.registry import (
+    BUILT_IN_NAMES,
+    DEFAULT_PLUGINS,
+    KINDS,
+    collect,
+    plugin_manager,
+    registry,
+)
 from eightyeightpay.plugins.sandbox import DEFAULT_API_KEY, DEFAULT_MERCHANT_ID
 from tests.conftest import InProcess
 
@@ -85,3 +97,52 @@ def test_the_environment_blocklist_disables_a_plugin(
 def test_an_unknown_store_lists_the_known_ones() -> None:
     with pytest.raises(ConfigurationError, match=r"known: .*memory.*redis"):
         TokenManager(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, store="nope")
+
+
+def test_the_built_in_names_table_says_what_each_built_in_module_registers() -> None:
+    for module_name, names in BUILT_IN_NAMES.items():
+        manager = pluggy.PluginManager(PROJECT)
+        manager.add_hookspecs(EightyEightPayHookspecs)
+        manager.register(importlib.import_module(module_name), name=module_name)
+        found = collect(manager)
+        registered = {(kind, name) for kind in KINDS for name in getattr(found, kind)}
+        assert registered == set(names), module_name
+    assert set(BUILT_IN_NAMES) == set(DEFAULT_PLUGINS)
+
+
+def test_a_threaded_manager_with_the_memory_store_loads_no_async_or_fleet_plugin() -> None:
+    code = (
+        "import sys\n"
+        "from eightyeightpay import TokenManager\n"
+        "manager = TokenManager('sk_test_sandbox_4f3a9c2e7b1d', 'MCH-COL-TEST-12345')\n"
+        "manager.close()\n"
+        "print(' '.join(sorted(sys.modules)))\n"
+    )
+    loaded = set(
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+        ).stdout.split()
+    )
+    for module in ("asyncio", "h11", "redis", "pymemcache", "trio"):
+        assert module not in loaded
+    for plugin in ("h11_transport", "redis_store", "memcached_store", "runtimes"):
+        assert f"eightyeightpay.plugins.{plugin}" not in loaded
+    assert "eightyeightpay.plugins.urllib3_transport" in loaded
+
+
+def test_a_built_in_plugin_is_loaded_when_its_name_is_first_used() -> None:
+    code = (
+        "import sys\n"
+        "from eightyeightpay.plugins.registry import registry\n"
+        "found = registry()\n"
+        "assert {'memory', 'redis', 'memcached'} <= set(found.stores)\n"
+        "assert 'eightyeightpay.plugins.redis_store' not in sys.modules\n"
+        "store = found.store('redis')\n"
+        "assert 'eightyeightpay.plugins.redis_store' in sys.modules\n"
+        "assert found.store('redis') is store\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert result.stdout.strip() == "ok", result.stderr
