@@ -10,12 +10,12 @@ outage once and its end once.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import ssl
 import threading
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from eightyeightpay.credentials import CacheKey, Credentials
 from eightyeightpay.errors import ConfigurationError
@@ -26,6 +26,8 @@ from eightyeightpay.ports import AsyncFleetOperations, FleetOperations, ReadValu
 
 from .memory import MemoryStore, Slot
 from .process import ProcessBound
+
+_T = TypeVar("_T")
 
 __all__ = [
     "DEFAULT_STORE_DEADLINE",
@@ -108,6 +110,12 @@ def fault_detail(error: BaseException) -> str:
     return type(error).__name__
 
 
+async def _to_thread(function: Callable[..., _T], *args: object) -> _T:
+    import asyncio  # here: a threaded manager, which imports this module, never loads asyncio
+
+    return await asyncio.to_thread(function, *args)
+
+
 class InThreads:
     """A store's blocking operations for asyncio, each run in a worker thread.
 
@@ -119,31 +127,31 @@ class InThreads:
 
     async def read(self, key: CacheKey) -> ReadValue:
         """See :meth:`~eightyeightpay.ports.FleetOperations.read`."""
-        return await asyncio.to_thread(self._operations.read, key)
+        return await _to_thread(self._operations.read, key)
 
     async def acquire(self, key: CacheKey, owner: str, ttl: float) -> bool:
         """See :meth:`~eightyeightpay.ports.FleetOperations.acquire`."""
-        return await asyncio.to_thread(self._operations.acquire, key, owner, ttl)
+        return await _to_thread(self._operations.acquire, key, owner, ttl)
 
     async def extend(self, key: CacheKey, owner: str, ttl: float) -> bool:
         """See :meth:`~eightyeightpay.ports.FleetOperations.extend`."""
-        return await asyncio.to_thread(self._operations.extend, key, owner, ttl)
+        return await _to_thread(self._operations.extend, key, owner, ttl)
 
     async def reserve(self, key: CacheKey, per_minute: int, per_hour: int) -> float:
         """See :meth:`~eightyeightpay.ports.FleetOperations.reserve`."""
-        return await asyncio.to_thread(self._operations.reserve, key, per_minute, per_hour)
+        return await _to_thread(self._operations.reserve, key, per_minute, per_hour)
 
     async def write(self, key: CacheKey, token: StoredToken, ttl: float) -> None:
         """See :meth:`~eightyeightpay.ports.FleetOperations.write`."""
-        await asyncio.to_thread(self._operations.write, key, token, ttl)
+        await _to_thread(self._operations.write, key, token, ttl)
 
     async def cool_down(self, key: CacheKey, seconds: float) -> None:
         """See :meth:`~eightyeightpay.ports.FleetOperations.cool_down`."""
-        await asyncio.to_thread(self._operations.cool_down, key, seconds)
+        await _to_thread(self._operations.cool_down, key, seconds)
 
     async def release(self, key: CacheKey, owner: str) -> None:
         """See :meth:`~eightyeightpay.ports.FleetOperations.release`."""
-        await asyncio.to_thread(self._operations.release, key, owner)
+        await _to_thread(self._operations.release, key, owner)
 
 
 class Sealer:
