@@ -14,9 +14,9 @@ import contextlib
 import math
 import select
 import ssl
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from eightyeightpay.credentials import CacheKey
 from eightyeightpay.fleet import StoredToken
@@ -352,17 +352,88 @@ class AsyncioRuntime:
         task.add_done_callback(done)
 
     def fleet_operations(self, store: FleetStorePort) -> AsyncFleetOperations:
-        """The store's asyncio client (closed by the manager)."""
-        return store.async_operations()
+        """The store's asyncio operations, a client per event loop (closed by the manager)."""
+        return cast(AsyncFleetOperations, _PerLoopOperations(store.async_operations))
 
     async def aclose(self) -> None:
-        """Cancel every task and wait for them."""
+        """Cancel every task and wait for those of the running loop.
+
+        A task of another loop that still runs is cancelled through that loop; one of a
+        closed loop ended when its loop did (``asyncio.run`` cancels what is left).
+        """
         self._closed = True
-        tasks = list(self._tasks)
+        here = asyncio.get_running_loop()
+        tasks = [task for task in self._tasks if task.get_loop() is here]
         for task in tasks:
             task.cancel()
+        for task in list(self._tasks):
+            loop = task.get_loop()
+            if loop is not here and not loop.is_closed():
+                with contextlib.suppress(RuntimeError):  # closed meanwhile
+                    loop.call_soon_threadsafe(task.cancel)
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class _PerLoopOperations:
+    """A fleet store's asyncio operations, built anew for each event loop that uses them.
+
+    An asyncio client's connections belong to the loop that opened them: used from the next
+    ``asyncio.run()`` they fail (or, worse, touch a closed loop). Each loop gets its own
+    operations; when the loop ends under ``asyncio.run()`` (or anything else that calls
+    ``loop.shutdown_asyncgens()``), its operations are closed on it, while it still runs,
+    through an async generator parked for that purpose (the loop closes open async
+    generators before it closes). Operations of a loop closed some other way are dropped.
+    """
+
+    def __init__(self, build: Callable[[], AsyncFleetOperations]) -> None:
+        self._build = build
+        self._by_loop: dict[asyncio.AbstractEventLoop, tuple[Any, Any]] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # copy, pickle and friends probing: not an operation
+            raise AttributeError(name)
+        return getattr(self._current(), name)
+
+    def _current(self) -> Any:
+        loop = asyncio.get_running_loop()
+        entry = self._by_loop.get(loop)
+        if entry is None:
+            for old in [old for old in self._by_loop if old.is_closed()]:
+                self._abandon(self._by_loop.pop(old))
+            operations = self._build()
+            keeper = _close_when_loop_ends(operations)
+            with contextlib.suppress(StopIteration):  # runs to its yield: the loop now knows it
+                keeper.asend(None).send(None)
+            entry = self._by_loop[loop] = (operations, keeper)
+        return entry[0]
+
+    @staticmethod
+    def _abandon(entry: tuple[Any, Any]) -> None:
+        # Its loop is closed: nothing of it can run. End the keeper here so that no
+        # finalizer tries to schedule its close on that loop later.
+        with contextlib.suppress(BaseException):
+            entry[1].aclose().send(None)
+
+    async def aclose(self) -> None:
+        """Close the running loop's operations (and forget those of closed loops)."""
+        here = asyncio.get_running_loop()
+        for loop in list(self._by_loop):
+            if loop is here:
+                _, keeper = self._by_loop.pop(loop)
+                await keeper.aclose()  # closes the operations, on this loop
+            elif loop.is_closed():
+                self._abandon(self._by_loop.pop(loop))
+
+
+async def _close_when_loop_ends(operations: Any) -> AsyncGenerator[None, None]:
+    try:
+        yield
+    finally:
+        closer = getattr(operations, "aclose", None)
+        if closer is not None:
+            with contextlib.suppress(Exception):
+                await closer()
 
 
 # --------------------------------------------------------------------------- trio
