@@ -262,15 +262,19 @@ class FlightTrace:
         self, response: HttpResponse | None, error: EightyEightPayError | None, outcome: str
     ) -> None:
         """The token request ended; ``outcome`` is the core's reading of it."""
-        span, self._send = self._send, None
-        if span is None:
+        if self._send is None:
             return
-        seconds = max(0.0, self._observer._clock() - self._sent_at)
         if response is not None:
-            span.set_attribute("http.response.status_code", response.status)
+            self._send.set_attribute("http.response.status_code", response.status)
         error_type = _error_type(response, error)
         if error_type is None and outcome != "ok":
             error_type = outcome
+        self._sent(outcome, error_type)
+
+    def _sent(self, outcome: str, error_type: str | None) -> None:
+        """End the token request's span and count it, as stats() does."""
+        span, self._send = self._send, None
+        seconds = max(0.0, self._observer._clock() - self._sent_at)
         span.set_attribute("eightyeightpay.outcome", outcome)
         self._observer.close(span, error_type)
         labels = {**self._observer.labels, "eightyeightpay.outcome": outcome}
@@ -317,9 +321,11 @@ class FlightTrace:
     def finish(self, settled: Settled, store_mode: str) -> None:
         """The refresh ended (or was abandoned)."""
         self._end_lock_wait(acquired=False)
-        if self._send is not None:  # interrupted while the request was out
-            self._observer.close(self._send, "cancelled")
-            self._send = None
+        if self._send is not None:  # interrupted while the request was out, or a plugin broke
+            if settled.error is not None:
+                self._sent(outcome_of(settled.error), type(settled.error).__name__)
+            else:
+                self._sent("abandoned", "cancelled")
         span = self._span
         span.set_attribute("eightyeightpay.store.mode", store_mode)
         if settled.error is not None:

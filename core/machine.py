@@ -232,6 +232,7 @@ class TokenMachine:
         self.store_deadline = store_deadline
         """Seconds one store call may take before the driver counts it as a fault."""
         self._numbers = 0
+        self._awaiting = False  # a send whose exchange has not come back
         self._send_time: float | None = None
         self._rejected: tuple[str, ...] = ()
 
@@ -322,9 +323,11 @@ class TokenMachine:
         self.sent += 1
         self.tally = self.tally.sent()
         self._send_time = now
+        self._awaiting = True
         exchange = yield SendTokenRequest(
             self.credentials.token_request(), self.policy.request_timeout
         )
+        self._awaiting = False
         assert isinstance(exchange, Exchange)
         if exchange.response is not None:
             try:
@@ -470,6 +473,9 @@ class TokenMachine:
 
     def fail(self, flight: Flight, error: EightyEightPayError, *, now: float) -> Settled:
         """Record that ``flight`` failed with ``error``, set the backoff and end it."""
+        if self._awaiting and self._current(flight):  # the driver failed with the request out
+            self._awaiting = False
+            self.tally = self.tally.ended(error)
         settled = self._failed(flight, error, now=now)
         self._end(flight)
         return settled
@@ -503,10 +509,16 @@ class TokenMachine:
 
         The send it reserved stays in the rate window: it may have reached the server.
         """
+        if self._awaiting and self._current(flight):
+            self._awaiting = False
+            self.tally = self.tally.abandoned()
         self._end(flight)
 
+    def _current(self, flight: Flight) -> bool:
+        return self.flight is not None and self.flight.number == flight.number
+
     def _end(self, flight: Flight) -> None:
-        if self.flight is not None and self.flight.number == flight.number:
+        if self._current(flight):
             self.flight = None
             self._send_time = None
 

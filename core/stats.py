@@ -37,8 +37,12 @@ OUTCOMES = (
     "transport_error",
     "malformed_response",
     "other",
+    "abandoned",
 )
-"""How a token request sent to 88Pay can end, in the order :attr:`Stats.outcomes` lists them."""
+"""How a token request sent to 88Pay can end, in the order :attr:`Stats.outcomes` lists them.
+
+``abandoned``: the flight was cancelled or its manager closed while the request was out.
+"""
 
 STORE_MODES = ("local", "healthy", "degraded")
 """A store's modes: ``local`` (the memory store: nothing shared), ``healthy`` (a fleet store
@@ -72,7 +76,8 @@ class Tally:
     """The counts of one token machine over its life; every method returns a new value."""
 
     token_requests: int = 0
-    """Token requests sent (each reserved a place in 88Pay's rate limit)."""
+    """Token requests sent, or attempted: one refused before it left is counted here, though
+    not in the rate windows."""
     outcomes: tuple[int, ...] = (0,) * len(OUTCOMES)
     """Sent requests by how they ended, in :data:`OUTCOMES` order."""
     rate_limited: int = 0
@@ -92,6 +97,12 @@ class Tally:
         outcomes = (*self.outcomes[:index], self.outcomes[index] + 1, *self.outcomes[index + 1 :])
         received_429 = isinstance(error, RateLimited) and not error.local
         return attrs.evolve(self, outcomes=outcomes, rate_limited=self.rate_limited + received_429)
+
+    def abandoned(self) -> Tally:
+        """A sent request will never be answered here (its flight was cancelled)."""
+        index = OUTCOMES.index("abandoned")
+        outcomes = (*self.outcomes[:index], self.outcomes[index] + 1, *self.outcomes[index + 1 :])
+        return attrs.evolve(self, outcomes=outcomes)
 
     def caller_waited(self) -> Tally:
         """One more caller waits on the network."""
@@ -119,7 +130,7 @@ class Stats:
     at: float
     """Monotonic time the snapshot was taken."""
     token_requests: int
-    """Token requests sent."""
+    """Token requests sent or attempted (each ends in one of :attr:`outcomes`)."""
     outcomes: tuple[tuple[str, int], ...]
     """Sent token requests by outcome, ``(name, count)`` in :data:`OUTCOMES` order."""
     rate_limited: int

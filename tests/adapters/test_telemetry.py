@@ -20,7 +20,16 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from eightyeightpay import ConfigurationError, RateLimited, Stats, Telemetry, Token
+from eightyeightpay import (
+    ConfigurationError,
+    MemoryStore,
+    RateLimited,
+    Stats,
+    Telemetry,
+    Token,
+    TokenManager,
+    TransportError,
+)
 from eightyeightpay.adapters.telemetry import Observer
 from eightyeightpay.plugins.fleet import FleetStore
 from eightyeightpay.plugins.sandbox import (
@@ -361,3 +370,32 @@ def test_without_the_api_installed_telemetry_names_the_extra(
     monkeypatch.setitem(sys.modules, "opentelemetry", None)  # as if not installed
     with pytest.raises(ConfigurationError, match=r"pip install 'eightyeightpay\[otel\]'"):
         Telemetry()
+
+
+def test_a_broken_transport_plugin_ends_the_span_and_is_counted() -> None:
+    collected = Collected()
+
+    class Broken:
+        def send(self, request: Any, *, timeout: float) -> Any:
+            raise RuntimeError("a bug in a third-party transport")
+
+        def close(self) -> None:
+            pass
+
+    with TokenManager(
+        DEFAULT_API_KEY,
+        DEFAULT_MERCHANT_ID,
+        transport=Broken(),
+        store=MemoryStore(),
+        telemetry=collected.telemetry,
+    ) as manager:
+        with pytest.raises(TransportError):
+            manager.get_token()
+        stats = manager.stats()
+        points = collected.points()
+    (send,) = [s for s in collected.finished() if s.name == "POST"]
+    assert send.attributes["error.type"] == "TransportError"
+    assert send.attributes["eightyeightpay.outcome"] == "transport_error"
+    assert stats.outcome("transport_error") == stats.token_requests == 1
+    requests = points["eightyeightpay.token.requests"]
+    assert value_of(requests, **{"eightyeightpay.outcome": "transport_error"}) == 1

@@ -50,6 +50,7 @@ class TokenMachineRules(RuleBasedStateMachine):
         self.steps: object = None
         self.sends: list[float] = []
         self.nonce = 0
+        self.attempts = self.answered = self.received_429 = self.waited = self.rejected = 0
 
     @rule(seconds=st.floats(0, 400, allow_nan=False))
     def time_passes(self, seconds: float) -> None:
@@ -63,7 +64,9 @@ class TokenMachineRules(RuleBasedStateMachine):
             assert self.now < token.usable_until <= token.expires_at
             margin, _ = self.policy.windows_for(token.expires_at - token.sent_at)
             assert token.expires_at - self.now > margin - 1e-9
+        self.waited += isinstance(decision, Refresh | Wait)
         if isinstance(decision, Refresh | ServeAndRefresh):
+            self.attempts += 1
             assert self.open is None, "a second request while one is in flight"
             self.open = decision.flight
             self.sends.append(self.now)
@@ -110,6 +113,8 @@ class TokenMachineRules(RuleBasedStateMachine):
         except StopIteration as stop:
             settled = stop.value
         self.open = None
+        self.answered += 1
+        self.received_429 += outcome in ("429", "429-bare")
         if settled.error is not None:
             attempt = failures_before + 1
             delay = self.machine.blocked_until - self.now
@@ -125,6 +130,7 @@ class TokenMachineRules(RuleBasedStateMachine):
     def api_rejects_token(self) -> None:
         if self.machine.token is not None:
             assert self.machine.invalidate(self.machine.token)
+            self.rejected += 1
             assert self.machine.token is None
 
     @invariant()
@@ -132,6 +138,25 @@ class TokenMachineRules(RuleBasedStateMachine):
         if not hasattr(self, "machine"):
             return
         assert (self.machine.flight is None) == (self.open is None)
+
+    @invariant()
+    def stats_tell_what_happened(self) -> None:
+        if not hasattr(self, "machine"):
+            return
+        stats = self.machine.stats(self.now)
+        assert stats.token_requests == self.attempts
+        assert sum(count for _, count in stats.outcomes) == self.answered
+        assert stats.rate_limited == stats.outcome("rate_limited") == self.received_429
+        assert (stats.waited, stats.rejected_tokens) == (self.waited, self.rejected)
+        assert stats.refreshing == (self.open is not None)
+        assert stats.failures_in_row == self.machine.failures
+        assert stats.minute_spent == len([t for t in self.sends if t > self.now - 60])
+        assert stats.hour_spent == len([t for t in self.sends if t > self.now - 3600])
+        token = self.machine.token
+        if token is None:
+            assert stats.token_remaining is None
+        else:
+            assert stats.token_remaining == max(0.0, token.usable_until - self.now)
 
     @invariant()
     def rate_windows_hold(self) -> None:

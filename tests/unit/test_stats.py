@@ -14,6 +14,7 @@ from eightyeightpay import (
     MalformedResponse,
     Policy,
     RateLimited,
+    Refresh,
     RequestTimeout,
     ServerError,
     TokenMachine,
@@ -64,3 +65,24 @@ def test_stats_of_a_machine_at_now() -> None:
     assert DEFAULT_API_KEY not in repr(stats) and DEFAULT_API_KEY not in str(stats.as_dict())
     machine.decide_and_start(100.0)  # a caller with no token waits for a refresh
     assert machine.stats(100.0).waited == 1 and machine.stats(100.0).refreshing
+
+
+@pytest.mark.parametrize("ending", ["abort", "fail"])
+def test_a_send_that_never_comes_back_still_has_an_outcome(ending: str) -> None:
+    machine = TokenMachine(
+        Credentials(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID), Policy(), random.Random(0)
+    )
+    decision = machine.decide_and_start(100.0)
+    assert isinstance(decision, Refresh)
+    next(machine.refresh(decision.flight))  # the request is out
+    if ending == "abort":  # cancelled, or the manager closed
+        machine.abort(decision.flight)
+        expected = "abandoned"
+    else:  # a broken transport plugin: the driver fails the flight
+        machine.fail(decision.flight, ConnectionLost("h", "boom"), now=101.0)
+        expected = "transport_error"
+    stats = machine.stats(101.0)
+    assert stats.token_requests == 1 and stats.outcome(expected) == 1
+    assert sum(count for _, count in stats.outcomes) == 1
+    machine.abort(decision.flight)  # again: nothing more is counted
+    assert machine.stats(101.0).outcomes == stats.outcomes
