@@ -42,13 +42,14 @@ INSTRUMENTATION = "eightyeightpay"
 
 
 def _redacted(url: str) -> str:
-    """``url`` without user info and with every query value replaced.
+    """``url`` with user info and every query value replaced by ``REDACTED``.
 
-    ``?id=MCH-…`` becomes ``?id=REDACTED``, as the semantic conventions advise for
-    ``url.full``: the merchant id is shown only where the user allowed it.
+    ``?id=MCH-…`` becomes ``?id=REDACTED`` (keys kept), as the semantic conventions advise
+    for ``url.full``: the merchant id is shown only where the user allowed it.
     """
     parts = urlsplit(url)
-    netloc = parts.netloc.rpartition("@")[2]
+    _, at, host = parts.netloc.rpartition("@")
+    netloc = f"REDACTED:REDACTED@{host}" if at else host
     names = (pair.split("=", 1)[0] for pair in parts.query.split("&") if pair)
     query = "&".join(f"{name}=REDACTED" for name in names)
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
@@ -212,11 +213,14 @@ class Observer:
         )
 
     def close(self, span: Any, error_type: str | None) -> None:
-        """End ``span``; with ``error_type`` it is marked failed (semantic conventions)."""
+        """End ``span``; with ``error_type`` it is marked failed (semantic conventions).
+
+        The status has no description: ``error.type`` and the status code say it all.
+        """
         if error_type is not None:
             trace = self.telemetry._trace
             span.set_attribute("error.type", error_type)
-            span.set_status(trace.Status(trace.StatusCode.ERROR, error_type))
+            span.set_status(trace.Status(trace.StatusCode.ERROR))
         span.end()
 
 
@@ -255,6 +259,8 @@ class FlightTrace:
             "eightyeightpay.retry_attempt": attempt,
             "eightyeightpay.fleet_lock_waited": self.lock_waited,
         }
+        if attempt:
+            attributes["http.request.resend_count"] = attempt
         self._send = self._observer.span(request.method, "CLIENT", self._span, attributes)
         self._sent_at = self._observer._clock()
 

@@ -30,7 +30,7 @@ from eightyeightpay import (
     TokenManager,
     TransportError,
 )
-from eightyeightpay.adapters.telemetry import Observer
+from eightyeightpay.adapters.telemetry import Observer, _redacted
 from eightyeightpay.plugins.fleet import FleetStore
 from eightyeightpay.plugins.sandbox import (
     DEFAULT_API_KEY,
@@ -192,6 +192,9 @@ def test_spans_follow_the_http_client_conventions(observed: Any) -> None:
     assert limited.status.status_code.name == "ERROR"
     assert limited.attributes["eightyeightpay.outcome"] == "rate_limited"
     assert token_sends[2].attributes["eightyeightpay.retry_attempt"] == 1  # after the 429
+    assert token_sends[2].attributes["http.request.resend_count"] == 1
+    assert "http.request.resend_count" not in token_sends[0].attributes
+    assert limited.status.description is None  # the status code says why
     assert "error.type" not in token_sends[0].attributes
     flights = [s.attributes["eightyeightpay.flight"] for s in token_sends]
     assert flights == sorted(flights) and len(set(flights)) == 6
@@ -399,3 +402,10 @@ def test_a_broken_transport_plugin_ends_the_span_and_is_counted() -> None:
     assert stats.outcome("transport_error") == stats.token_requests == 1
     requests = points["eightyeightpay.token.requests"]
     assert value_of(requests, **{"eightyeightpay.outcome": "transport_error"}) == 1
+
+
+def test_url_full_keeps_no_credentials_and_no_query_value() -> None:
+    assert _redacted("https://u:p@h.io:8443/api/balance?id=MCH-X&x=1") == (
+        "https://REDACTED:REDACTED@h.io:8443/api/balance?id=REDACTED&x=REDACTED"
+    )
+    assert _redacted("https://h.io/api/auth/token") == "https://h.io/api/auth/token"
