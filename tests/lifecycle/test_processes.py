@@ -52,7 +52,7 @@ def environment(https_server: SandboxServer, monkeypatch: pytest.MonkeyPatch) ->
     yield str(https_server.certificates.ca_file)
 
 
-@pytest.mark.parametrize("method", ["forkserver", "spawn"])
+@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
 def test_multiprocessing_children_charge_with_the_parents_manager(
     https_server: SandboxServer, environment: str, method: str
 ) -> None:
