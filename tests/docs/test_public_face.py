@@ -26,9 +26,6 @@ ALLOWED = {
 }
 """Modules below the package an example may import from, and why."""
 
-PENDING = {"cli.md": "owned by the command-line change of issue 10, which rewrites its imports"}
-"""Pages whose examples still import deeper, and who changes them; test_pending keeps it true."""
-
 EXAMPLES = [*all_examples(), *blocks(README)]
 
 
@@ -62,8 +59,6 @@ def face_names(tree: ast.Module) -> set[str]:
 @pytest.mark.parametrize("example", EXAMPLES, ids=[example.id for example in EXAMPLES])
 def test_the_example_imports_only_from_the_package(example: Example) -> None:
     found = deep_imports(example.tree())
-    if example.path.name in PENDING:
-        return  # test_the_pending_pages_are_still_pending holds it to its entry
     assert not found, "\n".join(
         f"{example.path.name}:{line}: imports {module}; write `from eightyeightpay import ...`"
         " (add the name to the face in core/__init__.py if it is missing)"
@@ -79,15 +74,6 @@ def test_every_name_the_docs_import_is_on_the_face() -> None:
     for name in sorted(used):
         assert getattr(eightyeightpay, name) is not None
         assert name in dir(eightyeightpay)
-
-
-def test_the_pending_pages_are_still_pending() -> None:
-    # An entry of PENDING is removed as soon as its page imports from the face alone.
-    for page in PENDING:
-        pending = [example for example in EXAMPLES if example.path.name == page]
-        assert any(deep_imports(example.tree()) for example in pending), (
-            f"{page} imports only from the face now: remove it from PENDING"
-        )
 
 
 def test_a_deep_import_is_found(tmp_path: Path) -> None:
