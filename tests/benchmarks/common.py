@@ -44,8 +44,8 @@ def loop_timer(call: Callable[[], object], calls: int) -> Callable[[], float]:
 
 
 def ratio(ours: float, theirs: float) -> float:
-    """``ours / theirs``, rounded for the table."""
-    return round(ours / theirs, 3) if theirs else float("inf")
+    """``ours / theirs``, unrounded: targets compare this; tables round it for display."""
+    return ours / theirs if theirs else float("inf")
 
 
 async def ainterleaved(

@@ -1,43 +1,75 @@
-"""Import cost: ``import eightyeightpay`` against ``import urllib3`` in fresh interpreters."""
+"""Import and construction cost in fresh interpreters: what a user writes, timed from inside.
+
+Each sample is a fresh ``python -c`` that times its own statement with ``perf_counter``
+(interpreter start-up excluded), interleaved with the other statements, median of the runs:
+
+- ``from eightyeightpay import TokenManager`` (the import a user writes: the package face
+  plus the lazily loaded manager) against ``import urllib3``;
+- that import plus ``TokenManager(api_key, merchant_id)`` with the memory store (what a
+  threaded application does at start-up) against ``import requests; requests.Session()``.
+
+The modules the construction loaded are listed too: none of asyncio, h11, trio, redis or
+pymemcache may be among them.
+"""
 
 from __future__ import annotations
 
+import json
 import statistics
 import subprocess
 import sys
 
-from .common import Figures, ratio
+from .common import Figures
+
+KEY, MERCHANT = "sk_test_sandbox_4f3a9c2e7b1d", "MCH-COL-TEST-12345"
+STATEMENTS = {
+    "from eightyeightpay import TokenManager": "from eightyeightpay import TokenManager",
+    "import urllib3": "import urllib3",
+    "TokenManager(...) with its import": (
+        f"from eightyeightpay import TokenManager\nTokenManager({KEY!r}, {MERCHANT!r})"
+    ),
+    "requests.Session() with its import": "import requests\nrequests.Session()",
+}
+UNWANTED = ("asyncio", "h11", "trio", "redis", "pymemcache")
 
 
-def _cumulative_us(module: str) -> int:
-    """The cumulative microseconds ``-X importtime`` reports for ``module`` itself."""
-    result = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", f"import {module}"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
+def _sample(statement: str) -> tuple[float, list[str]]:
+    code = (
+        "import sys, time, json\n"
+        "started = time.perf_counter()\n"
+        f"exec({statement!r})\n"
+        "took = time.perf_counter() - started\n"
+        "print(json.dumps([took, sorted(sys.modules)]))\n"
     )
-    for line in reversed(result.stderr.splitlines()):
-        parts = [part.strip() for part in line.removeprefix("import time:").split("|")]
-        if len(parts) == 3 and parts[2] == module:
-            return int(parts[1])
-    raise RuntimeError(f"no importtime line for {module}")
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    took, modules = json.loads(result.stdout)
+    return float(took), list(modules)
 
 
 def run(quick: bool) -> Figures:
-    """Median over interleaved fresh subprocesses."""
+    """Medians over interleaved fresh interpreters."""
     repeats = 7 if quick else 21
-    samples: dict[str, list[int]] = {"eightyeightpay": [], "urllib3": []}
+    samples: dict[str, list[float]] = {name: [] for name in STATEMENTS}
+    loaded: list[str] = []
     for index in range(repeats):
-        order = list(samples) if index % 2 == 0 else list(reversed(samples))
-        for module in order:
-            samples[module].append(_cumulative_us(module))
-    ours = statistics.median(samples["eightyeightpay"])
-    theirs = statistics.median(samples["urllib3"])
+        names = list(STATEMENTS)
+        shift = index % len(names)
+        for name in names[shift:] + names[:shift]:
+            took, modules = _sample(STATEMENTS[name])
+            samples[name].append(took)
+            if name.startswith("TokenManager"):
+                loaded = modules
+    ms = {name: statistics.median(values) * 1000 for name, values in samples.items()}
     return {
-        "eightyeightpay_ms": round(ours / 1000, 2),
-        "urllib3_ms": round(theirs / 1000, 2),
-        "ours_vs_urllib3": ratio(ours, theirs),
+        "ms": ms,
+        "import_vs_urllib3": ms["from eightyeightpay import TokenManager"] / ms["import urllib3"],
+        "construction_vs_requests_session": (
+            ms["TokenManager(...) with its import"] / ms["requests.Session() with its import"]
+        ),
+        "unwanted_modules_loaded": sorted(
+            name for name in loaded if name.split(".")[0] in UNWANTED
+        ),
         "repeats": repeats,
     }

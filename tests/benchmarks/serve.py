@@ -18,7 +18,8 @@ from typing import Any
 from eightyeightpay.plugins.sandbox import RateLimit, Sandbox, SandboxServer
 
 UNLIMITED = (RateLimit(10**9, 60.0),)
-"""API limits no benchmark reaches: the emulator answers every call."""
+"""Limits no benchmark reaches: the emulator answers every call and every token request
+(each client process of the load benchmark gets its own token)."""
 
 
 @contextlib.contextmanager
@@ -40,7 +41,7 @@ def emulator_process() -> Iterator[dict[str, Any]]:
 
 def main() -> None:
     """Serve until standard input closes."""
-    sandbox = Sandbox(token_lifetime=3600, api_limits=UNLIMITED)
+    sandbox = Sandbox(token_lifetime=3600, token_limits=UNLIMITED, api_limits=UNLIMITED)
     with SandboxServer(sandbox, tls=True) as server:
         assert server.certificates is not None
         info = {"url": server.url, "port": server.port, "ca_file": str(server.certificates.ca_file)}
