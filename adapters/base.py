@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import sys
 import warnings
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Self
@@ -100,6 +101,8 @@ class ManagerBase:
     def __del__(self) -> None:
         if getattr(self, "_closed", True):
             return  # closed, or its constructor failed
+        if sys.is_finalizing():
+            return  # the process is ending: its threads and sockets end with it, unwaited
         self._mark_closed()
         try:
             self._release()

@@ -171,7 +171,7 @@ class RefreshWorker(ProcessBound):
             thread, self._thread = self._thread, None
             self._queue.append(None)  # after every job queued so far
             self._ready.notify()
-        if thread is not threading.current_thread():
+        if thread is not threading.current_thread() and not sys.is_finalizing():
             # Jobs are never waited for here (close dropped them); a wedged one does not
             # hold the caller (possibly the garbage collector) for long.
             thread.join(timeout=1.0)

@@ -17,6 +17,7 @@ from eightyeightpay import (
     MemoryStore,
     RedisStore,
     Sandbox,
+    SandboxServer,
 )
 from tests.lifecycle.workers import CHARGE
 from tests.servers import RedisServer
@@ -82,3 +83,26 @@ def test_a_fleet_store_refreshes_through_each_loops_own_client(redis_url: str) -
     asyncio.run(manager.aclose())
     assert sandbox.stats()["token_requests"] == 3
     assert store.health.outages == 0  # no store call failed on a client of a closed loop
+
+
+def test_three_successive_asyncio_runs_over_real_https(https_server: SandboxServer) -> None:
+    assert https_server.certificates is not None
+    manager = AsyncTokenManager(
+        DEFAULT_API_KEY,
+        DEFAULT_MERCHANT_ID,
+        base_url=https_server.url,
+        ca_bundle=str(https_server.certificates.ca_file),
+        store=MemoryStore(),
+    )
+
+    async def charge(amount: int) -> int:
+        answer = await manager.request(
+            "POST", "/api/transactions/charges", json={**CHARGE, "amount": amount}
+        )
+        return int(answer.data["amount"])
+
+    amounts = [asyncio.run(charge(amount)) for amount in (1, 2, 3)]
+    asyncio.run(manager.aclose())
+    assert amounts == [1, 2, 3]
+    assert https_server.sandbox.stats()["token_requests"] == 1
+    assert https_server.sandbox.stats()["charges"] == 3

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from eightyeightpay import Fault, SandboxServer, Token, TokenManager
+from tests.conftest import InProcess
 from tests.lifecycle.forking import in_child
 from tests.lifecycle.support import eventually
 from tests.lifecycle.workers import CHARGE, charge
@@ -81,3 +82,15 @@ def test_multiprocessing_children_charge_with_the_parents_manager(
     # fork: the children keep the parent's token; spawn/forkserver: one request per child.
     assert tokens == (1 if method == "fork" else 4)
     answers.close()
+
+
+def test_a_new_process_the_fork_hook_missed_is_noticed_by_the_pid_check(inproc: InProcess) -> None:
+    manager = inproc.manager()
+    slot = manager._slot
+    with slot.lock:  # a flight some thread of the "parent" started and will never finish here
+        stranded = slot.machine.decide_and_start(inproc.clock())
+    assert slot.machine.flight is not None
+    slot._pid = -1  # what a fork that bypassed os.register_at_fork leaves: another pid
+    token = manager.get_token()  # without the check: waits for the stranded flight, then times out
+    assert slot._pid == os.getpid() and inproc.clock() < token.usable_until
+    assert slot.machine.flight is None and stranded is not None

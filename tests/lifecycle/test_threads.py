@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import subprocess
+import sys
 import threading
 import time
 import tracemalloc
@@ -163,3 +165,39 @@ def test_1000_managers_for_1000_merchants_share_at_most_4_threads_and_one_pool(
     assert sampler.peak <= 4
     assert pool.opened <= pool.cap
     assert _no_library_threads(), library_threads()
+
+
+EXIT_SCRIPT = """
+import sys
+from eightyeightpay import FakeClock, MemoryStore, TokenManager
+url, ca_file, key, merchant = sys.argv[1:]
+clock = FakeClock()
+payments = TokenManager(key, merchant, base_url=url, ca_bundle=ca_file, store=MemoryStore(),
+                        clock=clock)   # module level, never closed: as in many web apps
+token = payments.get_token()
+clock.advance(token.fresh_until - clock() + 0.5)
+payments.get_token()  # a refresh-ahead queued: the refresh thread is running at exit
+print("done", flush=True)
+"""
+
+
+def test_interpreter_exit_with_an_unclosed_manager_is_clean(merchants_100: SandboxProcess) -> None:
+    key, merchant = merchants_100.merchants[0]
+    finished = subprocess.run(
+        [
+            sys.executable,
+            "-X",
+            "dev",
+            "-c",
+            EXIT_SCRIPT,
+            merchants_100.url,
+            merchants_100.ca_file,
+            key,
+            merchant,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert finished.returncode == 0 and finished.stdout == "done\n"
+    assert "Exception ignored" not in finished.stderr and "Traceback" not in finished.stderr
