@@ -9,7 +9,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Self
 
-from eightyeightpay.credentials import Credentials
+from eightyeightpay.credentials import CacheKey, Credentials
 from eightyeightpay.errors import NotPicklable
 from eightyeightpay.plugins.fleet import DEFAULT_STORE_DEADLINE, FleetStore, StoreHealth
 from eightyeightpay.plugins.memory import MemoryStore, Slot
@@ -78,6 +78,8 @@ class ManagerBase:
         self._cache: Slot | Closed = self._slot  # what the lock-free path reads
         fleet = chosen if isinstance(chosen, FleetStore) else None
         self._health: StoreHealth | None = fleet.health if fleet else None
+        self._fleet_store = fleet
+        self._spend: Callable[[CacheKey], tuple[int, int]] | None = None
         self._store_deadline = float(getattr(fleet, "deadline", DEFAULT_STORE_DEADLINE))
         self._clock = clock
         self._closed = False
@@ -134,16 +136,30 @@ class ManagerBase:
         self._cache = CLOSED
         return True
 
-    def stats(self) -> Stats:
+    def stats(self, *, fleet: bool = False) -> Stats:
         """The manager's counts and state now: a frozen value, free of secrets.
 
         Token requests and their outcomes, 429s received, failures in a row, callers that
         waited, the current token's remaining usable life, the rolling minute's and hour's
         spend against the limits and the store's mode (see :class:`~eightyeightpay.Stats`).
-        Takes the slot's lock for a few attribute reads; it never does I/O.
+        Takes the slot's lock for a few attribute reads; it does no I/O.
+
+        ``fleet=True`` with a fleet store also asks the store for the whole fleet's spend:
+        one blocking round trip (from async code, call it in a worker thread). A store that
+        is down, or cannot count, leaves the fleet figures None; nothing is raised.
         """
         with self._slot.lock:
-            return self._slot.machine.stats(self._clock())
+            stats = self._slot.machine.stats(self._clock())
+        if not fleet or self._fleet_store is None:
+            return stats
+        try:
+            if self._spend is None:
+                self._spend = self._fleet_store.operations().spent  # type: ignore[attr-defined]
+            minute, hour = self._spend(self.credentials.cache_key)
+        except Exception as error:  # the store is down or cannot count: local figures stand
+            log.debug("the fleet's spend is unknown (%s)", type(error).__name__)
+            return stats
+        return stats.with_fleet_spend(int(minute), int(hour))
 
     def invalidate(self, token: Token) -> bool:
         """Stop using ``token`` (the API rejected it). A newer token is never dropped."""

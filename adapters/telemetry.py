@@ -120,7 +120,8 @@ class Telemetry:
             "eightyeightpay.token.budget.remaining",
             callbacks=[self._observe_budget],
             unit="{request}",
-            description="Token requests still allowed in the rolling minute and hour.",
+            description="Token requests still allowed in the rolling minute and hour: the "
+            "fleet's with a fleet store that can count them, else this process's.",
         )
         meter.create_observable_gauge(
             "eightyeightpay.store.mode",
@@ -139,8 +140,12 @@ class Telemetry:
 
     # ------------------------------------------------------------------ observable metrics
 
-    def _snapshots(self) -> Iterator[tuple[Stats, dict[str, Any]]]:
-        """The stats of each slot watched (once per slot, however many managers share it)."""
+    def _snapshots(self, *, fleet: bool = False) -> Iterator[tuple[Stats, dict[str, Any]]]:
+        """The stats of each slot watched (once per slot, however many managers share it).
+
+        ``fleet``: with the fleet's spend from a fleet store (the reader's thread blocks on
+        one store round trip per slot; nothing else does).
+        """
         with self._lock:
             managers = [ref() for ref in self._watched]
         seen: set[int] = set()
@@ -150,7 +155,7 @@ class Telemetry:
                 continue
             if id(manager._slot) not in seen:
                 seen.add(id(manager._slot))
-                yield manager.stats(), observer.labels
+                yield manager.stats(fleet=fleet), observer.labels
 
     def _observe_waiters(self, options: Any) -> Iterable[Any]:
         totals: dict[tuple[tuple[str, Any], ...], int] = {}
@@ -161,10 +166,11 @@ class Telemetry:
 
     def _observe_budget(self, options: Any) -> Iterable[Any]:
         points = []
-        for stats, labels in self._snapshots():
+        for stats, labels in self._snapshots(fleet=True):
+            scoped = {**labels, "eightyeightpay.budget.scope": stats.budget_scope}
             windows = (("minute", stats.minute_remaining), ("hour", stats.hour_remaining))
             for window, left in windows:
-                points.append(self._observation(left, {**labels, "eightyeightpay.window": window}))
+                points.append(self._observation(left, {**scoped, "eightyeightpay.window": window}))
         return points
 
     def _observe_store(self, options: Any) -> Iterable[Any]:

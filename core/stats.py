@@ -119,8 +119,8 @@ class Stats:
 
     Counts cover the life of the manager's slot, shared by every manager of the process
     with the same credentials (the memory store) or the same store. Times are seconds on
-    the manager's monotonic clock. With a fleet store the spend figures are this process's
-    sends; the fleet's budget is enforced by the store (see ``docs/observability.md``).
+    the manager's monotonic clock. ``minute_spent`` and ``hour_spent`` are this process's
+    sends; with a fleet store, ``stats(fleet=True)`` adds the fleet's (one store round trip).
     """
 
     merchant_id: str
@@ -159,16 +159,32 @@ class Stats:
     """One of :data:`STORE_MODES`."""
     degraded_since: float | None
     """Monotonic time the fleet store started failing, while it is degraded; else None."""
+    fleet_minute_spent: int | None = None
+    """The whole fleet's token requests in the rolling minute, counted by the fleet store;
+    None unless asked for (``stats(fleet=True)``) and the store could tell."""
+    fleet_hour_spent: int | None = None
+    """The whole fleet's token requests in the rolling hour, as :attr:`fleet_minute_spent`."""
+
+    @property
+    def budget_scope(self) -> str:
+        """``fleet`` when the remaining budget is the fleet's, else ``process``."""
+        return "process" if self.fleet_minute_spent is None else "fleet"
 
     @property
     def minute_remaining(self) -> int:
-        """Token requests still allowed in the rolling minute."""
-        return max(0, self.per_minute - self.minute_spent)
+        """Token requests still allowed in the rolling minute (the fleet's, when known)."""
+        spent = self.minute_spent if self.fleet_minute_spent is None else self.fleet_minute_spent
+        return max(0, self.per_minute - spent)
 
     @property
     def hour_remaining(self) -> int:
-        """Token requests still allowed in the rolling hour."""
-        return max(0, self.per_hour - self.hour_spent)
+        """Token requests still allowed in the rolling hour (the fleet's, when known)."""
+        spent = self.hour_spent if self.fleet_hour_spent is None else self.fleet_hour_spent
+        return max(0, self.per_hour - spent)
+
+    def with_fleet_spend(self, minute: int, hour: int) -> Stats:
+        """A copy of this snapshot with the fleet's spend, as a fleet store counted it."""
+        return attrs.evolve(self, fleet_minute_spent=minute, fleet_hour_spent=hour)
 
     @property
     def degraded_for(self) -> float | None:
@@ -187,10 +203,16 @@ class Stats:
         if self.degraded_for is not None:
             store += f" for {self.degraded_for:.0f} s"
         plural = "" if self.token_requests == 1 else "s"
+        fleet = ""
+        if self.fleet_minute_spent is not None:
+            fleet = (
+                f" (fleet: {self.fleet_minute_spent}/{self.per_minute} this minute, "
+                f"{self.fleet_hour_spent}/{self.per_hour} this hour)"
+            )
         return (
             f"{self.token_requests} token request{plural} ({outcomes or 'none'}), "
             f"{self.minute_spent}/{self.per_minute} this minute, "
-            f"{self.hour_spent}/{self.per_hour} this hour, token {life}, store {store}"
+            f"{self.hour_spent}/{self.per_hour} this hour{fleet}, token {life}, store {store}"
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -200,4 +222,5 @@ class Stats:
         data["minute_remaining"] = self.minute_remaining
         data["hour_remaining"] = self.hour_remaining
         data["degraded_for"] = self.degraded_for
+        data["budget_scope"] = self.budget_scope
         return data

@@ -226,6 +226,12 @@ class _Operations:
     def reserve(self, key: CacheKey, per_minute: int, per_hour: int) -> float:
         return float(self._once_more(self._reserve, key, per_minute, per_hour))
 
+    def spent(self, key: CacheKey) -> tuple[int, int]:
+        """The fleet's token requests in the last 60 s and 3600 s (budget's send times)."""
+        sends = _send_times(self._once_more(self._client.get, self._keys(key).budget))
+        now = self._wall()
+        return sum(t > now - 60 for t in sends), sum(t > now - 3600 for t in sends)
+
     def write(self, key: CacheKey, token: StoredToken, ttl: float) -> None:
         self._once_more(self._write, key, token, ttl)
 

@@ -62,6 +62,15 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[
 return 0
 """
 
+_SPENT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local minute = redis.call('ZCOUNT', KEYS[1], '(' .. string.format('%.6f', now - 60), '+inf')
+local hour = redis.call('ZCOUNT', KEYS[1], '(' .. string.format('%.6f', now - 3600), '+inf')
+return {minute, hour}
+"""
+"""The fleet's sends in the last minute and hour, by Redis's clock (read only)."""
+
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -124,6 +133,7 @@ class _Operations:
         self._owned = owned
         self._retryable = _retryable()
         self._budget = client.register_script(_BUDGET)
+        self._spent = client.register_script(_SPENT)
         self._release = client.register_script(_RELEASE)
         self._extend = client.register_script(_EXTEND)
 
@@ -163,6 +173,12 @@ class _Operations:
     def reserve(self, key: CacheKey, per_minute: int, per_hour: int) -> float:
         keys, args = [self._keys(key).budget], [per_minute, per_hour, _member()]
         return float(self._once_more(lambda: self._budget(keys=keys, args=args)))
+
+    def spent(self, key: CacheKey) -> tuple[int, int]:
+        """The fleet's token requests in the last 60 s and 3600 s, by Redis's clock."""
+        keys = [self._keys(key).budget]
+        minute, hour = self._once_more(lambda: self._spent(keys=keys))
+        return int(minute), int(hour)
 
     def write(self, key: CacheKey, token: StoredToken, ttl: float) -> None:
         if ttl > 0:
@@ -220,6 +236,11 @@ class _AsyncOperations(_Operations):
     async def reserve(self, key: CacheKey, per_minute: int, per_hour: int) -> float:  # type: ignore[override]
         keys, args = [self._keys(key).budget], [per_minute, per_hour, _member()]
         return float(await self._aonce_more(lambda: self._budget(keys=keys, args=args)))
+
+    async def spent(self, key: CacheKey) -> tuple[int, int]:  # type: ignore[override]
+        keys = [self._keys(key).budget]
+        minute, hour = await self._aonce_more(lambda: self._spent(keys=keys))
+        return int(minute), int(hour)
 
     async def write(self, key: CacheKey, token: StoredToken, ttl: float) -> None:  # type: ignore[override]
         if ttl > 0:

@@ -90,6 +90,10 @@ class SimStore:
         self.window = self.window.record(now)
         return 0.0
 
+    def spent(self, key: CacheKey) -> tuple[int, int]:
+        now = self._touch()
+        return self.window.count(now, 60), self.window.count(now, 3600)
+
     def write(self, key: CacheKey, token: StoredToken, ttl: float) -> None:
         now = self._touch()
         self.token = (token, now + ttl)

@@ -147,6 +147,7 @@ def flow(
         h.clock.advance(61)
         tokens.append(await h.get_token())  # the store answers again
         out["end"] = h.manager.stats()
+        out["fleet"] = h.manager.stats(fleet=True)
         out["sandbox"] = h.sandbox.stats()
         out["points"] = collected.points()  # observed while the manager is open
 
@@ -237,7 +238,10 @@ def test_metrics_count_what_happened(observed: Any) -> None:
     assert value_of(points["eightyeightpay.token.waiters"]) == end.waited >= 4
     budget = points["eightyeightpay.token.budget.remaining"]
     assert value_of(budget, **{"eightyeightpay.window": "minute"}) == 10 - end.minute_spent
-    assert value_of(budget, **{"eightyeightpay.window": "hour"}) == 100 - 6
+    # The fleet's budget, as the store counted it: the send made alone during the outage
+    # never reached the store, so the fleet has spent 5 and this process 6.
+    assert value_of(budget, **{"eightyeightpay.window": "hour"}) == 100 - 5
+    assert {a["eightyeightpay.budget.scope"] for a, _ in budget} == {"fleet"}
     modes = points["eightyeightpay.store.mode"]
     assert value_of(modes, **{"eightyeightpay.store.mode": "healthy"}) == 1
     assert value_of(modes, **{"eightyeightpay.store.mode": "degraded"}) == 0
@@ -265,6 +269,10 @@ def test_stats_tell_the_flow(observed: Any) -> None:
     assert end.outcome("ok") == sandbox["tokens_issued"] == 5
     assert end.hour_spent == 6 and end.minute_spent == 1
     assert end.token_remaining is not None and 0 < end.token_remaining <= 50
+    fleet: Stats = out["fleet"]
+    assert end.budget_scope == "process" and end.fleet_hour_spent is None
+    assert (fleet.fleet_minute_spent, fleet.fleet_hour_spent, fleet.budget_scope) == (1, 5, "fleet")
+    assert fleet.hour_remaining == 95 and fleet.hour_spent == 6
 
 
 def test_nothing_secret_is_exported(observed: Any) -> None:

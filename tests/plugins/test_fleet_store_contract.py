@@ -57,6 +57,20 @@ def test_processes_share_one_token(world: StoreWorld) -> None:
     assert fleet.token_requests() == 1
 
 
+def test_stats_show_the_fleets_spend_as_the_store_counts_it(world: StoreWorld) -> None:
+    fleet = world.fleet
+    sender, adopter = fleet.process(), fleet.process()
+    assert sender.get_token() == adopter.get_token()
+    mine = adopter.stats()
+    assert (mine.minute_spent, mine.budget_scope, mine.fleet_minute_spent) == (0, "process", None)
+    both = adopter.stats(fleet=True)
+    assert (both.fleet_minute_spent, both.fleet_hour_spent) == (1, 1)
+    assert (both.minute_remaining, both.hour_remaining, both.budget_scope) == (9, 99, "fleet")
+    world.server.stop()
+    down = adopter.stats(fleet=True)  # the store cannot count: the process's figures stand
+    assert (down.budget_scope, down.minute_remaining) == ("process", 10)
+
+
 def test_a_429_cools_down_the_whole_fleet(world: StoreWorld) -> None:
     fleet = world.fleet
     fleet.server.sandbox.inject(
