@@ -90,6 +90,11 @@ class ManagerBase:
         self._process_state = (self._slot, fleet)
         return plugins, fleet
 
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The clock token lifetimes are measured on (seconds; ``default_clock`` unless given)."""
+        return self._clock
+
     def _check_process(self) -> None:
         """On the slow path: start afresh if the fork hook did not run (a pid check)."""
         slot, fleet = self._process_state

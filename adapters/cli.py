@@ -17,7 +17,6 @@ import signal
 import ssl
 import sys
 import threading
-import time
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
@@ -247,7 +246,7 @@ def _manager_from_env(args: argparse.Namespace) -> Any:
 def _cmd_token(args: argparse.Namespace) -> int:
     with _manager_from_env(args) as manager:
         token = manager.get_token()
-        remaining = token.remaining(time.monotonic())
+        remaining = token.remaining(manager.clock())
         record = {
             "merchant_id": token.merchant_id,
             "fingerprint": token.fingerprint,

@@ -241,7 +241,7 @@ def run_doctor(
         except EightyEightPayError as error:
             report.fail("token obtained", _said(error), _fix_for(error))
             return report.finish()
-        life = token.remaining(time.monotonic())
+        life = token.remaining(manager.clock())
         report.ok("token obtained", f"token {token.fingerprint}, {life:.0f} s left")
         before = manager.stats().token_requests
         again = manager.get_token()
@@ -332,10 +332,10 @@ def _handshake(
 def _renewal(report: _Report, manager: TokenManager, token: object) -> None:
     """Wait for the token to go stale and check that a new one replaces it."""
     first = manager.get_token()
-    wait = max(0.0, first.fresh_until - time.monotonic()) + 0.05
+    wait = max(0.0, first.fresh_until - manager.clock()) + 0.05
     time.sleep(wait)
-    deadline = time.monotonic() + (first.usable_until - first.fresh_until) + 5
-    while time.monotonic() < deadline:
+    deadline = manager.clock() + (first.usable_until - first.fresh_until) + 5
+    while manager.clock() < deadline:
         current = manager.get_token()
         if current != first:
             report.ok("token renewed", f"token {current.fingerprint} replaced the expiring one")
