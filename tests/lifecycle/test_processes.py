@@ -11,7 +11,16 @@ from typing import Any
 
 import pytest
 
-from eightyeightpay import Fault, SandboxServer, Token, TokenManager
+from eightyeightpay import (
+    DEFAULT_API_KEY,
+    DEFAULT_MERCHANT_ID,
+    FakeClock,
+    Fault,
+    MemoryStore,
+    SandboxServer,
+    Token,
+    TokenManager,
+)
 from tests.conftest import InProcess
 from tests.lifecycle.forking import in_child
 from tests.lifecycle.support import eventually
@@ -94,3 +103,35 @@ def test_a_new_process_the_fork_hook_missed_is_noticed_by_the_pid_check(inproc: 
     token = manager.get_token()  # without the check: waits for the stranded flight, then times out
     assert slot._pid == os.getpid() and inproc.clock() < token.usable_until
     assert slot.machine.flight is None and stranded is not None
+
+
+def test_a_child_forked_during_a_background_refresh_refreshes_on_a_thread_of_its_own(
+    https_server: SandboxServer,
+) -> None:
+    assert https_server.certificates is not None
+    clock = FakeClock()
+    with TokenManager(
+        DEFAULT_API_KEY,
+        DEFAULT_MERCHANT_ID,
+        base_url=https_server.url,
+        ca_bundle=str(https_server.certificates.ca_file),
+        store=MemoryStore(),
+        clock=clock,
+    ) as manager:
+        old = manager.get_token()
+        clock.advance(old.fresh_until - clock() + 0.5)  # stale: refreshed in the background
+        https_server.sandbox.inject(Fault.latency(2.0))
+        assert manager.get_token() == old
+        assert eventually(lambda: https_server.sandbox.pending_faults() == 0)
+
+        def child() -> list[object]:
+            served = manager.get_token()  # still usable: served, and a refresh queued here
+            started = time.monotonic()
+            assert eventually(lambda: manager.get_token() != old, seconds=10.0)
+            threads = sorted(t.name for t in threading.enumerate())
+            return [served == old, time.monotonic() - started, threads]
+
+        served_old, elapsed, threads = in_child(child)
+        assert served_old and elapsed < manager.policy.request_timeout
+        assert "eightyeightpay-refresh" in threads  # started anew in the child, on need
+        assert eventually(lambda: manager.get_token() != old)  # the parent's own refresh ends too
