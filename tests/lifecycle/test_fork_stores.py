@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
 import pytest
 
 from eightyeightpay import MemcachedStore, Policy, RedisStore
 from eightyeightpay.plugins.process import PerProcessClient
 from tests.lifecycle.forking import in_child
-from tests.servers import MemcachedServer, RedisServer
+from tests.servers import MemcachedServer
 from tests.support import CREDENTIALS, rng
 
 KEY = CREDENTIALS.cache_key
-
-
-@pytest.fixture
-def memcached_server() -> Iterator[MemcachedServer]:
-    server = MemcachedServer()
-    server.start()
-    yield server
-    server.close()
 
 
 def _local_port(client: PerProcessClient) -> int:
@@ -52,24 +43,18 @@ def test_a_forked_child_builds_its_own_memcached_client_and_leaves_the_parents(
 
 
 @pytest.mark.parametrize("kind", ["redis", "memcached"])
-def test_a_forked_child_fences_its_locks_with_a_new_identity(kind: str) -> None:
-    server = RedisServer() if kind == "redis" else MemcachedServer()
-    server.start()
-    try:
-        store = (
-            RedisStore(server.url)
-            if isinstance(server, RedisServer)
-            else MemcachedStore(server.address)
-        )
-        slot = store.slot(CREDENTIALS, Policy(), rng())
-        parent = store.instance
+def test_a_forked_child_fences_its_locks_with_a_new_identity(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    server = request.getfixturevalue(f"{kind}_server")
+    store = RedisStore(server.url) if kind == "redis" else MemcachedStore(server.address)
+    slot = store.slot(CREDENTIALS, Policy(), rng())
+    parent = store.instance
 
-        def child() -> list[str]:
-            return [store.instance, slot.machine.instance]
+    def child() -> list[str]:
+        return [store.instance, slot.machine.instance]
 
-        instance, in_machine = in_child(child)
-        assert instance != parent and in_machine == instance
-        assert store.instance == parent == slot.machine.instance
-        store.close()
-    finally:
-        server.close()
+    instance, in_machine = in_child(child)
+    assert instance != parent and in_machine == instance
+    assert store.instance == parent == slot.machine.instance
+    store.close()

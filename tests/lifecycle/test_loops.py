@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -23,30 +23,18 @@ from tests.lifecycle.workers import CHARGE
 from tests.servers import RedisServer
 
 
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    server = RedisServer()
-    server.start()
-    yield server.url
-    server.close()
+def _manager(**options: Any) -> AsyncTokenManager:
+    return AsyncTokenManager(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **options)
 
 
-@pytest.mark.parametrize("store", ["memory", "redis"])
-def test_three_successive_asyncio_runs_charge_three_times_on_one_token(
-    store: str, request: pytest.FixtureRequest
-) -> None:
-    clock, sandbox = FakeClock(), Sandbox()
-    chosen = (
-        MemoryStore() if store == "memory" else RedisStore(request.getfixturevalue("redis_url"))
-    )
-    manager = AsyncTokenManager(
-        DEFAULT_API_KEY,
-        DEFAULT_MERCHANT_ID,
-        transport=AsyncSandboxTransport(sandbox, clock),
-        clock=clock,
-        store=chosen,
-        rng=random.Random(5),
-    )
+def _in_process(sandbox: Sandbox, store: MemoryStore | RedisStore) -> AsyncTokenManager:
+    clock = FakeClock()
+    transport = AsyncSandboxTransport(sandbox, clock)
+    return _manager(transport=transport, clock=clock, store=store, rng=random.Random(5))
+
+
+def _charge_in_three_loops(manager: AsyncTokenManager) -> list[int]:
+    """A charge in each of 3 successive ``asyncio.run()`` calls; the echoed amounts."""
 
     async def charge(amount: int) -> int:
         answer = await manager.request(
@@ -57,22 +45,38 @@ def test_three_successive_asyncio_runs_charge_three_times_on_one_token(
 
     amounts = [asyncio.run(charge(amount)) for amount in (1, 2, 3)]
     asyncio.run(manager.aclose())
-    assert amounts == [1, 2, 3]
+    return amounts
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+def test_three_successive_asyncio_runs_charge_three_times_on_one_token(
+    store: str, request: pytest.FixtureRequest
+) -> None:
+    sandbox = Sandbox()
+    if store == "memory":
+        chosen: MemoryStore | RedisStore = MemoryStore()
+    else:
+        chosen = RedisStore(request.getfixturevalue("redis_server").url)
+    assert _charge_in_three_loops(_in_process(sandbox, chosen)) == [1, 2, 3]
     assert sandbox.stats()["token_requests"] == 1
     assert sandbox.stats()["charges"] == 3
 
 
-def test_a_fleet_store_refreshes_through_each_loops_own_client(redis_url: str) -> None:
-    clock, sandbox = FakeClock(), Sandbox()
-    store = RedisStore(redis_url)
-    manager = AsyncTokenManager(
-        DEFAULT_API_KEY,
-        DEFAULT_MERCHANT_ID,
-        transport=AsyncSandboxTransport(sandbox, clock),
-        clock=clock,
-        store=store,
-        rng=random.Random(5),
+def test_three_successive_asyncio_runs_over_real_https(https_server: SandboxServer) -> None:
+    assert https_server.certificates is not None
+    manager = _manager(
+        base_url=https_server.url,
+        ca_bundle=str(https_server.certificates.ca_file),
+        store=MemoryStore(),
     )
+    assert _charge_in_three_loops(manager) == [1, 2, 3]
+    assert https_server.sandbox.stats()["token_requests"] == 1
+    assert https_server.sandbox.stats()["charges"] == 3
+
+
+def test_a_fleet_store_refreshes_through_each_loops_own_client(redis_server: RedisServer) -> None:
+    sandbox, store = Sandbox(), RedisStore(redis_server.url)
+    manager = _in_process(sandbox, store)
 
     async def fresh_token() -> None:
         token = await manager.get_token()
@@ -83,26 +87,3 @@ def test_a_fleet_store_refreshes_through_each_loops_own_client(redis_url: str) -
     asyncio.run(manager.aclose())
     assert sandbox.stats()["token_requests"] == 3
     assert store.health.outages == 0  # no store call failed on a client of a closed loop
-
-
-def test_three_successive_asyncio_runs_over_real_https(https_server: SandboxServer) -> None:
-    assert https_server.certificates is not None
-    manager = AsyncTokenManager(
-        DEFAULT_API_KEY,
-        DEFAULT_MERCHANT_ID,
-        base_url=https_server.url,
-        ca_bundle=str(https_server.certificates.ca_file),
-        store=MemoryStore(),
-    )
-
-    async def charge(amount: int) -> int:
-        answer = await manager.request(
-            "POST", "/api/transactions/charges", json={**CHARGE, "amount": amount}
-        )
-        return int(answer.data["amount"])
-
-    amounts = [asyncio.run(charge(amount)) for amount in (1, 2, 3)]
-    asyncio.run(manager.aclose())
-    assert amounts == [1, 2, 3]
-    assert https_server.sandbox.stats()["token_requests"] == 1
-    assert https_server.sandbox.stats()["charges"] == 3

@@ -34,14 +34,6 @@ from tests.plugins.fleet_support import secrets_of
 from tests.servers import MemcachedServer
 
 
-@pytest.fixture
-def memcached_server() -> Iterator[MemcachedServer]:
-    server = MemcachedServer()
-    server.start()
-    yield server
-    server.close()
-
-
 class Fleet(SharedFleet):
     """The shared test fleet, with a raw client of the test's memcached."""
 
