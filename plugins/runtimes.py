@@ -12,6 +12,7 @@ import asyncio
 import collections
 import contextlib
 import math
+import os
 import select
 import ssl
 from collections.abc import AsyncGenerator, Callable
@@ -33,6 +34,7 @@ from eightyeightpay.ports import (
 )
 
 from .hookspecs import RuntimeFactory, hookimpl
+from .process import ProcessBound
 
 if TYPE_CHECKING:
     import trio
@@ -278,16 +280,25 @@ class _AsyncioDeadline(contextlib.AbstractAsyncContextManager[object]):
                 raise TimeoutError from exc
 
 
-class AsyncioRuntime:
-    """asyncio: tasks kept in a set and cancelled on close."""
+class AsyncioRuntime(ProcessBound):
+    """asyncio: tasks kept in a set and cancelled on close.
+
+    A forked child forgets the parent's tasks and timer: they belong to the parent's loop,
+    which never runs in the child (nothing is cancelled or woken through it).
+    """
 
     name = "asyncio"
     broken_stream_errors: tuple[type[BaseException], ...] = (OSError, asyncio.IncompleteReadError)
 
     def __init__(self) -> None:
+        super().__init__()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self._timer: _SharedTimer | None = None
+
+    def _start_afresh(self) -> None:
+        self._tasks = set()
+        self._timer = None
 
     def waiter(self) -> Waiter:
         """A waiter for the running loop."""
@@ -389,6 +400,7 @@ class _PerLoopOperations:
     def __init__(self, build: Callable[[], AsyncFleetOperations]) -> None:
         self._build = build
         self._by_loop: dict[asyncio.AbstractEventLoop, tuple[Any, Any]] = {}
+        self._pid = os.getpid()
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):  # copy, pickle and friends probing: not an operation
@@ -396,6 +408,8 @@ class _PerLoopOperations:
         return getattr(self._current(), name)
 
     def _current(self) -> Any:
+        if self._pid != os.getpid():  # a forked child: the parent's loops and clients are not ours
+            self._by_loop, self._pid = {}, os.getpid()
         loop = asyncio.get_running_loop()
         entry = self._by_loop.get(loop)
         if entry is None:

@@ -19,6 +19,7 @@ from eightyeightpay import (
     Sandbox,
     SandboxServer,
 )
+from tests.lifecycle.forking import in_child
 from tests.lifecycle.workers import CHARGE
 from tests.servers import RedisServer
 
@@ -87,3 +88,22 @@ def test_a_fleet_store_refreshes_through_each_loops_own_client(redis_server: Red
     asyncio.run(manager.aclose())
     assert sandbox.stats()["token_requests"] == 3
     assert store.health.outages == 0  # no store call failed on a client of a closed loop
+
+
+def test_a_child_forked_after_asyncio_use_runs_its_own_loops(redis_server: RedisServer) -> None:
+    sandbox, store = Sandbox(), RedisStore(redis_server.url)
+    manager = _in_process(sandbox, store)
+
+    async def fresh_token() -> None:
+        manager.invalidate(await manager.get_token())  # through the store, on this loop's client
+
+    asyncio.run(fresh_token())
+
+    def child() -> list[int]:
+        # The parent's loop, tasks and store clients are not the child's: a new loop works.
+        asyncio.run(fresh_token())
+        asyncio.run(manager.aclose())
+        return [sandbox.stats()["token_requests"], store.health.outages]
+
+    assert in_child(child) == [2, 0]
+    asyncio.run(manager.aclose())
