@@ -56,16 +56,19 @@ def test_gunicorn_preload_four_workers(worker_class: str, store: str) -> None:
     check_stopped_cleanly(served)
 
 
-def test_gunicorn_preload_workers_inherit_a_token_taken_by_the_master() -> None:
-    with sandbox_server() as server:
+@pytest.mark.parametrize("store", ["memory", "redis"])
+def test_gunicorn_preload_workers_inherit_a_token_taken_by_the_master(store: str) -> None:
+    # The master's manager (and, with Redis, its store client) has been used when the
+    # workers fork: each worker keeps the token and opens connections of its own.
+    with sandbox_server() as server, redis_server(store == "redis") as redis:
         port = free_port()
         command = gunicorn(port, "sync", "tests.frameworks.apps.wsgi_app:app")
-        env = environ(server, PAYMENTS_WARM_UP="1")
+        env = environ(server, redis, PAYMENTS_WARM_UP="1")
         served = serve_burst(command, env, port, ["/charges"])
         stats = server.sandbox.stats()
     name = "gunicorn --preload -w 4, token taken by the master"
     tally = check_burst(
-        name, served.answers, stats, store="memory", most_workers=WORKERS, log=served.log
+        name, served.answers, stats, store=store, most_workers=WORKERS, log=served.log
     )
     assert stats["token_requests"] == 1
     assert tally.workers > 1
