@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import sys
 import threading
@@ -38,6 +39,8 @@ __all__ = [
     "not_picklable",
     "refresh_worker",
 ]
+
+log = logging.getLogger("eightyeightpay")
 
 THREAD_PREFIX = "eightyeightpay-"
 """Every thread this library starts is named with this prefix."""
@@ -92,12 +95,13 @@ class RefreshHandle(ProcessBound):
         """Run ``job`` on the refresh thread; if it will never run (closed), ``on_drop``."""
         self.check_process()
         with self._lock:
-            if not self._closed:
+            accepted = not self._closed
+            if accepted:
                 self._pending.append((job, on_drop))
-        if self._closed:
-            on_drop()
-        else:
+        if accepted:
             self._worker.wake(self)
+        else:
+            on_drop()
 
     def run_one(self) -> None:
         """Run the oldest pending job (on the refresh thread)."""
@@ -200,7 +204,10 @@ class RefreshWorker(ProcessBound):
                 handle = queue.popleft()
             if handle is None:
                 return
-            handle.run_one()
+            try:
+                handle.run_one()
+            except Exception:  # a broken job must not end the thread every manager shares
+                log.exception("a background refresh job failed")
 
 
 _worker: RefreshWorker | None = None
