@@ -111,6 +111,16 @@ def _draw_dashboard(app: Sphinx) -> None:
     dashboard.write(HERE / "_generated" / "dashboard.svg")
 
 
+def _draw_performance_chart(app: Sphinx) -> None:
+    """Draw performance.md's comparison chart from docs/performance.json (docs/perfchart.py)."""
+    sys.path.insert(0, str(HERE))
+    try:
+        import perfchart
+    finally:
+        sys.path.remove(str(HERE))
+    perfchart.write(HERE / "_generated" / "performance.svg")
+
+
 def _inline_svg(translator: HTML5Translator, node: graphviz) -> None:
     """Draw a graphviz node with `dot` and put the SVG itself in the page (not an <object>)."""
     try:
@@ -245,6 +255,7 @@ def setup(app: Sphinx) -> None:
     """Install the short-name resolver, draw the generated pictures, inline the diagrams."""
     app.connect("missing-reference", _resolve_by_short_name)
     app.connect("builder-inited", _draw_dashboard)
+    app.connect("builder-inited", _draw_performance_chart)
     app.add_node(graphviz, override=True, html=(_inline_svg, None))
     app.add_directive("public-names", PublicNames)
     app.add_directive("layers-diagram", LayersDiagram)

@@ -1,8 +1,8 @@
 """Connection pools: one per process and host, capped, fork-safe, loop-safe.
 
 The emulator runs in its own process, so that a fork of the test process copies no server
-thread; its tokens last an hour and its API rate limit is out of reach, so that thousands
-of charges are answered on a loaded machine.
+thread; its tokens last an hour and its rate limits are out of reach, so that thousands of
+charges (and a token for each of 1,000 managers) are answered on a loaded machine.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ import json, sys, time
 from eightyeightpay.plugins.sandbox import SandboxServer
 from eightyeightpay.plugins.sandbox.emulator import RateLimit, Sandbox
 limits = (RateLimit(10**9, 1.0),)
-server = SandboxServer(Sandbox(token_lifetime=3600, api_limits=limits), tls=True)
+sandbox = Sandbox(token_lifetime=3600, token_limits=limits, api_limits=limits)
+server = SandboxServer(sandbox, tls=True)
 server.start()
 print(json.dumps({"url": server.url, "ca_file": str(server.certificates.ca_file)}), flush=True)
 sys.stdin.read()
@@ -316,3 +317,39 @@ def test_a_kept_alive_stream_the_server_closed_is_replaced_before_sending() -> N
 
     assert asyncio.run(main()) == [200, 200, 200]
     assert connections == 3
+
+
+def test_a_thousand_managers_share_one_pool_and_one_watchdog(sandbox: dict[str, Any]) -> None:
+    body = {"flow": "PAYIN", "method_code": "PSE", "amount": 9, "currency": "COP", "country": "COL"}
+    managers = [
+        TokenManager(
+            DEFAULT_API_KEY,
+            DEFAULT_MERCHANT_ID,
+            base_url=sandbox["url"],
+            ca_bundle=sandbox["ca_file"],
+            store=MemoryStore(),  # a store each: 1,000 tokens, as for 1,000 merchants
+        )
+        for _ in range(1000)
+    ]
+    errors: list[BaseException] = []
+
+    def charges(group: list[TokenManager]) -> None:
+        try:
+            for manager in group:
+                assert manager.request("POST", "/api/transactions/charges", json=body).ok
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=charges, args=(managers[n::16],)) for n in range(16)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        assert errors == []
+        stats = process_pools()[sandbox["url"]]
+        assert stats.opened <= stats.cap == 10  # 2,000 exchanges on at most 10 connections
+        assert [t.name for t in threading.enumerate()].count(WATCHDOG_THREAD) == 1
+    finally:
+        for manager in managers:
+            manager.close()
