@@ -292,7 +292,8 @@ async def open_trio_token_manager(
 
     With ``api_key`` and ``merchant_id`` omitted, they come from the ``EIGHTY_EIGHT_PAY_*``
     variables (or ``environ``). Leaving the block cancels the refresh and closes
-    connections: nothing of the manager's keeps running.
+    connections: nothing of the manager's keeps running. An error raised in the block (or
+    by the manager's construction) leaves it as itself, not wrapped in an ``ExceptionGroup``.
     """
     import trio
 
@@ -301,11 +302,20 @@ async def open_trio_token_manager(
         api_key, merchant_id = config.api_key, config.merchant_id
         if config.base_url is not None:
             options.setdefault("base_url", config.base_url)
-    async with trio.open_nursery() as nursery:
-        runtime = registry().runtime("trio")(nursery)
-        manager = TrioTokenManager(api_key, merchant_id, _runtime=runtime, **options)
-        try:
-            yield manager
-        finally:
-            with trio.CancelScope(shield=True):
-                await manager.aclose()
+    try:
+        async with trio.open_nursery() as nursery:
+            runtime = registry().runtime("trio")(nursery)
+            manager = TrioTokenManager(api_key, merchant_id, _runtime=runtime, **options)
+            try:
+                yield manager
+            finally:
+                with trio.CancelScope(shield=True):
+                    await manager.aclose()
+    except BaseExceptionGroup as group:
+        # The manager's own tasks never raise (a flight's failure goes to its waiters), so a
+        # group of one holds what the block itself raised: give the caller that error, as
+        # asyncio's manager does, so that `except InvalidCredentials:` around the block works.
+        if len(group.exceptions) != 1:
+            raise
+        leaf = group.exceptions[0]
+        raise leaf from leaf.__cause__

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Self
 
 from eightyeightpay.credentials import CacheKey, Credentials
-from eightyeightpay.errors import NotPicklable
+from eightyeightpay.errors import ConfigurationError, NotPicklable
 from eightyeightpay.plugins.fleet import DEFAULT_STORE_DEADLINE, FleetStore, StoreHealth
 from eightyeightpay.plugins.memory import MemoryStore, Slot
 from eightyeightpay.plugins.registry import Registry, registry
@@ -71,6 +71,10 @@ class ManagerBase:
             allow_http_loopback=allow_http_loopback,
         )
         self.policy = policy or Policy()
+        if not timeout > 0:  # also refuses NaN
+            raise ConfigurationError(
+                f"timeout={timeout!r} must be a positive number of seconds (an API call's limit)."
+            )
         self.timeout = timeout
         plugins = registry()
         chosen = plugins.store(store)() if isinstance(store, str) else store
@@ -106,8 +110,8 @@ class ManagerBase:
         """Give back, without waiting on an event loop, what the manager holds (on GC)."""
 
     def __del__(self) -> None:
-        if getattr(self, "_closed", True):
-            return  # closed, or its constructor failed
+        if getattr(self, "_closed", True) or not hasattr(self, "_transport"):
+            return  # closed, or its constructor failed (the transport is built last)
         if sys.is_finalizing():
             return  # the process is ending: its threads and sockets end with it, unwaited
         self._mark_closed()

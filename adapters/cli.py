@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import signal
-import ssl
 import sys
 import threading
 import warnings
@@ -36,7 +35,7 @@ from eightyeightpay.errors import (
 
 from .config import BASE_URL_VARIABLE
 
-__all__ = ["EXIT_CODES", "build_parser", "ca_bundle_problem", "cli_message", "main"]
+__all__ = ["EXIT_CODES", "build_parser", "cli_message", "main"]
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -147,25 +146,6 @@ def _whole(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
-def ca_bundle_problem(path: str) -> str | None:
-    """Why ``path`` cannot be used as ``--ca-bundle`` (a PEM file of CA certificates), or None."""
-    from eightyeightpay.plugins.tls import tls_context
-
-    try:
-        tls_context(path)
-    except FileNotFoundError:
-        return f"{path} does not exist"
-    except IsADirectoryError:
-        return f"{path} is a directory, not a PEM file"
-    except PermissionError:
-        return f"{path} cannot be read (permission denied)"
-    except ssl.SSLError:
-        return f"{path} holds no PEM CA certificate"
-    except OSError as error:
-        return f"{path} cannot be read ({error.strerror or type(error).__name__})"
-    return None
-
-
 CA_BUNDLE_FIX = (
     "give --ca-bundle a PEM file of CA certificates (-----BEGIN CERTIFICATE-----), or leave "
     "it out to trust the system's CAs (or SSL_CERT_FILE)"
@@ -173,6 +153,8 @@ CA_BUNDLE_FIX = (
 
 
 def _ca_bundle(path: str) -> str:
+    from eightyeightpay.plugins.tls import ca_bundle_problem  # TLS loads only when asked
+
     problem = ca_bundle_problem(path)
     if problem is not None:
         raise argparse.ArgumentTypeError(f"{problem}; {CA_BUNDLE_FIX}")
@@ -271,7 +253,12 @@ def _cmd_request(args: argparse.Namespace) -> int:
         _say(json.dumps({"status": response.status, "body": response.json}))
     else:
         _say(f"HTTP {response.status}")
-        _say(json.dumps(response.data, indent=2) if response.data is not None else "")
+        # The envelope's data; for an error answer (no data) the whole envelope or raw body.
+        shown = response.data if response.data is not None else response.json
+        if shown is not None:
+            _say(json.dumps(shown, indent=2))
+        else:
+            _say(response.body.decode("utf-8", "replace"))
     if response.ok:
         return EXIT_OK
     said = f": {' '.join(response.message.split())}" if response.message else ""
@@ -449,6 +436,12 @@ def _add_connection_flags(command: argparse.ArgumentParser, *, check_bundle: boo
     )
 
 
+def _version() -> str:
+    from eightyeightpay import __version__
+
+    return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``eightyeightpay`` command."""
     parser = _Parser(
@@ -462,6 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
         "token, request and doctor.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG to stderr")
+    parser.add_argument("--version", action="version", version=f"eightyeightpay {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(name: str, summary: str, description: str) -> argparse.ArgumentParser:

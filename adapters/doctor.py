@@ -30,9 +30,9 @@ from eightyeightpay.errors import (
     TLSError,
 )
 from eightyeightpay.plugins.memory import MemoryStore
-from eightyeightpay.plugins.tls import tls_context, tls_failure
+from eightyeightpay.plugins.tls import ca_bundle_problem, tls_context, tls_failure
 
-from .cli import CA_BUNDLE_FIX, ca_bundle_problem, cli_message
+from .cli import CA_BUNDLE_FIX, cli_message
 from .config import API_KEY_VARIABLE, BASE_URL_VARIABLE, MERCHANT_ID_VARIABLE
 from .sync import TokenManager
 

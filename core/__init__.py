@@ -249,10 +249,33 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'eightyeightpay' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    try:
+        value = getattr(importlib.import_module(module), name)
+    except ModuleNotFoundError as missing:
+        extra = _EXTRAS.get((missing.name or "").split(".")[0])
+        if extra is None:
+            raise
+        raise ModuleNotFoundError(
+            f"eightyeightpay.{name} needs the {missing.name!r} package: "
+            f"pip install 'eightyeightpay[{extra}]'",
+            name=missing.name,
+        ) from None
     globals()[name] = value  # later lookups skip this hook
     return value
 
 
+_EXTRAS = {
+    "httpx": "httpx",
+    "requests": "requests",
+    "trio": "trio",
+    "redis": "redis",
+    "pymemcache": "memcached",
+    "cryptography": "sandbox",
+    "opentelemetry": "otel",
+}
+"""The extra that installs each optional package a lazy name may need."""
+
+
 def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+    # The public names only: the submodules and helpers in globals() are the layout, not API.
+    return sorted({*__all__, "__version__"})

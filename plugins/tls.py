@@ -7,12 +7,15 @@ import ssl
 
 import attrs
 
+from eightyeightpay.errors import ConfigurationError
+
 __all__ = [
     "DEFAULT_MAX_CONNECTIONS",
     "IDLE_REUSE_SECONDS",
     "MAX_BODY_BYTES",
     "PoolStats",
     "TrustKey",
+    "ca_bundle_problem",
     "shared_tls_context",
     "tls_context",
     "tls_failure",
@@ -80,8 +83,40 @@ than that, and callers beyond the cap queue inside their deadline instead of ope
 
 
 def trust_key(ca_bundle: str | None) -> TrustKey:
-    """The trust settings in force now; connections are pooled only with the same ones."""
-    return (ca_bundle, os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+    """The trust settings in force now; connections are pooled only with the same ones.
+
+    A ``ca_bundle`` is loaded here, when the transport is built, so that a path that does
+    not exist or is not a PEM file of CA certificates is a
+    :class:`~eightyeightpay.errors.ConfigurationError` at once, never a transport error at
+    the first request.
+    """
+    key = (ca_bundle, os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+    if ca_bundle is not None and key not in _contexts:
+        problem = ca_bundle_problem(ca_bundle)
+        if problem is not None:
+            raise ConfigurationError(
+                f"ca_bundle={ca_bundle!r} cannot be used: {problem}. Give ca_bundle= a PEM "
+                "file of CA certificates (-----BEGIN CERTIFICATE-----), or leave it out to "
+                "trust the system's CAs (or SSL_CERT_FILE)."
+            )
+    return key
+
+
+def ca_bundle_problem(path: str) -> str | None:
+    """Why ``path`` cannot be used as a CA bundle (a PEM file of CA certificates), or None."""
+    try:
+        shared_tls_context((path, os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")))
+    except FileNotFoundError:
+        return f"{path} does not exist"
+    except IsADirectoryError:
+        return f"{path} is a directory, not a PEM file"
+    except PermissionError:
+        return f"{path} cannot be read (permission denied)"
+    except ssl.SSLError:
+        return f"{path} holds no PEM CA certificate"
+    except OSError as error:
+        return f"{path} cannot be read ({error.strerror or type(error).__name__})"
+    return None
 
 
 @attrs.frozen

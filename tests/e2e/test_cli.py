@@ -113,3 +113,18 @@ def test_sandbox_command_serves_and_prints_how_to_use_it() -> None:
         }
         assert run("token", env=env).returncode == 0
     assert not os.path.exists(info["ca_file"])  # the throw-away CA is removed on exit
+
+
+def test_request_shows_the_error_answer_without_json(env_for: dict[str, str]) -> None:
+    charge = '{"flow":"PAYIN","method_code":"PSE","amount":0,"currency":"COP","country":"COL"}'
+    result = run("request", "POST", "/api/transactions/charges", "--data", charge, env=env_for)
+    assert result.returncode == 1
+    status, _, body = result.stdout.partition("\n")
+    assert status == "HTTP 422"
+    assert json.loads(body)["status"] == "Error"  # the envelope, shown all the same
+    assert "the answer is on stdout" in result.stderr
+
+
+def test_version() -> None:
+    result = run("--version")
+    assert result.returncode == 0 and result.stdout.startswith("eightyeightpay ")

@@ -1,0 +1,92 @@
+"""Mistakes a new user makes in Python, each refused at once with a typed error that says why."""
+
+from __future__ import annotations
+
+import pathlib
+import subprocess
+import sys
+
+import pytest
+import trio
+
+import eightyeightpay
+from eightyeightpay import (
+    DEFAULT_API_KEY,
+    DEFAULT_MERCHANT_ID,
+    AsyncTokenManager,
+    ConfigurationError,
+    InvalidCredentials,
+    MalformedCredentials,
+    SandboxServer,
+    TokenManager,
+    open_trio_token_manager,
+)
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory", "not pem"])
+def test_an_unusable_ca_bundle_is_refused_when_the_manager_is_built(
+    kind: str, tmp_path: pathlib.Path
+) -> None:
+    bundle = {
+        "missing": tmp_path / "nowhere.pem",
+        "directory": tmp_path,
+        "not pem": tmp_path / "notes.txt",
+    }[kind]
+    if kind == "not pem":
+        bundle.write_text("not a certificate\n")
+    for build in (TokenManager, AsyncTokenManager):
+        with pytest.raises(ConfigurationError, match=r"ca_bundle=.*cannot be used") as caught:
+            build(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, ca_bundle=str(bundle))
+        assert DEFAULT_API_KEY not in str(caught.value)
+
+
+@pytest.mark.parametrize("timeout", [0, -1, float("nan")])
+def test_a_timeout_that_is_not_positive_is_refused(timeout: float) -> None:
+    with pytest.raises(ConfigurationError, match="positive number of seconds"):
+        TokenManager(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, timeout=timeout)
+
+
+def test_errors_leave_the_trio_manager_as_themselves_not_in_a_group() -> None:
+    async def malformed() -> None:
+        async with open_trio_token_manager("hello", DEFAULT_MERCHANT_ID):
+            pass
+
+    with pytest.raises(MalformedCredentials):
+        trio.run(malformed)
+
+    with SandboxServer(tls=True) as server:
+        assert server.certificates is not None
+        ca_file = str(server.certificates.ca_file)
+
+        async def wrong_key() -> None:
+            async with open_trio_token_manager(
+                "sk_test_wrongwrongwrong1",
+                DEFAULT_MERCHANT_ID,
+                base_url=server.url,
+                ca_bundle=ca_file,
+                store=eightyeightpay.MemoryStore(),
+            ) as manager:
+                await manager.get_token()
+
+        with pytest.raises(InvalidCredentials):
+            trio.run(wrong_key)
+
+
+def test_dir_shows_the_public_names_only() -> None:
+    shown = dir(eightyeightpay)
+    assert set(shown) == {*eightyeightpay.__all__, "__version__"}
+    assert "importlib" not in shown and "machine" not in shown
+
+
+def test_a_missing_optional_package_names_the_extra_to_install() -> None:
+    probe = (
+        "import sys; sys.modules['httpx'] = None\n"
+        "try:\n"
+        "    from eightyeightpay import EightyEightPayAuth\n"
+        "except ModuleNotFoundError as error:\n"
+        "    print(error)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    assert "pip install 'eightyeightpay[httpx]'" in out
