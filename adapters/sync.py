@@ -111,17 +111,37 @@ class ManualBackground:
 
 
 class _Waiter:
-    """A thread waiting for one flight to settle."""
+    """The threads of one manager waiting for one flight: one condition, one listener.
 
-    __slots__ = ("event", "settled")
+    The first thread to wait for a flight registers this with the slot; the others wait on
+    the same condition, and the flight's end wakes them all with one ``notify_all``.
+    """
 
-    def __init__(self) -> None:
-        self.event = threading.Event()
+    __slots__ = ("_key", "_waiters", "condition", "settled", "waiting")
+
+    def __init__(self, waiters: dict[int, _Waiter], key: int) -> None:
+        self.condition = threading.Condition(threading.Lock())
         self.settled: Settled | None = None
+        self.waiting = 0
+        """Threads waiting now."""
+        self._waiters, self._key = waiters, key
 
     def __call__(self, settled: Settled) -> None:
-        self.settled = settled
-        self.event.set()
+        self._waiters.pop(self._key, None)
+        with self.condition:
+            self.settled = settled
+            self.condition.notify_all()
+
+    def wait(self, timeout: float) -> Settled | None:
+        """The flight's outcome, or None after ``timeout`` seconds."""
+        with self.condition:
+            if self.settled is None:
+                self.waiting += 1
+                try:
+                    self.condition.wait(timeout)
+                finally:
+                    self.waiting -= 1
+            return self.settled
 
 
 class TokenManager(ManagerBase, EnvConstructible):
@@ -170,6 +190,7 @@ class TokenManager(ManagerBase, EnvConstructible):
         self._owns_transport = transport is None
         self._sleep = sleep
         self._background = background or ThreadBackground()
+        self._waiters: dict[int, _Waiter] = {}  # by flight number; added under the slot's lock
 
     # ------------------------------------------------------------------ tokens
 
@@ -192,7 +213,7 @@ class TokenManager(ManagerBase, EnvConstructible):
         while True:
             if self._closed:
                 raise ManagerClosed()
-            waiter = _Waiter()
+            waiter: _Waiter | None = None
             queued: Callable[[], Settled] | None = None
             with slot.lock:
                 now = self._clock()
@@ -203,7 +224,11 @@ class TokenManager(ManagerBase, EnvConstructible):
                 elif isinstance(decision, Wait):
                     queued = slot.claim(decision.flight)
                     if queued is None:
-                        slot.listen(decision.flight, waiter)
+                        number = decision.flight.number
+                        waiter = self._waiters.get(number)
+                        if waiter is None:
+                            waiter = self._waiters[number] = _Waiter(self._waiters, number)
+                            slot.listen(decision.flight, waiter)
             match decision:
                 case Serve(token):
                     return token
@@ -219,16 +244,15 @@ class TokenManager(ManagerBase, EnvConstructible):
                 case Wait() if queued is not None:  # a refresh no thread has started: run it here
                     settled = queued()
                 case Wait(flight, until):
-                    if not waiter.event.wait(max(0.0, until - now)):
-                        with slot.lock:
-                            slot.unlisten(flight, waiter)
+                    assert waiter is not None
+                    outcome = waiter.wait(max(0.0, until - now))
+                    if outcome is None:  # the listener stays, for the flight's other waiters
                         raise RequestTimeout(
                             self.credentials.host,
                             self.policy.request_timeout,
                             may_have_been_sent=True,
                         )
-                    assert waiter.settled is not None
-                    settled = waiter.settled
+                    settled = outcome
                 case Unavailable(error, retry_at):
                     if retry_at > give_up_at:
                         raise error

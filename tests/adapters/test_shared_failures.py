@@ -69,11 +69,11 @@ class HeldTransport(SandboxTransport):
 
     def send(self, request: HttpRequest, *, timeout: float) -> HttpResponse:
         assert self.manager is not None
-        slot = self.manager._slot
+        manager = self.manager
         give_up = time.monotonic() + 60  # a bound for a broken test, not a timing assertion
         while time.monotonic() < give_up:
-            with slot.lock:
-                waiting = sum(len(listeners) for listeners in slot._listeners.values())
+            with manager._slot.lock:  # threads waiting for the flight, on its one condition
+                waiting = sum(waiter.waiting for waiter in manager._waiters.values())
             if waiting == CALLERS - 1:
                 break
             time.sleep(0.005)

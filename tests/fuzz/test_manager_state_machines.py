@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import threading
 from typing import Any
 
 from hypothesis import settings
@@ -24,6 +23,7 @@ from eightyeightpay.adapters import sync
 from eightyeightpay.adapters.async_manager import AsyncTokenManager
 from eightyeightpay.adapters.sync import ManualBackground, TokenManager
 from eightyeightpay.http import HttpRequest, HttpResponse
+from eightyeightpay.machine import Settled
 from eightyeightpay.plugins.fleet import FleetStore
 from eightyeightpay.plugins.memory import MemoryStore
 from eightyeightpay.plugins.sandbox import (
@@ -108,20 +108,12 @@ class SimFleetStore(FleetStore):
         return self.store
 
 
-class NeverBlocks(threading.Event):
-    """An event a single-threaded run must never block on: nothing else could set it."""
-
-    def wait(self, timeout: float | None = None) -> bool:
-        assert self.is_set(), "a caller blocked, but no other thread exists to wake it"
-        return True
-
-
 class SingleThreadedWaiter(sync._Waiter):
     """The threaded manager's waiter, failing the run instead of blocking it."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.event = NeverBlocks()
+    def wait(self, timeout: float) -> Settled | None:
+        assert self.settled is not None, "a caller blocked, but no other thread exists to wake it"
+        return self.settled
 
 
 class ThreadedManagerRules(RuleBasedStateMachine):
