@@ -353,3 +353,52 @@ def test_a_thousand_managers_share_one_pool_and_one_watchdog(sandbox: dict[str, 
     finally:
         for manager in managers:
             manager.close()
+
+
+async def _charge_and_count(
+    transport: AsyncHttp11Transport,
+    url: str,
+    token: Token,
+    amount: int,
+    seen: list[tuple[int, int]],
+) -> None:
+    answered = await acharged(transport, url, token, amount)
+    (stats,) = transport.pool_stats().values()
+    seen.append((answered, stats.opened))
+
+
+def test_after_a_fork_an_async_child_opens_its_own_connection_and_the_parent_keeps_its_own(
+    sandbox: dict[str, Any], token: Token
+) -> None:
+    url = sandbox["url"]
+
+    async def parent() -> tuple[int, int]:
+        transport = AsyncHttp11Transport(AsyncioRuntime(), ca_bundle=sandbox["ca_file"])
+        crossed = 0
+        try:
+            assert await acharged(transport, url, token, 1) == 1  # a pooled stream
+            for round_ in range(100):
+                mine, theirs = 2 * round_ + 3, 2 * round_ + 4
+                pid = os.fork()
+                if pid == 0:  # the child: a loop of its own, in a thread of its own
+                    status = 1
+                    try:
+                        seen: list[tuple[int, int]] = []
+                        child = _charge_and_count(transport, url, token, theirs, seen)
+                        runner = threading.Thread(target=asyncio.run, args=(child,))
+                        runner.start()
+                        runner.join(30)
+                        status = 0 if seen == [(theirs, 1)] else 2
+                    finally:
+                        os._exit(status)
+                answered = await acharged(transport, url, token, mine)
+                _, status = os.waitpid(pid, 0)
+                crossed += answered != mine or os.waitstatus_to_exitcode(status) != 0
+            (stats,) = transport.pool_stats().values()
+            return crossed, stats.opened
+        finally:
+            await transport.aclose()
+
+    crossed, opened = asyncio.run(parent())
+    assert crossed == 0
+    assert opened == 1  # the parent's stream survived every child
