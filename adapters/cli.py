@@ -7,24 +7,40 @@ Every mistake ends in one line ``error: ...`` on stderr that names the command's
 
 from __future__ import annotations
 
-import argparse
-import errno
-import io
-import json
-import logging
 import os
 import signal
 import sys
-import threading
-import warnings
-from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
 
-import attrs
 
-from eightyeightpay.api import check_call
-from eightyeightpay.credentials import _is_loopback
-from eightyeightpay.errors import (
+def _interrupted_while_loading(_signum: int, _frame: object) -> None:
+    os._exit(130)  # nothing is printed and nothing is begun yet: leave at once, quietly
+
+
+# Ctrl-C while the rest of this module loads (and until main() is running) ends the command
+# with 130 and no traceback. Only in the console script (argv[0] is the command), and only
+# where SIGINT is at Python's default: an ignored SIGINT stays ignored, and a program that
+# imports this module keeps its own handling.
+if os.path.basename(sys.argv[0] if sys.argv else "") == "eightyeightpay":
+    try:
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, _interrupted_while_loading)
+    except ValueError:  # imported in a thread other than the main one
+        pass
+
+import argparse  # noqa: E402 - after the handler above, which must come first
+import contextlib  # noqa: E402
+import errno  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import threading  # noqa: E402
+import warnings  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
+from typing import Any, NoReturn  # noqa: E402
+
+from eightyeightpay.api import check_call  # noqa: E402
+from eightyeightpay.credentials import _is_loopback  # noqa: E402
+from eightyeightpay.errors import (  # noqa: E402
     ConfigurationError,
     EightyEightPayError,
     InsecureTransport,
@@ -33,7 +49,7 @@ from eightyeightpay.errors import (
     TLSError,
 )
 
-from .config import BASE_URL_VARIABLE
+from .config import BASE_URL_VARIABLE  # noqa: E402
 
 __all__ = ["EXIT_CODES", "build_parser", "cli_message", "main"]
 
@@ -41,14 +57,24 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_CLOSED_PIPE = 141
 
 EXIT_CODES = {
     EXIT_OK: "success",
     EXIT_ERROR: "an error reported by the library, 88Pay or this machine",
     EXIT_USAGE: "the command line is wrong",
     EXIT_INTERRUPTED: "interrupted",
+    EXIT_CLOSED_PIPE: "the reader of the output went away",
 }
 """Exit code -> when the command exits with it."""
+
+
+class _OutputFailed(Exception):
+    """Writing to stdout or stderr failed (a closed pipe, a full disk); carries the OSError."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(error)
+        self.error = error
 
 
 class CommandError(Exception):
@@ -109,7 +135,18 @@ def _say(text: str = "", *, err: bool = False) -> None:
         text = text.replace(_ELLIPSIS, "...").encode(encoding, "backslashreplace").decode(encoding)
     except LookupError:
         pass
-    print(text, file=stream)
+    try:
+        print(text, file=stream)
+    except OSError as error:
+        raise _OutputFailed(error) from None
+
+
+def _flush() -> None:
+    """Send what was printed so far on its way (a row a user watches, a line a script waits for)."""
+    try:
+        sys.stdout.flush()
+    except OSError as error:
+        raise _OutputFailed(error) from None
 
 
 def _survive_any_encoding() -> None:
@@ -228,21 +265,39 @@ def _manager_from_env(args: argparse.Namespace) -> Any:
 def _cmd_token(args: argparse.Namespace) -> int:
     with _manager_from_env(args) as manager:
         token = manager.get_token()
-        remaining = token.remaining(manager.clock())
-        record = {
-            "merchant_id": token.merchant_id,
-            "fingerprint": token.fingerprint,
-            "expires_in": round(remaining, 1),
-            "session_id": token.session_id if args.reveal else f"{token.session_id[:5]}{_ELLIPSIS}",
-            "access_token": token.access_token
-            if args.reveal
-            else f"{_ELLIPSIS}{token.fingerprint}",
-        }
+        now = manager.clock()
         stats = manager.stats()
+    # Two instants of one token, read at one time: when 88Pay's token expires, and until when
+    # this library hands it out (a safety margin before expiry; stats' "token N s left").
+    expires_in = round(token.remaining(now), 1)
+    usable_for = round(max(0.0, token.usable_until - now), 1)
+    record = {
+        "merchant_id": token.merchant_id,
+        "fingerprint": token.fingerprint,
+        "expires_in": expires_in,
+        "usable_for": usable_for,
+        "session_id": token.session_id if args.reveal else f"{token.session_id[:5]}{_ELLIPSIS}",
+        "access_token": token.access_token if args.reveal else f"{_ELLIPSIS}{token.fingerprint}",
+    }
     if args.json:
         _say(json.dumps({**record, "stats": stats.as_dict()}))
     else:
-        _print_table([*record.items(), ("stats", stats.summary())])
+        margin = expires_in - usable_for
+        _print_table(
+            [
+                ("merchant_id", token.merchant_id),
+                ("fingerprint", token.fingerprint),
+                ("expires_in", f"{expires_in:.0f} s: when 88Pay's token expires"),
+                (
+                    "usable_for",
+                    f"{usable_for:.0f} s: handed out until {margin:.0f} s before it expires, "
+                    "then renewed (the stats line's 'token ... s left')",
+                ),
+                ("session_id", record["session_id"]),
+                ("access_token", record["access_token"]),
+                ("stats", stats.summary()),
+            ]
+        )
     return EXIT_OK
 
 
@@ -282,23 +337,29 @@ def _cmd_request(args: argparse.Namespace) -> int:
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
-    from eightyeightpay.adapters.doctor import run_doctor
+    from eightyeightpay.adapters.doctor import CHECKLIST, Check, run_doctor
+
+    marks = {"ok": "ok  ", "fail": "FAIL", "skipped": "--  "}
+    width = max(len(name) for name in CHECKLIST)
+
+    def show(check: Check) -> None:
+        # Each row as its check ends: a user sees progress, and Ctrl-C keeps what is shown.
+        _say(f"  {marks[check.status]} {check.name.ljust(width)}  {check.detail}")
+        if check.fix:
+            _say(f"       {' ' * width}  fix: {check.fix}")
+        _flush()
 
     checks = run_doctor(
         os.environ,
         full=args.full,
         ca_bundle=args.ca_bundle,
         allow_http_loopback=args.allow_http_loopback,
+        on_check=None if args.json else show,
     )
     if args.json:
+        import attrs
+
         _say(json.dumps([attrs.asdict(check) for check in checks]))
-    else:
-        marks = {"ok": "ok  ", "fail": "FAIL", "skipped": "--  "}
-        width = max(len(check.name) for check in checks)
-        for check in checks:
-            _say(f"  {marks[check.status]} {check.name.ljust(width)}  {check.detail}")
-            if check.fix:
-                _say(f"       {' ' * width}  fix: {check.fix}")
     return EXIT_OK if all(check.ok for check in checks) else EXIT_ERROR
 
 
@@ -371,7 +432,7 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
                 _say(f"  export SSL_CERT_FILE={server.certificates.ca_file}")
             else:
                 _say("  (plain HTTP: pass --allow-http-loopback to `token` and `request`)")
-        sys.stdout.flush()
+        _flush()
         # SIGTERM (a service manager, a test) stops it cleanly with 0; Ctrl-C raises
         # KeyboardInterrupt, which main() turns into 130.
         stop = threading.Event()
@@ -392,6 +453,11 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from eightyeightpay.adapters.demo import run_demo
 
+    # A task trio created but never started (Ctrl-C cancelled its nursery first) warns when
+    # it is dropped, which can be before main() knows of the Ctrl-C: not worth a warning.
+    warnings.filterwarnings(
+        "ignore", "coroutine .* was never awaited", RuntimeWarning, module=r"trio\."
+    )
     return run_demo(threads=args.threads, tasks=args.tasks, say=_say)
 
 
@@ -454,12 +520,19 @@ def build_parser() -> argparse.ArgumentParser:
         "EIGHTY_EIGHT_PAY_MERCHANT_ID and (optionally) EIGHTY_EIGHT_PAY_BASE_URL configure "
         "token, request and doctor.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG to stderr")
+    verbose_help = "log at DEBUG to stderr (secrets are never logged)"
+    parser.add_argument("-v", "--verbose", action="store_true", help=verbose_help)
     parser.add_argument("--version", action="version", version=f"eightyeightpay {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(name: str, summary: str, description: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=summary, description=f"{summary}. {description}")
+        made = sub.add_parser(name, help=summary, description=f"{summary}. {description}")
+        # -v also after the command; SUPPRESS keeps a -v given before it
+        made.add_argument(
+            "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=verbose_help
+        )
+        made.set_defaults(command_parser=made)
+        return made
 
     token = command(
         "token",
@@ -552,28 +625,52 @@ def _silence_stdout() -> None:
         pass
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code of :data:`EXIT_CODES` (never raises it)."""
-    _survive_any_encoding()
-    try:
-        code = _run(argv)
-        sys.stdout.flush()
-    except OSError as error:
-        # Every other OSError (files, sockets) is handled where it happens; what is left is
-        # the output itself: a full disk, a closed pipe.
-        _silence_stdout()
+def _output_failed(error: OSError) -> int:
+    _silence_stdout()
+    if isinstance(error, BrokenPipeError):
+        # The reader went away (`| head -1`): what it wanted it has; end quietly, as a
+        # command killed by SIGPIPE would (128 + 13).
+        return EXIT_CLOSED_PIPE
+    with contextlib.suppress(_OutputFailed):
         _say(
             f"error: could not write the output ({error.strerror or type(error).__name__}); "
             "send it to a writable file or pipe",
             err=True,
         )
-        return EXIT_ERROR
+    return EXIT_ERROR
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code of :data:`EXIT_CODES` (never raises it)."""
+    try:
+        if signal.getsignal(signal.SIGINT) is _interrupted_while_loading:
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C: 130 from here on
+        _survive_any_encoding()
+        code = _run(argv)
+        _flush()
+    except _OutputFailed as failed:
+        return _output_failed(failed.error)
+    except KeyboardInterrupt:
+        return _interrupted()
+    except BaseExceptionGroup as group:  # inside a trio nursery (the demo)
+        lost = group.subgroup(lambda error: isinstance(error, _OutputFailed))
+        if lost is None:
+            raise
+        first: BaseException = lost
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        assert isinstance(first, _OutputFailed)
+        return _output_failed(first.error)
     return code
 
 
 def _run(argv: Sequence[str] | None) -> int:
+    parser = build_parser()
     try:
-        args = build_parser().parse_args(argv)
+        args, leftovers = parser.parse_known_args(argv)
+        if leftovers:  # told by the command's own parser: its usage line, its --help
+            command: argparse.ArgumentParser = getattr(args, "command_parser", parser)
+            command.error(f"unrecognized arguments: {' '.join(leftovers)}")
     except SystemExit as done:  # --help, or a usage mistake already told
         return done.code if isinstance(done.code, int) else EXIT_USAGE
     if args.verbose:

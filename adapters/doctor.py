@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit
 
 import attrs
@@ -36,7 +36,7 @@ from .cli import CA_BUNDLE_FIX, cli_message
 from .config import API_KEY_VARIABLE, BASE_URL_VARIABLE, MERCHANT_ID_VARIABLE
 from .sync import TokenManager
 
-__all__ = ["Check", "run_doctor"]
+__all__ = ["CHECKLIST", "Check", "run_doctor"]
 
 
 @attrs.frozen
@@ -61,14 +61,17 @@ class Check:
 class _Report:
     """The checklist: every name reported once, in order; finish() marks the rest not run."""
 
-    def __init__(self, names: tuple[str, ...]) -> None:
+    def __init__(self, names: tuple[str, ...], on_check: Callable[[Check], None] | None) -> None:
         self.names = names
         self.checks: list[Check] = []
         self.blocked = False
+        self.on_check = on_check
 
     def _add(self, check: Check) -> None:
         assert check.name in self.names and check.name not in {c.name for c in self.checks}
         self.checks.append(check)
+        if self.on_check is not None:
+            self.on_check(check)
 
     def ok(self, name: str, detail: str) -> None:
         self._add(Check(name, "ok", detail))
@@ -81,7 +84,7 @@ class _Report:
         done = {check.name for check in self.checks}
         for name in self.names:
             if name not in done:
-                self.checks.append(Check(name, "skipped", "not run: an earlier check failed"))
+                self._add(Check(name, "skipped", "not run: an earlier check failed"))
         return self.checks
 
 
@@ -94,6 +97,8 @@ OFFLINE = (
 )
 ONLINE = ("host reachable", "TLS valid", "token obtained", "second call cached")
 RENEWAL = "token renewed"
+CHECKLIST = (*OFFLINE, *ONLINE, RENEWAL)
+"""The name of every check, in order (``token renewed`` is run only with ``full``)."""
 
 
 def run_doctor(
@@ -103,15 +108,18 @@ def run_doctor(
     ca_bundle: str | None = None,
     allow_http_loopback: bool = False,
     timeout: float = 10.0,
+    on_check: Callable[[Check], None] | None = None,
 ) -> list[Check]:
     """Run the checks against ``environ`` (normally ``os.environ``); every check, in order.
 
     The list always holds each check of the checklist once (``token renewed`` only with
     ``full``); those after a failure that depend on it are ``"skipped"``. ``timeout`` is in
-    seconds, for the TCP connection and the TLS handshake. Raises nothing for a bad setup:
-    that is what the checks report.
+    seconds, for the TCP connection and the TLS handshake. ``on_check``, when given, is
+    called with each check as soon as it has its verdict, in the list's order (the
+    command line prints each row then: ``token renewed`` alone waits about 50 s). Raises
+    nothing for a bad setup: that is what the checks report.
     """
-    report = _Report(OFFLINE + ONLINE + ((RENEWAL,) if full else ()))
+    report = _Report(OFFLINE + ONLINE + ((RENEWAL,) if full else ()), on_check)
     raw_key = environ.get(API_KEY_VARIABLE)
     raw_merchant = environ.get(MERCHANT_ID_VARIABLE)
     raw_url = environ.get(BASE_URL_VARIABLE)

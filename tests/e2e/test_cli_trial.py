@@ -1,0 +1,242 @@
+"""What a new user met trying the command line from docs/cli.md alone, each run as they ran it.
+
+Every test runs the installed ``eightyeightpay`` console script in a subprocess, bounded in
+time, and checks that no secret reaches its output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import select
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from eightyeightpay.plugins.sandbox import DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, SandboxServer
+from tests.e2e.test_cli import run
+from tests.servers import CLI, with_ctrl_c
+
+EXIT_INTERRUPTED = 130
+EXIT_CLOSED_PIPE = 141
+"""As docs/cli.md's exit-code table says (tests/e2e/test_cli_mistakes.py keeps it and the code equal)."""
+
+
+@pytest.fixture(scope="module")
+def http_env() -> Iterator[dict[str, str]]:
+    """The variables of a plain-HTTP loopback emulator (commands take --allow-http-loopback)."""
+    with SandboxServer() as server:
+        yield {
+            **os.environ,
+            "EIGHTY_EIGHT_PAY_API_KEY": DEFAULT_API_KEY,
+            "EIGHTY_EIGHT_PAY_MERCHANT_ID": DEFAULT_MERCHANT_ID,
+            "EIGHTY_EIGHT_PAY_BASE_URL": server.url,
+        }
+
+
+def _no_secret(text: str) -> None:
+    assert DEFAULT_API_KEY not in text and "eyJ" not in text
+
+
+def _read_line(stream: int, pending: bytearray, deadline: float) -> str | None:
+    """The next line from the pipe ``stream`` by ``deadline`` (monotonic), or None at its end."""
+    while b"\n" not in pending:
+        left = deadline - time.monotonic()
+        assert left > 0, f"no line within the time allowed; so far: {bytes(pending)!r}"
+        ready, _, _ = select.select([stream], [], [], left)
+        if ready:
+            chunk = os.read(stream, 4096)
+            if not chunk:
+                return None
+            pending += chunk
+    line, _, rest = bytes(pending).partition(b"\n")
+    pending[:] = rest
+    return line.decode()
+
+
+# --------------------------------------------------------------------------- doctor --full
+
+
+def test_doctor_prints_each_row_as_it_ends_and_ctrl_c_keeps_them(
+    http_env: dict[str, str],
+) -> None:
+    # --full waits ~50 s for the renewal; the rows before it must show at once, not then.
+    # No PYTHONUNBUFFERED: stdout is a pipe, block-buffered unless the command flushes.
+    env = {name: value for name, value in http_env.items() if name != "PYTHONUNBUFFERED"}
+    with subprocess.Popen(
+        with_ctrl_c([CLI, "doctor", "--full", "--allow-http-loopback"]),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    ) as process:
+        assert process.stdout is not None
+        try:
+            pending = bytearray()
+            rows: list[str] = []
+            deadline = time.monotonic() + 30
+            while not rows or "second call cached" not in rows[-1]:
+                line = _read_line(process.stdout.fileno(), pending, deadline)
+                assert line is not None, rows
+                rows.append(line)
+            assert process.poll() is None  # still waiting for the renewal
+            process.send_signal(signal.SIGINT)
+            rest, stderr = process.communicate(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    assert process.returncode == EXIT_INTERRUPTED, stderr
+    assert stderr == b"", stderr
+    assert rest == b""  # the renewal never got its row
+    shown = [row.split(maxsplit=1) for row in rows]
+    assert [mark for mark, _ in shown] == ["ok"] * 9
+    assert shown[0][1].startswith("variables loaded") and "token renewed" not in "".join(rows)
+    _no_secret("\n".join(rows))
+
+
+# --------------------------------------------------------------------------- closed pipe
+
+
+def _into_closed_pipe(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run the command with its stdout a pipe whose reader has gone (as `| head -1` leaves it)."""
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        return subprocess.run(
+            [CLI, *args],
+            stdout=writer,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            env=env,
+            check=False,
+        )
+    finally:
+        os.close(writer)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("demo", "--threads", "4", "--tasks", "50"),
+        ("doctor", "--allow-http-loopback"),
+        ("doctor", "--json", "--allow-http-loopback"),
+        ("token", "--allow-http-loopback"),
+    ],
+    ids=["demo", "doctor", "doctor-json", "token"],
+)
+def test_a_closed_pipe_ends_the_command_quietly(
+    args: tuple[str, ...], http_env: dict[str, str]
+) -> None:
+    result = _into_closed_pipe(*args, env=http_env)
+    assert result.returncode == EXIT_CLOSED_PIPE, result.stderr
+    assert result.stderr == ""  # no "error: ...", no "Exception ignored", no traceback
+
+
+def test_head_takes_the_first_line_and_the_pipeline_ends_quietly(
+    http_env: dict[str, str],
+) -> None:
+    shell = subprocess.run(
+        ["bash", "-c", f'"{CLI}" demo --threads 4 --tasks 50 | head -1; echo "${{PIPESTATUS[0]}}"'],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=http_env,
+        check=False,
+    )
+    first, status = shell.stdout.splitlines()
+    assert first.startswith("eightyeightpay demo:")
+    assert status in ("0", "141")  # 0 when the demo finished before head closed the pipe
+    assert shell.stderr == ""
+
+
+# --------------------------------------------------------------------------- token
+
+
+def test_token_names_its_two_times_and_they_agree_with_its_stats(
+    http_env: dict[str, str],
+) -> None:
+    result = run("token", "--allow-http-loopback", env=http_env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    rows = dict(line.split(maxsplit=1) for line in result.stdout.splitlines())
+    expires = re.fullmatch(r"(\d+) s: when 88Pay's token expires", rows["expires_in"])
+    usable = re.fullmatch(
+        r"(\d+) s: handed out until (\d+) s before it expires, then renewed .*",
+        rows["usable_for"],
+    )
+    assert expires and usable, result.stdout
+    left = re.search(r"token (\d+) s left", rows["stats"])
+    assert left, rows["stats"]
+    assert usable.group(1) == left.group(1)  # one "left" number: the stats line's is usable_for
+    assert int(expires.group(1)) - int(usable.group(1)) == int(usable.group(2))
+    assert int(usable.group(1)) < int(expires.group(1)) <= 60
+    _no_secret(result.stdout + result.stderr)
+
+    record = json.loads(run("token", "--json", "--allow-http-loopback", env=http_env).stdout)
+    assert 0 < record["usable_for"] < record["expires_in"] <= 60
+    assert abs(record["usable_for"] - record["stats"]["token_remaining"]) < 1
+
+
+# --------------------------------------------------------------------------- arguments
+
+
+def test_verbose_is_accepted_after_the_command_too(http_env: dict[str, str]) -> None:
+    for argv in (("token", "-v"), ("-v", "token"), ("token", "--verbose")):
+        result = run(*argv, "--allow-http-loopback", env=http_env, timeout=60)
+        assert result.returncode == 0, (argv, result.stderr)
+        assert re.search(r"^DEBUG eightyeightpay", result.stderr, re.M), (argv, result.stderr)
+        _no_secret(result.stdout + result.stderr)
+    quiet = run("token", "--allow-http-loopback", env=http_env, timeout=60)
+    assert "DEBUG" not in quiet.stderr
+
+
+@pytest.mark.parametrize("command", ["token", "request", "doctor", "sandbox", "demo"])
+def test_an_unknown_flag_shows_the_commands_own_usage(command: str) -> None:
+    extra = ("POST", "/api/balance") if command == "request" else ()
+    result = run(command, *extra, "--bogus", timeout=60)
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith(f"usage: eightyeightpay {command} "), result.stderr
+    assert lines[-1] == (
+        f"error: unrecognized arguments: --bogus (see `eightyeightpay {command} --help`)"
+    )
+
+
+# --------------------------------------------------------------------------- Ctrl-C at start
+
+
+def test_ctrl_c_while_the_command_loads_exits_130_without_a_traceback() -> None:
+    # Python reports each import as it ends (PYTHONPROFILEIMPORTTIME): Ctrl-C as soon as the
+    # command line's module has loaded argparse, its first import after its SIGINT handler,
+    # while the rest of the module loads and the arguments are parsed. (Before that handler,
+    # while Python starts and the package loads, Ctrl-C still shows a traceback: docs/cli.md.)
+    for attempt in range(3):
+        env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}
+        with subprocess.Popen(
+            with_ctrl_c([CLI, "sandbox", "--port", "0"]),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
+        ) as process:
+            assert process.stderr is not None
+            try:
+                pending = bytearray()
+                deadline = time.monotonic() + 60
+                seen: list[str] = []
+                while True:
+                    line = _read_line(process.stderr.fileno(), pending, deadline)
+                    assert line is not None, seen[-5:]
+                    seen.append(line)
+                    if re.search(r"\|\s+argparse$", line):
+                        break
+                process.send_signal(signal.SIGINT)
+                _, stderr = process.communicate(timeout=30)
+            finally:
+                if process.poll() is None:
+                    process.kill()
+        said = stderr.decode()
+        assert process.returncode == EXIT_INTERRUPTED, (attempt, said[-2000:])
+        assert "Traceback" not in said and "KeyboardInterrupt" not in said, said[-2000:]
