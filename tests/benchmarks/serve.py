@@ -23,10 +23,19 @@ UNLIMITED = (RateLimit(10**9, 60.0),)
 
 
 @contextlib.contextmanager
-def emulator_process() -> Iterator[dict[str, Any]]:
-    """Start the emulator in a child process; yield its ``url``, ``port`` and ``ca_file``."""
+def emulator_process(*, real_limits: bool = False) -> Iterator[dict[str, Any]]:
+    """Start the emulator in a child process; yield its ``url``, ``port`` and ``ca_file``.
+
+    ``real_limits``: 88Pay's 60 s tokens and 10/minute, 100/hour token limits (the
+    stampede's), instead of hour-long tokens and no limits.
+    """
     with subprocess.Popen(
-        [sys.executable, "-m", "tests.benchmarks.serve"],
+        [
+            sys.executable,
+            "-m",
+            "tests.benchmarks.serve",
+            *(["--real-limits"] if real_limits else []),
+        ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -41,7 +50,10 @@ def emulator_process() -> Iterator[dict[str, Any]]:
 
 def main() -> None:
     """Serve until standard input closes."""
-    sandbox = Sandbox(token_lifetime=3600, token_limits=UNLIMITED, api_limits=UNLIMITED)
+    if "--real-limits" in sys.argv:
+        sandbox = Sandbox()
+    else:
+        sandbox = Sandbox(token_lifetime=3600, token_limits=UNLIMITED, api_limits=UNLIMITED)
     with SandboxServer(sandbox, tls=True) as server:
         assert server.certificates is not None
         info = {"url": server.url, "port": server.port, "ca_file": str(server.certificates.ca_file)}
