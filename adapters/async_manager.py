@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, Self
 
@@ -26,6 +26,7 @@ from eightyeightpay.errors import (
 from eightyeightpay.fleet import Sleep
 from eightyeightpay.machine import (
     Flight,
+    Pause,
     Refresh,
     Result,
     SendTokenRequest,
@@ -37,12 +38,12 @@ from eightyeightpay.machine import (
 from eightyeightpay.plugins.fleet import FleetStore
 from eightyeightpay.plugins.memory import MemoryStore
 from eightyeightpay.plugins.registry import registry
-from eightyeightpay.policy import Policy, Rng
+from eightyeightpay.policy import Policy, Rng, deadline_at
 from eightyeightpay.ports import AsyncFleetOperations, AsyncRuntime, AsyncTransport
 from eightyeightpay.tokens import Token
 
 from .base import EnvConstructible, ManagerBase
-from .common import FlightRun, drop_flight
+from .common import FlightRun, drop_flight, log_notices
 from .config import read_environment
 from .lifecycle import default_clock
 from .telemetry import Telemetry
@@ -70,6 +71,7 @@ class _AsyncManager(ManagerBase):
         transport: AsyncTransport | None = None,
         timeout: float = 30.0,
         clock: Clock = default_clock,
+        sleep: Callable[[float], Awaitable[object]] | None = None,
         rng: Rng | None = None,
         telemetry: Telemetry | None = None,
     ) -> None:
@@ -90,36 +92,41 @@ class _AsyncManager(ManagerBase):
             runtime.fleet_operations(fleet) if fleet else None
         )
         self._runtime = runtime
+        self._sleep: Callable[[float], Awaitable[object]] = sleep or runtime.sleep
+        """Waits a backoff or a cool-down; a test on a fake clock passes one that moves it."""
         self._transport: AsyncTransport = transport or plugins.async_transport("h11")(
             runtime, ca_bundle=ca_bundle
         )
 
     # ------------------------------------------------------------------ tokens
 
-    async def get_token(self, *, max_wait: float = 0.0) -> Token:
+    async def get_token(self, *, deadline: float | None = None) -> Token:
         """A usable token: from the cache when possible, else from one shared request.
 
-        When no token can be had yet a typed error says when one can; ``max_wait`` lets the
-        call wait up to that many seconds instead.
+        ``deadline`` is how many seconds this call may take (None: the policy's
+        ``Policy.deadline``, 10 s by default; 0 fails fast); within it
+        transient failures are retried, as the threaded ``TokenManager.get_token`` says.
         """
         token = self._cache.snapshot
         if token is not None and self._clock() < token.fresh_until:
             return token
-        return await self._get_token_slowly(max_wait)
+        return await self._get_token_slowly(deadline_at(self.policy, self._clock(), deadline))
 
-    async def _get_token_slowly(self, max_wait: float) -> Token:
+    async def _get_token_slowly(self, until: float) -> Token:
         self._check_process()
         slot = self._slot
-        give_up_at = self._clock() + max_wait
         while True:
             if self._closed:
                 raise ManagerClosed()
             waiter = self._runtime.waiter()
             with slot.lock:
                 now = self._clock()
-                decision = slot.machine.decide_and_start(now)
+                decision = slot.machine.decide_and_start(now, until)
+                notices = slot.machine.take_notices()
                 if isinstance(decision, Wait | Refresh):
                     slot.listen(decision.flight, waiter)
+            if notices:
+                log_notices(notices)
             match decision:
                 case Serve(token):
                     return token
@@ -128,16 +135,18 @@ class _AsyncManager(ManagerBase):
                     return token
                 case Refresh(flight):
                     self._start_flight(flight)
-                    until = now + slot.machine.flight_limit
-                case Wait(flight, until):
+                    wait_until = now + slot.machine.flight_limit
+                case Wait(flight, wait_until):
                     pass
-                case Unavailable(error, retry_at):
-                    if retry_at > give_up_at:
-                        raise error
-                    await self._runtime.sleep(max(0.0, retry_at - now))
+                case Pause(resume_at):
+                    await self._sleep(max(0.0, resume_at - now))
+                    if self._clock() <= now:  # a fake clock the sleep did not move: no loop
+                        until = now
                     continue
+                case Unavailable(error):
+                    raise error
             try:
-                settled = await waiter.wait(max(0.0, until - now))
+                settled = await waiter.wait(max(0.0, wait_until - now))
             finally:
                 with slot.lock:  # a cancelled or timed-out caller stops waiting; nobody else
                     slot.unlisten(flight, waiter)
@@ -146,7 +155,11 @@ class _AsyncManager(ManagerBase):
                     self.credentials.host, self.policy.request_timeout, may_have_been_sent=True
                 )
             if settled.error is not None:
-                raise settled.error.copy()
+                with slot.lock:
+                    retry = slot.machine.may_retry(settled.error, self._clock(), until)
+                if not retry:
+                    raise settled.error.copy()
+                continue
             if settled.token is not None and self._clock() < settled.token.usable_until:
                 return settled.token
 
@@ -180,7 +193,7 @@ class _AsyncManager(ManagerBase):
                     else:
                         result = run.exchanged(response, None)
                 elif isinstance(effect, Sleep):
-                    await self._runtime.sleep(effect.seconds)
+                    await self._sleep(effect.seconds)
                     result = run.slept()
                 else:
                     assert self._fleet is not None

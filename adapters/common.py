@@ -30,6 +30,7 @@ from eightyeightpay.machine import (
     Effect,
     Exchange,
     Flight,
+    Notice,
     Result,
     SendTokenRequest,
     Settled,
@@ -88,16 +89,21 @@ class FlightRun:
 
     def feed(self, result: Result | None) -> Effect | None:
         """Hand an effect's result to the core; returns the next effect, or None when done."""
+        effect: Effect | None = None
         with self._slot.lock:
             try:
                 effect = self._steps.send(result)  # type: ignore[arg-type]  # None starts it
             except StopIteration as stop:
                 self.settled = stop.value
                 effect = None
-            if self._trace is None:
-                return effect
-            machine = self._slot.machine
-            attempt, failure = machine.failures, machine.last_error
+            notices = self._slot.machine.take_notices()
+            if self._trace is not None:
+                machine = self._slot.machine
+                attempt, failure = machine.failures, machine.last_error
+        if notices:
+            log_notices(notices)
+        if self._trace is None:
+            return effect
         # Telemetry only (no decision): what the core made of an exchange, and the next send.
         if isinstance(result, Exchange):
             self._trace.exchanged(result.response, result.error, outcome_of(failure))
@@ -237,6 +243,8 @@ class FlightRun:
             self.settled = self._slot.machine.fail(
                 self._flight, transport_failure(self._host, type(error).__name__), now=self._clock()
             )
+            notices = self._slot.machine.take_notices()
+        log_notices(notices)
 
     def finish(self) -> Settled:
         """Wake every waiter; an unfinished run (cancelled, interrupted) is aborted."""
@@ -289,6 +297,15 @@ class _BoundedCall:
         """Start the call; True if it ended within ``seconds``."""
         threading.Thread(target=self._run, name="eightyeightpay-store", daemon=True).start()
         return self._done.wait(seconds)
+
+
+_LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+def log_notices(notices: tuple[Notice, ...]) -> None:
+    """Log what the core asked to be seen (called without the slot's lock)."""
+    for notice in notices:
+        log.log(_LEVELS.get(notice.level, logging.WARNING), "%s", notice.message)
 
 
 def drop_flight(slot: Slot, flight: Flight) -> None:

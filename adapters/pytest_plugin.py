@@ -59,6 +59,7 @@ class FakeWorld:
         settings: dict[str, Any] = {
             "transport": self._transport,
             "clock": self.clock,
+            "sleep": self.clock.advance,  # a manager's wait (a backoff, a cool-down) moves time
             "background": self.background,
             "store": self._store,
             "rng": random.Random(0),

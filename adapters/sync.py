@@ -25,6 +25,7 @@ from eightyeightpay.errors import (
 from eightyeightpay.fleet import Sleep
 from eightyeightpay.machine import (
     Flight,
+    Pause,
     Refresh,
     Result,
     SendTokenRequest,
@@ -36,12 +37,12 @@ from eightyeightpay.machine import (
 )
 from eightyeightpay.plugins.fleet import FleetStore
 from eightyeightpay.plugins.memory import MemoryStore
-from eightyeightpay.policy import Policy, Rng
+from eightyeightpay.policy import Policy, Rng, deadline_at
 from eightyeightpay.ports import FleetOperations, Transport
 from eightyeightpay.tokens import Token
 
 from .base import EnvConstructible, ManagerBase
-from .common import FlightRun, drop_flight
+from .common import FlightRun, drop_flight, log_notices
 from .lifecycle import RefreshHandle, default_clock, refresh_worker
 from .telemetry import Telemetry
 
@@ -194,22 +195,24 @@ class TokenManager(ManagerBase, EnvConstructible):
 
     # ------------------------------------------------------------------ tokens
 
-    def get_token(self, *, max_wait: float = 0.0) -> Token:
+    def get_token(self, *, deadline: float | None = None) -> Token:
         """A usable token: from the cache when possible, else from one shared request.
 
-        When no token can be had yet (rate limit, a 429's cool-down, a failure's backoff) a
-        typed error says when one can; ``max_wait`` lets the call wait up to that many
-        seconds for it instead.
+        ``deadline`` is how many seconds this call may take (None: the policy's
+        ``Policy.deadline``, 10 s by default; 0 fails fast). Within it,
+        transient failures of the token request (network errors, 5xx, a gateway's page, a
+        429 whose cool-down fits) are retried with the backoff and within 88Pay's rate
+        limit; a definite failure (401, 403) is raised at once. When no token can be had in
+        time a typed error says when one can (``retry_after``).
         """
         token = self._cache.snapshot
         if token is not None and self._clock() < token.fresh_until:
             return token
-        return self._get_token_slowly(max_wait)
+        return self._get_token_slowly(deadline_at(self.policy, self._clock(), deadline))
 
-    def _get_token_slowly(self, max_wait: float) -> Token:
+    def _get_token_slowly(self, until: float) -> Token:
         self._check_process()
         slot = self._slot
-        give_up_at = self._clock() + max_wait
         while True:
             if self._closed:
                 raise ManagerClosed()
@@ -217,7 +220,8 @@ class TokenManager(ManagerBase, EnvConstructible):
             queued: Callable[[], Settled] | None = None
             with slot.lock:
                 now = self._clock()
-                decision = slot.machine.decide_and_start(now)
+                decision = slot.machine.decide_and_start(now, until)
+                notices = slot.machine.take_notices()
                 if isinstance(decision, ServeAndRefresh):
                     job = functools.partial(self._run_flight, decision.flight)
                     slot.queue(decision.flight, job)
@@ -229,6 +233,8 @@ class TokenManager(ManagerBase, EnvConstructible):
                         if waiter is None:
                             waiter = self._waiters[number] = _Waiter(self._waiters, number)
                             slot.listen(decision.flight, waiter)
+            if notices:
+                log_notices(notices)
             match decision:
                 case Serve(token):
                     return token
@@ -243,9 +249,9 @@ class TokenManager(ManagerBase, EnvConstructible):
                     settled = self._run_flight(flight)
                 case Wait() if queued is not None:  # a refresh no thread has started: run it here
                     settled = queued()
-                case Wait(flight, until):
+                case Wait(flight, wait_until):
                     assert waiter is not None
-                    outcome = waiter.wait(max(0.0, until - now))
+                    outcome = waiter.wait(max(0.0, wait_until - now))
                     if outcome is None:  # the listener stays, for the flight's other waiters
                         raise RequestTimeout(
                             self.credentials.host,
@@ -253,13 +259,19 @@ class TokenManager(ManagerBase, EnvConstructible):
                             may_have_been_sent=True,
                         )
                     settled = outcome
-                case Unavailable(error, retry_at):
-                    if retry_at > give_up_at:
-                        raise error
-                    self._sleep(max(0.0, retry_at - now))
+                case Pause(resume_at):
+                    self._sleep(max(0.0, resume_at - now))
+                    if self._clock() <= now:  # a fake clock the sleep did not move: no loop
+                        until = now
                     continue
+                case Unavailable(error):
+                    raise error
             if settled.error is not None:
-                raise settled.error.copy()
+                with slot.lock:
+                    retry = slot.machine.may_retry(settled.error, self._clock(), until)
+                if not retry:
+                    raise settled.error.copy()
+                continue
             if settled.token is not None and self._clock() < settled.token.usable_until:
                 return settled.token
 

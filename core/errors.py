@@ -30,6 +30,7 @@ __all__ = [
     "ServerError",
     "TLSError",
     "TransportError",
+    "is_transient",
 ]
 
 
@@ -146,8 +147,8 @@ class RateLimited(EightyEightPayError):
                 f"No token can be had for {wait:.1f} s: no usable token is cached, and a request "
                 "now would break 88Pay's limit of 10 token requests a minute and 100 an hour per "
                 "merchant, or 88Pay answered 429 and its cool-down is still running (no request "
-                "was sent for this call). Retry after retry_after seconds, or pass max_wait to "
-                "let the call wait."
+                "was sent for this call). Retry after retry_after seconds, or give the call a "
+                "deadline long enough to wait."
             )
         else:
             text = (
@@ -263,3 +264,13 @@ class ManagerClosed(EightyEightPayError):
 
     def __init__(self) -> None:
         super().__init__("This token manager is closed; create a new one to make requests.")
+
+
+def is_transient(error: EightyEightPayError | None) -> bool:
+    """Whether another attempt may succeed.
+
+    Transient: a 5xx, a network failure, a malformed answer (a gateway's page, a token
+    unusable on arrival) or a 429. Credentials errors, access denied and configuration
+    errors are definite: retrying cannot help.
+    """
+    return isinstance(error, RetryableError | MalformedResponse | RateLimited)

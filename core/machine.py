@@ -18,10 +18,12 @@ import attrs
 from .credentials import CacheKey, Credentials
 from .errors import (
     EightyEightPayError,
+    MalformedResponse,
     RateLimited,
     RequestTimeout,
     RetryableError,
     TransportError,
+    is_transient,
 )
 from .fleet import (
     AcquireLock,
@@ -50,6 +52,8 @@ __all__ = [
     "Decision",
     "Exchange",
     "Flight",
+    "Notice",
+    "Pause",
     "Refresh",
     "SendTokenRequest",
     "Serve",
@@ -116,7 +120,8 @@ class Wait:
 
 @attrs.frozen
 class Unavailable:
-    """No token can be had before ``retry_at``; fail with ``error`` or wait and decide again."""
+    """No token can be had before ``retry_at``, which the caller's deadline does not reach (or
+    the failure is definite): fail with ``error``."""
 
     error: EightyEightPayError
     """What to raise if the caller will not wait."""
@@ -124,8 +129,36 @@ class Unavailable:
     """Monotonic time a token request may next be sent."""
 
 
-Decision = Serve | ServeAndRefresh | Refresh | Wait | Unavailable
+@attrs.frozen
+class Pause:
+    """No token before ``until``, which the caller's deadline allows: sleep, then decide again.
+
+    Given for a transient failure's backoff, a ``429``'s cool-down that fits, or the rate
+    limit; never for a definite failure (401, 403, bad credentials), which fails at once.
+    """
+
+    until: float
+    """Monotonic time at which a token request may next be sent."""
+
+
+Decision = Serve | ServeAndRefresh | Refresh | Wait | Pause | Unavailable
 """What a caller of ``get_token()`` should do."""
+
+
+@attrs.frozen
+class Notice:
+    """Something an operator should see, for the driver to log (the core does not log).
+
+    A failing background refresh is one WARNING per failure streak, with the time the
+    current token has left; the token running out during the streak is one ERROR; the first
+    success after either is one INFO. Messages hold no secret: merchant id, error class,
+    seconds.
+    """
+
+    level: str
+    """``"warning"``, ``"error"`` or ``"info"``."""
+    message: str
+    """The text to log."""
 
 
 # --------------------------------------------------------------------------- effects
@@ -231,6 +264,9 @@ class TokenMachine:
         """What :meth:`stats` counts (sends, outcomes, waiting callers, rejected tokens)."""
         self.store_deadline = store_deadline
         """Seconds one store call may take before the driver counts it as a fault."""
+        self.notices: list[Notice] = []
+        """What the driver should log, taken with :meth:`take_notices`."""
+        self._trouble = ""  # "", "warned" (a refresh failed) or "ran out" (the token expired)
         self._numbers = 0
         self._awaiting = False  # a send whose exchange has not come back
         self._send_time: float | None = None
@@ -238,8 +274,12 @@ class TokenMachine:
 
     # ---------------------------------------------------------------- deciding
 
-    def decide_and_start(self, now: float) -> Decision:
+    def decide_and_start(self, now: float, until: float | None = None) -> Decision:
         """What a caller asking for a token at ``now`` does, committed: not a pure query.
+
+        ``until`` is the caller's deadline (monotonic; None: ``now``, fail fast). When no
+        token can be had before a time the deadline allows, and the reason is transient or
+        the rate limit, the answer is :class:`Pause`; otherwise :class:`Unavailable`.
 
         A :class:`Refresh` or :class:`ServeAndRefresh` answer has already started its flight
         (the machine records it, and the next call answers :class:`Wait` or :class:`Serve`).
@@ -254,11 +294,16 @@ class TokenMachine:
             if self._send_allowed_at(now) > now:
                 return Serve(token)
             return ServeAndRefresh(token, self._start(now, background=True))
+        if token is not None and self._trouble == "warned":
+            self._ran_out(token)
         if self.flight is not None:
             self.tally = self.tally.caller_waited()
             return Wait(self.flight, self.flight.started_at + self.flight_limit)
         retry_at = self._send_allowed_at(now)
         if retry_at > now:
+            definite = now < self.blocked_until and not is_transient(self.last_error)
+            if until is not None and retry_at <= until and not definite:
+                return Pause(retry_at)
             return Unavailable(self._unavailable_error(now, retry_at), retry_at)
         self.tally = self.tally.caller_waited()
         return Refresh(self._start(now, background=False))
@@ -280,6 +325,16 @@ class TokenMachine:
     def _lock_wait(self) -> float:
         """Longest a flight waits for another process's lock before giving up on it."""
         return self.policy.request_timeout + LOCK_LEASE + WAIT_GRACE + 2 * self.store_deadline
+
+    def may_retry(self, error: EightyEightPayError, now: float, until: float) -> bool:
+        """Whether a caller whose flight failed with ``error`` at ``now`` tries again.
+
+        Only a transient failure is retried (a transport error, a 5xx, a malformed answer, a
+        429), and only when the next request the backoff and the rate limit allow starts
+        by the caller's deadline ``until``. The caller then decides again: it pauses until
+        that time, or joins the request another waiter of the same flight started.
+        """
+        return is_transient(error) and self._send_allowed_at(now) <= until
 
     def _send_allowed_at(self, now: float) -> float:
         governed = self.window.next_allowed(now, self.policy.per_minute, self.policy.per_hour)
@@ -341,6 +396,15 @@ class TokenMachine:
             except EightyEightPayError as rejected:
                 self.tally = self.tally.ended(rejected)
                 return self._failed(flight, rejected, now=exchange.now)
+            if exchange.now >= token.usable_until:
+                # Counted as a failure, so the backoff applies: never a loop of requests.
+                unusable = MalformedResponse(
+                    f"the token arrived unusable: it lives {token.expires_at - now:g} s and "
+                    f"the answer took {exchange.now - now:g} s",
+                    status=exchange.response.status,
+                )
+                self.tally = self.tally.ended(unusable)
+                return self._failed(flight, unusable, now=exchange.now)
             self.tally = self.tally.ended(None)
             return self._succeeded(flight, token)
         failure = exchange.error or RequestTimeout(
@@ -483,6 +547,15 @@ class TokenMachine:
     def _succeeded(self, flight: Flight, token: Token) -> Settled:
         if self.token is None or token.expires_at >= self.token.expires_at:
             self.token = token
+        if self._trouble:
+            self.notices.append(
+                Notice(
+                    "info",
+                    f"token refresh for {self.credentials.merchant_id} recovered after "
+                    f"{self.failures} failed attempt(s)",
+                )
+            )
+            self._trouble = ""
         self.failures = 0
         self.last_error = None
         self.blocked_until = -math.inf
@@ -502,7 +575,42 @@ class TokenMachine:
         if isinstance(error, RateLimited | RetryableError):
             error.retry_after = delay
         self.last_error = error
+        self._notice_failure(error, now, delay)
         return Settled(flight, None, error)
+
+    def _notice_failure(self, error: EightyEightPayError, now: float, delay: float) -> None:
+        token, merchant, kind = self.token, self.credentials.merchant_id, type(error).__name__
+        if token is None:
+            return
+        left = token.usable_until - now
+        if left > 0 and not self._trouble:
+            self._trouble = "warned"
+            self.notices.append(
+                Notice(
+                    "warning",
+                    f"token refresh for {merchant} failed ({kind}); the current token has "
+                    f"{left:.1f} s left; next attempt allowed in {delay:.1f} s",
+                )
+            )
+        elif left <= 0 and self._trouble == "warned":
+            self._ran_out(token)
+
+    def _ran_out(self, token: Token) -> None:
+        self._trouble = "ran out"
+        kind = type(self.last_error).__name__ if self.last_error is not None else "none"
+        self.notices.append(
+            Notice(
+                "error",
+                f"the token of {self.credentials.merchant_id} ran out because refreshes kept "
+                f"failing ({self.failures} in a row, the last {kind}); calls fail until one "
+                "succeeds",
+            )
+        )
+
+    def take_notices(self) -> tuple[Notice, ...]:
+        """The notices since the last call, oldest first, for the driver to log."""
+        notices, self.notices = tuple(self.notices), []
+        return notices
 
     def abort(self, flight: Flight) -> None:
         """Forget ``flight`` without a result (its driver stopped before it finished).

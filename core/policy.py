@@ -12,9 +12,9 @@ from typing import Protocol
 
 import attrs
 
-from .errors import InvalidPolicy
+from .errors import ConfigurationError, InvalidPolicy
 
-__all__ = ["Policy", "Rng", "backoff_delay"]
+__all__ = ["Policy", "Rng", "backoff_delay", "deadline_at"]
 
 SECONDS_PER_HOUR = 3600.0
 
@@ -54,6 +54,14 @@ class Policy:
     """Longest backoff, in seconds."""
     request_timeout: float = 10.0
     """Longest a token request may take before it counts as failed."""
+    deadline: float = 10.0
+    """Seconds a ``get_token()`` or ``request()`` call may spend by default, retries included.
+
+    Within it, transient failures are retried with the backoff; no new attempt starts after
+    it (an attempt already out may take up to :attr:`request_timeout`). 10 s fits inside a
+    web request's own timeout (gunicorn's default is 30 s). A call's ``deadline=0`` fails
+    fast: one attempt, no waiting for a backoff, a cool-down or the rate limit.
+    """
     fleet_poll_interval: float = 0.05
     """Seconds between looks at a shared store while another process refreshes."""
 
@@ -70,6 +78,7 @@ class Policy:
             "backoff_initial": self.backoff_initial,
             "backoff_cap": self.backoff_cap,
             "request_timeout": self.request_timeout,
+            "deadline": self.deadline,
             "fleet_poll_interval": self.fleet_poll_interval,
         }
         for name, value in numbers.items():
@@ -132,3 +141,17 @@ def backoff_delay(
     if retry_after is not None and retry_after > delay:
         return retry_after
     return delay
+
+
+def deadline_at(policy: Policy, now: float, deadline: float | None) -> float:
+    """The monotonic time a call made at ``now`` with ``deadline`` seconds must end by.
+
+    None means the policy's :attr:`Policy.deadline`; 0 fails fast. Raises
+    :class:`~eightyeightpay.errors.ConfigurationError` for a negative or non-number value.
+    """
+    seconds = policy.deadline if deadline is None else deadline
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds >= 0:
+        raise ConfigurationError(
+            f"deadline must be a non-negative number of seconds (0 fails fast), not {deadline!r}."
+        )
+    return now + seconds

@@ -50,6 +50,7 @@ class InProcess:
         settings: dict[str, object] = {
             "transport": self.transport,
             "clock": self.clock,
+            "sleep": self.clock.advance,  # a manager's wait moves the fake time
             "background": self.background,
             "store": self.store,
             "rng": random.Random(3),

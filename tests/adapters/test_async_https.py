@@ -110,23 +110,37 @@ def test_asyncio_first_caller_cancelled_the_request_completes_for_others(
     assert https_server.sandbox.stats()["token_requests"] == 1
 
 
-def test_asyncio_failing_request_gives_every_waiter_the_typed_error(
-    https_server: SandboxServer,
-) -> None:
-    https_server.sandbox.inject(Fault.status(500))
-
+def gather_tokens(server: SandboxServer, deadline: float | None) -> list[object]:
     async def main() -> list[object]:
         async with AsyncTokenManager(
-            DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **options(https_server)
+            DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **options(server)
         ) as manager:
             async with asyncio.timeout(60):  # hang detection only
                 return await asyncio.gather(
-                    *(manager.get_token() for _ in range(TASKS)), return_exceptions=True
+                    *(manager.get_token(deadline=deadline) for _ in range(TASKS)),
+                    return_exceptions=True,
                 )
 
-    results = asyncio.run(main())
+    return asyncio.run(main())
+
+
+def test_asyncio_failing_request_gives_every_fail_fast_waiter_the_typed_error(
+    https_server: SandboxServer,
+) -> None:
+    https_server.sandbox.inject(Fault.status(500))
+    results = gather_tokens(https_server, deadline=0)
     assert all(isinstance(r, ServerError) for r in results)
     assert https_server.sandbox.stats()["token_requests"] == 1
+
+
+def test_asyncio_waiters_share_one_retry_within_the_default_deadline(
+    https_server: SandboxServer,
+) -> None:
+    https_server.sandbox.inject(Fault.status(500))
+    results = gather_tokens(https_server, deadline=None)
+    assert all(isinstance(r, Token) for r in results), {type(r) for r in results}
+    assert len({r.access_token for r in results if isinstance(r, Token)}) == 1
+    assert https_server.sandbox.stats()["token_requests"] == 2
 
 
 def test_asyncio_debug_mode_reports_no_slow_callback_in_a_full_flow(
@@ -308,11 +322,14 @@ def test_trio_first_caller_cancelled_the_request_completes_for_others(
     assert https_server.sandbox.stats()["token_requests"] == 1
 
 
-def test_trio_failing_request_gives_every_waiter_the_typed_error(
-    https_server: SandboxServer,
+@pytest.mark.parametrize(("deadline", "requests"), [(0, 1), (None, 2)])
+def test_trio_waiters_share_a_failing_request_and_its_retry(
+    https_server: SandboxServer, deadline: float | None, requests: int
 ) -> None:
+    """Failing fast, every waiter gets the typed error; with the default deadline, the one
+    retry the backoff allows, and its token."""
     https_server.sandbox.inject(Fault.status(500))
-    errors: list[BaseException] = []
+    results: list[object] = []
 
     async def main() -> None:
         async with open_trio_token_manager(
@@ -321,9 +338,9 @@ def test_trio_failing_request_gives_every_waiter_the_typed_error(
 
             async def one() -> None:
                 try:
-                    await manager.get_token()
+                    results.append(await manager.get_token(deadline=deadline))
                 except ServerError as error:
-                    errors.append(error)
+                    results.append(error)
 
             with trio.fail_after(60):  # hang detection only
                 async with trio.open_nursery() as nursery:
@@ -331,8 +348,10 @@ def test_trio_failing_request_gives_every_waiter_the_typed_error(
                         nursery.start_soon(one)
 
     trio.run(main)
-    assert len(errors) == TASKS
-    assert https_server.sandbox.stats()["token_requests"] == 1
+    assert len(results) == TASKS
+    expected = ServerError if deadline == 0 else Token
+    assert all(isinstance(r, expected) for r in results)
+    assert https_server.sandbox.stats()["token_requests"] == requests
 
 
 def test_asyncio_closing_before_the_request_starts_leaves_no_flight_open(

@@ -52,7 +52,7 @@ def test_asyncio_waiters_of_a_failed_refresh_each_raise_their_own_error() -> Non
             rng=random.Random(1),
         ) as manager:
             results = await asyncio.gather(
-                *(manager.get_token() for _ in range(CALLERS)), return_exceptions=True
+                *(manager.get_token(deadline=0) for _ in range(CALLERS)), return_exceptions=True
             )
         assert sandbox.stats()["token_requests"] == 1  # they all waited for the one request
         return [result for result in results if isinstance(result, BaseException)]
@@ -97,7 +97,7 @@ def test_threads_waiting_for_a_failed_refresh_each_raise_their_own_error() -> No
 
         def caller() -> None:
             try:
-                manager.get_token()
+                manager.get_token(deadline=0)
             except EightyEightPayError as error:
                 errors.append(error)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import pytest
@@ -93,12 +94,12 @@ def test_429_cool_down_answers_every_caller_at_once_without_a_request(inproc: In
     )
     manager = inproc.manager()
     with pytest.raises(RateLimited) as first:
-        manager.get_token()
+        manager.get_token()  # 20 s do not fit the default deadline: raised at once
     assert first.value.retry_after == pytest.approx(20)
     for _ in range(100):
         inproc.clock.advance(0.1)
         with pytest.raises(RateLimited) as later:
-            manager.get_token()
+            manager.get_token(deadline=0)
         assert 0 < later.value.retry_after < 20
     assert inproc.stat("token_requests") == 1
     inproc.clock.advance(11)
@@ -106,26 +107,22 @@ def test_429_cool_down_answers_every_caller_at_once_without_a_request(inproc: In
     assert inproc.stat("token_requests") == 2
 
 
-def test_max_wait_lets_a_caller_wait_out_the_cool_down(inproc: InProcess) -> None:
+def test_a_deadline_lets_a_caller_wait_out_the_backoff(inproc: InProcess) -> None:
     inproc.sandbox.inject(Fault.status(500))
     manager = inproc.manager()
     with pytest.raises(ServerError):
-        manager.get_token()
-    # the fake clock does not move while the manager sleeps, so advance it from the side
-    stop = threading.Event()
-
-    def tick() -> None:
-        while not stop.wait(0.001):
-            inproc.clock.advance(0.5)
-
-    ticker = threading.Thread(target=tick)
-    ticker.start()
-    try:
-        assert manager.get_token(max_wait=120) is not None
-    finally:
-        stop.set()
-        ticker.join()
+        manager.get_token(deadline=0)
+    assert manager.get_token(deadline=120) is not None  # its sleep moves the fake clock
     assert inproc.stat("token_requests") == 2
+
+
+def test_the_default_deadline_rides_out_two_500s(inproc: InProcess) -> None:
+    inproc.sandbox.inject(Fault.status(500), times=2)
+    manager = inproc.manager()
+    start = inproc.clock()
+    assert manager.get_token() is not None
+    assert inproc.stat("token_requests") == 3
+    assert inproc.clock() - start <= manager.policy.deadline
 
 
 def test_expired_token_answered_with_401_gets_one_new_token_and_one_replay(
@@ -214,7 +211,7 @@ def test_a_request_that_never_left_does_not_spend_the_rate_budget(inproc: InProc
     for _ in range(12):
         inproc.sandbox.inject(Fault.refuse())
         with pytest.raises(ConnectError):
-            manager.get_token()
+            manager.get_token(deadline=0)
         inproc.clock.advance(61)  # past any backoff
     slot_window = manager._slot.machine.window
     assert slot_window.count(inproc.clock(), 3600) == 0
@@ -254,3 +251,34 @@ def test_closing_the_background_drops_only_a_refresh_nobody_took(inproc: InProce
     inproc.clock.advance(second.usable_until - inproc.clock() + 0.01)
     assert manager.get_token() != second  # the dropped flight ended; a new one is sent
     assert inproc.stat("token_requests") == 3
+
+
+def test_a_failing_background_refresh_logs_one_warning_with_the_time_left(
+    inproc: InProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="eightyeightpay")
+    manager = inproc.manager(policy=Policy(max_hourly_cost=90))  # a 10 s advisory lead
+    token = manager.get_token()
+    inproc.sandbox.inject(Fault.status(500), times=1000)
+    inproc.clock.advance(token.fresh_until - inproc.clock())
+    while inproc.clock() < token.usable_until - 0.5:
+        assert manager.get_token() == token  # still served while refreshes fail
+        inproc.background.run_pending()
+        inproc.clock.advance(0.5)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    assert "s left" in warnings[0].getMessage()
+    assert inproc.stat("token_requests") >= 3  # the streak had two failures or more
+    inproc.clock.advance(token.usable_until - inproc.clock())
+    with pytest.raises(ServerError):
+        manager.get_token(deadline=0)
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "ran out" in errors[0].getMessage()
+    inproc.sandbox.clear_faults()
+    inproc.clock.advance(60)
+    manager.get_token()
+    infos = [r for r in caplog.records if r.levelno == logging.INFO]
+    assert len(infos) == 1 and "recovered" in infos[0].getMessage()
+    for record in caplog.records:
+        assert token.access_token not in record.getMessage()
+        assert DEFAULT_API_KEY not in record.getMessage()

@@ -116,12 +116,14 @@ def probes() -> list[Probe]:
     """Ask the machine what a caller does in each state, under each condition that matters."""
     results: list[Probe] = []
 
-    def ask(state: str, condition: str, setup: Callable[[TokenMachine], float]) -> None:
+    def ask(
+        state: str, condition: str, setup: Callable[[TokenMachine], float], wait: float = 0.0
+    ) -> None:
         machine = _machine()
         now = setup(machine)
         if machine.token is not None:
             assert machine.token.freshness(now).name == state
-        results.append(Probe(state, condition, type(machine.decide_and_start(now))))
+        results.append(Probe(state, condition, type(machine.decide_and_start(now, now + wait))))
 
     def with_token(
         at: Callable[[Token], float], *, flight: bool = False, spent: bool = False
@@ -155,8 +157,14 @@ def probes() -> list[Probe]:
     ask("EXPIRED", "a refresh is in flight", with_token(expired, flight=True))
     ask(
         "EXPIRED",
-        "the rate windows (or a backoff) allow no request",
+        "the rate windows (or a backoff) allow no request before the caller's deadline",
         with_token(expired, spent=True),
+    )
+    ask(
+        "EXPIRED",
+        "the rate windows (or a transient failure's backoff) allow a request by the deadline",
+        with_token(expired, spent=True),
+        wait=120.0,
     )
     return results
 
@@ -423,7 +431,7 @@ def render() -> str:
     lines += [f"| {state} | {docs[state]} |" for state in states]
     lines += [
         "",
-        "| state | when | `decide_and_start(now)` returns | which means |",
+        "| state | when | `decide_and_start(now, until)` returns | which means |",
         "|---|---|---|---|",
     ]
     for probe in asked:

@@ -47,10 +47,10 @@ class Harness:
     def stat(self, name: str) -> int:
         return self.sandbox.stats()[name]
 
-    async def get_token(self, max_wait: float = 0.0) -> Token:
+    async def get_token(self, deadline: float | None = None) -> Token:
         if self.runtime == "sync":
-            return self.manager.get_token(max_wait=max_wait)  # type: ignore[no-any-return]
-        return await self.manager.get_token(max_wait=max_wait)  # type: ignore[no-any-return]
+            return self.manager.get_token(deadline=deadline)  # type: ignore[no-any-return]
+        return await self.manager.get_token(deadline=deadline)  # type: ignore[no-any-return]
 
     async def request(self, method: str, path: str, **options: Any) -> ApiResponse:
         if self.runtime == "sync":
@@ -116,20 +116,39 @@ async def open_harness(
             api_key,
             merchant_id,
             transport=SandboxTransport(sandbox, clock),
+            sleep=clock.advance,
             background=background,
             **options,
-        ) as manager:
-            yield Harness(runtime, manager, sandbox, clock, background)
+        ) as sync_manager:
+            yield Harness(runtime, sync_manager, sandbox, clock, background)
     elif runtime == "asyncio":
+
+        async def asyncio_sleep(seconds: float) -> None:
+            clock.advance(seconds)  # a manager's wait moves the fake time
+            await asyncio.sleep(0)
+
         async with AsyncTokenManager(
-            api_key, merchant_id, transport=AsyncSandboxTransport(sandbox, clock), **options
-        ) as manager:
-            yield Harness(runtime, manager, sandbox, clock, None)
+            api_key,
+            merchant_id,
+            transport=AsyncSandboxTransport(sandbox, clock),
+            sleep=asyncio_sleep,
+            **options,
+        ) as asyncio_manager:
+            yield Harness(runtime, asyncio_manager, sandbox, clock, None)
     else:
+
+        async def trio_sleep(seconds: float) -> None:
+            clock.advance(seconds)
+            await trio.sleep(0)
+
         async with open_trio_token_manager(
-            api_key, merchant_id, transport=AsyncSandboxTransport(sandbox, clock), **options
-        ) as manager:
-            yield Harness(runtime, manager, sandbox, clock, None)
+            api_key,
+            merchant_id,
+            transport=AsyncSandboxTransport(sandbox, clock),
+            sleep=trio_sleep,
+            **options,
+        ) as trio_manager:
+            yield Harness(runtime, trio_manager, sandbox, clock, None)
 
 
 Scenario = Callable[[Harness], Awaitable[None]]

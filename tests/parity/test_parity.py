@@ -9,6 +9,7 @@ from eightyeightpay import (
     ConnectionLost,
     InvalidCredentials,
     MalformedResponse,
+    Policy,
     RateLimited,
     ServerError,
     Token,
@@ -99,7 +100,7 @@ def test_429_cool_down_is_answered_locally(runtime: str) -> None:
         for _ in range(50):
             h.clock.advance(0.2)
             with pytest.raises(RateLimited):
-                await h.get_token()
+                await h.get_token(deadline=0)
         assert h.stat("token_requests") == 1
         h.clock.advance(11)
         assert isinstance(await h.get_token(), Token)
@@ -114,12 +115,26 @@ def test_failed_refresh_then_recovery_after_backoff(runtime: str) -> None:
 
     async def scenario(h: Harness) -> None:
         with pytest.raises(ServerError):
-            await h.get_token()
+            await h.get_token(deadline=0)
         with pytest.raises(ServerError):
-            await h.get_token()  # remembered during the backoff, no second request
+            await h.get_token(deadline=0)  # remembered during the backoff, no second request
         assert h.stat("token_requests") == 1
         h.clock.advance(1.0)
+        assert isinstance(await h.get_token(deadline=0), Token)
+
+    run_scenario(runtime, scenario, sandbox=sandbox)
+
+
+def test_the_default_deadline_rides_out_two_500s_and_a_reset(runtime: str) -> None:
+    sandbox = Sandbox()
+    for fault in (Fault.status(500), Fault.status(500), Fault.reset()):
+        sandbox.inject(fault)
+
+    async def scenario(h: Harness) -> None:
+        start = h.clock()
         assert isinstance(await h.get_token(), Token)
+        assert h.stat("token_requests") == 4
+        assert h.clock() - start <= Policy().deadline
 
     run_scenario(runtime, scenario, sandbox=sandbox)
 
@@ -130,7 +145,7 @@ def test_malformed_token_response_is_a_typed_error(runtime: str) -> None:
 
     async def scenario(h: Harness) -> None:
         with pytest.raises(MalformedResponse):
-            await h.get_token()
+            await h.get_token(deadline=0)
 
     run_scenario(runtime, scenario, sandbox=sandbox)
 

@@ -25,6 +25,7 @@ __all__ = [
     "answer",
     "closed_port",
     "drip",
+    "in_turn",
     "never_handshake",
     "reset_in_handshake",
     "response_bytes",
@@ -123,6 +124,23 @@ def answer(*responses: bytes) -> Behaviour:
         conversation.handshake()
         conversation.read_request_head()
         conversation.send(responses[index])
+
+    return behaviour
+
+
+def in_turn(*behaviours: Behaviour) -> Behaviour:
+    """The n-th connection gets the n-th behaviour (the last one repeats)."""
+    if not behaviours:
+        raise ValueError("in_turn() needs at least one behaviour")
+    lock = threading.Lock()
+    served = 0
+
+    def behaviour(conversation: Conversation) -> None:
+        nonlocal served
+        with lock:
+            index = min(served, len(behaviours) - 1)
+            served += 1
+        behaviours[index](conversation)
 
     return behaviour
 

@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,7 @@ from tests.reliability.rawserver import (
     answer,
     closed_port,
     drip,
+    in_turn,
     never_handshake,
     reset_in_handshake,
     response_bytes,
@@ -90,7 +91,7 @@ POLICY = Policy(request_timeout=REQUEST_TIMEOUT, backoff_initial=BACKOFF)
 FIRST_BACKOFF = (BACKOFF / 2, BACKOFF)
 """The first failure's backoff lies in [initial/2, initial] (jitter)."""
 RECOVERY_WAIT = 3.0
-"""``max_wait`` of the call that must recover: the backoff plus one answer."""
+"""``deadline`` of the call that must recover: the backoff plus one answer."""
 HANG_LIMIT = 15.0
 """No cell may take longer than this (hang detection only; a cell takes a few seconds)."""
 LATENCY = 4.0
@@ -282,12 +283,12 @@ class After(enum.Enum):
     NOTHING = "nothing"
     """No second call."""
     RECOVERS = "recovers"
-    """``get_token(max_wait=...)`` waits out the backoff and gets a token (one new request)."""
+    """``get_token(deadline=...)`` waits out the backoff and gets a token (one new request)."""
     ANSWERED_LOCALLY = "answered locally"
     """An immediate call is answered without a request: ``RateLimited(local=True)`` after a
     429, a copy of the same error otherwise."""
     STILL_FAILS = "still fails"
-    """``get_token(max_wait=...)`` fails again with the same class (a gap's measured state)."""
+    """``get_token(deadline=...)`` fails again with the same class (a gap's measured state)."""
 
 
 @attrs.frozen
@@ -564,11 +565,63 @@ CASES: tuple[Case, ...] = (
 )
 
 
+@attrs.frozen
+class DeadlineCase:
+    """A transient fault followed by success, met by one call with the default deadline."""
+
+    id: str
+    fault: str
+    """The fault, as the table shows it."""
+    setup: Setup
+    requests: int
+    """Token requests (emulator) or connections (raw server) the retry schedule makes: the
+    faulty ones and the one that succeeds."""
+
+
+HTML_502 = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
+
+DEADLINE_CASES: tuple[DeadlineCase, ...] = (
+    DeadlineCase(
+        "two-500s",
+        "`500` twice, then a token (`Fault.status(500)` twice)",
+        lambda world: emulated(world, Fault.status(500), Fault.status(500)),
+        3,
+    ),
+    DeadlineCase(
+        "reset",
+        "a connection reset, then a token (`Fault.reset`)",
+        lambda world: emulated(world, Fault.reset()),
+        2,
+    ),
+    DeadlineCase(
+        "timeout-before-sending",
+        "a timeout before sending (TLS handshake never completed), then a token (raw server)",
+        lambda world: raw(world, in_turn(never_handshake, answer(token_response()))),
+        2,
+    ),
+    DeadlineCase(
+        "502-html",
+        "a gateway's `502` HTML page, then a token (`Fault.status(502, html)`)",
+        lambda world: emulated(world, Fault.status(502, HTML_502, "text/html")),
+        2,
+    ),
+    DeadlineCase(
+        "429-retry-after-2",
+        "`429` with `Retry-After: 2`, then a token (raw server)",
+        rate_limited(("Retry-After", "2")),
+        2,
+    ),
+)
+"""The column "within the default deadline": one ``get_token()`` returns a token."""
+
+
 # --------------------------------------------------------------------------- running a cell
 
 
 Outcome = Token | EightyEightPayError
-Getter = Callable[[float], Awaitable[Token]]
+Getter = Callable[[float | None], Awaitable[Token]]
+"""``get_token(deadline=...)`` on the cell's manager (None: the policy's default deadline)."""
+Play = Callable[[Getter], Coroutine[Any, Any, "Observed"]]
 
 
 @attrs.frozen
@@ -587,15 +640,15 @@ class Observed:
     """ResourceWarnings (unclosed sockets or transports) once the manager was closed."""
 
 
-async def attempt(get: Getter, max_wait: float) -> Outcome:
+async def attempt(get: Getter, deadline: float | None) -> Outcome:
     try:
-        return await get(max_wait)
+        return await get(deadline)
     except EightyEightPayError as error:
         return error
 
 
 async def script(get: Getter, endpoint: Endpoint, expect: Expect) -> Observed:
-    """The faulty call, then the call after it that ``expect.after`` asks for."""
+    """The faulty call (failing fast), then the call after it that ``expect.after`` asks for."""
     first = await attempt(get, 0.0)
     drip_ended = endpoint.drip_ended.is_set() if endpoint.drip_ended is not None else None
     reached = endpoint.reached()
@@ -617,16 +670,16 @@ def options(endpoint: Endpoint) -> dict[str, Any]:
     }
 
 
-def run_sync(endpoint: Endpoint, expect: Expect) -> Observed:
+def run_sync(endpoint: Endpoint, play: Play) -> Observed:
     results: list[Observed | BaseException] = []
     manager = TokenManager(endpoint.api_key, endpoint.merchant_id, **options(endpoint))
 
-    async def get(max_wait: float) -> Token:
-        return manager.get_token(max_wait=max_wait)  # blocking: this loop is the thread's own
+    async def get(deadline: float | None) -> Token:
+        return manager.get_token(deadline=deadline)  # blocking: this loop is the thread's own
 
     def caller() -> None:
         try:
-            results.append(asyncio.run(script(get, endpoint, expect)))
+            results.append(asyncio.run(play(get)))
         except BaseException as error:
             results.append(error)
 
@@ -642,44 +695,40 @@ def run_sync(endpoint: Endpoint, expect: Expect) -> Observed:
     return result
 
 
-async def run_asyncio(endpoint: Endpoint, expect: Expect) -> Observed:
+async def run_asyncio(endpoint: Endpoint, play: Play) -> Observed:
     async with AsyncTokenManager(
         endpoint.api_key, endpoint.merchant_id, **options(endpoint)
     ) as manager:
         async with asyncio.timeout(HANG_LIMIT):  # hang detection only
-            return await script(
-                lambda max_wait: manager.get_token(max_wait=max_wait), endpoint, expect
-            )
+            return await play(lambda deadline: manager.get_token(deadline=deadline))
 
 
-async def run_trio(endpoint: Endpoint, expect: Expect) -> Observed:
+async def run_trio(endpoint: Endpoint, play: Play) -> Observed:
     async with open_trio_token_manager(
         endpoint.api_key, endpoint.merchant_id, **options(endpoint)
     ) as manager:
         with trio.fail_after(HANG_LIMIT):  # hang detection only
-            return await script(
-                lambda max_wait: manager.get_token(max_wait=max_wait), endpoint, expect
-            )
+            return await play(lambda deadline: manager.get_token(deadline=deadline))
 
 
-def run_cell(runtime: str, endpoint: Endpoint, expect: Expect) -> Observed:
-    """Run the cell on ``runtime``; collect what it left unclosed after the manager closed."""
+def run_cell(runtime: str, endpoint: Endpoint, play: Play) -> Observed:
+    """Run ``play`` on ``runtime``; collect what it left unclosed after the manager closed."""
     gc.collect()  # the garbage of earlier cells is not this cell's
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ResourceWarning)
-        observed = run_calls(runtime, endpoint, expect)
+        observed = run_calls(runtime, endpoint, play)
         gc.collect()
     others = [w for w in caught if not issubclass(w.category, ResourceWarning)]
     assert not others, [str(w.message) for w in others]
     return attrs.evolve(observed, leaked=tuple(str(w.message) for w in caught))
 
 
-def run_calls(runtime: str, endpoint: Endpoint, expect: Expect) -> Observed:
+def run_calls(runtime: str, endpoint: Endpoint, play: Play) -> Observed:
     if runtime == "sync":
-        return run_sync(endpoint, expect)
+        return run_sync(endpoint, play)
     if runtime == "asyncio":
-        return asyncio.run(run_asyncio(endpoint, expect))
-    return trio.run(run_trio, endpoint, expect)
+        return asyncio.run(run_asyncio(endpoint, play))
+    return trio.run(run_trio, endpoint, play)
 
 
 # --------------------------------------------------------------------------- checking a cell
@@ -804,7 +853,8 @@ def render_matrix() -> str:
         f"Every cell: a new manager with its own `MemoryStore()` and "
         f"`Policy(request_timeout={REQUEST_TIMEOUT:g}, backoff_initial={BACKOFF:g})`, "
         "one `get_token()` against the HTTPS loopback emulator or a raw TLS server, then the "
-        "follow-up call the outcome names (`get_token(max_wait=...)` to recover). "
+        "follow-up call the outcome names (`get_token(deadline=...)` to recover). The first "
+        "call fails fast (`deadline=0`): the table shows what one attempt meets. "
         "✓: the documented outcome, asserted.",
         "",
         "| # | fault | expected outcome | sync | asyncio | trio |",
@@ -830,7 +880,19 @@ def render_matrix() -> str:
         )
     if gaps:
         lines += ["", "Known gaps (each row asserts the behaviour measured):", "", *gaps]
-    lines += ["", END]
+    lines += [
+        "",
+        "Within the default deadline: the same managers and policy, one `get_token()` with "
+        f"the default deadline ({POLICY.deadline:g} s). The call returns a token, and the "
+        "server saw exactly the requests the retry schedule makes (the faulty ones, then "
+        "the one that succeeds). ✓: asserted.",
+        "",
+        "| fault | requests seen | sync | asyncio | trio |",
+        "|---|---|---|---|---|",
+        *(f"| {case.fault} | {case.requests} | ✓ | ✓ | ✓ |" for case in DEADLINE_CASES),
+        "",
+        END,
+    ]
     return "\n".join(lines)
 
 
@@ -871,8 +933,29 @@ CELLS = list(itertools.product(CASES, RUNTIMES))
 def test_fault_matrix(world: World, case: Case, runtime: str) -> None:
     expect = case.on(runtime)
     with case.setup(world) as endpoint:
-        observed = run_cell(runtime, endpoint, expect)
+        observed = run_cell(runtime, endpoint, lambda get: script(get, endpoint, expect))
     check(observed, expect)
+
+
+DEADLINE_CELLS = list(itertools.product(DEADLINE_CASES, RUNTIMES))
+
+
+@pytest.mark.parametrize(
+    ("case", "runtime"),
+    DEADLINE_CELLS,
+    ids=[f"{case.id}-{runtime}" for case, runtime in DEADLINE_CELLS],
+)
+def test_within_the_default_deadline(world: World, case: DeadlineCase, runtime: str) -> None:
+    with case.setup(world) as endpoint:
+
+        async def play(get: Getter) -> Observed:
+            first = await attempt(get, None)
+            return Observed(first, endpoint.reached(), None, None, endpoint.reached())
+
+        observed = run_cell(runtime, endpoint, play)
+    assert isinstance(observed.first, Token), f"expected a token, got {observed.first!r}"
+    assert observed.reached == case.requests, observed.reached
+    assert not observed.leaked, observed.leaked
 
 
 def test_the_docs_show_the_current_matrix() -> None:
