@@ -105,7 +105,7 @@ _CLI_WORDING: tuple[tuple[type[EightyEightPayError], str, str], ...] = (
     ),
     (
         RateLimited,
-        "Retry after retry_after seconds, or pass max_wait to let the call wait.",
+        "Retry after retry_after seconds, or give the call a deadline long enough to wait.",
         "Run the command again after that.",
     ),
 )

@@ -120,8 +120,11 @@ class Wait:
 
 @attrs.frozen
 class Unavailable:
-    """No token can be had before ``retry_at``, which the caller's deadline does not reach (or
-    the failure is definite): fail with ``error``."""
+    """No token in time: fail with ``error``.
+
+    The next request is allowed only at ``retry_at``, which the caller's deadline does not
+    reach, or the failure is definite (401, 403).
+    """
 
     error: EightyEightPayError
     """What to raise if the caller will not wait."""

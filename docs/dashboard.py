@@ -78,7 +78,7 @@ def simulate() -> list[Stats]:
                 sandbox.inject(Fault.status(429))
             store.state.down = OUTAGE[0] <= second < OUTAGE[1]
             with contextlib.suppress(RateLimited):  # the 429's cool-down: refused locally
-                manager.get_token(max_wait=0)
+                manager.get_token(deadline=0)
             background.run_pending()
             if second % SAMPLE_EVERY == 0:
                 samples.append(manager.stats())

@@ -129,7 +129,7 @@ def flow(
         h.sandbox.inject(Fault.status(429))
         h.clock.advance(61)  # the token has expired: the next call refreshes and gets a 429
         with pytest.raises(RateLimited):
-            await h.get_token()
+            await h.get_token(deadline=0)  # fail fast: no retry after the cool-down
         out["after_429"] = h.manager.stats()
         h.clock.advance(61)  # past the cool-down
         h.sandbox.inject(Fault.status(401), path=CHARGES)
@@ -401,7 +401,7 @@ def test_a_broken_transport_plugin_ends_the_span_and_is_counted() -> None:
         telemetry=collected.telemetry,
     ) as manager:
         with pytest.raises(TransportError):
-            manager.get_token()
+            manager.get_token(deadline=0)  # one attempt (a default deadline would retry it)
         stats = manager.stats()
         points = collected.points()
     (send,) = [s for s in collected.finished() if s.name == "POST"]

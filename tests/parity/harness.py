@@ -112,11 +112,11 @@ async def open_harness(
     options.update(extra)
     if runtime == "sync":
         background = ManualBackground()
+        options.setdefault("sleep", clock.advance)  # a manager's wait moves the fake time
         with TokenManager(
             api_key,
             merchant_id,
             transport=SandboxTransport(sandbox, clock),
-            sleep=clock.advance,
             background=background,
             **options,
         ) as sync_manager:
@@ -124,14 +124,14 @@ async def open_harness(
     elif runtime == "asyncio":
 
         async def asyncio_sleep(seconds: float) -> None:
-            clock.advance(seconds)  # a manager's wait moves the fake time
+            clock.advance(seconds)
             await asyncio.sleep(0)
 
+        options.setdefault("sleep", asyncio_sleep)
         async with AsyncTokenManager(
             api_key,
             merchant_id,
             transport=AsyncSandboxTransport(sandbox, clock),
-            sleep=asyncio_sleep,
             **options,
         ) as asyncio_manager:
             yield Harness(runtime, asyncio_manager, sandbox, clock, None)
@@ -141,11 +141,11 @@ async def open_harness(
             clock.advance(seconds)
             await trio.sleep(0)
 
+        options.setdefault("sleep", trio_sleep)
         async with open_trio_token_manager(
             api_key,
             merchant_id,
             transport=AsyncSandboxTransport(sandbox, clock),
-            sleep=trio_sleep,
             **options,
         ) as trio_manager:
             yield Harness(runtime, trio_manager, sandbox, clock, None)
