@@ -18,7 +18,9 @@ from eightyeightpay.plugins.sandbox import (
 from eightyeightpay.tokens import Token
 
 
-def stampede(manager: TokenManager, threads: int) -> list[Token | BaseException]:
+def stampede(
+    manager: TokenManager, threads: int, deadline: float | None = None
+) -> list[Token | BaseException]:
     barrier = threading.Barrier(threads)
     results: list[Token | BaseException] = []
     lock = threading.Lock()
@@ -26,7 +28,7 @@ def stampede(manager: TokenManager, threads: int) -> list[Token | BaseException]
     def caller() -> None:
         barrier.wait()
         try:
-            outcome: Token | BaseException = manager.get_token()
+            outcome: Token | BaseException = manager.get_token(deadline=deadline)
         except BaseException as error:  # recorded and asserted on below
             outcome = error
         with lock:
@@ -55,7 +57,7 @@ def test_64_threads_on_a_cold_cache_make_exactly_one_token_request(
     ("fault", "error_type"),
     [(Fault.status(500), ServerError), (Fault.reset(), TransportError)],
 )
-def test_a_failing_refresh_wakes_every_waiter_with_a_typed_error(
+def test_a_failing_refresh_wakes_every_fail_fast_waiter_with_a_typed_error(
     https_server: SandboxServer,
     https_manager: TokenManager,
     fault: Fault,
@@ -63,10 +65,21 @@ def test_a_failing_refresh_wakes_every_waiter_with_a_typed_error(
 ) -> None:
     # Hold the request long enough that the other callers are waiting on it, then fail it.
     https_server.sandbox.inject(fault)
-    results = stampede(https_manager, 64)
+    results = stampede(https_manager, 64, deadline=0)
     assert len(results) == 64
     assert all(isinstance(r, error_type) for r in results), {type(r) for r in results}
     assert https_server.sandbox.stats()["token_requests"] == 1
+
+
+@pytest.mark.parametrize("fault", [Fault.status(500), Fault.reset()])
+def test_waiters_share_the_retry_of_a_failed_refresh_within_the_default_deadline(
+    https_server: SandboxServer, https_manager: TokenManager, fault: Fault
+) -> None:
+    https_server.sandbox.inject(fault)
+    results = stampede(https_manager, 64)
+    assert all(isinstance(r, Token) for r in results), {type(r) for r in results}
+    assert len(set(results)) == 1
+    assert https_server.sandbox.stats()["token_requests"] == 2
 
 
 def test_tls_is_verified_against_the_given_ca(https_server: SandboxServer) -> None:
