@@ -224,8 +224,9 @@ class FlightRun:
 
     def _stored(self, effect: FleetEffect, value: object, span: object, started: float) -> Result:
         if isinstance(value, Exception):
-            detail = str(value) if isinstance(value, _Late) else fault_detail(value)
-            result: Result = StoreFault(detail, self._clock())
+            late = isinstance(value, _Late)
+            detail = str(value) if late else fault_detail(value)
+            result: Result = StoreFault(detail, self._clock(), stalled=late)
         else:
             result = store_result(effect, value, self._clock())
         if self._trace is not None:

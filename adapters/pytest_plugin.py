@@ -7,6 +7,9 @@ its fixtures; nothing is imported or started otherwise.
   test says so, so token expiry and 429 cool-downs are tested without sleeping.
 - ``eightyeightpay_sandbox``: the emulator served over HTTPS on loopback, with its test
   credentials and the CA file to trust, for code that builds its own manager or client.
+- ``StoreContract`` (loaded on first use, from ``eightyeightpay.adapters.store_contract``):
+  the fleet-store contract suite a store author subclasses in a test module and points at
+  their own store (see docs/store-plugin.md).
 """
 
 from __future__ import annotations
@@ -22,6 +25,14 @@ if TYPE_CHECKING:
     from eightyeightpay.plugins.sandbox import FakeClock, Sandbox, SandboxServer
 
 __all__ = ["FakeWorld", "SandboxInfo", "eightyeightpay_fake", "eightyeightpay_sandbox"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "StoreContract":  # imported on first use: the plugin stays inert otherwise
+        from .store_contract import StoreContract
+
+        return StoreContract
+    raise AttributeError(name)
 
 
 class FakeWorld:

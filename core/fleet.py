@@ -234,6 +234,8 @@ class StoreFault:
     """What went wrong, without secrets."""
     now: float
     """Local monotonic time."""
+    stalled: bool = False
+    """True when the call did not answer within its deadline (rather than failing fast)."""
 
 
 # --------------------------------------------------------------------------- performing

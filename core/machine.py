@@ -214,6 +214,11 @@ frozen, cut off) stops renewing, and the fleet takes over within this many secon
 LEASE_RENEWALS = 3
 """Renewals per lease while the holder's request is out (every ``LOCK_LEASE / 3`` s), so
 that one late renewal does not lose the lock."""
+FAILOVER_GRACE = 3.0
+"""Seconds a flight keeps trying a store that fails fast (refused connections, a demoted
+master) before working alone, when the store was healthy until then: a failover or a quick
+restart is ridden out without every process sending its own request. A store that stalls,
+or one already known to be down, is not waited for."""
 FLEET_STORE_CALLS = 4
 """Store calls a fleet flight makes besides the wait for the lock (read, acquire, read,
 reserve), each bounded by the store's deadline."""
@@ -321,7 +326,7 @@ class TokenMachine:
         """
         limit = self.policy.request_timeout + WAIT_GRACE
         if self.fleet:
-            limit += self._lock_wait + FLEET_STORE_CALLS * self.store_deadline
+            limit += self._lock_wait + FLEET_STORE_CALLS * self.store_deadline + FAILOVER_GRACE
         return limit
 
     @property
@@ -420,6 +425,8 @@ class TokenMachine:
         key = self.credentials.cache_key
         owner = f"{self.instance}:{flight.number}"
         read = yield ReadShared(key)
+        if isinstance(read, StoreFault) and not self.degraded and not read.stalled:
+            read = yield from self._ride_out(key, read)
         if not isinstance(read, SharedRead):
             return (yield from self._alone(flight, read))
         # A live holder releases within its request timeout; a dead one's lease lapses.
@@ -448,6 +455,8 @@ class TokenMachine:
                 )
             yield Sleep(self.policy.fleet_poll_interval)
             read = yield ReadShared(key)
+            if isinstance(read, StoreFault) and not self.degraded and not read.stalled:
+                read = yield from self._ride_out(key, read)
             if not isinstance(read, SharedRead):
                 return (yield from self._alone(flight, read))
         # The lease is ours until at least asked_at + LOCK_LEASE (set after we asked), and
@@ -456,6 +465,20 @@ class TokenMachine:
         settled = yield from self._locked_refresh(flight, key, owner, asked_at + LOCK_LEASE)
         yield ReleaseLock(key, owner)
         return settled
+
+    def _ride_out(
+        self, key: CacheKey, fault: StoreFault
+    ) -> Generator[Effect, Result, SharedRead | StoreFault]:
+        """Read again while the store fails fast, up to :data:`FAILOVER_GRACE` seconds."""
+        step = max(self.policy.fleet_poll_interval, 0.1)
+        until, tries = fault.now + FAILOVER_GRACE, math.ceil(FAILOVER_GRACE / step)
+        read: Result = fault
+        while isinstance(read, StoreFault) and not read.stalled and read.now < until and tries:
+            tries -= 1  # bounded by count too: a clock that does not move cannot hold us here
+            yield Sleep(step)
+            read = yield ReadShared(key)
+        assert isinstance(read, SharedRead | StoreFault)
+        return read
 
     def _locked_refresh(
         self, flight: Flight, key: CacheKey, owner: str, lease_ends: float

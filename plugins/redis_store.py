@@ -202,7 +202,16 @@ class _Operations:
 class _AsyncOperations(_Operations):
     """The same operations over a ``redis.asyncio`` client, with the same one retry."""
 
+    _initialized = False
+
     async def _aonce_more(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        if not self._initialized:
+            # An asyncio cluster client must learn its nodes before its first transaction
+            # (redis-py's transaction pipeline does not do it for a slot on another node).
+            initialize = getattr(self._client, "initialize", None)
+            if initialize is not None:
+                await initialize()
+            self._initialized = True
         try:
             return await call()
         except self._retryable:

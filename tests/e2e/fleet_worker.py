@@ -20,6 +20,8 @@ from eightyeightpay.adapters.async_manager import AsyncTokenManager, open_trio_t
 from eightyeightpay.adapters.sync import TokenManager
 from eightyeightpay.plugins.redis_store import RedisStore
 from eightyeightpay.plugins.sandbox import DEFAULT_API_KEY, DEFAULT_MERCHANT_ID
+from tests.recipes import recipe_store
+from tests.servers import SENTINEL_MASTER
 
 
 class Recorder:
@@ -61,12 +63,26 @@ class Recorder:
         )
 
 
+def make_store(kind: str, where: str) -> RedisStore:
+    """The store as docs/stores.md's recipes build it, for a plain Redis, a Cluster or Sentinel."""
+    if kind == "url":
+        return RedisStore(where, timeout=0.2)
+    if kind == "cluster":
+        host, port = where.removeprefix("redis://").split("/")[0].split(":")
+        store: RedisStore = recipe_store("cluster", HOST=host, PORT=int(port))
+        return store
+    sentinels = [(host, int(port)) for host, port in (a.split(":") for a in where.split(","))]
+    store = recipe_store("sentinel", SENTINELS=sentinels, MASTER_NAME=SENTINEL_MASTER)
+    return store
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runtime", choices=["sync", "asyncio", "trio"], required=True)
     parser.add_argument("--url", required=True)
     parser.add_argument("--ca", required=True)
-    parser.add_argument("--redis", required=True)
+    parser.add_argument("--redis", required=True, help="URL, cluster seed URL, or sentinels")
+    parser.add_argument("--store-kind", choices=["url", "cluster", "sentinel"], default="url")
     parser.add_argument("--mode", choices=["cold", "steady"], default="cold")
     parser.add_argument("--duration", type=float, default=0.0)
     parser.add_argument("--per-minute", type=int, default=10)
@@ -76,7 +92,7 @@ def main() -> None:
     options: dict[str, Any] = {
         "base_url": args.url,
         "ca_bundle": args.ca,
-        "store": RedisStore(args.redis, timeout=0.2),
+        "store": make_store(args.store_kind, args.redis),
         "policy": policy,
     }
     print("ready", flush=True)

@@ -3,68 +3,14 @@ against the HTTPS loopback emulator."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from eightyeightpay.plugins.sandbox import RateLimit, Sandbox, SandboxServer
+from tests.e2e.workers import Workers
 from tests.servers import RedisServer
-
-RUNTIMES = ("sync", "asyncio", "trio") * 3
-
-
-class Workers:
-    def __init__(self, server: SandboxServer, redis: RedisServer, count: int, *args: str) -> None:
-        assert server.certificates is not None
-        self.processes = [
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "tests.e2e.fleet_worker",
-                    "--runtime",
-                    RUNTIMES[i],
-                    "--url",
-                    server.url,
-                    "--ca",
-                    str(server.certificates.ca_file),
-                    "--redis",
-                    redis.url,
-                    *args,
-                ],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            for i in range(count)
-        ]
-
-    def go(self) -> None:
-        for process in self.processes:
-            assert process.stdout is not None and process.stdout.readline().strip() == "ready"
-        for process in self.processes:
-            assert process.stdin is not None
-            process.stdin.write("go\n")
-            process.stdin.flush()
-
-    def results(self, timeout: float = 120) -> list[dict[str, Any]]:
-        reports = []
-        for process in self.processes:
-            out, _ = process.communicate(timeout=timeout)
-            assert process.returncode == 0
-            reports.append(json.loads(out.strip().splitlines()[-1]))
-        return reports
-
-    def kill(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.kill()
-            process.communicate()
 
 
 @pytest.fixture
@@ -77,7 +23,7 @@ def fleet_redis() -> Iterator[RedisServer]:
 
 def test_eight_cold_processes_make_exactly_one_token_request(fleet_redis: RedisServer) -> None:
     with SandboxServer(Sandbox(), tls=True) as server:
-        workers = Workers(server, fleet_redis, 8, "--mode", "cold")
+        workers = Workers(server, fleet_redis.url, 8, "--mode", "cold")
         try:
             workers.go()
             reports = workers.results()
@@ -112,10 +58,24 @@ def test_a_fleet_over_three_lifetimes_spends_what_one_process_would(
         SandboxServer(compressed_sandbox(), tls=True) as fleet_server,
     ):
         alone = Workers(
-            alone_server, fleet_redis, 1, "--mode", "steady", "--duration", duration, *COMPRESSED
+            alone_server,
+            fleet_redis.url,
+            1,
+            "--mode",
+            "steady",
+            "--duration",
+            duration,
+            *COMPRESSED,
         )
         fleet = Workers(
-            fleet_server, fleet_redis, 8, "--mode", "steady", "--duration", duration, *COMPRESSED
+            fleet_server,
+            fleet_redis.url,
+            8,
+            "--mode",
+            "steady",
+            "--duration",
+            duration,
+            *COMPRESSED,
         )
         try:
             alone.go()
@@ -139,7 +99,7 @@ def test_redis_down_for_longer_than_a_lifetime_fails_no_caller_and_the_fleet_rej
 ) -> None:
     with SandboxServer(compressed_sandbox(), tls=True) as server:
         workers = Workers(
-            server, fleet_redis, 8, "--mode", "steady", "--duration", "24", *COMPRESSED
+            server, fleet_redis.url, 8, "--mode", "steady", "--duration", "24", *COMPRESSED
         )
         try:
             workers.go()

@@ -1,0 +1,124 @@
+"""The fleet on production-shaped Redis: a 3-master Cluster, Sentinel failing over, and a lock
+holder killed mid-request. Real OS processes (threads, asyncio and trio mixed), real servers
+on loopback, the HTTPS emulator."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from eightyeightpay.plugins.sandbox import Fault, RateLimit, Sandbox, SandboxServer
+from tests.e2e.workers import Workers
+from tests.servers import RedisClusterServers, RedisServer, SentinelServers
+
+LIFETIME = 6
+COMPRESSED = ("--per-minute", "100", "--per-hour", "1000")
+
+
+def compressed_sandbox() -> Sandbox:
+    return Sandbox(
+        token_lifetime=LIFETIME,
+        token_limits=(RateLimit(100, 60.0), RateLimit(1000, 3600.0)),
+    )
+
+
+@pytest.fixture
+def cluster() -> Iterator[RedisClusterServers]:
+    servers = RedisClusterServers(3)
+    servers.start()
+    yield servers
+    servers.close()
+
+
+@pytest.fixture
+def sentinel() -> Iterator[SentinelServers]:
+    servers = SentinelServers()
+    servers.start()
+    yield servers
+    servers.close()
+
+
+def test_redis_cluster_eight_cold_processes_make_one_token_request(
+    cluster: RedisClusterServers,
+) -> None:
+    with SandboxServer(Sandbox(), tls=True) as server:
+        workers = Workers(server, cluster.url, 8, "--store-kind", "cluster", "--mode", "cold")
+        try:
+            workers.go()
+            reports = workers.results()
+        finally:
+            workers.kill()
+        assert server.sandbox.stats()["token_requests"] == 1
+    assert all(report["errors"] == {} for report in reports)
+    assert len({fp for report in reports for fp in report["fingerprints"]}) == 1
+
+
+def test_sentinel_master_killed_mid_run_costs_no_error_and_no_429(
+    sentinel: SentinelServers,
+) -> None:
+    sentinels = ",".join(f"{host}:{port}" for host, port in sentinel.addresses)
+    duration = "16"
+    options = ("--store-kind", "sentinel", "--mode", "steady", "--duration", duration)
+    with (
+        SandboxServer(compressed_sandbox(), tls=True) as alone_server,
+        SandboxServer(compressed_sandbox(), tls=True) as fleet_server,
+    ):
+        alone = Workers(alone_server, sentinels, 1, *options, *COMPRESSED)
+        fleet = Workers(fleet_server, sentinels, 8, *options, *COMPRESSED)
+        try:
+            alone.go()
+            fleet.go()
+            time.sleep(5)
+            old_master = sentinel.master.port
+            sentinel.master.kill()
+            deadline = time.monotonic() + 20
+            while sentinel.master_port() == old_master and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert sentinel.master_port() == sentinel.replica.port  # the replica was promoted
+            alone_reports, fleet_reports = alone.results(), fleet.results()
+        finally:
+            alone.kill()
+            fleet.kill()
+        one_process = alone_server.sandbox.stats()["token_requests"]
+        fleet_wide = fleet_server.sandbox.stats()["token_requests"]
+        assert fleet_server.sandbox.stats()["rate_limited"] == 0
+    print(f"sentinel failover: one process {one_process}, fleet of 8 {fleet_wide} requests")
+    assert fleet_wide <= one_process + 1
+    for report in alone_reports + fleet_reports:
+        assert report["errors"] == {} and report["unusable"] == 0
+
+
+def test_a_lock_holder_killed_mid_request_costs_seconds_not_errors() -> None:
+    redis = RedisServer()
+    redis.start()
+    try:
+        with SandboxServer(Sandbox(), tls=True) as server:
+            server.sandbox.inject(Fault.latency(30))  # the holder's request never comes back
+            holder = Workers(server, redis.url, 1, "--mode", "cold")
+            holder.go()
+            while server.sandbox.stats()["token_requests"] < 1:
+                time.sleep(0.02)
+            others = Workers(server, redis.url, 4, "--mode", "cold")
+            others.go()
+            time.sleep(0.5)  # they are waiting for the holder's lock
+            holder.processes[0].kill()
+            killed_at = time.monotonic()
+            while (
+                server.sandbox.stats()["token_requests"] < 2 and time.monotonic() < killed_at + 30
+            ):
+                time.sleep(0.02)
+            taken_over_after = time.monotonic() - killed_at
+            try:
+                reports = others.results()
+            finally:
+                others.kill()
+                holder.kill()
+            assert server.sandbox.stats()["token_requests"] == 2
+    finally:
+        redis.close()
+    print(f"lock holder killed: next token request after {taken_over_after:.2f} s")
+    assert taken_over_after < 5
+    assert all(report["errors"] == {} for report in reports)
+    assert len({fp for report in reports for fp in report["fingerprints"]}) == 1

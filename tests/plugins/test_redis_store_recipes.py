@@ -1,0 +1,98 @@
+"""docs/stores.md's TLS and ACL recipe, as written, against a redis-server that speaks only
+TLS and has no default user; and what a TLS failure looks like."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+
+import pytest
+import trio
+
+from eightyeightpay import Token
+from eightyeightpay.adapters.async_manager import AsyncTokenManager, open_trio_token_manager
+from eightyeightpay.plugins.sandbox import DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, SandboxServer
+from eightyeightpay.plugins.sandbox.tls import make_test_ca
+from tests.plugins.fleet_support import Fleet
+from tests.recipes import recipe_store
+from tests.servers import TlsAclRedis
+
+
+@pytest.fixture
+def tls_redis() -> Iterator[TlsAclRedis]:
+    server = TlsAclRedis()
+    server.start()
+    yield server
+    server.close()
+
+
+def test_tls_and_acl_through_the_documented_recipe(
+    tls_redis: TlsAclRedis, https_server: SandboxServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+
+    def make() -> object:
+        return recipe_store(
+            "tls-acl",
+            USER=tls_redis.user,
+            PASSWORD=tls_redis.password,
+            HOST="127.0.0.1",
+            PORT=tls_redis.port,
+            CA_FILE=str(tls_redis.certificates.ca_file),
+        )
+
+    fleet = Fleet(https_server, lambda **options: make())  # type: ignore[arg-type]
+    try:
+        token = fleet.process().get_token()
+        assert fleet.process().get_token() == token
+
+        async def on_asyncio() -> Token:
+            async with AsyncTokenManager(
+                DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, store=fleet.store(), **fleet.options
+            ) as manager:
+                return await manager.get_token()
+
+        async def on_trio() -> Token:
+            async with open_trio_token_manager(
+                DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, store=fleet.store(), **fleet.options
+            ) as manager:
+                return await manager.get_token()
+
+        assert asyncio.run(on_asyncio()) == token
+        assert trio.run(on_trio) == token
+        assert fleet.token_requests() == 1
+        assert all(store.health.outages == 0 for store in fleet.stores)
+    finally:
+        fleet.close()
+    assert tls_redis.password not in caplog.text
+
+
+def test_a_tls_failure_says_it_is_one_and_the_process_works_alone(
+    tls_redis: TlsAclRedis,
+    https_server: SandboxServer,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: object,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="eightyeightpay")
+    other_ca = make_test_ca(str(tmp_path))  # not the CA that signed the server's certificate
+
+    def make() -> object:
+        return recipe_store(
+            "tls-acl",
+            USER=tls_redis.user,
+            PASSWORD=tls_redis.password,
+            HOST="127.0.0.1",
+            PORT=tls_redis.port,
+            CA_FILE=str(other_ca.ca_file),
+        )
+
+    fleet = Fleet(https_server, lambda **options: make())  # type: ignore[arg-type]
+    try:
+        assert isinstance(fleet.process().get_token(), Token)  # no error reaches the caller
+    finally:
+        fleet.close()
+    lines = [r.getMessage() for r in caplog.records if "store unavailable" in r.getMessage()]
+    assert len(lines) == 1
+    assert "TLS failure, the server's certificate was not verified" in lines[0]
+    assert tls_redis.password not in caplog.text
