@@ -89,6 +89,11 @@ class CommandError(Exception):
 
 _ELLIPSIS = "\N{HORIZONTAL ELLIPSIS}"
 
+_EACH_COMMAND = (
+    "each token, request and doctor command is a new process that requests its own token, "
+    "and these count with your application's."
+)
+
 _CLI_WORDING: tuple[tuple[type[EightyEightPayError], str, str], ...] = (
     (InsecureTransport, "Use an https:// URL.", f"Set {BASE_URL_VARIABLE} to an https:// URL."),
     (InsecureTransport, "pass allow_http_loopback=True", "pass --allow-http-loopback"),
@@ -107,6 +112,13 @@ _CLI_WORDING: tuple[tuple[type[EightyEightPayError], str, str], ...] = (
         RateLimited,
         "Retry after retry_after seconds, or give the call a deadline long enough to wait.",
         "Run the command again after that.",
+    ),
+    (
+        RateLimited,
+        "share one token between processes (a fleet store) instead of requesting one per process.",
+        f"{_EACH_COMMAND} Wait that long before the next command; for many calls, make them "
+        "from one Python process with one TokenManager (docs/cli.md, 'One token per "
+        "command').",
     ),
 )
 """Where a library message names a Python argument, what the command line says instead."""

@@ -370,7 +370,9 @@ def _fix_for(error: EightyEightPayError) -> str:
     if isinstance(error, RateLimited):
         return (
             f"Wait {error.retry_after:.0f} s. Token requests are limited to 10 a minute and "
-            "100 an hour per merchant: share one token across processes."
+            "100 an hour per merchant, and each token, request and doctor command requests "
+            "its own: run fewer commands, or make many calls from one Python process with one "
+            "TokenManager."
         )
     if isinstance(error, TLSError):
         return "Fix TLS trust (CA bundle, clock, host name)."

@@ -17,7 +17,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from eightyeightpay.plugins.sandbox import DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, SandboxServer
+from eightyeightpay.plugins.sandbox import (
+    DEFAULT_API_KEY,
+    DEFAULT_MERCHANT_ID,
+    RateLimit,
+    Sandbox,
+    SandboxServer,
+)
 from tests.e2e.test_cli import run
 from tests.servers import CLI, with_ctrl_c
 
@@ -240,3 +246,32 @@ def test_ctrl_c_while_the_command_loads_exits_130_without_a_traceback() -> None:
         said = stderr.decode()
         assert process.returncode == EXIT_INTERRUPTED, (attempt, said[-2000:])
         assert "Traceback" not in said and "KeyboardInterrupt" not in said, said[-2000:]
+
+
+# --------------------------------------------------------------------------- the token budget
+
+
+def test_a_429_tells_a_command_line_user_what_they_can_do() -> None:
+    # 88Pay's budget at 2 a minute: the third command's token request draws a 429.
+    with SandboxServer(Sandbox(token_limits=(RateLimit(2, 60.0),))) as server:
+        env = {
+            **os.environ,
+            "EIGHTY_EIGHT_PAY_API_KEY": DEFAULT_API_KEY,
+            "EIGHTY_EIGHT_PAY_MERCHANT_ID": DEFAULT_MERCHANT_ID,
+            "EIGHTY_EIGHT_PAY_BASE_URL": server.url,
+        }
+        codes = [run("token", "--allow-http-loopback", env=env, timeout=60) for _ in range(2)]
+        assert [result.returncode for result in codes] == [0, 0]
+        refused = run("token", "--allow-http-loopback", env=env, timeout=60)
+        doctor = run("doctor", "--allow-http-loopback", env=env, timeout=60)
+        assert server.sandbox.stats()["token_requests"] == 4
+    assert refused.returncode == 1, refused.stderr
+    line = refused.stderr.splitlines()[-1]
+    assert line.startswith("error: RateLimited: 88Pay rate-limited the token request (429"), line
+    assert "each token, request and doctor command is a new process" in line
+    assert "one TokenManager" in line and "One token per command" in line
+    assert "fleet store" not in line  # a remedy the command line does not offer
+    assert doctor.returncode == 1
+    assert re.search(r"^  FAIL token obtained +RateLimited: ", doctor.stdout, re.M)
+    assert "each token, request and doctor command requests its own" in doctor.stdout
+    _no_secret(refused.stdout + refused.stderr + doctor.stdout + doctor.stderr)
