@@ -17,10 +17,10 @@ def _interrupted_while_loading(_signum: int, _frame: object) -> None:
 
 
 # Ctrl-C while the rest of this module loads (and until main() is running) ends the command
-# with 130 and no traceback. Only in the console script (argv[0] is the command), and only
-# where SIGINT is at Python's default: an ignored SIGINT stays ignored, and a program that
-# imports this module keeps its own handling.
-if os.path.basename(sys.argv[0] if sys.argv else "") == "eightyeightpay":
+# with 130 and no traceback. Only in the console script (argv[0] is the command) or under
+# `python -m`, and only where SIGINT is at Python's default: an ignored SIGINT stays
+# ignored, and a program that imports this module keeps its own handling.
+if __name__ == "__main__" or os.path.basename(sys.argv[0] if sys.argv else "") == "eightyeightpay":
     try:
         if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
             signal.signal(signal.SIGINT, _interrupted_while_loading)
