@@ -315,6 +315,8 @@ async def open_trio_token_manager(
         api_key, merchant_id = config.api_key, config.merchant_id
         if config.base_url is not None:
             options.setdefault("base_url", config.base_url)
+        if config.store is not None:  # EIGHTY_EIGHT_PAY_STORE: the store's registered name
+            options.setdefault("store", config.store)
     try:
         async with trio.open_nursery() as nursery:
             runtime = registry().runtime("trio")(nursery)

@@ -23,6 +23,8 @@ __all__ = [
 API_KEY_VARIABLE = "EIGHTY_EIGHT_PAY_API_KEY"
 MERCHANT_ID_VARIABLE = "EIGHTY_EIGHT_PAY_MERCHANT_ID"
 BASE_URL_VARIABLE = "EIGHTY_EIGHT_PAY_BASE_URL"
+STORE_VARIABLE = "EIGHTY_EIGHT_PAY_STORE"
+"""The store's registered name (``memory``, ``redis``, ``memcached`` or a plugin's)."""
 
 log = logging.getLogger("eightyeightpay")
 
@@ -66,6 +68,8 @@ class EnvConfig:
     """The base URL, if set."""
     trimmed: tuple[str, ...]
     """Names of variables whose value had leading or trailing whitespace."""
+    store: str | None = None
+    """The store's registered name from ``EIGHTY_EIGHT_PAY_STORE``, if set."""
 
     def __repr__(self) -> str:
         return f"EnvConfig(merchant_id={self.merchant_id!r}, base_url={self.base_url!r})"
@@ -91,6 +95,11 @@ def read_environment(environ: Mapping[str, str] | None = None) -> EnvConfig:
     for name in trimmed:
         log.warning("%s had leading or trailing whitespace; it was removed", name)
     base_url = env.get(BASE_URL_VARIABLE, "").strip() or None
+    store = env.get(STORE_VARIABLE, "").strip() or None
     return EnvConfig(
-        env[API_KEY_VARIABLE].strip(), env[MERCHANT_ID_VARIABLE].strip(), base_url, trimmed
+        env[API_KEY_VARIABLE].strip(),
+        env[MERCHANT_ID_VARIABLE].strip(),
+        base_url,
+        trimmed,
+        store,
     )
