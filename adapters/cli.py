@@ -49,7 +49,7 @@ from eightyeightpay.errors import (  # noqa: E402
     TLSError,
 )
 
-from .config import BASE_URL_VARIABLE  # noqa: E402
+from .config import BASE_URL_VARIABLE, STORE_VARIABLE  # noqa: E402
 
 __all__ = ["EXIT_CODES", "build_parser", "cli_message", "main"]
 
@@ -90,8 +90,8 @@ class CommandError(Exception):
 _ELLIPSIS = "\N{HORIZONTAL ELLIPSIS}"
 
 _EACH_COMMAND = (
-    "each token, request and doctor command is a new process that requests its own token, "
-    "and these count with your application's."
+    f"each token, request and doctor command is a new process: without {STORE_VARIABLE} each "
+    "requests its own token, and these count with your application's."
 )
 
 _CLI_WORDING: tuple[tuple[type[EightyEightPayError], str, str], ...] = (
@@ -116,9 +116,9 @@ _CLI_WORDING: tuple[tuple[type[EightyEightPayError], str, str], ...] = (
     (
         RateLimited,
         "share one token between processes (a fleet store) instead of requesting one per process.",
-        f"{_EACH_COMMAND} Wait that long before the next command; for many calls, make them "
-        "from one Python process with one TokenManager (docs/cli.md, 'One token per "
-        "command').",
+        f"{_EACH_COMMAND} Wait that long before the next command; to share one token "
+        f"between commands (and with your application), set {STORE_VARIABLE}=redis and "
+        "EIGHTY_EIGHT_PAY_REDIS_URL (docs/cli.md, 'One token per command').",
     ),
 )
 """Where a library message names a Python argument, what the command line says instead."""
@@ -530,7 +530,8 @@ def build_parser() -> argparse.ArgumentParser:
         + ", ".join(f"{code} {meaning}" for code, meaning in EXIT_CODES.items())
         + " (docs/cli.md lists the cases). The variables EIGHTY_EIGHT_PAY_API_KEY, "
         "EIGHTY_EIGHT_PAY_MERCHANT_ID and (optionally) EIGHTY_EIGHT_PAY_BASE_URL configure "
-        "token, request and doctor.",
+        f"token, request and doctor; with {STORE_VARIABLE} (e.g. redis, and "
+        "EIGHTY_EIGHT_PAY_REDIS_URL) they share one token instead of each requesting its own.",
     )
     verbose_help = "log at DEBUG to stderr (secrets are never logged)"
     parser.add_argument("-v", "--verbose", action="store_true", help=verbose_help)

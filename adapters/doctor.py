@@ -24,6 +24,7 @@ from eightyeightpay.credentials import (
 )
 from eightyeightpay.errors import (
     AccessDenied,
+    ConfigurationError,
     EightyEightPayError,
     InvalidCredentials,
     RateLimited,
@@ -33,7 +34,7 @@ from eightyeightpay.plugins.memory import MemoryStore
 from eightyeightpay.plugins.tls import ca_bundle_problem, tls_context, tls_failure
 
 from .cli import CA_BUNDLE_FIX, cli_message
-from .config import API_KEY_VARIABLE, BASE_URL_VARIABLE, MERCHANT_ID_VARIABLE
+from .config import API_KEY_VARIABLE, BASE_URL_VARIABLE, MERCHANT_ID_VARIABLE, STORE_VARIABLE
 from .sync import TokenManager
 
 __all__ = ["CHECKLIST", "Check", "run_doctor"]
@@ -231,17 +232,26 @@ def run_doctor(
     if report.blocked:
         return report.finish()
 
+    store_name = environ.get(STORE_VARIABLE, "").strip() or "memory"
     try:
         manager = TokenManager(
             key,
             merchant,
             base_url=url,
             ca_bundle=ca_bundle,
-            store=MemoryStore(),
+            # the store the token and request commands use: EIGHTY_EIGHT_PAY_STORE, if set
+            store=store_name if store_name != "memory" else MemoryStore(),
             allow_http_loopback=allow_http_loopback,
         )
     except EightyEightPayError as error:
-        report.fail("token obtained", _said(error), _fix_for(error))
+        fix = _fix_for(error)
+        if isinstance(error, ConfigurationError) and environ.get(STORE_VARIABLE):
+            fix = (
+                f"Set {STORE_VARIABLE} to a store's registered name (memory, redis, memcached "
+                "or an installed plugin's), or unset it, and check that store's own variables "
+                "(EIGHTY_EIGHT_PAY_REDIS_URL, EIGHTY_EIGHT_PAY_MEMCACHED)."
+            )
+        report.fail("token obtained", _said(error), fix)
         return report.finish()
     with manager:
         try:
@@ -250,8 +260,9 @@ def run_doctor(
             report.fail("token obtained", _said(error), _fix_for(error))
             return report.finish()
         life = token.remaining(manager.clock())
-        report.ok("token obtained", f"token {token.fingerprint}, {life:.0f} s left")
         before = manager.stats().token_requests
+        source = "requested from 88Pay" if before else f"from the {store_name} store, not requested"
+        report.ok("token obtained", f"token {token.fingerprint}, expires in {life:.0f} s; {source}")
         again = manager.get_token()
         stats = manager.stats()
         if again == token and stats.token_requests == before:
@@ -370,9 +381,10 @@ def _fix_for(error: EightyEightPayError) -> str:
     if isinstance(error, RateLimited):
         return (
             f"Wait {error.retry_after:.0f} s. Token requests are limited to 10 a minute and "
-            "100 an hour per merchant, and each token, request and doctor command requests "
-            "its own: run fewer commands, or make many calls from one Python process with one "
-            "TokenManager."
+            f"100 an hour per merchant. Without {STORE_VARIABLE} each token, request and "
+            "doctor command requests its own; with it (e.g. redis and "
+            "EIGHTY_EIGHT_PAY_REDIS_URL) they share one token with each other and your "
+            "application."
         )
     if isinstance(error, TLSError):
         return "Fix TLS trust (CA bundle, clock, host name)."

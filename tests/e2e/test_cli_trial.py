@@ -25,7 +25,7 @@ from eightyeightpay.plugins.sandbox import (
     SandboxServer,
 )
 from tests.e2e.test_cli import run
-from tests.servers import CLI, with_ctrl_c
+from tests.servers import CLI, RedisServer, with_ctrl_c
 
 EXIT_INTERRUPTED = 130
 EXIT_CLOSED_PIPE = 141
@@ -269,9 +269,39 @@ def test_a_429_tells_a_command_line_user_what_they_can_do() -> None:
     line = refused.stderr.splitlines()[-1]
     assert line.startswith("error: RateLimited: 88Pay rate-limited the token request (429"), line
     assert "each token, request and doctor command is a new process" in line
-    assert "one TokenManager" in line and "One token per command" in line
-    assert "fleet store" not in line  # a remedy the command line does not offer
+    assert "set EIGHTY_EIGHT_PAY_STORE=redis and EIGHTY_EIGHT_PAY_REDIS_URL" in line
+    assert "One token per command" in line and "fleet store" not in line
     assert doctor.returncode == 1
     assert re.search(r"^  FAIL token obtained +RateLimited: ", doctor.stdout, re.M)
-    assert "each token, request and doctor command requests its own" in doctor.stdout
+    assert "Without EIGHTY_EIGHT_PAY_STORE each token, request and doctor" in doctor.stdout
     _no_secret(refused.stdout + refused.stderr + doctor.stdout + doctor.stderr)
+
+
+def test_commands_share_one_token_through_the_store_the_environment_names(
+    http_env: dict[str, str], redis_server: RedisServer
+) -> None:
+    # Own emulator: its token counter starts at zero.
+    with SandboxServer() as server:
+        env = {
+            **http_env,
+            "EIGHTY_EIGHT_PAY_BASE_URL": server.url,
+            "EIGHTY_EIGHT_PAY_STORE": "redis",
+            "EIGHTY_EIGHT_PAY_REDIS_URL": redis_server.url,
+        }
+        balance = f"/api/balance?id={DEFAULT_MERCHANT_ID}"
+        results = [
+            run(*argv, "--allow-http-loopback", env=env, timeout=60)
+            for argv in (("token",), ("token", "--json"), ("request", "POST", balance), ("doctor",))
+        ]
+        assert server.sandbox.stats()["token_requests"] == 1  # four commands, one token
+    for result in results:
+        assert result.returncode == 0, result.stderr
+        _no_secret(result.stdout + result.stderr)
+    first, second = results[0].stdout, json.loads(results[1].stdout)
+    assert re.search(r"stats +1 token request .*store healthy", first), first
+    assert second["stats"]["token_requests"] == 0 and second["fingerprint"] in first
+    assert re.search(
+        r"^  ok   token obtained +token \w+, expires in \d+ s; from the redis store, not requested",
+        results[3].stdout,
+        re.M,
+    ), results[3].stdout
