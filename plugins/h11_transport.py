@@ -13,7 +13,6 @@ one). A forked child starts with no pool: the parent's streams are never used th
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 import weakref
 from collections.abc import AsyncGenerator, Callable
@@ -23,7 +22,6 @@ import attrs
 import h11
 
 from eightyeightpay.errors import (
-    ConfigurationError,
     ConnectError,
     ConnectionLost,
     EightyEightPayError,
@@ -36,13 +34,14 @@ from eightyeightpay.http import HttpRequest, HttpResponse
 from eightyeightpay.ports import AsyncRuntime, AsyncStream, Lot
 
 from .hookspecs import TransportFactory, hookimpl
-from .process import forget_in_child
+from .process import OnEachChild
 from .tls import (
     DEFAULT_MAX_CONNECTIONS,
     IDLE_REUSE_SECONDS,
     MAX_BODY_BYTES,
     PoolStats,
     TrustKey,
+    connection_cap,
     shared_tls_context,
     tls_failure,
     trust_key,
@@ -211,7 +210,6 @@ class _Process:
     """The async pools of this process, by event loop (held weakly) and origin."""
 
     def __init__(self) -> None:
-        self.pid = os.getpid()
         self.generation = 0
         self.loops: weakref.WeakKeyDictionary[object, _LoopPools] = weakref.WeakKeyDictionary()
 
@@ -231,21 +229,11 @@ def _after_fork_in_child() -> None:
     _process.generation = generation
 
 
-class _ForkHook:
-    """Told by :mod:`eightyeightpay.plugins.process` that this is a forked child."""
-
-    def after_fork(self) -> None:
-        if _process.pid != os.getpid():
-            _after_fork_in_child()
-
-
-_fork_hook = _ForkHook()
-forget_in_child(_fork_hook)
+_fork_hook = OnEachChild(_after_fork_in_child)
 
 
 def _current() -> _Process:
-    if _process.pid != os.getpid():  # a fork that skipped the at-fork hooks
-        _after_fork_in_child()
+    _fork_hook.check_process()  # for a fork that skipped the at-fork hooks
     return _process
 
 
@@ -274,13 +262,9 @@ class AsyncHttp11Transport:
         ca_bundle: str | None = None,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
-        if not isinstance(max_connections, int) or max_connections < 1:
-            raise ConfigurationError(
-                f"max_connections must be a positive integer, not {max_connections!r}."
-            )
         self._runtime = runtime
         self._trust = trust_key(ca_bundle)
-        self._cap = max_connections
+        self._cap = connection_cap(max_connections)
         self._joined: weakref.WeakKeyDictionary[object, dict[_Origin, _Pool]] = (
             weakref.WeakKeyDictionary()
         )

@@ -19,7 +19,14 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
 
-__all__ = ["ForkAware", "PerProcessClient", "ProcessBound", "forget_in_child", "pid"]
+__all__ = [
+    "ForkAware",
+    "OnEachChild",
+    "PerProcessClient",
+    "ProcessBound",
+    "forget_in_child",
+    "pid",
+]
 
 log = logging.getLogger("eightyeightpay")
 
@@ -58,6 +65,21 @@ class ProcessBound:
     def _start_afresh(self) -> None:
         """Drop the parent's state (threads, locks, flights, connections) in the child."""
         raise NotImplementedError
+
+
+class OnEachChild(ProcessBound):
+    """Calls ``start_afresh()`` once in each new process: for a module's process-wide state.
+
+    The module keeps the instance (it is registered weakly) and calls :meth:`check_process`
+    on its slow path before reading that state.
+    """
+
+    def __init__(self, start_afresh: Callable[[], object]) -> None:
+        self._callback = start_afresh
+        super().__init__()
+
+    def _start_afresh(self) -> None:
+        self._callback()
 
 
 _objects: weakref.WeakSet[ForkAware] = weakref.WeakSet()

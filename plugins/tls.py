@@ -16,6 +16,7 @@ __all__ = [
     "PoolStats",
     "TrustKey",
     "ca_bundle_problem",
+    "connection_cap",
     "shared_tls_context",
     "tls_context",
     "tls_failure",
@@ -80,6 +81,15 @@ DEFAULT_MAX_CONNECTIONS = 10
 88Pay allows 60 API calls a minute per merchant; ten kept-alive connections carry far more
 than that, and callers beyond the cap queue inside their deadline instead of opening more.
 """
+
+
+def connection_cap(max_connections: int) -> int:
+    """``max_connections`` checked: a positive integer, else a :class:`ConfigurationError`."""
+    if not isinstance(max_connections, int) or max_connections < 1:
+        raise ConfigurationError(
+            f"max_connections must be a positive integer, not {max_connections!r}."
+        )
+    return max_connections
 
 
 def trust_key(ca_bundle: str | None) -> TrustKey:

@@ -44,7 +44,6 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError, ReadTimeoutError
 
 from eightyeightpay.errors import (
-    ConfigurationError,
     ConnectError,
     ConnectionLost,
     EightyEightPayError,
@@ -56,13 +55,14 @@ from eightyeightpay.errors import (
 from eightyeightpay.http import HttpRequest, HttpResponse
 
 from .hookspecs import TransportFactory, hookimpl
-from .process import forget_in_child
+from .process import OnEachChild
 from .tls import (
     DEFAULT_MAX_CONNECTIONS,
     IDLE_REUSE_SECONDS,
     MAX_BODY_BYTES,
     PoolStats,
     TrustKey,
+    connection_cap,
     shared_tls_context,
     tls_failure,
     trust_key,
@@ -263,7 +263,6 @@ class _Process:
     """What this process shares across transports: the pools and the deadline watchdog."""
 
     def __init__(self) -> None:
-        self.pid = os.getpid()
         self.lock = threading.Lock()
         self.pools: dict[PoolKey, _HostPool] = {}
         self.watchdog = _Watchdog()
@@ -309,21 +308,11 @@ def _after_fork_in_child() -> None:
 
 
 def _current() -> _Process:
-    if _process.pid != os.getpid():  # a fork that skipped the at-fork hooks
-        _after_fork_in_child()
+    _fork_hook.check_process()  # for a fork that skipped the at-fork hooks
     return _process
 
 
-class _ForkHook:
-    """Told by :mod:`eightyeightpay.plugins.process` that this is a forked child."""
-
-    def after_fork(self) -> None:
-        if _process.pid != os.getpid():
-            _after_fork_in_child()
-
-
-_fork_hook = _ForkHook()
-forget_in_child(_fork_hook)
+_fork_hook = OnEachChild(_after_fork_in_child)
 
 
 def process_pools() -> dict[str, PoolStats]:
@@ -351,12 +340,8 @@ class Urllib3Transport:
     def __init__(
         self, *, ca_bundle: str | None = None, max_connections: int = DEFAULT_MAX_CONNECTIONS
     ) -> None:
-        if not isinstance(max_connections, int) or max_connections < 1:
-            raise ConfigurationError(
-                f"max_connections must be a positive integer, not {max_connections!r}."
-            )
         self._trust = trust_key(ca_bundle)
-        self._cap = max_connections
+        self._cap = connection_cap(max_connections)
         self._pools: dict[Origin, _HostPool] = {}
         self._used: list[_HostPool] = []
         self._generation = -1
