@@ -1,4 +1,4 @@
-"""Shared helpers for the test suite: hand-made token responses and a counting transport."""
+"""Shared helpers for the test suite: hand-made token responses and fake transports."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import base64
 import json
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from eightyeightpay.credentials import Credentials
 from eightyeightpay.http import HttpRequest, HttpResponse
@@ -78,6 +78,20 @@ class ScriptedTransport:
 
     def close(self) -> None:
         self.closed = True
+
+
+class NeverAnswers:
+    """An async transport whose every request waits on ``wait()`` (which must never return)."""
+
+    def __init__(self, wait: Callable[[], Awaitable[object]]) -> None:
+        self._wait = wait
+
+    async def send(self, request: HttpRequest, *, timeout: float) -> HttpResponse:
+        await self._wait()
+        raise AssertionError("unreachable")
+
+    async def aclose(self) -> None:
+        return None
 
 
 def rng(seed: int = 7) -> random.Random:

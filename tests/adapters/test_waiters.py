@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -15,34 +14,27 @@ from eightyeightpay import (
     Token,
     open_trio_token_manager,
 )
-from eightyeightpay.http import HttpRequest, HttpResponse
 from eightyeightpay.plugins.sandbox import DEFAULT_API_KEY, DEFAULT_MERCHANT_ID
+from tests.support import NeverAnswers
 
 POLICY = Policy(request_timeout=0.2)  # waiters give up 0.2 s + the 1 s grace after the send
 
 
-class NeverAnswers:
-    def __init__(self, wait: Callable[[], Awaitable[object]]) -> None:
-        self._wait = wait
-
-    async def send(self, request: HttpRequest, *, timeout: float) -> HttpResponse:
-        await self._wait()
-        raise AssertionError("unreachable")
-
-    async def aclose(self) -> None:
-        return None
+def cold_manager() -> AsyncTokenManager:
+    """A manager with no token whose token request never answers (on the running loop)."""
+    return AsyncTokenManager(
+        DEFAULT_API_KEY,
+        DEFAULT_MERCHANT_ID,
+        store=MemoryStore(),
+        policy=POLICY,
+        transport=NeverAnswers(asyncio.get_running_loop().create_future),
+    )
 
 
 def test_asyncio_waiters_of_one_flight_share_one_timer_and_time_out_together() -> None:
     async def main() -> tuple[list[Token | BaseException], int]:
         loop = asyncio.get_running_loop()
-        manager = AsyncTokenManager(
-            DEFAULT_API_KEY,
-            DEFAULT_MERCHANT_ID,
-            store=MemoryStore(),
-            policy=POLICY,
-            transport=NeverAnswers(loop.create_future),
-        )
+        manager = cold_manager()
         async with manager:
             tasks = [asyncio.create_task(manager.get_token()) for _ in range(1000)]
             for _ in range(5):
@@ -59,14 +51,7 @@ def test_asyncio_waiters_of_one_flight_share_one_timer_and_time_out_together() -
 
 def test_asyncio_a_cancelled_waiter_leaves_the_others_waiting() -> None:
     async def main() -> list[Token | BaseException]:
-        loop = asyncio.get_running_loop()
-        manager = AsyncTokenManager(
-            DEFAULT_API_KEY,
-            DEFAULT_MERCHANT_ID,
-            store=MemoryStore(),
-            policy=POLICY,
-            transport=NeverAnswers(loop.create_future),
-        )
+        manager = cold_manager()
         async with manager:
             tasks = [asyncio.create_task(manager.get_token()) for _ in range(10)]
             await asyncio.sleep(0.05)

@@ -21,26 +21,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from eightyeightpay import AsyncTokenManager, MemoryStore, open_trio_token_manager
-from eightyeightpay.http import HttpRequest, HttpResponse
+from tests.support import NeverAnswers
 
 from .common import Figures
 
 KEY = "sk_test_sandbox_4f3a9c2e7b1d"
 MERCHANT = "MCH-COL-TEST-12345"
-
-
-class _NeverAnswers:
-    """An async transport whose request waits until the run ends."""
-
-    def __init__(self, wait: Callable[[], Awaitable[object]]) -> None:
-        self._wait = wait
-
-    async def send(self, request: HttpRequest, *, timeout: float) -> HttpResponse:
-        await self._wait()
-        raise AssertionError("unreachable")
-
-    async def aclose(self) -> None:
-        return None
 
 
 def _traced(before: int) -> int:
@@ -62,7 +48,7 @@ async def _asyncio_side(tasks: int, manager_side: bool) -> tuple[int, int]:
     before = tracemalloc.get_traced_memory()[0]
     if manager_side:
         manager = AsyncTokenManager(
-            KEY, MERCHANT, store=MemoryStore(), transport=_NeverAnswers(loop.create_future)
+            KEY, MERCHANT, store=MemoryStore(), transport=NeverAnswers(loop.create_future)
         )
 
         async def on_manager() -> None:
@@ -130,13 +116,24 @@ def _trio(tasks: int) -> Figures:
             started += 1
             await _depth(shared.wait())
 
+        async def crowd(nursery: trio.Nursery, caller: Callable[[], Awaitable[None]]) -> int:
+            """Start the tasks, read the memory once all wait, then cancel them."""
+            for _ in range(tasks):
+                nursery.start_soon(caller)
+            while started < tasks:
+                await trio.sleep(0)
+            await trio.testing.wait_all_tasks_blocked()
+            used = _traced(before)
+            nursery.cancel_scope.cancel()
+            return used
+
         async with trio.open_nursery() as nursery:
             if manager_side:
                 async with open_trio_token_manager(
                     KEY,
                     MERCHANT,
                     store=MemoryStore(),
-                    transport=_NeverAnswers(trio.sleep_forever),
+                    transport=NeverAnswers(trio.sleep_forever),
                 ) as manager:
 
                     async def on_manager() -> None:
@@ -144,21 +141,9 @@ def _trio(tasks: int) -> Figures:
                         started += 1
                         await manager.get_token()
 
-                    for _ in range(tasks):
-                        nursery.start_soon(on_manager)
-                    while started < tasks:
-                        await trio.sleep(0)
-                    await trio.testing.wait_all_tasks_blocked()
-                    used = _traced(before)
-                    nursery.cancel_scope.cancel()
+                    used = await crowd(nursery, on_manager)
             else:
-                for _ in range(tasks):
-                    nursery.start_soon(on_shared)
-                while started < tasks:
-                    await trio.sleep(0)
-                await trio.testing.wait_all_tasks_blocked()
-                used = _traced(before)
-                nursery.cancel_scope.cancel()
+                used = await crowd(nursery, on_shared)
         return used
 
     import trio.testing
