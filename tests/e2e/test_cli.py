@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 from collections.abc import Mapping
+from typing import IO
 
 import pytest
 
@@ -15,13 +16,20 @@ from tests.servers import CLI, cli_sandbox
 
 
 def run(
-    *args: str, env: Mapping[str, str | None] | None = None, timeout: float = 300
+    *args: str,
+    env: Mapping[str, str | None] | None = None,
+    timeout: float = 300,
+    stdout: int | IO[str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """The console script with ``env`` over this process's environment (None unsets a name)."""
+    """The console script with ``env`` over this process's environment (None unsets a name).
+
+    Its stderr is captured, and its stdout too unless ``stdout`` (a file or descriptor) takes it.
+    """
     merged: dict[str, str | None] = {**os.environ, **(env or {})}
     return subprocess.run(
         [CLI, *args],
-        capture_output=True,
+        stdout=subprocess.PIPE if stdout is None else stdout,
+        stderr=subprocess.PIPE,
         text=True,
         timeout=timeout,
         env={name: value for name, value in merged.items() if value is not None},

@@ -32,6 +32,7 @@ from eightyeightpay.errors import (
 )
 from eightyeightpay.plugins.sandbox import DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, SandboxServer
 from tests.e2e.test_cli import run
+from tests.e2e.test_doctor import CHECKLIST
 from tests.servers import CLI, cli_sandbox, free_port, with_ctrl_c
 
 REPO = Path(__file__).resolve().parents[2]
@@ -290,21 +291,10 @@ def test_doctor_with_a_missing_ca_bundle_prints_its_whole_checklist_once(
     result = run("doctor", "--ca-bundle", "/nonexistent.pem", env=env, timeout=60)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     rows = [line.split(maxsplit=1) for line in result.stdout.splitlines() if line[2:3] != " "]
-    names = [
-        "variables loaded",
-        "no stray whitespace",
-        "key and merchant format",
-        "environment matches key",
-        "HTTPS",
-        "host reachable",
-        "TLS valid",
-        "token obtained",
-        "second call cached",
-    ]
-    assert len(rows) == len(names), result.stdout
-    for (_, rest), name in zip(rows, names, strict=True):
+    assert len(rows) == len(CHECKLIST), result.stdout
+    for (_, rest), name in zip(rows, CHECKLIST, strict=True):
         assert rest.startswith(name + "  "), (rest, name)
-    status = {name: mark for (mark, rest), name in zip(rows, names, strict=True)}
+    status = {name: mark for (mark, rest), name in zip(rows, CHECKLIST, strict=True)}
     assert status["host reachable"] == "ok" and status["TLS valid"] == "FAIL"
     assert status["token obtained"] == "--"
     assert "--ca-bundle /nonexistent.pem does not exist" in result.stdout
@@ -358,22 +348,13 @@ def test_output_that_cannot_be_written_is_one_error_line(
     https, _ = servers
     assert https.certificates is not None
     env = {
-        **os.environ,
         KEY: DEFAULT_API_KEY,
         MERCHANT: DEFAULT_MERCHANT_ID,
         URL: https.url,
         "SSL_CERT_FILE": str(https.certificates.ca_file),
     }
     with open("/dev/full", "w") as full:
-        result = subprocess.run(
-            [CLI, "token", "--json"],
-            stdout=full,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=60,
-            env=env,
-            check=False,
-        )
+        result = run("token", "--json", env=env, timeout=60, stdout=full)
     assert result.returncode == 1, result.stderr
     assert result.stderr.splitlines()[-1].startswith("error: could not write the output")
     assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr

@@ -111,15 +111,7 @@ def _into_closed_pipe(*args: str, env: dict[str, str]) -> subprocess.CompletedPr
     reader, writer = os.pipe()
     os.close(reader)
     try:
-        return subprocess.run(
-            [CLI, *args],
-            stdout=writer,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=120,
-            env=env,
-            check=False,
-        )
+        return run(*args, env=env, timeout=120, stdout=writer)
     finally:
         os.close(writer)
 
