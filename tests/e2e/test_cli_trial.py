@@ -6,6 +6,7 @@ time, and checks that no secret reaches its output.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -13,7 +14,8 @@ import select
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import IO, Any
 
 import pytest
 
@@ -64,6 +66,32 @@ def _read_line(stream: int, pending: bytearray, deadline: float) -> str | None:
     return line.decode()
 
 
+def _lines_until(
+    stream: IO[bytes] | None, last: Callable[[str], bool], seconds: float
+) -> list[str]:
+    """The lines of ``stream`` up to the first for which ``last(line)`` holds, within ``seconds``."""
+    assert stream is not None
+    pending = bytearray()
+    lines: list[str] = []
+    deadline = time.monotonic() + seconds
+    while not lines or not last(lines[-1]):
+        line = _read_line(stream.fileno(), pending, deadline)
+        assert line is not None, lines[-5:]
+        lines.append(line)
+    return lines
+
+
+@contextlib.contextmanager
+def _started(args: list[str], **options: Any) -> Iterator[subprocess.Popen[bytes]]:
+    """The console script started with Ctrl-C reaching it, killed on leaving if still running."""
+    with subprocess.Popen(with_ctrl_c([CLI, *args]), **options) as process:
+        try:
+            yield process
+        finally:
+            if process.poll() is None:
+                process.kill()
+
+
 # --------------------------------------------------------------------------- doctor --full
 
 
@@ -73,27 +101,16 @@ def test_doctor_prints_each_row_as_it_ends_and_ctrl_c_keeps_them(
     # --full waits ~50 s for the renewal; the rows before it must show at once, not then.
     # No PYTHONUNBUFFERED: stdout is a pipe, block-buffered unless the command flushes.
     env = {name: value for name, value in http_env.items() if name != "PYTHONUNBUFFERED"}
-    with subprocess.Popen(
-        with_ctrl_c([CLI, "doctor", "--full", "--allow-http-loopback"]),
+    with _started(
+        ["doctor", "--full", "--allow-http-loopback"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,
     ) as process:
-        assert process.stdout is not None
-        try:
-            pending = bytearray()
-            rows: list[str] = []
-            deadline = time.monotonic() + 30
-            while not rows or "second call cached" not in rows[-1]:
-                line = _read_line(process.stdout.fileno(), pending, deadline)
-                assert line is not None, rows
-                rows.append(line)
-            assert process.poll() is None  # still waiting for the renewal
-            process.send_signal(signal.SIGINT)
-            rest, stderr = process.communicate(timeout=30)
-        finally:
-            if process.poll() is None:
-                process.kill()
+        rows = _lines_until(process.stdout, lambda row: "second call cached" in row, 30)
+        assert process.poll() is None  # still waiting for the renewal
+        process.send_signal(signal.SIGINT)
+        rest, stderr = process.communicate(timeout=30)
     assert process.returncode == EXIT_INTERRUPTED, stderr
     assert stderr == b"", stderr
     assert rest == b""  # the renewal never got its row
@@ -213,28 +230,15 @@ def test_ctrl_c_while_the_command_loads_exits_130_without_a_traceback() -> None:
     # while Python starts and the package loads, Ctrl-C still shows a traceback: docs/cli.md.)
     for attempt in range(3):
         env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}
-        with subprocess.Popen(
-            with_ctrl_c([CLI, "sandbox", "--port", "0"]),
+        with _started(
+            ["sandbox", "--port", "0"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             env=env,
         ) as process:
-            assert process.stderr is not None
-            try:
-                pending = bytearray()
-                deadline = time.monotonic() + 60
-                seen: list[str] = []
-                while True:
-                    line = _read_line(process.stderr.fileno(), pending, deadline)
-                    assert line is not None, seen[-5:]
-                    seen.append(line)
-                    if re.search(r"\|\s+argparse$", line):
-                        break
-                process.send_signal(signal.SIGINT)
-                _, stderr = process.communicate(timeout=30)
-            finally:
-                if process.poll() is None:
-                    process.kill()
+            _lines_until(process.stderr, lambda line: bool(re.search(r"\|\s+argparse$", line)), 60)
+            process.send_signal(signal.SIGINT)
+            _, stderr = process.communicate(timeout=30)
         said = stderr.decode()
         assert process.returncode == EXIT_INTERRUPTED, (attempt, said[-2000:])
         assert "Traceback" not in said and "KeyboardInterrupt" not in said, said[-2000:]
