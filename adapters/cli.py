@@ -38,9 +38,10 @@ import warnings  # noqa: E402
 from collections.abc import Callable, Sequence  # noqa: E402
 from typing import Any, NoReturn  # noqa: E402
 
-from eightyeightpay.api import check_call  # noqa: E402
+from eightyeightpay.api import ApiResponse, check_call  # noqa: E402
 from eightyeightpay.credentials import _is_loopback  # noqa: E402
 from eightyeightpay.errors import (  # noqa: E402
+    ApiError,
     ConfigurationError,
     EightyEightPayError,
     InsecureTransport,
@@ -315,7 +316,12 @@ def _cmd_token(args: argparse.Namespace) -> int:
 
 def _cmd_request(args: argparse.Namespace) -> int:
     with _manager_from_env(args) as manager:
-        response = manager.request(args.method, args.path, json=args.data)
+        try:
+            response = manager.request(args.method, args.path, json=args.data)
+        except ApiError as error:
+            if not isinstance(error.response, ApiResponse):
+                raise  # refused before sending: the usual one-line error
+            response = error.response  # an error answer: shown as it came
     if args.json:
         _say(json.dumps({"status": response.status, "body": response.json}))
     else:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from eightyeightpay.api import ApiCoolDown, ApiPermit, Now, ReserveApiCall
 from eightyeightpay.errors import EightyEightPayError
 from eightyeightpay.fleet import (
     Done,
@@ -307,6 +308,20 @@ def log_notices(notices: tuple[Notice, ...]) -> None:
     """Log what the core asked to be seen (called without the slot's lock)."""
     for notice in notices:
         log.log(_LEVELS.get(notice.level, logging.WARNING), "%s", notice.message)
+
+
+def perform_api_bookkeeping(
+    slot: Slot, effect: ReserveApiCall | ApiCoolDown | Now, clock: Callable[[], float]
+) -> ApiPermit | float:
+    """The API call protocol's effects that touch no network: the API governor and the time."""
+    if isinstance(effect, Now):
+        return clock()
+    with slot.lock:
+        now = clock()
+        if isinstance(effect, ReserveApiCall):
+            return ApiPermit(now, slot.machine.reserve_api(now))
+        slot.machine.api_cool_down(now, effect.seconds)
+    return now
 
 
 def drop_flight(slot: Slot, flight: Flight) -> None:

@@ -14,13 +14,15 @@ its fixtures; nothing is imported or started otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import random
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 if TYPE_CHECKING:
+    from eightyeightpay.adapters.async_manager import AsyncTokenManager, TrioTokenManager
     from eightyeightpay.adapters.sync import ManualBackground, TokenManager
     from eightyeightpay.plugins.sandbox import FakeClock, Sandbox, SandboxServer
 
@@ -83,6 +85,62 @@ class FakeWorld:
         )
         self._managers.append(manager)
         return manager
+
+    def _async_settings(self, options: dict[str, Any], sleep: Any) -> dict[str, Any]:
+        from eightyeightpay.plugins.sandbox.async_transport import AsyncSandboxTransport
+
+        settings: dict[str, Any] = {
+            "transport": AsyncSandboxTransport(self.sandbox, self.clock),
+            "clock": self.clock,
+            "sleep": sleep,
+            "store": self._store,
+            "rng": random.Random(0),
+            "api_key": self.api_key,
+            "merchant_id": self.merchant_id,
+        }
+        settings.update(options)
+        return settings
+
+    @contextlib.asynccontextmanager
+    async def asyncio_manager(self, **options: Any) -> AsyncIterator[AsyncTokenManager]:
+        """An asyncio manager on this world's emulator and clock, closed when the block ends.
+
+        ``async with world.asyncio_manager() as manager:`` inside ``asyncio.run`` (or an
+        async test). Its waits (a backoff, a ``429``'s cool-down within the call's deadline)
+        move the fake clock instead of sleeping.
+        """
+        import asyncio
+
+        from eightyeightpay.adapters.async_manager import AsyncTokenManager
+
+        async def sleep(seconds: float) -> None:
+            self.clock.advance(seconds)
+            await asyncio.sleep(0)
+
+        settings = self._async_settings(options, sleep)
+        api_key, merchant_id = settings.pop("api_key"), settings.pop("merchant_id")
+        async with AsyncTokenManager(api_key, merchant_id, **settings) as manager:
+            yield manager
+
+    @contextlib.asynccontextmanager
+    async def trio_manager(self, **options: Any) -> AsyncIterator[TrioTokenManager]:
+        """A trio manager on this world's emulator and clock, its nursery opened here.
+
+        ``async with world.trio_manager() as manager:`` inside ``trio.run``; waits move the
+        fake clock, as with :meth:`asyncio_manager`.
+        """
+        import trio
+
+        from eightyeightpay.adapters.async_manager import open_trio_token_manager
+
+        async def sleep(seconds: float) -> None:
+            self.clock.advance(seconds)
+            await trio.sleep(0)
+
+        settings = self._async_settings(options, sleep)
+        api_key, merchant_id = settings.pop("api_key"), settings.pop("merchant_id")
+        async with open_trio_token_manager(api_key, merchant_id, **settings) as manager:
+            yield manager
 
     def run_background(self) -> int:
         """Run pending refresh-ahead jobs, as the worker thread would; returns how many ran."""

@@ -15,7 +15,13 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, Protocol, Self
 
-from eightyeightpay.api import ApiResponse, InvalidateToken, NeedToken, api_call
+from eightyeightpay.api import (
+    ApiResponse,
+    InvalidateToken,
+    NeedToken,
+    SendApiRequest,
+    api_call,
+)
 from eightyeightpay.errors import (
     EightyEightPayError,
     ManagerClosed,
@@ -42,7 +48,7 @@ from eightyeightpay.ports import FleetOperations, Transport
 from eightyeightpay.tokens import Token
 
 from .base import EnvConstructible, ManagerBase
-from .common import FlightRun, drop_flight, log_notices
+from .common import FlightRun, drop_flight, log_notices, perform_api_bookkeeping
 from .lifecycle import RefreshHandle, default_clock, refresh_worker
 from .telemetry import Telemetry
 
@@ -333,30 +339,52 @@ class TokenManager(ManagerBase, EnvConstructible):
         *,
         json: Any = None,
         headers: Mapping[str, str] | None = None,
+        deadline: float | None = None,
     ) -> ApiResponse:
-        """An authenticated API call; returns status, headers and the parsed JSON body.
+        """An authenticated API call; returns the answer, or raises its typed error.
 
-        A 401 invalidates the token that was used and the call is sent once more with a new
-        one. A call that may have reached the server is never sent twice (88Pay documents no
-        idempotency key); a :class:`~eightyeightpay.errors.TransportError` says so instead.
+        A 2xx (or 3xx) answer is returned as an :class:`~eightyeightpay.api.ApiResponse`; an
+        error status raises an :class:`~eightyeightpay.errors.ApiError` (``BadRequest``,
+        ``Unprocessable``, ``NotFound``, ``PermissionDenied``, ``ApiRateLimited``,
+        ``ApiServerError``...) carrying the status, 88Pay's ``code`` and ``message``, and
+        whether the call may have been processed, as Stripe's SDKs do. Within ``deadline``
+        seconds (default ``Policy.deadline``; 0 fails fast) the API governor (60/minute,
+        1,000/hour) is kept and what is safe is retried: a call that never left, a 429, a
+        read-only call (the balance) after a 5xx or a broken connection. A 401 invalidates the
+        token used and the call is sent once more with a new one. A call that may have
+        reached the server (a charge) is never sent twice; its error says so.
         """
         if self._closed:
             raise ManagerClosed()
-        steps = api_call(self.credentials.base_url, method, path, json=json, headers=headers)
+        steps = api_call(
+            self.credentials.base_url,
+            method,
+            path,
+            json=json,
+            headers=headers,
+            until=deadline_at(self.policy, self._clock(), deadline),
+            policy=self.policy,
+            rng=self._slot.machine.rng,
+        )
         result: Any = None
+        failure: EightyEightPayError | None = None
         trace = self._observer.api_call() if self._observer is not None else None
         while True:
             try:
-                effect = steps.send(result)
+                effect = steps.throw(failure) if failure is not None else steps.send(result)
             except StopIteration as done:
                 return done.value  # type: ignore[no-any-return]
+            failure = None
             if isinstance(effect, NeedToken):
-                result = self.get_token()
+                try:
+                    result = self.get_token(deadline=max(0.0, effect.until - self._clock()))
+                except EightyEightPayError as error:
+                    failure = error  # the core says which request failed
             elif isinstance(effect, InvalidateToken):
                 result = self.invalidate(effect.token)
                 if trace is not None:
                     trace.invalidated()
-            else:
+            elif isinstance(effect, SendApiRequest):
                 span = trace.sending(effect.request) if trace is not None else None
                 try:
                     result = self._transport.send(effect.request, timeout=self.timeout)
@@ -364,6 +392,11 @@ class TokenManager(ManagerBase, EnvConstructible):
                     result = error
                 if trace is not None:
                     trace.received(span, result)
+            elif isinstance(effect, Sleep):
+                self._sleep(effect.seconds)
+                result = None
+            else:
+                result = perform_api_bookkeeping(self._slot, effect, self._clock)
 
     # ------------------------------------------------------------------ lifecycle
 

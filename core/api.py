@@ -8,15 +8,32 @@ from typing import Any
 
 import attrs
 
-from .errors import ConfigurationError, EightyEightPayError, TransportError
+from .errors import (
+    ApiError,
+    ApiRateLimited,
+    ApiServerError,
+    BadRequest,
+    ConfigurationError,
+    EightyEightPayError,
+    NotFound,
+    PermissionDenied,
+    TransportError,
+    Unauthorized,
+    Unprocessable,
+)
+from .fleet import Sleep
 from .http import Headers, HttpRequest, HttpResponse, header
-from .tokens import Token
+from .policy import Policy, Rng, backoff_delay
+from .tokens import Token, error_envelope, parse_retry_after
 
 __all__ = [
+    "ApiCoolDown",
     "ApiEffect",
     "ApiResponse",
     "InvalidateToken",
     "NeedToken",
+    "Now",
+    "ReserveApiCall",
     "SendApiRequest",
     "api_call",
     "build_api_request",
@@ -27,6 +44,7 @@ __all__ = [
 ]
 
 CHARGES_PATH = "/api/transactions/charges"
+BALANCE_PATH = "/api/balance"
 
 
 @attrs.frozen(repr=False)
@@ -165,14 +183,90 @@ def is_charge(request: HttpRequest) -> bool:
     return request.path.split("?", 1)[0].rstrip("/") == CHARGES_PATH
 
 
-def may_replay(request: HttpRequest, error: EightyEightPayError) -> bool:
-    """Whether a call that failed with ``error`` may be sent again automatically.
+def is_read_only(request: HttpRequest) -> bool:
+    """True for a call that changes nothing: the balance (a POST in 88Pay's API), GET, HEAD.
 
-    88Pay documents no idempotency key, so only a call that provably never left this
-    process is replayed; anything that may have reached the server is reported instead.
+    Only such a call is sent again after a 5xx or a broken connection; any other call may
+    have been processed, and 88Pay documents no idempotency key.
     """
-    del request  # the rule is the same for every call; charges are the case it protects
-    return isinstance(error, TransportError) and not error.may_have_been_sent
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return True
+    return request.path.split("?", 1)[0].rstrip("/") == BALANCE_PATH
+
+
+def may_replay(request: HttpRequest, error: EightyEightPayError) -> bool:
+    """Whether a call that failed with ``error`` on the network may be sent again.
+
+    A call that provably never left this process may; a read-only call may too. Anything
+    else may have reached the server and is reported instead.
+    """
+    if not isinstance(error, TransportError):
+        return False
+    return not error.may_have_been_sent or is_read_only(request)
+
+
+_API_ERRORS: dict[int, type[ApiError]] = {
+    400: BadRequest,
+    401: Unauthorized,
+    403: PermissionDenied,
+    404: NotFound,
+    422: Unprocessable,
+}
+
+_ADVICE = {
+    BadRequest: "Fix the request (the message names the field); sending it again will not help.",
+    Unauthorized: "The call was sent with a new token and refused again: check the merchant's "
+    "API access.",
+    PermissionDenied: "KYC pending, account suspended, or this host's IP is not on the "
+    "merchant's allow-list; retrying will not help.",
+    NotFound: "Check the path and the id in it.",
+    Unprocessable: "88Pay refused the values (method, currency, country, amount); fix them.",
+}
+
+
+def api_error(
+    response: ApiResponse, failed_request: str, *, read_only: bool, wall_now: float | None = None
+) -> ApiError:
+    """The typed error for an API answer with an error status (see ``docs/errors.md``)."""
+    status = response.status
+    message = response.message or ""
+    if status == 429:
+        raw = HttpResponse(status, response.headers, response.body)
+        wait = parse_retry_after(raw, error_envelope(raw), wall_now)
+        return ApiRateLimited(
+            status,
+            retry_after=wait if wait is not None else 0.0,
+            local=False,
+            failed_request=failed_request,
+            server_message=message,
+            code=response.code,
+            response=response,
+        )
+    if status >= 500:
+        advice = (
+            "It changes nothing and was retried within the call's deadline."
+            if read_only
+            else "It is not sent again automatically (88Pay documents no idempotency key): "
+            "look it up (for a charge, by its reference) before creating it again."
+        )
+        return ApiServerError(
+            status,
+            failed_request=failed_request,
+            server_message=message,
+            code=response.code,
+            may_have_been_processed=True,
+            advice=advice,
+            response=response,
+        )
+    kind = _API_ERRORS.get(status, ApiError)
+    return kind(
+        status,
+        failed_request=failed_request,
+        server_message=message,
+        code=response.code,
+        advice=_ADVICE.get(kind, ""),
+        response=response,
+    )
 
 
 # --------------------------------------------------------------------------- the call protocol
@@ -180,7 +274,10 @@ def may_replay(request: HttpRequest, error: EightyEightPayError) -> bool:
 
 @attrs.frozen
 class NeedToken:
-    """Effect: get a usable token (the manager's ``get_token()``) and send it back."""
+    """Effect: get a usable token by ``until`` (``get_token(deadline=until - now)``)."""
+
+    until: float
+    """The call's deadline (monotonic)."""
 
 
 @attrs.frozen
@@ -199,10 +296,41 @@ class InvalidateToken:
     """The token the API rejected."""
 
 
-_NEED_TOKEN = NeedToken()
+@attrs.frozen
+class ReserveApiCall:
+    """Effect: ask the API governor for one send now; send back its ``ApiPermit``."""
 
-ApiEffect = NeedToken | SendApiRequest | InvalidateToken
+
+@attrs.frozen
+class ApiPermit:
+    """The API governor's answer: ``wait`` is 0 when the send was reserved."""
+
+    now: float
+    """Monotonic time of the answer."""
+    wait: float
+    """Seconds until a send is allowed (0: reserved, send now)."""
+
+
+@attrs.frozen
+class ApiCoolDown:
+    """Effect: 88Pay answered 429: no API call for ``seconds``; send back the time (now)."""
+
+    seconds: float
+    """The cool-down."""
+
+
+@attrs.frozen
+class Now:
+    """Effect: send back the monotonic time."""
+
+
+ApiEffect = (
+    NeedToken | SendApiRequest | InvalidateToken | ReserveApiCall | ApiCoolDown | Now | Sleep
+)
 """What an API call asks its driver to do."""
+
+_RESERVE = ReserveApiCall()
+_NOW = Now()
 
 
 def api_call(
@@ -212,28 +340,86 @@ def api_call(
     *,
     json: Any = None,
     headers: Mapping[str, str] | None = None,
+    until: float,
+    policy: Policy,
+    rng: Rng,
 ) -> Generator[ApiEffect, Any, ApiResponse]:
-    """The protocol of one authenticated call: yields effects, returns the answer.
+    """The protocol of one authenticated call: yields effects, returns a 2xx/3xx answer.
 
-    A call that provably never left is sent once more; one that may have reached the server
-    is not (its TransportError is raised from here). A 401 invalidates exactly the token that
-    was used, and the call is sent once more with a new one.
+    ``until`` is the call's deadline (monotonic). Each send is reserved with the API
+    governor first (60/minute, 1,000/hour, a 429's cool-down). What is retried within the
+    deadline, with the jittered backoff: a call that provably never left; a 429 (88Pay did
+    not process it); a read-only call (the balance) after a 5xx or a broken connection. A
+    401 invalidates exactly the token used and the call is sent once more with a new one.
+    Anything else raises its typed error (``api_error``); a call that may have reached
+    the server is never sent twice.
     """
-    check_call(method, path)
-    response: HttpResponse | None = None
-    for attempt in range(2):
-        token: Token = yield _NEED_TOKEN
+    verb = check_call(method, path)  # a mistaken call spends neither an API call nor a token
+    label = f"{verb} {path}"
+    failures = 0
+    sent = False  # the call may have reached 88Pay
+    replayed = False  # the one 401 replay is spent
+    while True:
+        permit = yield _RESERVE
+        assert isinstance(permit, ApiPermit)
+        if permit.wait > 0:
+            if permit.now + permit.wait > until:
+                raise ApiRateLimited(
+                    None, retry_after=permit.wait, local=True, failed_request=label
+                )
+            yield Sleep(permit.wait)
+            continue
+        try:
+            token: Token = yield NeedToken(until)
+        except EightyEightPayError as failure:
+            raise _token_failure(failure, label, sent=sent) from None
         request = build_api_request(base_url, token, method, path, json=json, headers=headers)
         answer = yield SendApiRequest(request)
+        error: EightyEightPayError
         if isinstance(answer, TransportError):
-            if not may_replay(request, answer):
-                raise answer
-            answer = yield SendApiRequest(request)
-            if isinstance(answer, EightyEightPayError):
-                raise answer
-        response = answer
-        if response.status != 401 or attempt == 1:
-            break
-        yield InvalidateToken(token)
-    assert response is not None
-    return read_api_response(response)
+            error = answer
+            error.failed_request = label
+            sent = sent or answer.may_have_been_sent
+            retryable = may_replay(request, answer)
+            server_wait = None
+        else:
+            response = read_api_response(answer)
+            if response.status < 400:
+                return response
+            if response.status == 401 and not replayed:
+                replayed = True
+                yield InvalidateToken(token)
+                continue
+            error = api_error(response, label, read_only=is_read_only(request))
+            server_wait = None
+            if isinstance(error, ApiRateLimited):
+                server_wait = error.retry_after
+                yield ApiCoolDown(max(server_wait, policy.backoff_initial))
+            retryable = isinstance(error, ApiRateLimited) or (
+                isinstance(error, ApiServerError) and is_read_only(request)
+            )
+            sent = sent or response.status >= 500
+        if not retryable:
+            raise error
+        failures += 1
+        delay = backoff_delay(failures, rng, policy, retry_after=server_wait)
+        now = yield _NOW
+        if now + delay > until:
+            if isinstance(error, ApiRateLimited):
+                error.retry_after = max(error.retry_after, delay)
+            raise error
+        yield Sleep(delay)
+
+
+def _token_failure(failure: EightyEightPayError, label: str, *, sent: bool) -> EightyEightPayError:
+    """The token request of a call failed: say so, and what became of the call itself."""
+    error = failure.copy()
+    error.failed_request = "token request"
+    state = (
+        "the call had been sent before and may have been processed; it was not sent again"
+        if sent
+        else "the call itself was not processed"
+    )
+    error.message = f"Getting a token for {label} failed ({state}). {failure.message}"
+    error.args = (error.message,)
+    return error

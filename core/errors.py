@@ -11,6 +11,10 @@ from typing import Self, TypeVar
 
 __all__ = [
     "AccessDenied",
+    "ApiError",
+    "ApiRateLimited",
+    "ApiServerError",
+    "BadRequest",
     "ConfigurationError",
     "ConnectError",
     "ConnectionLost",
@@ -23,19 +27,27 @@ __all__ = [
     "MalformedCredentials",
     "MalformedResponse",
     "ManagerClosed",
+    "NotFound",
     "NotPicklable",
+    "PermissionDenied",
     "RateLimited",
     "RequestTimeout",
     "RetryableError",
     "ServerError",
     "TLSError",
     "TransportError",
+    "Unauthorized",
+    "Unprocessable",
     "is_transient",
 ]
 
 
 class EightyEightPayError(Exception):
     """Root of every error raised by this library."""
+
+    failed_request: str | None = None
+    """Which request failed, when ``request()`` raised it: ``"token request"`` (getting the
+    call's token) or the API call itself, e.g. ``"POST /api/transactions/charges"``."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -239,6 +251,116 @@ class RequestTimeout(TransportError):
             "status; raise the timeout if the link is slow.",
             may_have_been_sent=may_have_been_sent,
         )
+
+
+# --------------------------------------------------------------------------- API calls
+
+
+class ApiError(EightyEightPayError):
+    """88Pay answered an API call made with ``request()`` with an error status.
+
+    Carries the HTTP :attr:`status`, the envelope's :attr:`code` and :attr:`server_message`
+    (88Pay's error envelope ``{"status": "Error", "code": N, "message": "..."}``), the call
+    (``failed_request``) and whether it ``may_have_been_processed``. ``response``
+    is the whole answer (an ``ApiResponse``) when one arrived.
+    """
+
+    def __init__(
+        self,
+        status: int | None,
+        *,
+        failed_request: str,
+        server_message: str = "",
+        code: int | None = None,
+        may_have_been_processed: bool = False,
+        advice: str = "",
+        response: object = None,
+    ) -> None:
+        said = f": {server_message[:200]}" if server_message else ""
+        answered = f"88Pay answered {status}{said}" if status is not None else "not sent"
+        processed = (
+            "It may have been processed." if may_have_been_processed else "It was not processed."
+        )
+        super().__init__(f"{failed_request}: {answered}. {processed} {advice}".rstrip())
+        self.status = status
+        """The HTTP status (None when the library refused to send)."""
+        self.code = code
+        """The envelope's ``code`` (88Pay repeats the status there), or None."""
+        self.server_message = server_message
+        """The envelope's ``message``, or an empty string."""
+        self.failed_request = failed_request
+        self.may_have_been_processed = may_have_been_processed
+        """True when 88Pay may have acted on the call (a 5xx after it was received)."""
+        self.response = response
+        """The ``ApiResponse`` received, or None."""
+
+
+class BadRequest(ApiError):
+    """400: the request is malformed (a field missing or of the wrong type); fix it."""
+
+
+class Unauthorized(ApiError):
+    """401 to the call after it was sent once more with a new token."""
+
+
+class PermissionDenied(ApiError):
+    """403 to an API call: KYC pending, account suspended, or this IP not allow-listed."""
+
+
+class NotFound(ApiError):
+    """404: no such path or object."""
+
+
+class Unprocessable(ApiError):
+    """422: well-formed but refused (an unsupported method, currency or amount)."""
+
+
+class ApiRateLimited(ApiError):
+    """429 to an API call, or a call not sent because it would break 60/minute, 1,000/hour.
+
+    ``retry_after`` says when the next call may be sent; ``local`` is True when the library
+    refused to send (nothing reached 88Pay).
+    """
+
+    def __init__(
+        self,
+        status: int | None,
+        *,
+        retry_after: float,
+        local: bool,
+        failed_request: str,
+        server_message: str = "",
+        code: int | None = None,
+        response: object = None,
+    ) -> None:
+        wait = max(0.0, retry_after)
+        if local:
+            advice = (
+                f"Sending it now would break 88Pay's limit of API calls per merchant (60 a "
+                f"minute, 1,000 an hour, or a 429's cool-down): retry after {wait:.1f} s."
+            )
+        else:
+            advice = f"Retry after {wait:.1f} s."
+        super().__init__(
+            status,
+            failed_request=failed_request,
+            server_message=server_message,
+            code=code,
+            advice=advice,
+            response=response,
+        )
+        self.retry_after = wait
+        """Seconds until a call may be sent again."""
+        self.local = local
+        """True when the library refused to send the call."""
+
+
+class ApiServerError(ApiError):
+    """5xx to an API call.
+
+    A call that changes state (a charge) may have been processed: it is never sent again
+    automatically (``may_have_been_processed``); a read-only one is retried.
+    """
 
 
 # --------------------------------------------------------------------------- the rest

@@ -208,6 +208,9 @@ Effect = SendTokenRequest | FleetEffect | Sleep
 Result = Exchange | SharedRead | LockResult | BudgetResult | Done | StoreFault
 """What the driver sends back for an effect."""
 
+_UNLIMITED = 2**62
+"""A count no window reaches: an API limit the policy does not keep (None)."""
+
 LOCK_LEASE = 3.0
 """Seconds a fleet lock lives unless its holder renews it: a holder that dies (killed,
 frozen, cut off) stops renewing, and the fleet takes over within this many seconds."""
@@ -272,6 +275,10 @@ class TokenMachine:
         """What :meth:`stats` counts (sends, outcomes, waiting callers, rejected tokens)."""
         self.store_deadline = store_deadline
         """Seconds one store call may take before the driver counts it as a fault."""
+        self.api_window = RateWindow()
+        """API calls of the last hour, for 88Pay's 60/minute and 1,000/hour API limits."""
+        self.api_blocked_until = -math.inf
+        """No API call before this time (an API 429's cool-down)."""
         self.notices: list[Notice] = []
         """What the driver should log, taken with :meth:`take_notices`."""
         self._trouble = ""  # "", "warned" (a refresh failed) or "ran out" (the token expired)
@@ -632,6 +639,32 @@ class TokenMachine:
                 "succeeds",
             )
         )
+
+    # ---------------------------------------------------------------- the API governor
+
+    def reserve_api(self, now: float) -> float:
+        """Reserve one API call at ``now``; returns the seconds to wait first (0: go).
+
+        0 means the call may be sent and is counted; otherwise the seconds until one may be
+        (88Pay's 60/minute and 1,000/hour API limits, or a 429's cool-down).
+        """
+        policy = self.policy
+        if policy.api_per_minute is None and policy.api_per_hour is None:
+            return max(0.0, self.api_blocked_until - now)  # only a 429's cool-down is kept
+        allowed = max(
+            self.api_window.next_allowed(
+                now, policy.api_per_minute or _UNLIMITED, policy.api_per_hour or _UNLIMITED
+            ),
+            self.api_blocked_until,
+        )
+        if allowed > now:
+            return allowed - now
+        self.api_window = self.api_window.record(now)
+        return 0.0
+
+    def api_cool_down(self, now: float, seconds: float) -> None:
+        """88Pay answered an API call 429: send no API call for ``seconds`` from ``now``."""
+        self.api_blocked_until = max(self.api_blocked_until, now + seconds)
 
     def take_notices(self) -> tuple[Notice, ...]:
         """The notices since the last call, oldest first, for the driver to log."""

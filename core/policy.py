@@ -48,6 +48,13 @@ class Policy:
     """Token requests allowed per rolling minute (88Pay: 10)."""
     per_hour: int = 100
     """Token requests allowed per rolling hour (88Pay: 100)."""
+    api_per_minute: int | None = 60
+    """API calls (``request()``) allowed per rolling minute per merchant (88Pay: 60).
+
+    None (with :attr:`api_per_hour` None) keeps no API limit on this side: only for an
+    emulator without limits, such as the benchmarks'."""
+    api_per_hour: int | None = 1000
+    """API calls allowed per rolling hour per merchant (88Pay: 1,000); None: see above."""
     backoff_initial: float = 1.0
     """First backoff after a failed token request, in seconds."""
     backoff_cap: float = 60.0
@@ -90,8 +97,11 @@ class Policy:
             )
         if self.backoff_cap < self.backoff_initial:
             raise InvalidPolicy("Policy.backoff_cap must be at least backoff_initial.")
-        if self.per_minute < 1 or self.per_hour < 1:
-            raise InvalidPolicy("Policy.per_minute and per_hour must be at least 1.")
+        api_limits = [n for n in (self.api_per_minute, self.api_per_hour) if n is not None]
+        if min(self.per_minute, self.per_hour, *api_limits) < 1:
+            raise InvalidPolicy(
+                "Policy.per_minute, per_hour, api_per_minute and api_per_hour must be at least 1."
+            )
         period = self.refresh_period
         if period <= 0:
             raise InvalidPolicy(

@@ -177,7 +177,7 @@ def _http_date(value: str) -> float | None:
     return moment.timestamp()
 
 
-def _error_envelope(response: HttpResponse) -> ErrorEnvelope | None:
+def error_envelope(response: HttpResponse) -> ErrorEnvelope | None:
     try:
         return structure(parse_json(response.body, status=response.status), ErrorEnvelope)
     except MalformedResponse:
@@ -229,7 +229,7 @@ def interpret_token_response(
 def token_error(response: HttpResponse, wall_now: float | None = None) -> EightyEightPayError:
     """The typed error for a non-200 answer from the token endpoint."""
     status = response.status
-    envelope = _error_envelope(response)
+    envelope = error_envelope(response)
     message = envelope.message if envelope is not None else ""
     if status == 401:
         return InvalidCredentials(message or "Invalid API key or merchant ID")

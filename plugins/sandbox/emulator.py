@@ -248,6 +248,9 @@ class FaultKind(enum.Enum):
     """The request is processed; the answer's headers arrive but only half its body."""
     MALFORMED = "malformed"
     """A 200 with the given body answers instead of the API."""
+    PROCESSED_THEN_STATUS = "processed_then_status"
+    """The request is processed (a charge is created, a token issued), then an error
+    status answers instead of the result: a gateway failing on the way back."""
 
 
 @attrs.frozen(repr=False)
@@ -264,6 +267,8 @@ class Fault:
     """The body of a STATUS or MALFORMED fault (None: a JSON error envelope)."""
     content_type: str = "application/json"
     """The Content-Type of a STATUS or MALFORMED fault's body."""
+    headers: tuple[tuple[str, str], ...] = ()
+    """Extra response headers of a STATUS fault (a 429's ``Retry-After``, say)."""
 
     @classmethod
     def latency(cls, seconds: float) -> Fault:
@@ -274,12 +279,35 @@ class Fault:
 
     @classmethod
     def status(
-        cls, code: int, body: bytes | None = None, content_type: str = "application/json"
+        cls,
+        code: int,
+        body: bytes | None = None,
+        content_type: str = "application/json",
+        headers: Mapping[str, str] | None = None,
     ) -> Fault:
-        """Answer ``code`` (with ``body``, or an error envelope) without processing."""
+        """Answer ``code`` without processing the request.
+
+        The body is ``body`` or an error envelope; ``headers`` are added, e.g.
+        ``Fault.status(429, headers={"Retry-After": "2"})``.
+        """
         if not 100 <= code <= 599:
             raise ValueError("an HTTP status is between 100 and 599")
-        return cls(FaultKind.STATUS, code=code, body=body, content_type=content_type)
+        extra = _fault_headers(headers)
+        return cls(FaultKind.STATUS, code=code, body=body, content_type=content_type, headers=extra)
+
+    @classmethod
+    def processed_then(
+        cls, code: int, body: bytes | None = None, headers: Mapping[str, str] | None = None
+    ) -> Fault:
+        """Process the request, then answer ``code`` instead of its result.
+
+        The charge is created (or the token issued) and an error status comes back: the
+        case where sending the call again would charge twice.
+        """
+        if not 400 <= code <= 599:
+            raise ValueError("processed_then takes an error status (400-599)")
+        extra = _fault_headers(headers)
+        return cls(FaultKind.PROCESSED_THEN_STATUS, code=code, body=body, headers=extra)
 
     @classmethod
     def reset(cls) -> Fault:
@@ -324,11 +352,18 @@ class Fault:
             if isinstance(seconds, bool) or not isinstance(seconds, int | float):
                 raise ValueError("a latency fault needs 'seconds'")
             return cls.latency(seconds)
-        if kind is FaultKind.STATUS:
+        headers = spec.get("headers", {})
+        if not isinstance(headers, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+        ):
+            raise ValueError("fault 'headers' must map names to strings")
+        if kind in (FaultKind.STATUS, FaultKind.PROCESSED_THEN_STATUS):
             code = spec.get("code")
             if isinstance(code, bool) or not isinstance(code, int):
                 raise ValueError("a status fault needs an integer 'code'")
-            return cls.status(code, raw, content_type)
+            if kind is FaultKind.PROCESSED_THEN_STATUS:
+                return cls.processed_then(code, raw, headers)
+            return cls.status(code, raw, content_type, headers)
         if kind is FaultKind.MALFORMED:
             if raw is None:
                 raise ValueError("a malformed fault needs a 'body'")
@@ -340,10 +375,19 @@ class Fault:
         detail = {
             FaultKind.LATENCY: f"{self.seconds:g}s",
             FaultKind.STATUS: str(self.code),
+            FaultKind.PROCESSED_THEN_STATUS: str(self.code),
         }.get(self.kind, "")
         if self.body is not None:
             detail = f"{detail}, body={len(self.body)} bytes".lstrip(", ")
         return f"Fault.{self.kind.value}({detail})"
+
+
+def _fault_headers(headers: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
+    pairs = tuple((str(k), str(v)) for k, v in (headers or {}).items())
+    for name, value in pairs:
+        if any(c in name + value for c in "\r\n"):
+            raise ValueError(f"fault header {name!r} holds a line break")
+    return pairs
 
 
 class ConnectionFault(enum.Enum):
@@ -661,6 +705,9 @@ class Sandbox:
             if fault is not None and kind in (FaultKind.STATUS, FaultKind.MALFORMED):
                 return SandboxReply(self._fault_response(fault))
             response = self._route(request, path, query, now)
+            if kind is FaultKind.PROCESSED_THEN_STATUS:
+                assert fault is not None
+                return SandboxReply(self._fault_response(fault))
         if fault is None:
             return SandboxReply(response)
         if kind is FaultKind.LATENCY:
@@ -676,8 +723,10 @@ class Sandbox:
                 phrase = http.HTTPStatus(fault.code).phrase
             except ValueError:
                 phrase = "Error"
-            return _error(fault.code, phrase)
-        return HttpResponse(fault.code, (("Content-Type", fault.content_type),), fault.body)
+            return _error(fault.code, phrase, fault.headers)
+        return HttpResponse(
+            fault.code, (("Content-Type", fault.content_type), *fault.headers), fault.body
+        )
 
     def _route(self, request: HttpRequest, path: str, query: str, now: float) -> HttpResponse:
         if path not in (TOKEN_PATH, CHARGES_PATH, BALANCE_PATH):

@@ -38,6 +38,7 @@ from eightyeightpay import AsyncTokenManager, MemoryStore, TokenManager
 from eightyeightpay.plugins.sandbox import DEFAULT_API_KEY, DEFAULT_MERCHANT_ID
 
 from .common import Figures
+from .overhead import UNGOVERNED
 from .serve import emulator_process
 
 PATH = f"/api/balance?id={DEFAULT_MERCHANT_ID}"
@@ -96,6 +97,7 @@ def _ours_threaded(emulator: dict[str, Any], cap: int) -> TokenManager:
         DEFAULT_MERCHANT_ID,
         base_url=emulator["url"],
         store=MemoryStore(),
+        policy=UNGOVERNED,
         transport=transport,
     )
 
@@ -221,6 +223,7 @@ async def _async_call(
         DEFAULT_MERCHANT_ID,
         base_url=emulator["url"],
         store=MemoryStore(),
+        policy=UNGOVERNED,
         transport=transport,
     )
     url = emulator["url"] + PATH

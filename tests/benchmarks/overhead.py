@@ -19,11 +19,15 @@ from eightyeightpay.adapters.sync import TokenManager
 from eightyeightpay.api import build_api_request
 from eightyeightpay.plugins.memory import MemoryStore
 from eightyeightpay.plugins.sandbox import DEFAULT_API_KEY, DEFAULT_MERCHANT_ID
+from eightyeightpay.policy import Policy
 from eightyeightpay.tokens import Token
 
 from .baseline import H11Client
 from .common import Figures, ainterleaved, interleaved, ratio
 from .serve import emulator_process
+
+UNGOVERNED = Policy(api_per_minute=None, api_per_hour=None)
+"""The emulator here has no API limit: thousands of calls a second, none refused here."""
 
 PATH = f"/api/balance?id={DEFAULT_MERCHANT_ID}"
 TRANSPORT_ALONE = "its transport alone"
@@ -54,6 +58,7 @@ def threaded(url: str, ca_file: str, rounds: int, calls: int) -> Figures:
         base_url=url,
         ca_bundle=ca_file,
         store=MemoryStore(),
+        policy=UNGOVERNED,
     ) as manager:
         token = manager.get_token()
         headers = _headers(token)
@@ -123,6 +128,7 @@ def on_runtime(runtime: str, emulator: dict[str, Any], rounds: int, calls: int) 
         "base_url": emulator["url"],
         "ca_bundle": ca_file,
         "store": MemoryStore(),
+        "policy": UNGOVERNED,
     }
 
     async def measure(manager: Any) -> Figures:

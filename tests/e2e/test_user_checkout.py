@@ -3,10 +3,17 @@ against the emulator, covering token expiry and a 429 without sleeping."""
 
 from __future__ import annotations
 
-import pytest
+import asyncio
+from collections.abc import Callable
+from typing import Any
 
-from eightyeightpay import RateLimited, TokenManager
+import pytest
+import trio
+
+from eightyeightpay import Fault, RateLimited, TokenManager
 from eightyeightpay.adapters.pytest_plugin import FakeWorld, SandboxInfo
+
+CHARGE = {"flow": "PAYIN", "method_code": "PSE", "currency": "COP", "country": "COL"}
 
 
 def checkout(payments: TokenManager, amount: int) -> str:
@@ -60,3 +67,32 @@ def test_checkout_over_https(eightyeightpay_sandbox: SandboxInfo) -> None:
 def test_the_plugin_is_registered_through_its_entry_point(pytestconfig: pytest.Config) -> None:
     plugin = pytestconfig.pluginmanager.get_plugin("eightyeightpay")
     assert plugin is not None and plugin.__name__ == "eightyeightpay.adapters.pytest_plugin"
+
+
+async def charge_async(payments: Any, amount: int) -> int:
+    charge = {**CHARGE, "amount": amount}
+    response = await payments.request("POST", "/api/transactions/charges", json=charge)
+    return int(response.status)
+
+
+def test_asyncio_and_trio_managers_on_the_fake_clock_ride_out_a_retry_after(
+    eightyeightpay_fake: FakeWorld,
+) -> None:
+    world = eightyeightpay_fake
+    headers = {"Retry-After": "2"}
+
+    async def on_asyncio() -> int:
+        async with world.asyncio_manager() as payments:
+            return await charge_async(payments, 1000)
+
+    async def on_trio() -> int:
+        async with world.trio_manager() as payments:
+            return await charge_async(payments, 1000)
+
+    runs: list[Callable[[], int]] = [lambda: asyncio.run(on_asyncio()), lambda: trio.run(on_trio)]
+    for run in runs:
+        world.sandbox.inject(Fault.status(429, headers=headers), path="/api/transactions/charges")
+        start = world.clock()
+        assert run() == 200  # the 429's Retry-After fits the deadline: waited on the fake clock
+        assert world.clock() - start >= 2
+    assert world.sandbox.stats()["charges"] == 2

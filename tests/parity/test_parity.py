@@ -6,13 +6,20 @@ import pytest
 
 from eightyeightpay import (
     AccessDenied,
+    ApiError,
+    ApiRateLimited,
+    ApiServerError,
+    BadRequest,
     ConnectionLost,
     InvalidCredentials,
     MalformedResponse,
+    NotFound,
+    PermissionDenied,
     Policy,
     RateLimited,
     ServerError,
     Token,
+    Unprocessable,
 )
 from eightyeightpay.plugins.sandbox import (
     DEFAULT_MERCHANT_ID,
@@ -171,6 +178,78 @@ def test_a_charge_that_may_have_arrived_is_never_replayed(runtime: str) -> None:
         h.sandbox.inject(Fault.reset(), path="/api/transactions/charges")
         with pytest.raises(ConnectionLost):
             await h.request("POST", "/api/transactions/charges", json=CHARGE)
+        assert h.stat("api_requests") == 1
+
+    run_scenario(runtime, scenario)
+
+
+CHARGES = "/api/transactions/charges"
+
+
+def test_a_charge_answered_503_is_never_sent_twice(runtime: str) -> None:
+    async def scenario(h: Harness) -> None:
+        h.sandbox.inject(Fault.status(503), path=CHARGES)
+        with pytest.raises(ApiServerError) as caught:
+            await h.request("POST", CHARGES, json=CHARGE)
+        error = caught.value
+        assert error.status == 503 and error.may_have_been_processed
+        assert error.failed_request == f"POST {CHARGES}" and "not sent again" in str(error)
+        assert h.stat("api_requests") == 1
+
+    run_scenario(runtime, scenario)
+
+
+def test_a_charge_processed_then_answered_503_is_never_sent_twice(runtime: str) -> None:
+    async def scenario(h: Harness) -> None:
+        h.sandbox.inject(Fault.processed_then(503), path=CHARGES)
+        with pytest.raises(ApiServerError) as caught:
+            await h.request("POST", CHARGES, json=CHARGE)
+        assert caught.value.may_have_been_processed
+        assert h.stat("api_requests") == 1
+        assert h.stat("charges") == 1  # it was processed, once
+
+    run_scenario(runtime, scenario)
+
+
+def test_a_balance_answered_503_once_is_retried_and_returns_200(runtime: str) -> None:
+    async def scenario(h: Harness) -> None:
+        h.sandbox.inject(Fault.status(503), path="/api/balance")
+        response = await h.request("POST", BALANCE)
+        assert response.status == 200
+        assert h.stat("api_requests") == 2
+
+    run_scenario(runtime, scenario)
+
+
+def test_a_burst_of_100_api_calls_sends_60_and_answers_the_rest_locally(runtime: str) -> None:
+    async def scenario(h: Harness) -> None:
+        refused = 0
+        for _ in range(100):
+            try:
+                await h.request("POST", BALANCE, deadline=0)
+            except ApiRateLimited as error:
+                assert error.local and error.status is None and error.retry_after > 0
+                refused += 1
+            h.clock.advance(0.5)  # 100 calls in 50 s
+        assert refused == 40
+        assert h.stat("api_requests") == 60
+        assert h.stat("rate_limited") == 0  # the emulator never answered 429
+
+    run_scenario(runtime, scenario)
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [(400, BadRequest), (404, NotFound), (403, PermissionDenied), (422, Unprocessable)],
+)
+def test_api_error_statuses_raise_their_typed_errors(
+    runtime: str, status: int, kind: type[ApiError]
+) -> None:
+    async def scenario(h: Harness) -> None:
+        h.sandbox.inject(Fault.status(status), path=CHARGES)
+        with pytest.raises(kind) as caught:
+            await h.request("POST", CHARGES, json=CHARGE)
+        assert caught.value.status == status and not caught.value.may_have_been_processed
         assert h.stat("api_requests") == 1
 
     run_scenario(runtime, scenario)

@@ -1020,8 +1020,26 @@ def test_fault_kinds_are_all_constructible() -> None:
         Fault.refuse().kind,
         Fault.truncated().kind,
         Fault.malformed(b"x").kind,
+        Fault.processed_then(503).kind,
     }
     assert made == set(FaultKind)
+
+
+def test_a_status_fault_carries_headers_and_processed_then_processes_the_call(
+    sandbox: Sandbox,
+) -> None:
+    sandbox.inject(Fault.status(429, headers={"Retry-After": "2"}))
+    limited = token_request(sandbox)
+    assert limited.status == 429 and limited.header("retry-after") == "2"
+    sandbox.inject(Fault.processed_then(503))
+    failed = token_request(sandbox)
+    assert failed.status == 503
+    assert sandbox.stats()["tokens_issued"] == 1  # processed, then answered 503
+    assert Fault.from_json(
+        {"kind": "processed_then_status", "code": 502, "headers": {"X-A": "1"}}
+    ) == Fault.processed_then(502, headers={"X-A": "1"})
+    with pytest.raises(ValueError):
+        Fault.status(429, headers={"X": "a\r\nb"})
 
 
 # --------------------------------------------------------------------------- counters, secrets

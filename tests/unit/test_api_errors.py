@@ -1,0 +1,285 @@
+"""The API call protocol's decisions: typed errors, the API governor, safe retries only.
+
+The protocol is driven here by hand on a fake time line; every answer is scripted.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from eightyeightpay import Policy
+from eightyeightpay.api import (
+    ApiCoolDown,
+    ApiPermit,
+    InvalidateToken,
+    NeedToken,
+    Now,
+    ReserveApiCall,
+    SendApiRequest,
+    api_call,
+)
+from eightyeightpay.errors import (
+    ApiError,
+    ApiRateLimited,
+    ApiServerError,
+    BadRequest,
+    ConnectError,
+    ConnectionLost,
+    EightyEightPayError,
+    NotFound,
+    PermissionDenied,
+    Unauthorized,
+    Unprocessable,
+)
+from eightyeightpay.fleet import Sleep
+from eightyeightpay.http import HttpResponse
+from eightyeightpay.machine import TokenMachine
+from eightyeightpay.tokens import Token
+from tests.support import CREDENTIALS, jwt
+
+CHARGES = "/api/transactions/charges"
+BALANCE = "/api/balance?id=MCH-COL-TEST-12345"
+LATENCY = 0.05
+POLICY = Policy()
+
+
+def envelope(status: int, message: str, **extra: object) -> HttpResponse:
+    body: dict[str, object] = {
+        "status": "Error" if status >= 400 else "Success",
+        "code": status,
+        "message": message,
+    }
+    body.update(extra)
+    return HttpResponse(status, (("Content-Type", "application/json"),), json.dumps(body).encode())
+
+
+def token(n: int = 1) -> Token:
+    return Token.issue(
+        jwt(nonce=n), f"sess_{n}", sent_at=0.0, lifetime=60, merchant_id="M", policy=POLICY
+    )
+
+
+Answer = HttpResponse | EightyEightPayError
+
+
+class Driver:
+    """Performs the protocol's effects against a script, on a fake time line."""
+
+    def __init__(self, script: Callable[[int], Answer], machine: TokenMachine | None = None):
+        self.script = script
+        self.machine = machine or TokenMachine(CREDENTIALS, POLICY, random.Random(1))
+        self.now = 0.0
+        self.sends: list[tuple[float, str]] = []
+        self.invalidated = 0
+
+    def call(self, path: str, deadline: float = POLICY.deadline) -> object:
+        steps = api_call(
+            "https://api-sandbox.88pay.io",
+            "POST",
+            path,
+            json={"amount": 1},
+            until=self.now + deadline,
+            policy=POLICY,
+            rng=random.Random(2),
+        )
+        result: Any = None
+        while True:
+            try:
+                effect = steps.send(result)
+            except StopIteration as done:
+                return done.value
+            except EightyEightPayError as error:
+                return error
+            match effect:
+                case ReserveApiCall():
+                    result = ApiPermit(self.now, self.machine.reserve_api(self.now))
+                case NeedToken():
+                    result = token()
+                case SendApiRequest(request):
+                    self.sends.append((self.now, request.path))
+                    result = self.script(len(self.sends))
+                    self.now += LATENCY
+                case Sleep(seconds):
+                    self.now += seconds
+                    result = None
+                case ApiCoolDown(seconds):
+                    self.machine.api_cool_down(self.now, seconds)
+                    result = self.now
+                case Now():
+                    result = self.now
+                case InvalidateToken():
+                    self.invalidated += 1
+                    result = None
+
+
+def scripted(*answers: Answer) -> Callable[[int], Answer]:
+    return lambda n: answers[min(n, len(answers)) - 1]
+
+
+OK = envelope(200, "OK", data={"id": "ch_1"})
+SERVER_503 = envelope(503, "Service Unavailable")
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "processed"),
+    [
+        (400, BadRequest, False),
+        (401, Unauthorized, False),
+        (403, PermissionDenied, False),
+        (404, NotFound, False),
+        (422, Unprocessable, False),
+        (409, ApiError, False),
+        (429, ApiRateLimited, False),
+        (500, ApiServerError, True),
+        (502, ApiServerError, True),
+        (503, ApiServerError, True),
+    ],
+)
+def test_each_envelope_status_maps_to_its_typed_error(
+    status: int, kind: type[ApiError], processed: bool
+) -> None:
+    driver = Driver(scripted(envelope(status, "the server's words", retry_after=60)))
+    error = driver.call(CHARGES)
+    assert type(error) is kind
+    assert isinstance(error, ApiError)
+    assert error.status == status and error.code == status
+    assert error.server_message == "the server's words"
+    assert error.may_have_been_processed is processed
+    assert error.failed_request == f"POST {CHARGES}"
+    assert f"POST {CHARGES}" in str(error) and str(status) in str(error)
+    assert error.response is not None
+    assert not isinstance(error, ApiRateLimited) or error.retry_after == 60
+
+
+def test_a_charge_answered_503_is_never_sent_twice_and_says_so() -> None:
+    driver = Driver(scripted(SERVER_503, OK))
+    error = driver.call(CHARGES)
+    assert isinstance(error, ApiServerError)
+    assert error.may_have_been_processed
+    assert "not sent again" in str(error) and "look it up" in str(error)
+    assert len(driver.sends) == 1
+
+
+def test_a_charge_whose_connection_broke_is_never_sent_twice() -> None:
+    driver = Driver(scripted(ConnectionLost("api-sandbox.88pay.io", "reset"), OK))
+    error = driver.call(CHARGES)
+    assert isinstance(error, ConnectionLost) and error.failed_request == f"POST {CHARGES}"
+    assert len(driver.sends) == 1
+
+
+def test_a_balance_answered_503_once_is_retried_and_returns_200() -> None:
+    driver = Driver(scripted(SERVER_503, OK))
+    response = driver.call(BALANCE)
+    assert not isinstance(response, EightyEightPayError), response
+    assert getattr(response, "status", None) == 200
+    assert len(driver.sends) == 2
+    assert driver.sends[1][0] - driver.sends[0][0] >= POLICY.backoff_initial / 2
+
+
+def test_a_429_is_retried_after_its_retry_after_when_it_fits() -> None:
+    driver = Driver(scripted(envelope(429, "Rate limit exceeded.", retry_after=2), OK))
+    response = driver.call(CHARGES)
+    assert getattr(response, "status", None) == 200
+    assert driver.sends[1][0] - driver.sends[0][0] >= 2.0
+
+
+def test_a_429_is_remembered_other_calls_are_answered_from_the_cool_down() -> None:
+    driver = Driver(scripted(envelope(429, "Rate limit exceeded.", retry_after=30), OK))
+    assert isinstance(driver.call(CHARGES), ApiRateLimited)
+    error = driver.call(BALANCE, deadline=0)
+    assert isinstance(error, ApiRateLimited) and error.local and error.status is None
+    assert 0 < error.retry_after <= 30
+    assert len(driver.sends) == 1
+
+
+def test_a_call_that_never_left_is_sent_again() -> None:
+    driver = Driver(scripted(ConnectError("api-sandbox.88pay.io", "refused"), OK))
+    assert getattr(driver.call(CHARGES), "status", None) == 200
+    assert len(driver.sends) == 2
+
+
+def test_a_401_invalidates_the_token_and_replays_once() -> None:
+    driver = Driver(scripted(envelope(401, "Unauthorized"), OK))
+    assert getattr(driver.call(CHARGES), "status", None) == 200
+    assert driver.invalidated == 1 and len(driver.sends) == 2
+    twice = Driver(scripted(envelope(401, "Unauthorized")))
+    assert isinstance(twice.call(CHARGES), Unauthorized)
+    assert len(twice.sends) == 2
+
+
+def test_a_burst_of_100_calls_sends_60_and_answers_the_rest_locally() -> None:
+    driver = Driver(scripted(OK))
+    outcomes = []
+    for _ in range(100):
+        outcomes.append(driver.call(BALANCE, deadline=0))
+        driver.now += 0.3  # 100 calls in 30 s
+    refused = [o for o in outcomes if isinstance(o, ApiRateLimited)]
+    assert len(driver.sends) == 60
+    assert len(refused) == 40 and all(r.local and r.status is None for r in refused)
+
+
+def test_a_token_failure_says_it_was_the_token_request_and_the_call_was_not_sent() -> None:
+    steps = api_call(
+        "https://api-sandbox.88pay.io",
+        "POST",
+        CHARGES,
+        until=10.0,
+        policy=POLICY,
+        rng=random.Random(0),
+    )
+    assert isinstance(next(steps), ReserveApiCall)
+    assert isinstance(steps.send(ApiPermit(0.0, 0.0)), NeedToken)
+    with pytest.raises(ConnectionLost) as caught:
+        steps.throw(ConnectionLost("api-sandbox.88pay.io", "reset"))
+    assert caught.value.failed_request == "token request"
+    assert f"Getting a token for POST {CHARGES} failed" in str(caught.value)
+    assert "was not processed" in str(caught.value)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    answers=st.lists(
+        st.sampled_from(["ok", "503", "429", "reset", "refused", "400", "401"]),
+        min_size=1,
+        max_size=8,
+    ),
+    path=st.sampled_from([CHARGES, BALANCE]),
+    deadline=st.sampled_from([0.0, 10.0, 60.0]),
+)
+def test_a_call_that_may_have_been_processed_is_never_sent_again_unless_read_only(
+    answers: list[str], path: str, deadline: float
+) -> None:
+    def answer(n: int) -> Answer:
+        kind = answers[min(n, len(answers)) - 1]
+        table: dict[str, Answer] = {
+            "ok": OK,
+            "503": SERVER_503,
+            "429": envelope(429, "Rate limit exceeded.", retry_after=1),
+            "reset": ConnectionLost("h", "reset"),
+            "refused": ConnectError("h", "refused"),
+            "400": envelope(400, "bad"),
+            "401": envelope(401, "no"),
+        }
+        return table[kind]
+
+    driver = Driver(answer)
+    outcome = driver.call(path, deadline)
+    kinds = [answers[min(i, len(answers) - 1)] for i in range(len(driver.sends))]
+    processed_maybe = [k for k in kinds if k in ("503", "reset")]
+    if path == CHARGES:
+        # after a 503 or a reset nothing more is sent
+        assert len(processed_maybe) <= 1
+        if processed_maybe:
+            assert kinds[-1] in ("503", "reset")
+    # every send starts within the deadline (the one 401 replay follows its answer at once)
+    assert all(t <= deadline + LATENCY for t, _ in driver.sends)
+    assert len(driver.sends) <= 60  # POLICY.api_per_minute
+    if isinstance(outcome, ApiError) and outcome.status == 400:
+        assert kinds[-1] == "400"
