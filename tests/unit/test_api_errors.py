@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eightyeightpay import Policy
@@ -243,7 +243,7 @@ def test_a_token_failure_says_it_was_the_token_request_and_the_call_was_not_sent
     assert "was not processed" in str(caught.value)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     answers=st.lists(
         st.sampled_from(["ok", "503", "429", "reset", "refused", "400", "401"]),
