@@ -29,7 +29,7 @@ from eightyeightpay.plugins.sandbox import (
     Sandbox,
     SandboxServer,
 )
-from tests.servers import RedisServer
+from tests.servers import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 """The repository: child processes run there, so ``tests.frameworks.apps`` imports."""
@@ -304,6 +304,30 @@ def check_stopped_cleanly(served: Served) -> None:
     """The server exited with status 0 on SIGTERM, and logged no traceback."""
     assert served.status == 0, served.log
     assert "Traceback" not in served.log, served.log
+
+
+def check_server_burst(
+    name: str,
+    command: Callable[[int], Sequence[str]],
+    paths: Sequence[str],
+    *,
+    store: str,
+    most_workers: int,
+    **extra: str,
+) -> tuple[Served, Tally, dict[str, int]]:
+    """The server ``command(port)`` on a free port, against the emulator (and a Redis of its
+    own with ``store="redis"``; ``extra`` variables added to :func:`environ`'s): a burst
+    through ``paths``, checked by :func:`check_burst` and :func:`check_stopped_cleanly`.
+    Returns the run, its tally and the emulator's counts."""
+    with sandbox_server() as server, redis_server(store == "redis") as redis:
+        port = free_port()
+        served = serve_burst(command(port), environ(server, redis, **extra), port, paths)
+        stats = server.sandbox.stats()
+    tally = check_burst(
+        name, served.answers, stats, store=store, most_workers=most_workers, log=served.log
+    )
+    check_stopped_cleanly(served)
+    return served, tally, stats
 
 
 def run_to_end(command: Sequence[str], env: dict[str, str]) -> tuple[int, str]:

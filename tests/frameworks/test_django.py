@@ -18,15 +18,11 @@ from tests.frameworks.support import (
     CHARGES,
     Answer,
     check_burst,
-    check_stopped_cleanly,
-    environ,
-    redis_server,
+    check_server_burst,
     sandbox_server,
-    serve_burst,
 )
 from tests.frameworks.test_gunicorn import WORKERS, gunicorn
 from tests.frameworks.test_uvicorn import uvicorn
-from tests.servers import free_port
 
 SETTINGS = "tests.frameworks.apps.django_site.settings"
 
@@ -84,24 +80,22 @@ def test_django_test_client_sync_and_async_views(monkeypatch: pytest.MonkeyPatch
 def test_django_under_gunicorn_preload_four_workers(store: str) -> None:
     # Under WSGI, Django runs each async view in an event loop of its own (asgiref's
     # async_to_sync): the process's AsyncTokenManager serves a new loop on every request.
-    with sandbox_server() as server, redis_server(store == "redis") as redis:
-        port = free_port()
-        command = gunicorn(port, "sync", "tests.frameworks.apps.django_site.wsgi")
-        served = serve_burst(command, environ(server, redis), port, ["/charges", "/charges/async"])
-        stats = server.sandbox.stats()
-    name = "Django under gunicorn --preload -w 4, sync and async views"
-    check_burst(name, served.answers, stats, store=store, most_workers=WORKERS, log=served.log)
-    check_stopped_cleanly(served)
+    check_server_burst(
+        "Django under gunicorn --preload -w 4, sync and async views",
+        lambda port: gunicorn(port, "sync", "tests.frameworks.apps.django_site.wsgi"),
+        ["/charges", "/charges/async"],
+        store=store,
+        most_workers=WORKERS,
+    )
 
 
 @pytest.mark.parametrize("store", ["memory", "redis"])
 def test_django_under_uvicorn_two_workers(store: str) -> None:
     # Under ASGI, async views run on the worker's one event loop; sync views in a thread.
-    with sandbox_server() as server, redis_server(store == "redis") as redis:
-        port = free_port()
-        command = uvicorn(port, "tests.frameworks.apps.django_site.asgi:application")
-        served = serve_burst(command, environ(server, redis), port, ["/charges", "/charges/async"])
-        stats = server.sandbox.stats()
-    name = "Django under uvicorn --workers 2, sync and async views"
-    check_burst(name, served.answers, stats, store=store, most_workers=2, log=served.log)
-    check_stopped_cleanly(served)
+    check_server_burst(
+        "Django under uvicorn --workers 2, sync and async views",
+        lambda port: uvicorn(port, "tests.frameworks.apps.django_site.asgi:application"),
+        ["/charges", "/charges/async"],
+        store=store,
+        most_workers=2,
+    )

@@ -9,16 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.frameworks.support import (
-    check_burst,
-    check_stopped_cleanly,
-    environ,
-    python,
-    redis_server,
-    sandbox_server,
-    serve_burst,
-)
-from tests.servers import free_port
+from tests.frameworks.support import check_server_burst, python
 
 WORKERS = 4
 
@@ -46,30 +37,26 @@ def gunicorn(port: int, worker_class: str, app: str) -> list[str]:
 @pytest.mark.parametrize("store", ["memory", "redis"])
 @pytest.mark.parametrize("worker_class", ["sync", "gthread"])
 def test_gunicorn_preload_four_workers(worker_class: str, store: str) -> None:
-    with sandbox_server() as server, redis_server(store == "redis") as redis:
-        port = free_port()
-        command = gunicorn(port, worker_class, "tests.frameworks.apps.wsgi_app:app")
-        served = serve_burst(command, environ(server, redis), port, ["/charges"])
-        stats = server.sandbox.stats()
-    name = f"gunicorn --preload -w 4 -k {worker_class}"
-    check_burst(name, served.answers, stats, store=store, most_workers=WORKERS, log=served.log)
-    check_stopped_cleanly(served)
+    check_server_burst(
+        f"gunicorn --preload -w 4 -k {worker_class}",
+        lambda port: gunicorn(port, worker_class, "tests.frameworks.apps.wsgi_app:app"),
+        ["/charges"],
+        store=store,
+        most_workers=WORKERS,
+    )
 
 
 @pytest.mark.parametrize("store", ["memory", "redis"])
 def test_gunicorn_preload_workers_inherit_a_token_taken_by_the_master(store: str) -> None:
     # The master's manager (and, with Redis, its store client) has been used when the
     # workers fork: each worker keeps the token and opens connections of its own.
-    with sandbox_server() as server, redis_server(store == "redis") as redis:
-        port = free_port()
-        command = gunicorn(port, "sync", "tests.frameworks.apps.wsgi_app:app")
-        env = environ(server, redis, PAYMENTS_WARM_UP="1")
-        served = serve_burst(command, env, port, ["/charges"])
-        stats = server.sandbox.stats()
-    name = "gunicorn --preload -w 4, token taken by the master"
-    tally = check_burst(
-        name, served.answers, stats, store=store, most_workers=WORKERS, log=served.log
+    _, tally, stats = check_server_burst(
+        "gunicorn --preload -w 4, token taken by the master",
+        lambda port: gunicorn(port, "sync", "tests.frameworks.apps.wsgi_app:app"),
+        ["/charges"],
+        store=store,
+        most_workers=WORKERS,
+        PAYMENTS_WARM_UP="1",
     )
     assert stats["token_requests"] == 1
     assert tally.workers > 1
-    check_stopped_cleanly(served)

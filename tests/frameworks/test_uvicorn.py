@@ -10,16 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.frameworks.support import (
-    check_burst,
-    check_stopped_cleanly,
-    environ,
-    python,
-    redis_server,
-    sandbox_server,
-    serve_burst,
-)
-from tests.servers import free_port
+from tests.frameworks.support import check_server_burst, python
 
 WORKERS = 2
 
@@ -43,13 +34,12 @@ def uvicorn(port: int, app: str) -> list[str]:
 
 @pytest.mark.parametrize("store", ["memory", "redis"])
 def test_uvicorn_two_workers_lifespan_manager_and_httpx_auth(store: str) -> None:
-    with sandbox_server() as server, redis_server(store == "redis") as redis:
-        port = free_port()
-        command = uvicorn(port, "tests.frameworks.apps.asgi_app:app")
-        served = serve_burst(command, environ(server, redis), port, ["/charges", "/charges/httpx"])
-        stats = server.sandbox.stats()
-    name = "uvicorn --workers 2, Starlette lifespan"
-    check_burst(name, served.answers, stats, store=store, most_workers=WORKERS, log=served.log)
+    served, _, _ = check_server_burst(
+        "uvicorn --workers 2, Starlette lifespan",
+        lambda port: uvicorn(port, "tests.frameworks.apps.asgi_app:app"),
+        ["/charges", "/charges/httpx"],
+        store=store,
+        most_workers=WORKERS,
+    )
     # Each worker ran its lifespan to the end: the manager and the client were closed.
-    check_stopped_cleanly(served)
     assert served.log.count("Application shutdown complete") == WORKERS, served.log
