@@ -70,8 +70,8 @@ class ProcessBound:
 class OnEachChild(ProcessBound):
     """Calls ``start_afresh()`` once in each new process: for a module's process-wide state.
 
-    The module keeps the instance (it is registered weakly) and calls :meth:`check_process`
-    on its slow path before reading that state.
+    The module keeps the instance (it is registered weakly) and calls
+    :meth:`ProcessBound.check_process` on its slow path before reading that state.
     """
 
     def __init__(self, start_afresh: Callable[[], object]) -> None:
