@@ -6,6 +6,7 @@ Build with ``bash .ci/docs`` (warnings are errors, nitpicky cross-references).
 from __future__ import annotations
 
 import html
+import importlib
 import re
 import sys
 import tomllib
@@ -101,24 +102,24 @@ def _resolve_by_short_name(
 HERE = Path(__file__).resolve().parent
 
 
-def _draw_dashboard(app: Sphinx) -> None:
-    """Draw observability.md's dashboard from a simulated run (docs/dashboard.py)."""
+def _draw(module: str, svg: str) -> None:
+    """Run ``write()`` of docs/<module>.py into docs/_generated/<svg>."""
     sys.path.insert(0, str(HERE))
     try:
-        import dashboard
+        drawing = importlib.import_module(module)
     finally:
         sys.path.remove(str(HERE))
-    dashboard.write(HERE / "_generated" / "dashboard.svg")
+    drawing.write(HERE / "_generated" / svg)
+
+
+def _draw_dashboard(app: Sphinx) -> None:
+    """Draw observability.md's dashboard from a simulated run (docs/dashboard.py)."""
+    _draw("dashboard", "dashboard.svg")
 
 
 def _draw_performance_chart(app: Sphinx) -> None:
     """Draw performance.md's comparison chart from docs/performance.json (docs/perfchart.py)."""
-    sys.path.insert(0, str(HERE))
-    try:
-        import perfchart
-    finally:
-        sys.path.remove(str(HERE))
-    perfchart.write(HERE / "_generated" / "performance.svg")
+    _draw("perfchart", "performance.svg")
 
 
 def _inline_svg(translator: HTML5Translator, node: graphviz) -> None:
