@@ -9,14 +9,11 @@ processes sharing Redis, N processes each with its own memory store, and N proce
 from __future__ import annotations
 
 import contextlib
-import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from typing import Any
 
 from eightyeightpay.plugins.sandbox import SandboxServer
+from tests.e2e.workers import Workers
 from tests.servers import RedisServer
 
 from .common import Figures
@@ -24,55 +21,29 @@ from .common import Figures
 RUNTIMES = ("sync", "asyncio", "trio")
 
 
-class Group:
-    """``count`` worker processes against one emulator."""
+class Group(Workers):
+    """``count`` worker processes (tests/benchmarks/fleet_worker.py) against one emulator."""
 
     def __init__(
         self, server: SandboxServer, count: int, store: str, duration: float, redis: str
     ) -> None:
-        assert server.certificates is not None
+        runtimes = ["sync" if store == "reference" else RUNTIMES[i % 3] for i in range(count)]
+        super().__init__(
+            server,
+            redis,
+            count,
+            "--store",
+            store,
+            "--duration",
+            str(duration),
+            module="tests.benchmarks.fleet_worker",
+            runtimes=runtimes,
+        )
         self.server = server
-        self.processes = [
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "tests.benchmarks.fleet_worker",
-                    "--runtime",
-                    "sync" if store == "reference" else RUNTIMES[i % 3],
-                    "--store",
-                    store,
-                    "--url",
-                    server.url,
-                    "--ca",
-                    str(server.certificates.ca_file),
-                    "--redis",
-                    redis,
-                    "--duration",
-                    str(duration),
-                ],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            for i in range(count)
-        ]
 
-    def ready(self) -> None:
-        for process in self.processes:
-            assert process.stdout is not None and process.stdout.readline().strip() == "ready"
-
-    def go(self) -> None:
-        for process in self.processes:
-            assert process.stdin is not None
-            process.stdin.write("go\n")
-            process.stdin.flush()
-
-    def results(self, timeout: float) -> Figures:
-        reports: list[dict[str, Any]] = []
-        for process in self.processes:
-            out, _ = process.communicate(timeout=timeout)
-            reports.append(json.loads(out.strip().splitlines()[-1]))
+    def figures(self, timeout: float) -> Figures:
+        """What the group's processes reported, with the emulator's counts."""
+        reports = self.results(timeout, exit_zero=False)
         stats = self.server.sandbox.stats()
         errors: dict[str, int] = {}
         for report in reports:
@@ -87,12 +58,6 @@ class Group:
             "failures": errors,
             "unusable_tokens_handed_out": sum(r["unusable"] for r in reports),
         }
-
-    def kill(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.kill()
-            process.communicate()
 
 
 class Fleet:
@@ -118,7 +83,7 @@ class Fleet:
         for group in self.groups.values():
             group.ready()
         for group in self.groups.values():
-            group.go()
+            group.release()
         self.started = time.monotonic()
 
     def finish(self) -> Figures:
@@ -126,7 +91,7 @@ class Fleet:
         try:
             figures: Figures = {"seconds": self.duration}
             for name, group in self.groups.items():
-                figures[name] = group.results(timeout=self.duration + 120)
+                figures[name] = group.figures(timeout=self.duration + 120)
             return figures
         finally:
             self._stack.close()
