@@ -14,6 +14,7 @@ import attrs
 
 from .credentials import CacheKey
 from .errors import MalformedResponse
+from .governor import HOUR, MINUTE
 from .wire import structure
 
 __all__ = [
@@ -127,6 +128,10 @@ class ReserveFleetBudget:
     """Sends allowed per rolling minute."""
     per_hour: int
     """Sends allowed per rolling hour."""
+    minute_span: float = MINUTE
+    """Seconds the per-minute window spans (shorter for a compressed policy)."""
+    hour_span: float = HOUR
+    """Seconds the per-hour window spans (shorter for a compressed policy)."""
 
 
 @attrs.frozen
@@ -241,6 +246,19 @@ class StoreFault:
 # --------------------------------------------------------------------------- performing
 
 
+def reserve_args(
+    key: CacheKey, per_minute: int, per_hour: int, minute_span: float, hour_span: float
+) -> tuple[object, ...]:
+    """The arguments of a store's ``reserve``: the spans only when a policy compressed them.
+
+    88Pay's own 60 s and 3600 s windows pass three arguments, which every store takes; a
+    store written before the spans existed keeps working with an uncompressed policy.
+    """
+    if (minute_span, hour_span) == (MINUTE, HOUR):
+        return (key, per_minute, per_hour)
+    return (key, per_minute, per_hour, minute_span, hour_span)
+
+
 def store_call(effect: FleetEffect) -> tuple[str, tuple[object, ...]]:
     """The store method and arguments that perform ``effect``.
 
@@ -253,8 +271,8 @@ def store_call(effect: FleetEffect) -> tuple[str, tuple[object, ...]]:
             return "acquire", (key, owner, ttl)
         case KeepLock(key, owner, ttl):
             return "extend", (key, owner, ttl)
-        case ReserveFleetBudget(key, per_minute, per_hour):
-            return "reserve", (key, per_minute, per_hour)
+        case ReserveFleetBudget(key, per_minute, per_hour, minute_span, hour_span):
+            return "reserve", reserve_args(key, per_minute, per_hour, minute_span, hour_span)
         case WriteShared(key, token, ttl):
             return "write", (key, token, ttl)
         case WriteCooldown(key, seconds):

@@ -23,9 +23,9 @@ class RateWindow:
     sends: tuple[float, ...] = ()
     """Monotonic times of the sends still inside the hour window."""
 
-    def record(self, now: float) -> RateWindow:
-        """The window after a send at ``now``."""
-        kept = tuple(t for t in self.sends if t > now - HOUR)
+    def record(self, now: float, hour: float = HOUR) -> RateWindow:
+        """The window after a send at ``now``, keeping the sends of the last ``hour`` seconds."""
+        kept = tuple(t for t in self.sends if t > now - hour)
         return RateWindow((*kept, now))
 
     def forget(self, sent: float) -> RateWindow:
@@ -35,15 +35,26 @@ class RateWindow:
             sends.remove(sent)
         return RateWindow(tuple(sends))
 
-    def next_allowed(self, now: float, per_minute: int, per_hour: int) -> float:
-        """The earliest time at or after ``now`` when one more send keeps both limits."""
-        hour = [t for t in self.sends if t > now - HOUR]
-        minute = [t for t in hour if t > now - MINUTE]
+    def next_allowed(
+        self,
+        now: float,
+        per_minute: int,
+        per_hour: int,
+        minute_span: float = MINUTE,
+        hour_span: float = HOUR,
+    ) -> float:
+        """The earliest time at or after ``now`` when one more send keeps both limits.
+
+        The windows span ``minute_span`` and ``hour_span`` seconds (shorter for a compressed
+        :class:`~eightyeightpay.Policy`).
+        """
+        hour = [t for t in self.sends if t > now - hour_span]
+        minute = [t for t in hour if t > now - minute_span]
         earliest = now
         if len(minute) >= per_minute:
-            earliest = max(earliest, _leaves(minute[len(minute) - per_minute], MINUTE))
+            earliest = max(earliest, _leaves(minute[len(minute) - per_minute], minute_span))
         if len(hour) >= per_hour:
-            earliest = max(earliest, _leaves(hour[len(hour) - per_hour], HOUR))
+            earliest = max(earliest, _leaves(hour[len(hour) - per_hour], hour_span))
         return earliest
 
     def count(self, now: float, span: float) -> int:

@@ -42,7 +42,7 @@ from .fleet import (
     WriteCooldown,
     WriteShared,
 )
-from .governor import HOUR, MINUTE, RateWindow
+from .governor import RateWindow
 from .http import HttpRequest, HttpResponse
 from .policy import Policy, Rng, backoff_delay
 from .stats import OUTCOMES, Stats, Tally
@@ -351,8 +351,14 @@ class TokenMachine:
         """
         return is_transient(error) and self._send_allowed_at(now) <= until
 
+    def _governed_at(self, now: float) -> float:
+        policy = self.policy
+        return self.window.next_allowed(
+            now, policy.per_minute, policy.per_hour, policy.minute_span, policy.hour_span
+        )
+
     def _send_allowed_at(self, now: float) -> float:
-        governed = self.window.next_allowed(now, self.policy.per_minute, self.policy.per_hour)
+        governed = self._governed_at(now)
         return max(governed, self.blocked_until)
 
     def _unavailable_error(self, now: float, retry_at: float) -> EightyEightPayError:
@@ -389,7 +395,7 @@ class TokenMachine:
         return settled
 
     def _send(self, flight: Flight, now: float) -> Generator[Effect, Result, Settled]:
-        self.window = self.window.record(now)
+        self.window = self.window.record(now, self.policy.hour_span)
         self.sent += 1
         self.tally = self.tally.sent()
         self._send_time = now
@@ -498,7 +504,10 @@ class TokenMachine:
             return self._succeeded(flight, shared)
         if read.cooldown > 0:
             return self._fleet_cooling(flight, read)
-        budget = yield ReserveFleetBudget(key, self.policy.per_minute, self.policy.per_hour)
+        policy = self.policy
+        budget = yield ReserveFleetBudget(
+            key, policy.per_minute, policy.per_hour, policy.minute_span, policy.hour_span
+        )
         if not isinstance(budget, BudgetResult):
             return (yield from self._alone(flight, budget))
         if budget.wait > 0:
@@ -532,7 +541,7 @@ class TokenMachine:
         now = fault.now
         if not self.degraded:
             self.degraded, self.degraded_since = True, now
-        allowed_at = self.window.next_allowed(now, self.policy.per_minute, self.policy.per_hour)
+        allowed_at = self._governed_at(now)
         if allowed_at > now:
             return self._failed(flight, RateLimited(allowed_at - now, local=True), now=now)
         return (yield from self._send(flight, now))
@@ -709,8 +718,8 @@ class TokenMachine:
             token_remaining=remaining,
             refreshing=self.flight is not None,
             next_request_in=max(0.0, self._send_allowed_at(now) - now),
-            minute_spent=self.window.count(now, MINUTE),
-            hour_spent=self.window.count(now, HOUR),
+            minute_spent=self.window.count(now, policy.minute_span),
+            hour_spent=self.window.count(now, policy.hour_span),
             per_minute=policy.per_minute,
             per_hour=policy.per_hour,
             store_mode=mode,

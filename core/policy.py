@@ -48,6 +48,10 @@ class Policy:
     """Token requests allowed per rolling minute (88Pay: 10)."""
     per_hour: int = 100
     """Token requests allowed per rolling hour (88Pay: 100)."""
+    minute_span: float = 60.0
+    """Seconds the ``per_minute`` window spans (60; shorter only in a compressed policy)."""
+    hour_span: float = 3600.0
+    """Seconds the ``per_hour`` window spans (3600; shorter only in a compressed policy)."""
     api_per_minute: int | None = 60
     """API calls (``request()``) allowed per rolling minute per merchant (88Pay: 60).
 
@@ -82,6 +86,8 @@ class Policy:
             "expected_lifetime": self.expected_lifetime,
             "margin": self.margin,
             "lead": self.lead,
+            "minute_span": self.minute_span,
+            "hour_span": self.hour_span,
             "backoff_initial": self.backoff_initial,
             "backoff_cap": self.backoff_cap,
             "request_timeout": self.request_timeout,
@@ -91,9 +97,16 @@ class Policy:
         for name, value in numbers.items():
             if not isinstance(value, int | float) or value != value or value < 0:
                 raise InvalidPolicy(f"Policy.{name} must be a non-negative number, not {value!r}.")
-        if self.expected_lifetime <= 0 or self.request_timeout <= 0 or self.backoff_initial <= 0:
+        if (
+            self.expected_lifetime <= 0
+            or self.request_timeout <= 0
+            or self.backoff_initial <= 0
+            or self.minute_span <= 0
+            or self.hour_span <= 0
+        ):
             raise InvalidPolicy(
-                "expected_lifetime, request_timeout and backoff_initial must be > 0."
+                "expected_lifetime, request_timeout, backoff_initial, minute_span and hour_span "
+                "must be > 0."
             )
         if self.backoff_cap < self.backoff_initial:
             raise InvalidPolicy("Policy.backoff_cap must be at least backoff_initial.")
@@ -108,12 +121,14 @@ class Policy:
                 f"margin ({self.margin:g} s) plus lead ({self.lead:g} s) must be shorter than the "
                 f"token's life ({self.expected_lifetime:g} s); nothing would be left to use."
             )
-        hourly = SECONDS_PER_HOUR / period
-        if hourly > self.per_hour or 60.0 / period > self.per_minute:
+        hourly = self.hour_span / period
+        if hourly > self.per_hour or self.minute_span / period > self.per_minute:
+            hour = "an hour" if self.hour_span == 3600 else f"per {self.hour_span:g} s"
+            minute = "a minute" if self.minute_span == 60 else f"per {self.minute_span:g} s"
             raise InvalidPolicy(
                 f"With margin {self.margin:g} s and lead {self.lead:g} s a token is replaced every "
-                f"{period:.2f} s: {hourly:.0f} token requests an hour, over the limit of "
-                f"{self.per_hour} an hour / {self.per_minute} a minute. Use smaller windows."
+                f"{period:.2f} s: {hourly:.0f} token requests {hour}, over the limit of "
+                f"{self.per_hour} {hour} / {self.per_minute} {minute}. Use smaller windows."
             )
 
     @property
@@ -125,6 +140,34 @@ class Policy:
     def steady_hourly_cost(self) -> float:
         """Token requests per hour under steady use."""
         return SECONDS_PER_HOUR / self.refresh_period
+
+    def compressed(self, factor: float) -> Policy:
+        """A copy whose token clock runs ``factor`` times faster, for time-compressed tests.
+
+        The token's expected life, the margin, the lead and the spans of both rate windows
+        are divided by ``factor``; the request counts stay. ``Policy().compressed(10)``
+        expects 6 s tokens and allows 10 token requests per 6 s and 100 per 360 s, the scale
+        of ``eightyeightpay sandbox --token-lifetime 6 --token-limit 10/6 --token-limit
+        100/360``. Backoff, timeouts, the call deadline and the store poll interval are
+        network times and stay, and so do the API-call windows (``api_per_minute``,
+        ``api_per_hour``: the sandbox's ``api_limits``). Raises
+        :class:`~eightyeightpay.errors.InvalidPolicy` when ``factor`` is not a positive finite
+        number.
+        """
+        if (
+            isinstance(factor, bool)
+            or not isinstance(factor, int | float)
+            or not 0 < factor < float("inf")
+        ):
+            raise InvalidPolicy(f"compressed() needs a positive finite factor, not {factor!r}.")
+        return attrs.evolve(
+            self,
+            expected_lifetime=self.expected_lifetime / factor,
+            margin=self.margin / factor,
+            lead=self.lead / factor,
+            minute_span=self.minute_span / factor,
+            hour_span=self.hour_span / factor,
+        )
 
     def windows_for(self, lifetime: float) -> tuple[float, float]:
         """The (margin, lead) to apply to a token of ``lifetime`` seconds.

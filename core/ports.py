@@ -86,7 +86,14 @@ class FleetOperations(Protocol):
         ...
 
     def reserve(self, key: CacheKey, per_minute: int, per_hour: int) -> float:
-        """Record a send if both windows allow it (0), else seconds until one would."""
+        """Record a send if both windows allow it (0), else seconds until one would.
+
+        The windows span 60 and 3600 s by the store's clock. Optionally, a store also takes
+        ``minute_span`` and ``hour_span`` (seconds, after ``per_hour``): a
+        :meth:`~eightyeightpay.Policy.compressed` policy passes its shorter windows that way,
+        and only such a policy does (the shipped stores take them; a store that does not
+        fails that call, and each process then keeps its own windows).
+        """
         ...
 
     def write(self, key: CacheKey, token: StoredToken, ttl: float) -> None:

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from eightyeightpay.credentials import CacheKey, Credentials
 from eightyeightpay.errors import ConfigurationError
-from eightyeightpay.fleet import StoredToken, encode_stored
+from eightyeightpay.fleet import StoredToken, encode_stored, reserve_args
 from eightyeightpay.machine import TokenMachine
 from eightyeightpay.policy import Policy, Rng
 from eightyeightpay.ports import AsyncFleetOperations, FleetOperations, ReadValue
@@ -137,9 +137,17 @@ class InThreads:
         """See :meth:`~eightyeightpay.ports.FleetOperations.extend`."""
         return await _to_thread(self._operations.extend, key, owner, ttl)
 
-    async def reserve(self, key: CacheKey, per_minute: int, per_hour: int) -> float:
+    async def reserve(
+        self,
+        key: CacheKey,
+        per_minute: int,
+        per_hour: int,
+        minute_span: float = 60.0,
+        hour_span: float = 3600.0,
+    ) -> float:
         """See :meth:`~eightyeightpay.ports.FleetOperations.reserve`."""
-        return await _to_thread(self._operations.reserve, key, per_minute, per_hour)
+        args = reserve_args(key, per_minute, per_hour, minute_span, hour_span)
+        return await _to_thread(self._operations.reserve, *args)
 
     async def write(self, key: CacheKey, token: StoredToken, ttl: float) -> None:
         """See :meth:`~eightyeightpay.ports.FleetOperations.write`."""

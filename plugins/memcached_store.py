@@ -223,8 +223,16 @@ class _Operations:
     def extend(self, key: CacheKey, owner: str, ttl: float) -> bool:
         return bool(self._once_more(self._extend, key, owner, ttl))
 
-    def reserve(self, key: CacheKey, per_minute: int, per_hour: int) -> float:
-        return float(self._once_more(self._reserve, key, per_minute, per_hour))
+    def reserve(
+        self,
+        key: CacheKey,
+        per_minute: int,
+        per_hour: int,
+        minute_span: float = 60.0,
+        hour_span: float = 3600.0,
+    ) -> float:
+        spans = (minute_span, hour_span)
+        return float(self._once_more(self._reserve, key, per_minute, per_hour, spans))
 
     def spent(self, key: CacheKey) -> tuple[int, int]:
         """The fleet's token requests in the last 60 s and 3600 s (budget's send times)."""
@@ -270,14 +278,17 @@ class _Operations:
         # cas with the same value: only the lock this owner still holds gets the new expiry.
         return bool(self._client.cas(lock, held, cas, expire=_expiry(ttl), noreply=False))
 
-    def _reserve(self, key: CacheKey, per_minute: int, per_hour: int) -> float:
+    def _reserve(
+        self, key: CacheKey, per_minute: int, per_hour: int, spans: tuple[float, float]
+    ) -> float:
+        minute_span, hour_span = spans
         budget = self._keys(key).budget
         for _ in range(CAS_ATTEMPTS):
             raw, cas = self._client.gets(budget)
             now = self._wall()
-            sends = [t for t in _send_times(raw) if t > now - 3600]
+            sends = [t for t in _send_times(raw) if t > now - hour_span]
             wait = 0.0
-            for span, limit in ((60, per_minute), (3600, per_hour)):
+            for span, limit in ((minute_span, per_minute), (hour_span, per_hour)):
                 inside = [t for t in sends if t > now - span]
                 if len(inside) >= limit:
                     leaving = inside[len(inside) - limit]

@@ -41,8 +41,9 @@ _BUDGET = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local wait = 0
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 3600)
-for _, span in ipairs({{60, tonumber(ARGV[1])}, {3600, tonumber(ARGV[2])}}) do
+local hour = tonumber(ARGV[5])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - hour)
+for _, span in ipairs({{tonumber(ARGV[4]), tonumber(ARGV[1])}, {hour, tonumber(ARGV[2])}}) do
   local sends = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. string.format('%.6f', now - span[1]),
                            '+inf', 'WITHSCORES')
   local count = #sends / 2
@@ -53,7 +54,7 @@ for _, span in ipairs({{60, tonumber(ARGV[1])}, {3600, tonumber(ARGV[2])}}) do
 end
 if wait > 0 then return string.format('%.6f', wait) end
 redis.call('ZADD', KEYS[1], string.format('%.6f', now), ARGV[3])
-redis.call('EXPIRE', KEYS[1], 3700)
+redis.call('EXPIRE', KEYS[1], math.ceil(hour) + 100)
 return '0'
 """
 
@@ -170,8 +171,16 @@ class _Operations:
         lock = self._keys(key).lock
         return bool(self._once_more(lambda: self._extend(keys=[lock], args=[owner, _ms(ttl)])))
 
-    def reserve(self, key: CacheKey, per_minute: int, per_hour: int) -> float:
-        keys, args = [self._keys(key).budget], [per_minute, per_hour, _member()]
+    def reserve(
+        self,
+        key: CacheKey,
+        per_minute: int,
+        per_hour: int,
+        minute_span: float = 60.0,
+        hour_span: float = 3600.0,
+    ) -> float:
+        keys = [self._keys(key).budget]
+        args = [per_minute, per_hour, _member(), minute_span, hour_span]
         return float(self._once_more(lambda: self._budget(keys=keys, args=args)))
 
     def spent(self, key: CacheKey) -> tuple[int, int]:
@@ -242,8 +251,16 @@ class _AsyncOperations(_Operations):
             await self._aonce_more(lambda: self._extend(keys=[lock], args=[owner, _ms(ttl)]))
         )
 
-    async def reserve(self, key: CacheKey, per_minute: int, per_hour: int) -> float:  # type: ignore[override]
-        keys, args = [self._keys(key).budget], [per_minute, per_hour, _member()]
+    async def reserve(  # type: ignore[override]
+        self,
+        key: CacheKey,
+        per_minute: int,
+        per_hour: int,
+        minute_span: float = 60.0,
+        hour_span: float = 3600.0,
+    ) -> float:
+        keys = [self._keys(key).budget]
+        args = [per_minute, per_hour, _member(), minute_span, hour_span]
         return float(await self._aonce_more(lambda: self._budget(keys=keys, args=args)))
 
     async def spent(self, key: CacheKey) -> tuple[int, int]:  # type: ignore[override]

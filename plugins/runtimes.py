@@ -20,7 +20,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from eightyeightpay.credentials import CacheKey
-from eightyeightpay.fleet import StoredToken
+from eightyeightpay.fleet import StoredToken, reserve_args
 from eightyeightpay.machine import Settled
 from eightyeightpay.ports import (
     AsyncFleetOperations,
@@ -618,8 +618,16 @@ class _OffLoop:
     async def extend(self, key: CacheKey, owner: str, ttl: float) -> bool:
         return bool(await self._run(self._operations.extend, key, owner, ttl))
 
-    async def reserve(self, key: CacheKey, per_minute: int, per_hour: int) -> float:
-        return float(await self._run(self._operations.reserve, key, per_minute, per_hour))
+    async def reserve(
+        self,
+        key: CacheKey,
+        per_minute: int,
+        per_hour: int,
+        minute_span: float = 60.0,
+        hour_span: float = 3600.0,
+    ) -> float:
+        args = reserve_args(key, per_minute, per_hour, minute_span, hour_span)
+        return float(await self._run(self._operations.reserve, *args))
 
     async def write(self, key: CacheKey, token: StoredToken, ttl: float) -> None:
         await self._run(self._operations.write, key, token, ttl)

@@ -85,10 +85,9 @@ def main() -> None:
     parser.add_argument("--store-kind", choices=["url", "cluster", "sentinel"], default="url")
     parser.add_argument("--mode", choices=["cold", "steady"], default="cold")
     parser.add_argument("--duration", type=float, default=0.0)
-    parser.add_argument("--per-minute", type=int, default=10)
-    parser.add_argument("--per-hour", type=int, default=100)
+    parser.add_argument("--compress", type=float, default=1.0, help="Policy.compressed factor")
     args = parser.parse_args()
-    policy = Policy(per_minute=args.per_minute, per_hour=args.per_hour)
+    policy = Policy().compressed(args.compress)
     options: dict[str, Any] = {
         "base_url": args.url,
         "ca_bundle": args.ca,

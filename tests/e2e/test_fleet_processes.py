@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from eightyeightpay.plugins.sandbox import RateLimit, Sandbox, SandboxServer
-from tests.e2e.workers import Workers
+from eightyeightpay.plugins.sandbox import Sandbox, SandboxServer
+from tests.e2e.workers import COMPRESSED, LIFETIME, Workers, compressed_sandbox
 from tests.servers import RedisServer
 
 
@@ -38,17 +38,6 @@ def test_eight_cold_processes_make_exactly_one_token_request(fleet_redis: RedisS
 # Real-time runs use 6 s tokens (a tenth of 88Pay's 60 s) so that three lifetimes take 20 s.
 # The emulator's token limits and the managers' policy are raised in the same proportion, so
 # the compressed run keeps the documented ratio of token life to rate limit.
-LIFETIME = 6
-COMPRESSED = ("--per-minute", "100", "--per-hour", "1000")
-
-
-def compressed_sandbox() -> Sandbox:
-    return Sandbox(
-        token_lifetime=LIFETIME,
-        token_limits=(RateLimit(100, 60.0), RateLimit(1000, 3600.0)),
-    )
-
-
 def test_a_fleet_over_three_lifetimes_spends_what_one_process_would(
     fleet_redis: RedisServer,
 ) -> None:

@@ -9,19 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from eightyeightpay.plugins.sandbox import Fault, RateLimit, Sandbox, SandboxServer
-from tests.e2e.workers import Workers
+from eightyeightpay.plugins.sandbox import Fault, Sandbox, SandboxServer
+from tests.e2e.workers import COMPRESSED, Workers, compressed_sandbox
 from tests.servers import RedisClusterServers, RedisServer, SentinelServers
-
-LIFETIME = 6
-COMPRESSED = ("--per-minute", "100", "--per-hour", "1000")
-
-
-def compressed_sandbox() -> Sandbox:
-    return Sandbox(
-        token_lifetime=LIFETIME,
-        token_limits=(RateLimit(100, 60.0), RateLimit(1000, 3600.0)),
-    )
 
 
 @pytest.fixture

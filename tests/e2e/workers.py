@@ -8,9 +8,25 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from eightyeightpay.plugins.sandbox import SandboxServer
+from eightyeightpay.plugins.sandbox import RateLimit, Sandbox, SandboxServer
 
 RUNTIMES = ("sync", "asyncio", "trio") * 3
+
+# Real-time runs use 6 s tokens (a tenth of 88Pay's 60 s) so that three lifetimes take 20 s.
+# Every limit is compressed by the same factor on both sides: the emulator allows 10 token
+# requests per 6 s and 100 per 360 s, and the workers' Policy.compressed(10) governs the
+# same windows, so the run keeps 88Pay's ratio of token life to rate limit.
+FACTOR = 10
+LIFETIME = 60 // FACTOR
+COMPRESSED = ("--compress", str(FACTOR))
+
+
+def compressed_sandbox() -> Sandbox:
+    """An emulator with 88Pay's token life and token limits all divided by FACTOR."""
+    return Sandbox(
+        token_lifetime=LIFETIME,
+        token_limits=(RateLimit(10, 60.0 / FACTOR), RateLimit(100, 3600.0 / FACTOR)),
+    )
 
 
 class Workers:

@@ -405,3 +405,18 @@ def test_without_pymemcache_the_store_is_a_clear_configuration_error(
     monkeypatch.setitem(sys.modules, "pymemcache", None)  # import pymemcache now fails
     with pytest.raises(ConfigurationError, match=r"pip install 'eightyeightpay\[memcached\]'"):
         MemcachedStore(("127.0.0.1", 1))
+
+
+def test_a_compressed_budget_counts_over_the_spans_it_is_given(fleet: Fleet) -> None:
+    """Policy.compressed(10)'s windows: 10 per 6 s and 100 per 360 s."""
+    wall = FakeWall()
+    ops = fleet.store(wall_clock=wall).operations()
+    key = fleet.key()
+    first = wall.now
+    for _ in range(10):
+        assert ops.reserve(key, 10, 100, 6.0, 360.0) == 0.0
+        wall.now += 0.1
+    assert ops.reserve(key, 10, 100, 6.0, 360.0) == pytest.approx(first + 6 - wall.now)
+    wall.now = first + 6.05  # the first send left the compressed minute
+    assert ops.reserve(key, 10, 100, 6.0, 360.0) == 0.0
+    assert ops.reserve(key, 100, 11, 6.0, 360.0) == pytest.approx(first + 360 - wall.now)

@@ -13,6 +13,8 @@ from eightyeightpay import (
     Policy,
 )
 from eightyeightpay.adapters.config import build_credentials, read_environment
+from eightyeightpay.fleet import ReserveFleetBudget, store_call
+from eightyeightpay.governor import RateWindow
 from tests.support import API_KEY, MERCHANT
 
 
@@ -126,3 +128,44 @@ def test_short_lived_tokens_get_proportional_windows() -> None:
     assert margin == pytest.approx(1.0)
     assert lead == pytest.approx(policy.lead / 10)
     assert policy.windows_for(120) == (policy.margin, policy.lead)
+
+
+def test_a_compressed_policy_divides_every_window_by_one_factor() -> None:
+    policy = Policy()
+    fast = policy.compressed(10)
+    assert fast.expected_lifetime == pytest.approx(6.0)
+    assert fast.margin == pytest.approx(1.0)
+    assert fast.lead == pytest.approx(policy.lead / 10)
+    assert (fast.minute_span, fast.hour_span) == pytest.approx((6.0, 360.0))
+    assert (fast.per_minute, fast.per_hour) == (10, 100)
+    assert fast.refresh_period == pytest.approx(policy.refresh_period / 10)
+    assert (fast.backoff_initial, fast.deadline) == (policy.backoff_initial, policy.deadline)
+    for factor in (0, -1, float("nan"), float("inf"), True, "10"):
+        with pytest.raises(InvalidPolicy):
+            policy.compressed(factor)  # type: ignore[arg-type]
+
+
+def test_a_compressed_policy_is_refused_when_its_windows_do_not_fit() -> None:
+    with pytest.raises(InvalidPolicy, match="per 360 s"):
+        # One request every 0.2 s: 1800 per 360 s.
+        Policy(expected_lifetime=6.0, margin=1.0, lead=4.8, minute_span=6.0, hour_span=360.0)
+    with pytest.raises(InvalidPolicy):
+        Policy(minute_span=0.0)
+
+
+def test_the_governor_keeps_the_compressed_windows() -> None:
+    window = RateWindow()
+    for t in range(10):
+        window = window.record(t * 0.1, 360.0)
+    assert window.next_allowed(0.95, 10, 100, 6.0, 360.0) == pytest.approx(6.0)
+    assert window.next_allowed(6.05, 10, 100, 6.0, 360.0) == 6.05
+    assert window.next_allowed(6.05, 100, 10, 6.0, 360.0) == pytest.approx(360.0)
+    assert window.record(400.0, 360.0).sends == (400.0,)
+
+
+def test_the_store_is_asked_for_spans_only_when_a_policy_compressed_them() -> None:
+    key = build_credentials(API_KEY, MERCHANT).cache_key
+    plain = store_call(ReserveFleetBudget(key, 10, 100))
+    assert plain == ("reserve", (key, 10, 100))
+    fast = store_call(ReserveFleetBudget(key, 10, 100, 6.0, 360.0))
+    assert fast == ("reserve", (key, 10, 100, 6.0, 360.0))
