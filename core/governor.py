@@ -46,7 +46,7 @@ class RateWindow:
         """The earliest time at or after ``now`` when one more send keeps both limits.
 
         The windows span ``minute_span`` and ``hour_span`` seconds (shorter for a compressed
-        :class:`~eightyeightpay.Policy`).
+        :class:`~eightyeightpay.policy.Policy`).
         """
         hour = [t for t in self.sends if t > now - hour_span]
         minute = [t for t in hour if t > now - minute_span]

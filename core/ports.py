@@ -90,7 +90,7 @@ class FleetOperations(Protocol):
 
         The windows span 60 and 3600 s by the store's clock. Optionally, a store also takes
         ``minute_span`` and ``hour_span`` (seconds, after ``per_hour``): a
-        :meth:`~eightyeightpay.Policy.compressed` policy passes its shorter windows that way,
+        :meth:`~eightyeightpay.policy.Policy.compressed` policy passes its shorter windows that way,
         and only such a policy does (the shipped stores take them; a store that does not
         fails that call, and each process then keeps its own windows).
         """
