@@ -48,7 +48,7 @@ from eightyeightpay.policy import Policy, Rng, deadline_at
 from eightyeightpay.ports import AsyncFleetOperations, AsyncRuntime, AsyncTransport
 from eightyeightpay.tokens import Token
 
-from .base import EnvConstructible, ManagerBase
+from .base import EnvConstructible, ManagerBase, transport_options
 from .common import FlightRun, drop_flight, log_notices, perform_api_bookkeeping
 from .config import read_environment
 from .lifecycle import default_clock
@@ -73,6 +73,7 @@ class _AsyncManager(ManagerBase):
         store: str | MemoryStore | FleetStore = "memory",
         policy: Policy | None = None,
         ca_bundle: str | None = None,
+        max_connections: int | None = None,
         allow_http_loopback: bool = False,
         transport: AsyncTransport | None = None,
         timeout: float = 30.0,
@@ -100,8 +101,9 @@ class _AsyncManager(ManagerBase):
         self._runtime = runtime
         self._sleep: Callable[[float], Awaitable[object]] = sleep or runtime.sleep
         """Waits a backoff or a cool-down; a test on a fake clock passes one that moves it."""
+        built = transport_options(transport, max_connections)
         self._transport: AsyncTransport = transport or plugins.async_transport("h11")(
-            runtime, ca_bundle=ca_bundle
+            runtime, ca_bundle=ca_bundle, **built
         )
 
     # ------------------------------------------------------------------ tokens

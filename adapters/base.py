@@ -25,7 +25,7 @@ from .lifecycle import EnvRecipe, not_picklable
 if TYPE_CHECKING:
     from .telemetry import Observer, Telemetry
 
-__all__ = ["EnvConstructible", "ManagerBase"]
+__all__ = ["EnvConstructible", "ManagerBase", "transport_options"]
 
 log = logging.getLogger("eightyeightpay")
 
@@ -214,3 +214,19 @@ class EnvConstructible:
 def _rebuild_from_env(cls: type[EnvConstructible], options: tuple[tuple[str, Any], ...]) -> Any:
     """Unpickle a ``from_env()`` manager: build it again from this process's environment."""
     return cls.from_env(**dict(options))
+
+
+def transport_options(transport: object, max_connections: int | None) -> dict[str, int]:
+    """The built-in transport's options from a manager's ``max_connections=``.
+
+    Raises ConfigurationError when ``max_connections`` is given with a ``transport`` of the
+    caller's own: the cap belongs to that transport then.
+    """
+    if max_connections is None:
+        return {}
+    if transport is not None:
+        raise ConfigurationError(
+            "max_connections= sets the cap of the built-in transport; with transport= given, "
+            "set the cap on that transport instead."
+        )
+    return {"max_connections": max_connections}

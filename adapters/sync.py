@@ -47,7 +47,7 @@ from eightyeightpay.policy import Policy, Rng, deadline_at
 from eightyeightpay.ports import FleetOperations, Transport
 from eightyeightpay.tokens import Token
 
-from .base import EnvConstructible, ManagerBase
+from .base import EnvConstructible, ManagerBase, transport_options
 from .common import FlightRun, drop_flight, log_notices, perform_api_bookkeeping
 from .lifecycle import RefreshHandle, default_clock, refresh_worker
 from .telemetry import Telemetry
@@ -170,6 +170,7 @@ class TokenManager(ManagerBase, EnvConstructible):
         store: str | MemoryStore | FleetStore = "memory",
         policy: Policy | None = None,
         ca_bundle: str | None = None,
+        max_connections: int | None = None,
         allow_http_loopback: bool = False,
         transport: Transport | None = None,
         timeout: float = 30.0,
@@ -193,7 +194,10 @@ class TokenManager(ManagerBase, EnvConstructible):
             telemetry=telemetry,
         )
         self._fleet: FleetOperations | None = fleet.operations() if fleet else None
-        self._transport: Transport = transport or stores.transport("urllib3")(ca_bundle=ca_bundle)
+        built = transport_options(transport, max_connections)
+        self._transport: Transport = transport or stores.transport("urllib3")(
+            ca_bundle=ca_bundle, **built
+        )
         self._owns_transport = transport is None
         self._sleep = sleep
         self._background = background or ThreadBackground()

@@ -39,6 +39,7 @@ from .tls import (
     DEFAULT_MAX_CONNECTIONS,
     IDLE_REUSE_SECONDS,
     MAX_BODY_BYTES,
+    QUEUE_SHARE,
     PoolStats,
     TrustKey,
     connection_cap,
@@ -129,14 +130,16 @@ class _Pool:
         self.users = 0
         self.closed = False
 
-    async def acquire(self) -> _Connection | None:
+    async def acquire(self, runtime: AsyncRuntime, patience: float) -> _Connection | None:
         """A live idle connection, or None: the caller may open one (its place is reserved).
 
-        Beyond the cap, parks until a connection comes back; the caller's deadline scope
-        bounds the wait. An idle connection the peer has closed (or written to unasked) is
-        dropped before anything is sent on it, and the next one is tried.
+        Beyond the cap, parks until a connection comes back, for ``patience`` seconds at
+        most (then TimeoutError: nothing was sent). An idle connection the peer has closed
+        (or written to unasked) is dropped before anything is sent on it, and the next one
+        is tried.
         """
         waited = False
+        give_up_at = time.monotonic() + patience
         while True:
             while self.idle:
                 connection = self.idle.pop()
@@ -153,7 +156,8 @@ class _Pool:
                 waited = True
                 self.queued += 1
             try:
-                await self.lot.park()
+                async with runtime.deadline(max(0.0, give_up_at - time.monotonic())):
+                    await self.lot.park()
             except BaseException:
                 self.lot.unpark()  # a turn given to a cancelled caller goes to the next
                 raise
@@ -290,7 +294,7 @@ class AsyncHttp11Transport:
         try:
             async with self._runtime.deadline(timeout):
                 pool = await self._pool(origin)
-                connection = await pool.acquire()
+                connection = await pool.acquire(self._runtime, timeout * QUEUE_SHARE)
                 taken = True  # a connection, or the place for a new one
                 if connection is None:
                     connection = await self._connect(origin, host)

@@ -13,6 +13,7 @@ __all__ = [
     "DEFAULT_MAX_CONNECTIONS",
     "IDLE_REUSE_SECONDS",
     "MAX_BODY_BYTES",
+    "QUEUE_SHARE",
     "PoolStats",
     "TrustKey",
     "ca_bundle_problem",
@@ -90,6 +91,17 @@ def connection_cap(max_connections: int) -> int:
             f"max_connections must be a positive integer, not {max_connections!r}."
         )
     return max_connections
+
+
+QUEUE_SHARE = 0.5
+"""Share of a request's timeout a caller may spend waiting for a pooled connection.
+
+Past it the caller gets :class:`~eightyeightpay.errors.RequestTimeout` saying the request was
+never sent. A request that waited for a connection thus still has at least the rest of its
+timeout to be answered in: a charge is never sent with too little time left to learn its
+outcome (88Pay documents no idempotency key, so a charge that timed out after it was sent
+must be looked up, never replayed).
+"""
 
 
 def trust_key(ca_bundle: str | None) -> TrustKey:

@@ -60,6 +60,7 @@ from .tls import (
     DEFAULT_MAX_CONNECTIONS,
     IDLE_REUSE_SECONDS,
     MAX_BODY_BYTES,
+    QUEUE_SHARE,
     PoolStats,
     TrustKey,
     connection_cap,
@@ -364,7 +365,8 @@ class Urllib3Transport:
         pool = self._pools.get(origin) if self._generation == process.generation else None
         if pool is None:
             pool = self._join(process, origin)
-        connection = pool.acquire(deadline, host, timeout)
+        # Queue for a connection for part of the timeout only: what is sent keeps the rest.
+        connection = pool.acquire(deadline - timeout * (1 - QUEUE_SHARE), host, timeout)
         if connection is None:
             try:
                 connection = self._connect(pool, host, deadline, timeout)
