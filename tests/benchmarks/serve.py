@@ -26,6 +26,8 @@ UNLIMITED = (RateLimit(10**9, 60.0),)
 def emulator_process(*, real_limits: bool = False) -> Iterator[dict[str, Any]]:
     """Start the emulator in a child process; yield its ``url``, ``port`` and ``ca_file``.
 
+    On leaving, its standard input is closed and it must exit with status 0.
+
     ``real_limits``: 88Pay's 60 s tokens and 10/minute, 100/hour token limits (the
     stampede's), instead of hour-long tokens and no limits.
     """
@@ -45,7 +47,7 @@ def emulator_process(*, real_limits: bool = False) -> Iterator[dict[str, Any]]:
             yield json.loads(child.stdout.readline())
         finally:
             child.stdin.close()
-            child.wait(timeout=30)
+            assert child.wait(timeout=30) == 0
 
 
 def main() -> None:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -31,36 +29,13 @@ from eightyeightpay.plugins.urllib3_transport import (
     process_pools,
 )
 from eightyeightpay.tokens import Token
-
-SERVE = """
-import json, sys, time
-from eightyeightpay.plugins.sandbox import SandboxServer
-from eightyeightpay.plugins.sandbox.emulator import RateLimit, Sandbox
-limits = (RateLimit(10**9, 1.0),)
-sandbox = Sandbox(token_lifetime=3600, token_limits=limits, api_limits=limits)
-server = SandboxServer(sandbox, tls=True)
-server.start()
-print(json.dumps({"url": server.url, "ca_file": str(server.certificates.ca_file)}), flush=True)
-sys.stdin.read()
-server.close()
-"""
+from tests.benchmarks.serve import emulator_process
 
 
 @pytest.fixture(scope="module")
 def sandbox() -> Iterator[dict[str, Any]]:
-    with subprocess.Popen(
-        [sys.executable, "-c", SERVE],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    ) as process:
-        assert process.stdout is not None and process.stdin is not None
-        try:
-            info: dict[str, Any] = json.loads(process.stdout.readline())
-            yield info
-        finally:
-            process.stdin.close()
-            assert process.wait(timeout=30) == 0
+    with emulator_process() as info:
+        yield info
 
 
 @pytest.fixture
