@@ -248,19 +248,23 @@ def _loopback_host(text: str) -> str:
     return text
 
 
-def _token_limit(text: str) -> tuple[int, float]:
-    """``--token-limit LIMIT/SECONDS``, e.g. ``10/6``: at most LIMIT token requests per window."""
-    limit, separator, window = text.partition("/")
-    try:
-        parsed = int(limit), float(window)
-    except ValueError:
-        parsed = (0, 0.0)
-    if not separator or parsed[0] < 1 or not 0 < parsed[1] < float("inf"):
-        raise argparse.ArgumentTypeError(
-            f"--token-limit takes LIMIT/SECONDS with LIMIT >= 1 and SECONDS > 0 (e.g. 10/6), "
-            f"not {text!r}"
-        )
-    return parsed
+def _rate_limit(flag: str) -> Callable[[str], tuple[int, float]]:
+    """The parser of ``flag LIMIT/SECONDS``, e.g. ``10/6``: at most LIMIT per sliding window."""
+
+    def parse(text: str) -> tuple[int, float]:
+        limit, separator, window = text.partition("/")
+        try:
+            parsed = int(limit), float(window)
+        except ValueError:
+            parsed = (0, 0.0)
+        if not separator or parsed[0] < 1 or not 0 < parsed[1] < float("inf"):
+            raise argparse.ArgumentTypeError(
+                f"{flag} takes LIMIT/SECONDS with LIMIT >= 1 and SECONDS > 0 (e.g. 10/6), "
+                f"not {text!r}"
+            )
+        return parsed
+
+    return parse
 
 
 # --------------------------------------------------------------------------- token / request
@@ -384,12 +388,17 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- sandbox
 
 
-def _token_limits(limits: list[tuple[int, float]] | None) -> dict[str, Any]:
+def _limits(
+    token: list[tuple[int, float]] | None, api: list[tuple[int, float]] | None
+) -> dict[str, Any]:
+    """The emulator's limits from the flags; a flag not given keeps 88Pay's documented ones."""
     from eightyeightpay.plugins.sandbox import RateLimit
 
-    if not limits:
-        return {}  # 88Pay's documented 10 a minute and 100 an hour
-    return {"token_limits": tuple(RateLimit(limit, window) for limit, window in limits)}
+    chosen: dict[str, Any] = {}
+    for name, limits in (("token_limits", token), ("api_limits", api)):
+        if limits:
+            chosen[name] = tuple(RateLimit(limit, window) for limit, window in limits)
+    return chosen
 
 
 def _cannot_listen(error: OSError, host: str, port: int) -> CommandError:
@@ -423,7 +432,9 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
         SandboxServer,
     )
 
-    sandbox = Sandbox(token_lifetime=args.token_lifetime, **_token_limits(args.token_limit))
+    sandbox = Sandbox(
+        token_lifetime=args.token_lifetime, **_limits(args.token_limit, args.api_limit)
+    )
     server = SandboxServer(sandbox, host=args.host, port=args.port, tls=args.tls)
     try:
         server.start()
@@ -609,11 +620,20 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument(
         "--token-limit",
         action="append",
-        type=_token_limit,
+        type=_rate_limit("--token-limit"),
         metavar="LIMIT/SECONDS",
         help="token requests allowed per sliding window, repeatable (default 10/60 and "
         "100/3600, 88Pay's); a compressed run scales them with --token-lifetime, e.g. "
         "--token-lifetime 6 --token-limit 10/6 --token-limit 100/360",
+    )
+    sandbox.add_argument(
+        "--api-limit",
+        action="append",
+        type=_rate_limit("--api-limit"),
+        metavar="LIMIT/SECONDS",
+        help="API calls (charges, balances) allowed per sliding window, repeatable (default "
+        "60/60 and 1000/3600, 88Pay's); raise it to load-test your own service, e.g. "
+        "--api-limit 100000/60",
     )
     sandbox.add_argument("--json", action="store_true", help="print the connection info as JSON")
     sandbox.set_defaults(run=_cmd_sandbox)
