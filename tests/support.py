@@ -7,9 +7,12 @@ import json
 import random
 import threading
 from collections.abc import Awaitable, Callable
+from typing import Any
 
+from eightyeightpay import MemoryStore
 from eightyeightpay.credentials import Credentials
 from eightyeightpay.http import HttpRequest, HttpResponse
+from eightyeightpay.plugins.sandbox import SandboxServer
 from eightyeightpay.policy import Policy
 
 API_KEY = "sk_test_unit_9f8e7d6c5b4a"
@@ -92,6 +95,16 @@ class NeverAnswers:
 
     async def aclose(self) -> None:
         return None
+
+
+def https_options(server: SandboxServer) -> dict[str, Any]:
+    """A manager's options for the HTTPS emulator ``server``: its URL and CA, a memory store."""
+    assert server.certificates is not None
+    return {
+        "base_url": server.url,
+        "ca_bundle": str(server.certificates.ca_file),
+        "store": MemoryStore(),
+    }
 
 
 def rng(seed: int = 7) -> random.Random:

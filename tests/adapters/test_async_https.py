@@ -10,7 +10,6 @@ import logging
 import random
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
 
 import pytest
 import trio
@@ -26,17 +25,9 @@ from eightyeightpay.plugins.sandbox import (
     SandboxServer,
 )
 from tests.servers import cli_sandbox
+from tests.support import https_options
 
 TASKS = 10_000
-
-
-def options(server: SandboxServer) -> dict[str, Any]:
-    assert server.certificates is not None
-    return {
-        "base_url": server.url,
-        "ca_bundle": str(server.certificates.ca_file),
-        "store": MemoryStore(),
-    }
 
 
 async def wait_for_token_request(server: SandboxServer, sleep: Callable[[float], object]) -> None:
@@ -53,7 +44,7 @@ async def wait_for_token_request(server: SandboxServer, sleep: Callable[[float],
 def test_asyncio_10000_tasks_on_a_cold_cache_make_one_request(https_server: SandboxServer) -> None:
     async def main() -> list[Token]:
         async with AsyncTokenManager(
-            DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **options(https_server)
+            DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **https_options(https_server)
         ) as manager:
             return await asyncio.gather(*(manager.get_token() for _ in range(TASKS)))
 
@@ -68,7 +59,7 @@ def test_asyncio_a_third_cancelled_in_flight_still_one_request(https_server: San
 
     async def main() -> tuple[list[object], set[int]]:
         async with AsyncTokenManager(
-            DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **options(https_server)
+            DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **https_options(https_server)
         ) as manager:
             tasks = [asyncio.create_task(manager.get_token()) for _ in range(TASKS)]
             await wait_for_token_request(https_server, asyncio.sleep)
@@ -94,7 +85,7 @@ def test_asyncio_first_caller_cancelled_the_request_completes_for_others(
 
     async def main() -> list[Token]:
         async with AsyncTokenManager(
-            DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **options(https_server)
+            DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **https_options(https_server)
         ) as manager:
             first = asyncio.create_task(manager.get_token())
             await wait_for_token_request(https_server, asyncio.sleep)
@@ -113,7 +104,7 @@ def test_asyncio_first_caller_cancelled_the_request_completes_for_others(
 def gather_tokens(server: SandboxServer, deadline: float | None) -> list[object]:
     async def main() -> list[object]:
         async with AsyncTokenManager(
-            DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **options(server)
+            DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **https_options(server)
         ) as manager:
             async with asyncio.timeout(60):  # hang detection only
                 return await asyncio.gather(
@@ -208,7 +199,7 @@ def test_asyncio_close_leaves_no_task_running(https_server: SandboxServer) -> No
     async def main() -> set[asyncio.Task[object]]:
         before = asyncio.all_tasks()
         async with AsyncTokenManager(
-            DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **options(https_server)
+            DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **https_options(https_server)
         ) as manager:
             https_server.sandbox.inject(Fault.latency(5))
             waiter = asyncio.create_task(manager.get_token())
@@ -226,7 +217,7 @@ def test_asyncio_close_leaves_no_task_running(https_server: SandboxServer) -> No
 @asynccontextmanager
 async def trio_manager(server: SandboxServer) -> AsyncIterator[object]:
     async with open_trio_token_manager(
-        DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **options(server)
+        DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **https_options(server)
     ) as manager:
         yield manager
 
@@ -236,7 +227,7 @@ def test_trio_10000_tasks_on_a_cold_cache_make_one_request(https_server: Sandbox
 
     async def main() -> None:
         async with open_trio_token_manager(
-            DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **options(https_server)
+            DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **https_options(https_server)
         ) as manager:
 
             async def one() -> None:
@@ -259,7 +250,7 @@ def test_trio_a_third_cancelled_in_flight_still_one_request(https_server: Sandbo
 
     async def main() -> None:
         async with open_trio_token_manager(
-            DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **options(https_server)
+            DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **https_options(https_server)
         ) as manager:
             scopes = {index: trio.CancelScope() for index in range(TASKS)}
 
@@ -294,7 +285,7 @@ def test_trio_first_caller_cancelled_the_request_completes_for_others(
 
     async def main() -> None:
         async with open_trio_token_manager(
-            DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **options(https_server)
+            DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **https_options(https_server)
         ) as manager:
             first_scope = trio.CancelScope()
 
@@ -333,7 +324,7 @@ def test_trio_waiters_share_a_failing_request_and_its_retry(
 
     async def main() -> None:
         async with open_trio_token_manager(
-            DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **options(https_server)
+            DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **https_options(https_server)
         ) as manager:
 
             async def one() -> None:
@@ -360,7 +351,7 @@ def test_asyncio_closing_before_the_request_starts_leaves_no_flight_open(
     store = MemoryStore()
 
     async def main() -> None:
-        opts = {**options(https_server), "store": store}
+        opts = {**https_options(https_server), "store": store}
         manager = AsyncTokenManager(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **opts)
         waiter = asyncio.create_task(manager.get_token())
         await asyncio.sleep(0)  # the waiter decided to refresh; the request task has not run
@@ -382,7 +373,7 @@ def test_trio_aclose_inside_the_block_does_not_cancel_the_callers_code(
 
     async def main() -> None:
         async with open_trio_token_manager(
-            DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **options(https_server)
+            DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **https_options(https_server)
         ) as manager:
             await manager.get_token()
             await manager.aclose()

@@ -25,12 +25,12 @@ from eightyeightpay import (
     AsyncTokenManager,
     Fault,
     FaultKind,
-    MemoryStore,
     RequestTimeout,
     SandboxServer,
     TokenManager,
     open_trio_token_manager,
 )
+from tests.support import https_options
 
 CHARGE = {"flow": "PAYIN", "method_code": "PSE", "amount": 1, "currency": "COP", "country": "COL"}
 TIMEOUT = 1.0
@@ -44,13 +44,7 @@ def server() -> Iterator[SandboxServer]:
 
 
 def options(server: SandboxServer) -> dict[str, Any]:
-    assert server.certificates is not None
-    return {
-        "base_url": server.url,
-        "ca_bundle": str(server.certificates.ca_file),
-        "store": MemoryStore(),
-        "timeout": TIMEOUT,
-    }
+    return {**https_options(server), "timeout": TIMEOUT}
 
 
 def slow_first_charge(server: SandboxServer) -> None:
