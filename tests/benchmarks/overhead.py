@@ -30,6 +30,20 @@ UNGOVERNED = Policy(api_per_minute=None, api_per_hour=None)
 """The emulator here has no API limit: thousands of calls a second, none refused here."""
 
 PATH = f"/api/balance?id={DEFAULT_MERCHANT_ID}"
+
+
+def ungoverned_manager(url: str, ca_file: str) -> TokenManager:
+    """A manager on the emulator at ``url`` (CA ``ca_file``): a memory store, :data:`UNGOVERNED`."""
+    return TokenManager(
+        DEFAULT_API_KEY,
+        DEFAULT_MERCHANT_ID,
+        base_url=url,
+        ca_bundle=ca_file,
+        store=MemoryStore(),
+        policy=UNGOVERNED,
+    )
+
+
 TRANSPORT_ALONE = "its transport alone"
 """The manager's own transport sending a request built once: where the overhead lies."""
 
@@ -52,14 +66,7 @@ def _result(per_call: dict[str, float], raw: str) -> Figures:
 
 def threaded(url: str, ca_file: str, rounds: int, calls: int) -> Figures:
     """``TokenManager.request()`` against ``urllib3.PoolManager.request`` + ``json.loads``."""
-    with TokenManager(
-        DEFAULT_API_KEY,
-        DEFAULT_MERCHANT_ID,
-        base_url=url,
-        ca_bundle=ca_file,
-        store=MemoryStore(),
-        policy=UNGOVERNED,
-    ) as manager:
+    with ungoverned_manager(url, ca_file) as manager:
         token = manager.get_token()
         headers = _headers(token)
         pool = urllib3.PoolManager(ca_certs=ca_file, retries=False)

@@ -13,14 +13,9 @@ import argparse
 import json
 import resource
 
-from eightyeightpay import MemoryStore, TokenManager
-from eightyeightpay.plugins.sandbox import DEFAULT_API_KEY, DEFAULT_MERCHANT_ID
-
 from .common import Figures
-from .overhead import UNGOVERNED
+from .overhead import PATH, ungoverned_manager
 from .serve import emulator_process
-
-PATH = f"/api/balance?id={DEFAULT_MERCHANT_ID}"
 
 
 def _switches() -> int:
@@ -30,14 +25,7 @@ def _switches() -> int:
 
 def measure(url: str, ca_file: str, calls: int) -> Figures:
     """Switches per call over ``calls`` sequential calls."""
-    with TokenManager(
-        DEFAULT_API_KEY,
-        DEFAULT_MERCHANT_ID,
-        base_url=url,
-        ca_bundle=ca_file,
-        store=MemoryStore(),
-        policy=UNGOVERNED,
-    ) as manager:
+    with ungoverned_manager(url, ca_file) as manager:
         for _ in range(50):
             manager.request("POST", PATH)
         before = _switches()
