@@ -69,37 +69,42 @@ class FakeWorld:
         """A threaded manager on this world's emulator and clock (closed after the test)."""
         from eightyeightpay.adapters.sync import TokenManager
 
-        settings: dict[str, Any] = {
-            "transport": self._transport,
-            "clock": self.clock,
-            "sleep": self.clock.advance,  # a manager's wait (a backoff, a cool-down) moves time
-            "background": self.background,
-            "store": self._store,
-            "rng": random.Random(0),
-        }
-        settings.update(options)
-        manager = TokenManager(
-            settings.pop("api_key", self.api_key),
-            settings.pop("merchant_id", self.merchant_id),
-            **settings,
+        api_key, merchant_id, settings = self._settings(
+            options,
+            transport=self._transport,
+            sleep=self.clock.advance,  # a manager's wait (a backoff, a cool-down) moves time
+            background=self.background,
         )
+        manager = TokenManager(api_key, merchant_id, **settings)
         self._managers.append(manager)
         return manager
 
-    def _async_settings(self, options: dict[str, Any], sleep: Any) -> dict[str, Any]:
-        from eightyeightpay.plugins.sandbox.async_transport import AsyncSandboxTransport
+    def _settings(
+        self, options: dict[str, Any], **defaults: Any
+    ) -> tuple[str, str, dict[str, Any]]:
+        """A manager's key, merchant id and keyword arguments.
 
+        This world's clock, store and a seeded RNG, then ``defaults``, then the test's
+        ``options`` (which may name ``api_key`` and ``merchant_id`` too).
+        """
         settings: dict[str, Any] = {
-            "transport": AsyncSandboxTransport(self.sandbox, self.clock),
             "clock": self.clock,
-            "sleep": sleep,
             "store": self._store,
             "rng": random.Random(0),
-            "api_key": self.api_key,
-            "merchant_id": self.merchant_id,
+            **defaults,
+            **options,
         }
-        settings.update(options)
-        return settings
+        api_key = settings.pop("api_key", self.api_key)
+        merchant_id = settings.pop("merchant_id", self.merchant_id)
+        return api_key, merchant_id, settings
+
+    def _async_settings(
+        self, options: dict[str, Any], sleep: Any
+    ) -> tuple[str, str, dict[str, Any]]:
+        from eightyeightpay.plugins.sandbox.async_transport import AsyncSandboxTransport
+
+        transport = AsyncSandboxTransport(self.sandbox, self.clock)
+        return self._settings(options, transport=transport, sleep=sleep)
 
     @contextlib.asynccontextmanager
     async def asyncio_manager(self, **options: Any) -> AsyncIterator[AsyncTokenManager]:
@@ -117,8 +122,7 @@ class FakeWorld:
             self.clock.advance(seconds)
             await asyncio.sleep(0)
 
-        settings = self._async_settings(options, sleep)
-        api_key, merchant_id = settings.pop("api_key"), settings.pop("merchant_id")
+        api_key, merchant_id, settings = self._async_settings(options, sleep)
         async with AsyncTokenManager(api_key, merchant_id, **settings) as manager:
             yield manager
 
@@ -137,8 +141,7 @@ class FakeWorld:
             self.clock.advance(seconds)
             await trio.sleep(0)
 
-        settings = self._async_settings(options, sleep)
-        api_key, merchant_id = settings.pop("api_key"), settings.pop("merchant_id")
+        api_key, merchant_id, settings = self._async_settings(options, sleep)
         async with open_trio_token_manager(api_key, merchant_id, **settings) as manager:
             yield manager
 
