@@ -17,7 +17,6 @@ import trio
 from eightyeightpay.adapters.async_manager import AsyncTokenManager, open_trio_token_manager
 from eightyeightpay.adapters.integrations.httpx_auth import EightyEightPayAuth
 from eightyeightpay.adapters.sync import TokenManager
-from eightyeightpay.plugins.memory import MemoryStore
 from eightyeightpay.plugins.sandbox import (
     DEFAULT_API_KEY,
     DEFAULT_MERCHANT_ID,
@@ -25,6 +24,7 @@ from eightyeightpay.plugins.sandbox import (
     SandboxServer,
 )
 from tests.integrations.support import BALANCE, CHARGE, CHARGES, stat, trust
+from tests.support import https_options
 
 # --------------------------------------------------------------------------- sync
 
@@ -35,13 +35,8 @@ def sync_client(server: SandboxServer, manager: TokenManager) -> httpx.Client:
 
 def test_sync_client_refuses_an_async_manager(https_server: SandboxServer) -> None:
     async def main() -> None:
-        assert https_server.certificates is not None
         async with AsyncTokenManager(
-            DEFAULT_API_KEY,
-            DEFAULT_MERCHANT_ID,
-            base_url=https_server.url,
-            store=MemoryStore(),
-            ca_bundle=str(https_server.certificates.ca_file),
+            DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **https_options(https_server)
         ) as manager:
             with (
                 httpx.Client(
@@ -96,10 +91,7 @@ Scenario = Callable[[httpx.AsyncClient, SandboxServer], Awaitable[None]]
 
 def run_async(runtime: str, server: SandboxServer, scenario: Scenario) -> None:
     """Run ``scenario`` with an AsyncClient whose auth uses the runtime's manager."""
-    assert server.certificates is not None
-    url, ca_bundle = server.url, str(server.certificates.ca_file)
-
-    options: dict[str, Any] = {"base_url": url, "ca_bundle": ca_bundle, "store": MemoryStore()}
+    options = https_options(server)
 
     def manager() -> Any:
         if runtime == "asyncio":
