@@ -22,6 +22,7 @@ from eightyeightpay import (
 from tests.lifecycle.forking import in_child
 from tests.lifecycle.workers import CHARGE
 from tests.servers import RedisServer
+from tests.support import https_options
 
 
 def _manager(**options: Any) -> AsyncTokenManager:
@@ -64,12 +65,7 @@ def test_three_successive_asyncio_runs_charge_three_times_on_one_token(
 
 
 def test_three_successive_asyncio_runs_over_real_https(https_server: SandboxServer) -> None:
-    assert https_server.certificates is not None
-    manager = _manager(
-        base_url=https_server.url,
-        ca_bundle=str(https_server.certificates.ca_file),
-        store=MemoryStore(),
-    )
+    manager = _manager(**https_options(https_server))
     assert _charge_in_three_loops(manager) == [1, 2, 3]
     assert https_server.sandbox.stats()["token_requests"] == 1
     assert https_server.sandbox.stats()["charges"] == 3

@@ -16,7 +16,6 @@ from eightyeightpay import (
     DEFAULT_MERCHANT_ID,
     FakeClock,
     Fault,
-    MemoryStore,
     SandboxServer,
     Token,
     TokenManager,
@@ -25,6 +24,7 @@ from tests.conftest import InProcess
 from tests.lifecycle.forking import in_child
 from tests.lifecycle.support import eventually
 from tests.lifecycle.workers import CHARGE, charge
+from tests.support import https_options
 
 
 def test_a_child_forked_during_a_refresh_gets_a_token_within_one_request_time(
@@ -108,15 +108,9 @@ def test_a_new_process_the_fork_hook_missed_is_noticed_by_the_pid_check(inproc: 
 def test_a_child_forked_during_a_background_refresh_refreshes_on_a_thread_of_its_own(
     https_server: SandboxServer,
 ) -> None:
-    assert https_server.certificates is not None
     clock = FakeClock()
     with TokenManager(
-        DEFAULT_API_KEY,
-        DEFAULT_MERCHANT_ID,
-        base_url=https_server.url,
-        ca_bundle=str(https_server.certificates.ca_file),
-        store=MemoryStore(),
-        clock=clock,
+        DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **https_options(https_server), clock=clock
     ) as manager:
         old = manager.get_token()
         clock.advance(old.fresh_until - clock() + 0.5)  # stale: refreshed in the background
