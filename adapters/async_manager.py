@@ -349,10 +349,7 @@ async def open_trio_token_manager(
     if api_key is None or merchant_id is None:
         config = read_environment(environ)
         api_key, merchant_id = config.api_key, config.merchant_id
-        if config.base_url is not None:
-            options.setdefault("base_url", config.base_url)
-        if config.store is not None:  # EIGHTY_EIGHT_PAY_STORE: the store's registered name
-            options.setdefault("store", config.store)
+        config.apply(options)
     try:
         async with trio.open_nursery() as nursery:
             runtime = registry().runtime("trio")(nursery)

@@ -202,10 +202,7 @@ class EnvConstructible:
                 "would have to carry (with the key). Build it with from_env() and no mapping "
                 "to pickle it as 'read the environment again'."
             )
-        if config.base_url is not None:
-            options.setdefault("base_url", config.base_url)
-        if config.store is not None:  # EIGHTY_EIGHT_PAY_STORE: the store's registered name
-            options.setdefault("store", config.store)
+        config.apply(options)
         manager = cls(config.api_key, config.merchant_id, **options)  # type: ignore[call-arg]
         manager._recipe = recipe  # type: ignore[attr-defined]
         return manager

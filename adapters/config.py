@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
+from typing import Any
 
 import attrs
 
@@ -13,6 +14,8 @@ from eightyeightpay.errors import ConfigurationError, MalformedCredentials
 
 __all__ = [
     "API_KEY_VARIABLE",
+    "API_PER_HOUR_VARIABLE",
+    "API_PER_MINUTE_VARIABLE",
     "BASE_URL_VARIABLE",
     "MERCHANT_ID_VARIABLE",
     "EnvConfig",
@@ -25,6 +28,10 @@ MERCHANT_ID_VARIABLE = "EIGHTY_EIGHT_PAY_MERCHANT_ID"
 BASE_URL_VARIABLE = "EIGHTY_EIGHT_PAY_BASE_URL"
 STORE_VARIABLE = "EIGHTY_EIGHT_PAY_STORE"
 """The store's registered name (``memory``, ``redis``, ``memcached`` or a plugin's)."""
+API_PER_MINUTE_VARIABLE = "EIGHTY_EIGHT_PAY_API_PER_MINUTE"
+"""API calls a minute the governor allows (default 60, 88Pay's documented limit)."""
+API_PER_HOUR_VARIABLE = "EIGHTY_EIGHT_PAY_API_PER_HOUR"
+"""API calls an hour the governor allows (default 1,000, 88Pay's documented limit)."""
 
 log = logging.getLogger("eightyeightpay")
 
@@ -70,6 +77,24 @@ class EnvConfig:
     """Names of variables whose value had leading or trailing whitespace."""
     store: str | None = None
     """The store's registered name from ``EIGHTY_EIGHT_PAY_STORE``, if set."""
+    api_limits: dict[str, int] = attrs.field(factory=dict)
+    """``api_per_minute``/``api_per_hour`` from their variables, for those set."""
+
+    def apply(self, options: dict[str, Any]) -> None:
+        """Put what the variables set into a manager's ``options``; explicit options win.
+
+        The API limits go into the ``policy`` option (the given one, or the default
+        ``Policy()``), so that a merchant whose limits 88Pay raised, or a load test against
+        an emulator with raised limits, needs no code change.
+        """
+        if self.base_url is not None:
+            options.setdefault("base_url", self.base_url)
+        if self.store is not None:
+            options.setdefault("store", self.store)
+        if self.api_limits:
+            from eightyeightpay.policy import Policy
+
+            options["policy"] = attrs.evolve(options.get("policy") or Policy(), **self.api_limits)
 
     def __repr__(self) -> str:
         return f"EnvConfig(merchant_id={self.merchant_id!r}, base_url={self.base_url!r})"
@@ -96,10 +121,22 @@ def read_environment(environ: Mapping[str, str] | None = None) -> EnvConfig:
         log.warning("%s had leading or trailing whitespace; it was removed", name)
     base_url = env.get(BASE_URL_VARIABLE, "").strip() or None
     store = env.get(STORE_VARIABLE, "").strip() or None
+    api_limits: dict[str, int] = {}
+    for field, name in (
+        ("api_per_minute", API_PER_MINUTE_VARIABLE),
+        ("api_per_hour", API_PER_HOUR_VARIABLE),
+    ):
+        text = env.get(name, "").strip()
+        if not text:
+            continue
+        if not text.isdigit() or int(text) < 1:
+            raise ConfigurationError(f"{name} must be a whole number of calls, at least 1.")
+        api_limits[field] = int(text)
     return EnvConfig(
         env[API_KEY_VARIABLE].strip(),
         env[MERCHANT_ID_VARIABLE].strip(),
         base_url,
         trimmed,
         store,
+        api_limits,
     )

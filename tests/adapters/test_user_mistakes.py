@@ -90,3 +90,31 @@ def test_a_missing_optional_package_names_the_extra_to_install() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     ).stdout
     assert "pip install 'eightyeightpay[httpx]'" in out
+
+
+def test_api_limits_from_the_environment_reach_the_policy() -> None:
+    environ = {
+        "EIGHTY_EIGHT_PAY_API_KEY": DEFAULT_API_KEY,
+        "EIGHTY_EIGHT_PAY_MERCHANT_ID": DEFAULT_MERCHANT_ID,
+        "EIGHTY_EIGHT_PAY_API_PER_MINUTE": "600",
+        "EIGHTY_EIGHT_PAY_API_PER_HOUR": "10000",
+    }
+    with TokenManager.from_env(environ, store=eightyeightpay.MemoryStore()) as manager:
+        assert (manager.policy.api_per_minute, manager.policy.api_per_hour) == (600, 10000)
+    given = eightyeightpay.Policy(margin=12.0)
+    with TokenManager.from_env(environ, store=eightyeightpay.MemoryStore(), policy=given) as kept:
+        assert kept.policy.margin == 12.0 and kept.policy.api_per_minute == 600
+    del environ["EIGHTY_EIGHT_PAY_API_PER_HOUR"]
+    with TokenManager.from_env(environ, store=eightyeightpay.MemoryStore()) as default_hour:
+        assert default_hour.policy.api_per_hour == 1000  # 88Pay's, where not raised
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "sixty", "1.5"])
+def test_a_malformed_api_limit_variable_is_refused(value: str) -> None:
+    environ = {
+        "EIGHTY_EIGHT_PAY_API_KEY": DEFAULT_API_KEY,
+        "EIGHTY_EIGHT_PAY_MERCHANT_ID": DEFAULT_MERCHANT_ID,
+        "EIGHTY_EIGHT_PAY_API_PER_MINUTE": value,
+    }
+    with pytest.raises(ConfigurationError, match="EIGHTY_EIGHT_PAY_API_PER_MINUTE"):
+        TokenManager.from_env(environ)

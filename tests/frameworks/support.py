@@ -38,9 +38,15 @@ CHARGES = 400
 """Concurrent charges per run, each with its own amount (1 to 400)."""
 
 # 88Pay allows 60 API calls a minute (1,000 an hour). A burst of 400 charges in a few seconds
-# would be refused by it, so the emulator's API budget is raised for these runs; the token
-# limits (10 a minute, 100 an hour), which these tests are about, stay 88Pay's own.
+# would be refused by it, so the emulator's API budget is raised for these runs, and the
+# apps' API governor is raised to match through EIGHTY_EIGHT_PAY_API_PER_MINUTE/_PER_HOUR
+# (as for a merchant whose limits 88Pay raised); the token limits (10 a minute, 100 an
+# hour), which these tests are about, stay 88Pay's own on both sides.
 BURST_API_LIMITS = (RateLimit(100_000, 60.0),)
+BURST_API_ENVIRON = {
+    "EIGHTY_EIGHT_PAY_API_PER_MINUTE": "100000",
+    "EIGHTY_EIGHT_PAY_API_PER_HOUR": "6000000",
+}
 
 STARTUP_SECONDS = 60.0
 """Longest a server or worker may take to answer after it is started (polled)."""
@@ -89,6 +95,7 @@ def environ(
         SSL_CERT_FILE=str(server.certificates.ca_file),
         PYTHONPATH=str(ROOT),
         PYTHONUNBUFFERED="1",
+        **BURST_API_ENVIRON,
     )
     if redis is not None:
         env["EIGHTY_EIGHT_PAY_REDIS_URL"] = redis.url

@@ -13,8 +13,9 @@ import django
 import pytest
 from django.test import AsyncClient, Client, override_settings
 
-from eightyeightpay import DEFAULT_API_KEY, DEFAULT_MERCHANT_ID
+from eightyeightpay import DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, Policy
 from tests.frameworks.support import (
+    BURST_API_ENVIRON,
     CHARGES,
     Answer,
     check_burst,
@@ -42,7 +43,14 @@ def test_django_test_client_sync_and_async_views(monkeypatch: pytest.MonkeyPatch
             "MERCHANT_ID": DEFAULT_MERCHANT_ID,
             "BASE_URL": server.url,
             "STORE": "memory",
-            "OPTIONS": {"ca_bundle": str(server.certificates.ca_file)},
+            "OPTIONS": {
+                "ca_bundle": str(server.certificates.ca_file),
+                # the emulator's API budget is raised for the burst: the governor's too
+                "policy": Policy(
+                    api_per_minute=int(BURST_API_ENVIRON["EIGHTY_EIGHT_PAY_API_PER_MINUTE"]),
+                    api_per_hour=int(BURST_API_ENVIRON["EIGHTY_EIGHT_PAY_API_PER_HOUR"]),
+                ),
+            },
         }
         with override_settings(EIGHTY_EIGHT_PAY=config):
 

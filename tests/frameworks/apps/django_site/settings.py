@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from eightyeightpay import Policy
+
 # 88Pay: read from the environment here, in one place; payments.py builds the managers from
 # this setting. OPTIONS are passed to the managers as they are (policy=, timeout=, ...).
 EIGHTY_EIGHT_PAY: dict[str, Any] = {
@@ -15,6 +17,18 @@ EIGHTY_EIGHT_PAY: dict[str, Any] = {
     "STORE": "redis" if os.environ.get("EIGHTY_EIGHT_PAY_REDIS_URL") else "memory",
     "OPTIONS": {},
 }
+# 88Pay's API limits (60 calls a minute, 1,000 an hour) unless they were raised for this
+# merchant: then say so here, and the managers' API governor keeps the raised ones.
+_API_LIMITS = {
+    field: int(os.environ[name])
+    for field, name in (
+        ("api_per_minute", "EIGHTY_EIGHT_PAY_API_PER_MINUTE"),
+        ("api_per_hour", "EIGHTY_EIGHT_PAY_API_PER_HOUR"),
+    )
+    if os.environ.get(name)
+}
+if _API_LIMITS:
+    EIGHTY_EIGHT_PAY["OPTIONS"]["policy"] = Policy(**_API_LIMITS)
 
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "recipe-only-not-a-secret")
 DEBUG = False
