@@ -135,8 +135,11 @@ class FlightRun:
         if isinstance(effect, ReleaseLock):
             self._stop_keeping()
         name, args = store_call(effect)
+        method = getattr(operations, name, None)
+        if method is None:  # an optional operation (join) this store does not have
+            return store_result(effect, None, self._clock())
         span, started = self._store_started(name)
-        call = _BoundedCall(getattr(operations, name), args)
+        call = _BoundedCall(method, args)
         value = call.outcome if call.finished(self._deadline) else _Late(self._deadline)
         return self._stored(effect, value, span, started)
 
@@ -155,10 +158,13 @@ class FlightRun:
         if isinstance(effect, ReleaseLock):
             self._stop_keeping()
         name, args = store_call(effect)
+        method = getattr(operations, name, None)
+        if method is None:  # an optional operation (join) this store does not have
+            return store_result(effect, None, self._clock())
         span, started = self._store_started(name)
         try:
             async with runtime.deadline(self._deadline):
-                value = await getattr(operations, name)(*args)
+                value = await method(*args)
         except TimeoutError:
             value = _Late(self._deadline)
         except Exception as error:  # a store failure degrades; it never reaches a caller

@@ -229,6 +229,20 @@ class StoreContract:
         assert 0 < wait <= 60
         assert 0 < other.reserve(key, 100, 2) <= 3600
 
+    def test_the_fleet_counts_its_live_members(self, fleet: ContractFleet) -> None:
+        """Join registers a process for ttl seconds and answers how many are live.
+
+        Degraded mode divides 88Pay's limits by this count (a store without ``join`` leaves
+        each process the whole budget, as docs/store-plugin.md says).
+        """
+        key = _key_of(fleet)
+        ops, other = fleet.store().operations(), fleet.store().operations()
+        assert ops.join(key, "p1", 30.0) == 1  # type: ignore[attr-defined]
+        assert other.join(key, "p2", 1.0) == 2  # type: ignore[attr-defined]
+        assert ops.join(key, "p1", 30.0) == 2  # type: ignore[attr-defined]  # not twice
+        time.sleep(2.1)  # whole-second stores may keep an item up to a second longer
+        assert ops.join(key, "p1", 30.0) == 1  # type: ignore[attr-defined]  # p2 lapsed
+
     def test_the_budget_is_the_stores_not_the_hosts_clock(self, fleet: ContractFleet) -> None:
         """Two hosts whose monotonic clocks are an hour apart share one budget."""
         behind = fleet.process(clock=lambda: time.monotonic() - 3600.0)

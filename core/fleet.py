@@ -20,8 +20,10 @@ from .wire import structure
 __all__ = [
     "AcquireLock",
     "Done",
+    "JoinFleet",
     "KeepLock",
     "LockResult",
+    "Members",
     "ReadShared",
     "ReleaseLock",
     "ReserveFleetBudget",
@@ -167,6 +169,23 @@ class ReleaseLock:
 
 
 @attrs.frozen
+class JoinFleet:
+    """Effect: register ``member`` as sharing ``key``'s budget for ``ttl`` seconds; count them.
+
+    Each process joins on every refresh it makes through the store, so the count is of the
+    processes alive within the last ``ttl`` seconds. A store without ``join`` answers None
+    (the count stays unknown and degraded mode keeps the whole budget per process).
+    """
+
+    key: CacheKey
+    """Whose fleet."""
+    member: str
+    """This process's name (unique per machine)."""
+    ttl: float
+    """Seconds the registration lasts without a renewal."""
+
+
+@attrs.frozen
 class Sleep:
     """Effect: wait ``seconds`` (while another process refreshes)."""
 
@@ -179,6 +198,7 @@ FleetEffect = (
     | AcquireLock
     | KeepLock
     | ReserveFleetBudget
+    | JoinFleet
     | WriteShared
     | WriteCooldown
     | ReleaseLock
@@ -219,6 +239,16 @@ class BudgetResult:
 
     wait: float
     """0 when the send was recorded; otherwise seconds until one would be allowed."""
+    now: float
+    """Local monotonic time."""
+
+
+@attrs.frozen
+class Members:
+    """Result of :class:`JoinFleet`: how many processes share the key's budget."""
+
+    count: int
+    """Live members, this process included (at least 1)."""
     now: float
     """Local monotonic time."""
 
@@ -273,6 +303,8 @@ def store_call(effect: FleetEffect) -> tuple[str, tuple[object, ...]]:
             return "extend", (key, owner, ttl)
         case ReserveFleetBudget(key, per_minute, per_hour, minute_span, hour_span):
             return "reserve", reserve_args(key, per_minute, per_hour, minute_span, hour_span)
+        case JoinFleet(key, member, ttl):
+            return "join", (key, member, ttl)
         case WriteShared(key, token, ttl):
             return "write", (key, token, ttl)
         case WriteCooldown(key, seconds):
@@ -284,8 +316,11 @@ def store_call(effect: FleetEffect) -> tuple[str, tuple[object, ...]]:
 
 def store_result(
     effect: FleetEffect, value: object, now: float
-) -> SharedRead | LockResult | BudgetResult | Done | StoreFault:
-    """The result record for what the store method returned; a malformed value is a fault."""
+) -> SharedRead | LockResult | BudgetResult | Members | Done | StoreFault:
+    """The result record for what the store method returned; a malformed value is a fault.
+
+    A store without a ``join`` method answers :class:`JoinFleet` with None: :class:`Done`.
+    """
     if isinstance(effect, ReadShared):
         if not (isinstance(value, tuple) and len(value) == 3):
             return StoreFault("the store's read returned an unexpected value", now)
@@ -298,6 +333,12 @@ def store_result(
         return SharedRead(token, max(0.0, float(ttl)), max(0.0, float(cooldown)), now)
     if isinstance(effect, AcquireLock):
         return LockResult(bool(value), now)
+    if isinstance(effect, JoinFleet):
+        if value is None:
+            return Done(now)
+        if isinstance(value, bool) or not isinstance(value, int):
+            return StoreFault("the store's join returned an unexpected value", now)
+        return Members(max(1, value), now)
     if isinstance(effect, ReserveFleetBudget):
         if not isinstance(value, int | float):
             return StoreFault("the store's budget returned an unexpected value", now)

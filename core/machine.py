@@ -30,8 +30,10 @@ from .fleet import (
     BudgetResult,
     Done,
     FleetEffect,
+    JoinFleet,
     KeepLock,
     LockResult,
+    Members,
     ReadShared,
     ReleaseLock,
     ReserveFleetBudget,
@@ -205,7 +207,7 @@ class Settled:
 
 Effect = SendTokenRequest | FleetEffect | Sleep
 """The effects the refresh protocol may yield."""
-Result = Exchange | SharedRead | LockResult | BudgetResult | Done | StoreFault
+Result = Exchange | SharedRead | LockResult | BudgetResult | Members | Done | StoreFault
 """What the driver sends back for an effect."""
 
 _UNLIMITED = 2**62
@@ -228,6 +230,10 @@ reserve), each bounded by the store's deadline."""
 
 
 # --------------------------------------------------------------------------- the machine
+
+MEMBERSHIP_LIFETIMES = 3
+"""A process's fleet membership lasts this many token lifetimes without a renewal (each
+refresh through the store renews it, about once per lifetime)."""
 
 
 class TokenMachine:
@@ -271,6 +277,12 @@ class TokenMachine:
         """True while the shared store is failing and the machine works alone."""
         self.degraded_since: float | None = None
         """When the store started failing, while :attr:`degraded`."""
+        self.members = 1
+        """Processes sharing this key's budget, as the store last counted them (1 unknown).
+
+        In degraded mode this process keeps to ``1/members`` of each rate limit."""
+        self._spread_for: float | None = None  # expires_at of the token whose refresh was spread
+        self._spread_until = -math.inf
         self.tally = Tally()
         """What :meth:`stats` counts (sends, outcomes, waiting callers, rejected tokens)."""
         self.store_deadline = store_deadline
@@ -306,6 +318,8 @@ class TokenMachine:
         if token is not None and now < token.usable_until:
             if now < token.fresh_until or self.flight is not None:
                 return Serve(token)
+            if self.degraded and now < self._spread_until:
+                return Serve(token)  # this process's own time to refresh has not come
             if self._send_allowed_at(now) > now:
                 return Serve(token)
             return ServeAndRefresh(token, self._start(now, background=True))
@@ -442,6 +456,11 @@ class TokenMachine:
             read = yield from self._ride_out(key, read)
         if not isinstance(read, SharedRead):
             return (yield from self._alone(flight, read))
+        joined = yield JoinFleet(
+            key, self.instance, MEMBERSHIP_LIFETIMES * self.policy.expected_lifetime
+        )
+        if isinstance(joined, Members):
+            self.members = joined.count
         # A live holder releases within its request timeout; a dead one's lease lapses.
         give_up_at = read.now + self._lock_wait
         while True:
@@ -541,10 +560,45 @@ class TokenMachine:
         now = fault.now
         if not self.degraded:
             self.degraded, self.degraded_since = True, now
-        allowed_at = self._governed_at(now)
+        if self._spread(flight, now) > now and self.token is not None:
+            return Settled(flight, self.token, None)  # served on; refreshed at its own time
+        allowed_at = self._share_allowed_at(now)
         if allowed_at > now:
-            return self._failed(flight, RateLimited(allowed_at - now, local=True), now=now)
+            wait = self.policy.minute_span if allowed_at == math.inf else allowed_at - now
+            return self._failed(flight, RateLimited(wait, local=True), now=now)
         return (yield from self._send(flight, now))
+
+    def _spread(self, flight: Flight, now: float) -> float:
+        """When this process's own refresh of the token it serves is due, the store failing.
+
+        Every process holds the fleet's token and finds the store down at the same instant:
+        each draws, once per token, a time of its own within the token's remaining safe
+        life, so that they do not all send at once. ``now`` for a caller without a token.
+        """
+        token = self.token
+        if not flight.background or token is None or now >= token.usable_until:
+            return now
+        if self._spread_for != token.expires_at:
+            self._spread_for = token.expires_at
+            self._spread_until = now + self.rng.random() * (token.usable_until - now)
+        return self._spread_until
+
+    def _share_allowed_at(self, now: float) -> float:
+        """When this process's share of the budget allows a send (inf: the share is 0).
+
+        Working alone, each of the :attr:`members` processes keeps ``1/members`` of each
+        limit (rounded down), so together they stay within 88Pay's.
+        """
+        policy, members = self.policy, self.members
+        per_minute, per_hour = policy.per_minute // members, policy.per_hour // members
+        if per_minute < 1 or per_hour < 1:
+            return math.inf
+        return max(
+            self.window.next_allowed(
+                now, per_minute, per_hour, policy.minute_span, policy.hour_span
+            ),
+            now,
+        )
 
     def _fleet_cooling(self, flight: Flight, read: SharedRead) -> Settled:
         self.degraded, self.degraded_since = False, None

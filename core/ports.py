@@ -71,7 +71,14 @@ ReadValue = tuple[bytes | StoredToken | None, float, float]
 
 
 class FleetOperations(Protocol):
-    """The blocking operations on a shared store (threads; trio runs them off the loop)."""
+    """The blocking operations on a shared store (threads; trio runs them off the loop).
+
+    Optionally, a store also has ``join(key, member, ttl) -> int``: register ``member`` (one
+    process) for ``ttl`` seconds and answer how many members are live. Degraded mode keeps
+    each process to ``1/count`` of 88Pay's limits; without ``join`` the count stays 1 (the
+    whole budget per process). It is not a member of this protocol, so that stores written
+    before it still type-check; the shipped stores have it, and so do the async wrappers.
+    """
 
     def read(self, key: CacheKey) -> ReadValue:
         """The token with its remaining TTL and the cool-down left, read atomically."""

@@ -149,6 +149,13 @@ class InThreads:
         args = reserve_args(key, per_minute, per_hour, minute_span, hour_span)
         return await _to_thread(self._operations.reserve, *args)
 
+    async def join(self, key: CacheKey, member: str, ttl: float) -> int | None:
+        """The wrapped store's optional ``join`` (docs/store-plugin.md); None without one."""
+        join = getattr(self._operations, "join", None)
+        if join is None:
+            return None
+        return int(await _to_thread(join, key, member, ttl))
+
     async def write(self, key: CacheKey, token: StoredToken, ttl: float) -> None:
         """See :meth:`~eightyeightpay.ports.FleetOperations.write`."""
         await _to_thread(self._operations.write, key, token, ttl)

@@ -47,6 +47,7 @@ every ``fleet_poll_interval``, as with Redis.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import threading
@@ -101,15 +102,32 @@ class MemcachedKeys:
     """Wall times of the fleet's token requests in the last hour."""
     cooldown: str
     """The fleet's 429 cool-down: its seconds and the writer's wall time."""
+    members: str
+    """The fleet's processes and the wall time each one's membership ends (JSON)."""
 
     @classmethod
     def of(cls, namespace: str, key: CacheKey) -> MemcachedKeys:
         """The keys for ``key`` under ``namespace``; ValueError if memcached would refuse one."""
         names = RedisKeys.of(namespace, key)
-        keys = cls(names.token, names.lock, names.budget, names.cooldown)
-        for name in (keys.token, keys.lock, keys.budget, keys.cooldown):
+        keys = cls(names.token, names.lock, names.budget, names.cooldown, names.members)
+        for name in (keys.token, keys.lock, keys.budget, keys.cooldown, keys.members):
             _check_key(name)
         return keys
+
+
+def _members(raw: object) -> dict[str, float]:
+    """The members a stored value lists; garbage lists none."""
+    try:
+        found = json.loads(raw) if isinstance(raw, bytes) else {}
+    except ValueError:
+        return {}
+    if not isinstance(found, dict):
+        return {}
+    return {
+        str(m): float(until)
+        for m, until in found.items()
+        if isinstance(until, int | float) and not isinstance(until, bool)
+    }
 
 
 def _check_key(name: str) -> None:
@@ -240,6 +258,10 @@ class _Operations:
         now = self._wall()
         return sum(t > now - 60 for t in sends), sum(t > now - 3600 for t in sends)
 
+    def join(self, key: CacheKey, member: str, ttl: float) -> int:
+        """Register ``member`` for ``ttl`` seconds (this host's wall clock); the live count."""
+        return int(self._once_more(self._join, key, member, ttl))
+
     def write(self, key: CacheKey, token: StoredToken, ttl: float) -> None:
         self._once_more(self._write, key, token, ttl)
 
@@ -303,6 +325,24 @@ class _Operations:
             if stored:
                 return 0.0
         raise MemcachedContention("the fleet budget kept changing during the update")
+
+    def _join(self, key: CacheKey, member: str, ttl: float) -> int:
+        name = self._keys(key).members
+        for _ in range(CAS_ATTEMPTS):
+            raw, cas = self._client.gets(name)
+            now = self._wall()
+            members = _members(raw)
+            members = {m: until for m, until in members.items() if until > now}
+            members[member] = now + ttl
+            value = json.dumps(members).encode()
+            expire = _expiry(max(members.values()) - now)  # the longest membership left
+            if cas is None:
+                stored = self._client.add(name, value, expire=expire, noreply=False)
+            else:
+                stored = self._client.cas(name, value, cas, expire=expire, noreply=False)
+            if stored:
+                return len(members)
+        raise MemcachedContention("the fleet's members kept changing during the update")
 
     def _write(self, key: CacheKey, token: StoredToken, ttl: float) -> None:
         if ttl > 0:

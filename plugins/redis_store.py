@@ -58,6 +58,17 @@ redis.call('EXPIRE', KEYS[1], math.ceil(hour) + 100)
 return '0'
 """
 
+_JOIN = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local ttl = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZADD', KEYS[1], string.format('%.6f', now + ttl), ARGV[1])
+redis.call('EXPIRE', KEYS[1], math.ceil(ttl) + 1)
+return redis.call('ZCARD', KEYS[1])
+"""
+"""Register a member until now + ttl (Redis's clock), drop lapsed ones, count the rest."""
+
 _EXTEND = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
@@ -90,6 +101,8 @@ class RedisKeys:
     """Send times of the fleet's token requests (a sorted set)."""
     cooldown: str
     """Present while the fleet cools down after a 429."""
+    members: str
+    """The fleet's processes, each with the time its membership ends (a sorted set)."""
 
     @classmethod
     def of(cls, namespace: str, key: CacheKey) -> RedisKeys:
@@ -101,7 +114,9 @@ class RedisKeys:
             site = environment.value
         tag = f"{{{site}:{key.merchant_id}:{key.key_fingerprint}}}"
         base = f"{namespace}:{tag}"
-        return cls(f"{base}:token", f"{base}:lock", f"{base}:budget", f"{base}:cooldown")
+        return cls(
+            f"{base}:token", f"{base}:lock", f"{base}:budget", f"{base}:cooldown", f"{base}:members"
+        )
 
 
 def _seconds(milliseconds: Any) -> float:
@@ -137,6 +152,7 @@ class _Operations:
         self._spent = client.register_script(_SPENT)
         self._release = client.register_script(_RELEASE)
         self._extend = client.register_script(_EXTEND)
+        self._join = client.register_script(_JOIN)
 
     def _keys(self, key: CacheKey) -> RedisKeys:
         return RedisKeys.of(self._namespace, key)
@@ -182,6 +198,11 @@ class _Operations:
         keys = [self._keys(key).budget]
         args = [per_minute, per_hour, _member(), minute_span, hour_span]
         return float(self._once_more(lambda: self._budget(keys=keys, args=args)))
+
+    def join(self, key: CacheKey, member: str, ttl: float) -> int:
+        """Register ``member`` for ``ttl`` seconds (Redis's clock); the live members' count."""
+        keys, args = [self._keys(key).members], [member, ttl]
+        return int(self._once_more(lambda: self._join(keys=keys, args=args)))
 
     def spent(self, key: CacheKey) -> tuple[int, int]:
         """The fleet's token requests in the last 60 s and 3600 s, by Redis's clock."""
@@ -262,6 +283,10 @@ class _AsyncOperations(_Operations):
         keys = [self._keys(key).budget]
         args = [per_minute, per_hour, _member(), minute_span, hour_span]
         return float(await self._aonce_more(lambda: self._budget(keys=keys, args=args)))
+
+    async def join(self, key: CacheKey, member: str, ttl: float) -> int:  # type: ignore[override]
+        keys, args = [self._keys(key).members], [member, ttl]
+        return int(await self._aonce_more(lambda: self._join(keys=keys, args=args)))
 
     async def spent(self, key: CacheKey) -> tuple[int, int]:  # type: ignore[override]
         keys = [self._keys(key).budget]

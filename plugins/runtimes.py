@@ -629,6 +629,12 @@ class _OffLoop:
         args = reserve_args(key, per_minute, per_hour, minute_span, hour_span)
         return float(await self._run(self._operations.reserve, *args))
 
+    async def join(self, key: CacheKey, member: str, ttl: float) -> int | None:
+        join = getattr(self._operations, "join", None)
+        if join is None:
+            return None
+        return int(await self._run(join, key, member, ttl))
+
     async def write(self, key: CacheKey, token: StoredToken, ttl: float) -> None:
         await self._run(self._operations.write, key, token, ttl)
 

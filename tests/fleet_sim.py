@@ -54,6 +54,8 @@ class SimStore:
         self.window = RateWindow()
         self.cooldown_until = 0.0
         self.operations = 0
+        self.members: dict[str, float] = {}
+        self.stalls = False  # while down: calls time out (True) rather than fail fast
 
     def _touch(self) -> float:
         if self.down:
@@ -82,13 +84,26 @@ class SimStore:
         self.lock = (owner, now + ttl)
         return True
 
-    def reserve(self, key: CacheKey, per_minute: int, per_hour: int) -> float:
+    def reserve(
+        self,
+        key: CacheKey,
+        per_minute: int,
+        per_hour: int,
+        minute_span: float = 60.0,
+        hour_span: float = 3600.0,
+    ) -> float:
         now = self._touch()
-        at = self.window.next_allowed(now, per_minute, per_hour)
+        at = self.window.next_allowed(now, per_minute, per_hour, minute_span, hour_span)
         if at > now:
             return at - now
-        self.window = self.window.record(now)
+        self.window = self.window.record(now, hour_span)
         return 0.0
+
+    def join(self, key: CacheKey, member: str, ttl: float) -> int:
+        now = self._touch()
+        self.members = {m: until for m, until in self.members.items() if until > now}
+        self.members[member] = now + ttl
+        return len(self.members)
 
     def spent(self, key: CacheKey) -> tuple[int, int]:
         now = self._touch()
@@ -174,5 +189,5 @@ def perform(store: SimStore, effect: FleetEffect, clock: Callable[[], float]) ->
     try:
         value = getattr(store, name)(*args)
     except StoreDown:
-        return StoreFault("StoreDown", clock())
+        return StoreFault("StoreDown", clock(), stalled=store.stalls)
     return store_result(effect, value, clock())

@@ -3,6 +3,7 @@ against the HTTPS loopback emulator."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 
@@ -115,3 +116,41 @@ def test_redis_down_for_longer_than_a_lifetime_fails_no_caller_and_the_fleet_rej
     span = started + 24 - settled
     assert len(after) <= int(span // (LIFETIME * 0.8)) + 2
     assert len(after) < 8
+
+
+def test_redis_down_for_two_lifetimes_spreads_the_fleet_within_its_share(
+    fleet_redis: RedisServer,
+) -> None:
+    """8 processes learn the fleet's size while Redis is up; down for two token lifetimes,
+    each keeps to 10 // 8 = 1 token request per compressed minute and refreshes at its own
+    time: no 429 at the emulator, and no caller fails."""
+    with SandboxServer(compressed_sandbox(), tls=True) as server:
+        workers = Workers(
+            server, fleet_redis.url, 8, "--mode", "steady", "--duration", "26", *COMPRESSED
+        )
+        try:
+            workers.go()
+            time.sleep(8)
+            down_at = time.time()
+            fleet_redis.stop()
+            time.sleep(2 * LIFETIME)
+            fleet_redis.start()
+            up_at = time.time()
+            reports = workers.results()
+        finally:
+            workers.kill()
+        stats = server.sandbox.stats()
+    failed = sum(sum(report["errors"].values()) for report in reports)
+    during = sorted(t for report in reports for t in report["sends"] if down_at <= t <= up_at)
+    print(
+        f"8 processes, Redis down {up_at - down_at:.1f} s: {stats['token_requests']} token "
+        f"requests, {len(during)} while down, {stats['rate_limited']} x 429, {failed} failed "
+        f"calls of {sum(report['calls'] for report in reports)}"
+    )
+    assert stats["rate_limited"] == 0
+    assert failed == 0
+    assert all(report["unusable"] == 0 for report in reports)
+    assert len(during) >= 8  # each process did refresh on its own while Redis was down
+    for report in reports:
+        mine = [t for t in report["sends"] if down_at <= t <= up_at]
+        assert all(b - a >= LIFETIME - 0.5 for a, b in itertools.pairwise(mine))

@@ -82,6 +82,17 @@ class DictOperations:
             self.backend.data[self.name(key, "budget")] = ([*sends, now], now + 3600)
             return 0.0
 
+    def join(self, key: CacheKey, member: str, ttl: float) -> int:
+        with self.backend.lock:
+            now = self.backend.now()
+            found = self.backend.get(self.name(key, "members"))
+            members = found[0] if found else {}
+            assert isinstance(members, dict)
+            live = {m: until for m, until in members.items() if until > now}
+            live[member] = now + ttl
+            self.backend.data[self.name(key, "members")] = (live, max(live.values()))
+            return len(live)
+
     def write(self, key: CacheKey, token: StoredToken, ttl: float) -> None:
         with self.backend.lock:
             if not self.backend.up:
@@ -117,6 +128,9 @@ class AsyncDictOperations:
 
     async def reserve(self, key: CacheKey, per_minute: int, per_hour: int) -> float:
         return self.sync.reserve(key, per_minute, per_hour)
+
+    async def join(self, key: CacheKey, member: str, ttl: float) -> int:
+        return self.sync.join(key, member, ttl)
 
     async def write(self, key: CacheKey, token: StoredToken, ttl: float) -> None:
         self.sync.write(key, token, ttl)

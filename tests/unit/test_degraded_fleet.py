@@ -1,0 +1,145 @@
+"""Degraded mode without a stampede, deterministic: processes that learnt the fleet's size
+while the store was up keep to their share of 88Pay's limits when it goes down, and spread
+their refreshes over the token's safe life instead of sending at the same instant."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from eightyeightpay.credentials import Credentials
+from eightyeightpay.errors import EightyEightPayError, RateLimited
+from eightyeightpay.machine import Exchange, SendTokenRequest
+from eightyeightpay.plugins.sandbox import (
+    DEFAULT_API_KEY,
+    DEFAULT_MERCHANT_ID,
+    FakeClock,
+    RateLimit,
+    Sandbox,
+    SandboxTransport,
+)
+from eightyeightpay.policy import Policy
+from tests.fleet_sim import SimProcess, SimStore
+
+CREDENTIALS = Credentials(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID)
+
+
+class Fleet:
+    """``count`` processes over one simulated store and one emulator, on one fake clock."""
+
+    def __init__(self, count: int, policy: Policy, seed: int) -> None:
+        self.clock = FakeClock()
+        self.policy = policy
+        self.sandbox = Sandbox(
+            token_lifetime=round(policy.expected_lifetime),
+            token_limits=(
+                RateLimit(policy.per_minute, policy.minute_span),
+                RateLimit(policy.per_hour, policy.hour_span),
+            ),
+        )
+        self.transport = SandboxTransport(self.sandbox, self.clock)
+        self.store = SimStore(self.clock)
+        self.processes = [
+            SimProcess(f"p{i}", CREDENTIALS, policy, seed * 100 + i, self.clock)
+            for i in range(count)
+        ]
+        self.sends: list[tuple[float, bool]] = []  # (time, sent alone while the store failed)
+        self.failed: list[EightyEightPayError] = []
+
+    def send(self, effect: SendTokenRequest) -> Exchange:
+        sender = next(p for p in self.processes if p.effect is effect)
+        self.sends.append((self.clock(), sender.machine.degraded))
+        try:
+            response = self.transport.send(effect.request, timeout=effect.timeout)
+        except EightyEightPayError as error:
+            return Exchange(None, error, self.clock())
+        return Exchange(response, None, self.clock())
+
+    def run(self, seconds: float, step: float = 0.05) -> None:
+        """Every process asked every ``step`` seconds, its flight stepped to its end."""
+        for _ in range(round(seconds / step)):
+            self.clock.advance(step)
+            for process in self.processes:
+                outcome = process.ask()
+                if isinstance(outcome, EightyEightPayError):
+                    self.failed.append(outcome)
+            for _ in range(8):
+                for process in self.processes:
+                    process.step(self.store, self.send)
+
+    def most_alone_in_any(self, span: float) -> int:
+        alone = sorted(t for t, degraded in self.sends if degraded)
+        return max((sum(1 for u in alone if t <= u < t + span) for t in alone), default=0)
+
+
+def test_the_fleet_learns_its_size_while_the_store_is_up() -> None:
+    fleet = Fleet(8, Policy().compressed(10), seed=1)
+    fleet.run(8.0)
+    assert [p.machine.members for p in fleet.processes] == [8] * 8
+    assert len(fleet.sends) <= 3  # one token per refresh for the whole fleet
+
+
+def test_eight_processes_down_for_two_lifetimes_draw_no_429_and_fail_no_caller() -> None:
+    fleet = Fleet(8, Policy().compressed(10), seed=2)
+    fleet.run(8.0)
+    fleet.store.down = True
+    fleet.run(12.0, step=0.01)  # two token lifetimes
+    fleet.store.down = False
+    fleet.run(8.0)
+    assert fleet.sandbox.stats()["rate_limited"] == 0
+    assert fleet.most_alone_in_any(6.0) <= 8  # 1 of 10 per 6 s each (10 // 8)
+    alone = sorted(t for t, degraded in fleet.sends if degraded)
+    assert len(alone) >= 8  # each process did get tokens of its own
+
+
+def test_processes_finding_the_store_down_refresh_at_times_of_their_own() -> None:
+    """A store that stalls is not waited for: each process draws its own time within the
+    fleet token's safe life instead of all sending at the instant they found it down."""
+    fleet = Fleet(8, Policy().compressed(10), seed=4)
+    fleet.run(8.0)
+    fleet.store.down = fleet.store.stalls = True
+    fleet.run(6.0, step=0.01)
+    first_round = sorted(t for t, degraded in fleet.sends if degraded)[:8]
+    assert len(first_round) == 8
+    assert len(set(first_round)) >= 5 and first_round[-1] - first_round[0] >= 0.05
+    assert fleet.sandbox.stats()["rate_limited"] == 0
+    assert all(isinstance(error, RateLimited) for error in fleet.failed)
+
+
+def test_a_fleet_larger_than_the_budget_answers_rate_limited_before_sending() -> None:
+    policy = Policy(per_minute=3, per_hour=100, lead=0.0, max_hourly_cost=60)
+    fleet = Fleet(4, policy.compressed(10), seed=3)
+    fleet.run(8.0)
+    assert fleet.processes[0].machine.members == 4
+    fleet.store.down = True
+    fleet.run(12.0)
+    assert not any(degraded for _, degraded in fleet.sends)  # a share of 3 // 4 is nothing
+    assert fleet.sandbox.stats()["rate_limited"] == 0
+    assert fleet.failed and all(
+        isinstance(error, RateLimited) and error.local for error in fleet.failed
+    )
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(
+    count=st.integers(2, 12),
+    seed=st.integers(0, 10_000),
+    healthy=st.floats(6.5, 20.0),
+    down=st.floats(1.0, 30.0),
+)
+def test_degraded_processes_never_exceed_the_limits_together(
+    count: int, seed: int, healthy: float, down: float
+) -> None:
+    fleet = Fleet(count, Policy().compressed(10), seed)
+    fleet.run(healthy, step=0.1)
+    fleet.store.down = True
+    fleet.run(down, step=0.1)
+    alone = sorted(t for t, degraded in fleet.sends if degraded)
+    for t in alone:
+        assert sum(1 for u in alone if t <= u < t + fleet.policy.minute_span) <= 10
+        assert sum(1 for u in alone if t <= u < t + fleet.policy.hour_span) <= 100
+    assert fleet.sandbox.stats()["rate_limited"] == 0
