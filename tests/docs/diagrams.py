@@ -212,6 +212,9 @@ class DictStore:
     def reserve(self, key: CacheKey, per_minute: int, per_hour: int) -> float:
         return 0.0
 
+    def join(self, key: CacheKey, member: str, ttl: float) -> int:
+        return 1
+
     def write(self, key: CacheKey, token: StoredToken, ttl: float) -> None:
         self.token, self.ttl = token, ttl
 
