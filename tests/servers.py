@@ -349,7 +349,7 @@ class TlsAclRedis(RedisServer):
             file.write(
                 "user default off\n"
                 f"user {self.user} on >{self.password} ~eightyeightpay:* resetchannels -@all "
-                "+get +set +pttl +multi +exec +evalsha +eval +script|load +time +zadd "
+                "+get +set +pttl +multi +exec +evalsha +eval +script|load +time +zadd +zcard "
                 "+zremrangebyscore +zrangebyscore +expire +pexpire +del +ping\n"
             )
         self.options = [
