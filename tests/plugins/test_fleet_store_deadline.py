@@ -23,6 +23,7 @@ from eightyeightpay.fleet import StoredToken
 from eightyeightpay.plugins.fleet import FleetStore, InThreads
 from eightyeightpay.plugins.sandbox import DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, SandboxServer
 from eightyeightpay.ports import ReadValue
+from tests.support import https_options
 
 
 class Stalling:
@@ -88,6 +89,15 @@ def store() -> Iterator[StallingStore]:
     made.ops.gate.set()
 
 
+@pytest.fixture
+def options(
+    store: StallingStore, https_server: SandboxServer, caplog: pytest.LogCaptureFixture
+) -> dict[str, Any]:
+    """A manager's options: the HTTPS emulator and the stalling store; warnings captured."""
+    caplog.set_level(logging.WARNING, logger="eightyeightpay")
+    return {**https_options(https_server), "store": store}
+
+
 def _check(store: StallingStore, token: Token, caplog: pytest.LogCaptureFixture) -> None:
     assert isinstance(token, Token)
     assert store.ops.entered == 1 and store.ops.finished == 0  # answered while still stalled
@@ -97,17 +107,9 @@ def _check(store: StallingStore, token: Token, caplog: pytest.LogCaptureFixture)
 
 
 def test_threads(
-    store: StallingStore, https_server: SandboxServer, caplog: pytest.LogCaptureFixture
+    store: StallingStore, options: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
-    assert https_server.certificates is not None
-    caplog.set_level(logging.WARNING, logger="eightyeightpay")
-    with TokenManager(
-        DEFAULT_API_KEY,
-        DEFAULT_MERCHANT_ID,
-        base_url=https_server.url,
-        ca_bundle=str(https_server.certificates.ca_file),
-        store=store,
-    ) as manager:
+    with TokenManager(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **options) as manager:
         token = manager.get_token()
         _check(store, token, caplog)
         assert manager.get_token() == token  # the cached path: no store call at all
@@ -115,20 +117,10 @@ def test_threads(
 
 
 def test_asyncio(
-    store: StallingStore, https_server: SandboxServer, caplog: pytest.LogCaptureFixture
+    store: StallingStore, options: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
-    assert https_server.certificates is not None
-    caplog.set_level(logging.WARNING, logger="eightyeightpay")
-
     async def main() -> None:
-        assert https_server.certificates is not None
-        async with AsyncTokenManager(
-            DEFAULT_API_KEY,
-            DEFAULT_MERCHANT_ID,
-            base_url=https_server.url,
-            ca_bundle=str(https_server.certificates.ca_file),
-            store=store,
-        ) as manager:
+        async with AsyncTokenManager(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **options) as manager:
             _check(store, await manager.get_token(), caplog)
         store.ops.gate.set()  # lets the abandoned worker thread end before the loop does
 
@@ -136,19 +128,11 @@ def test_asyncio(
 
 
 def test_trio(
-    store: StallingStore, https_server: SandboxServer, caplog: pytest.LogCaptureFixture
+    store: StallingStore, options: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
-    assert https_server.certificates is not None
-    caplog.set_level(logging.WARNING, logger="eightyeightpay")
-
     async def main() -> None:
-        assert https_server.certificates is not None
         async with open_trio_token_manager(
-            DEFAULT_API_KEY,
-            DEFAULT_MERCHANT_ID,
-            base_url=https_server.url,
-            ca_bundle=str(https_server.certificates.ca_file),
-            store=store,
+            DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **options
         ) as manager:
             _check(store, await manager.get_token(), caplog)
 
