@@ -27,22 +27,27 @@ def tls_redis() -> Iterator[TlsAclRedis]:
     server.close()
 
 
-def test_tls_and_acl_through_the_documented_recipe(
-    tls_redis: TlsAclRedis, https_server: SandboxServer, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.DEBUG)
+def recipe_fleet(https_server: SandboxServer, tls_redis: TlsAclRedis, ca_file: str) -> Fleet:
+    """Processes whose stores are made by docs/stores.md's TLS+ACL recipe, trusting ``ca_file``."""
 
-    def make() -> object:
+    def make(**options: object) -> object:
         return recipe_store(
             "tls-acl",
             USER=tls_redis.user,
             PASSWORD=tls_redis.password,
             HOST="127.0.0.1",
             PORT=tls_redis.port,
-            CA_FILE=str(tls_redis.certificates.ca_file),
+            CA_FILE=ca_file,
         )
 
-    fleet = Fleet(https_server, lambda **options: make())  # type: ignore[arg-type]
+    return Fleet(https_server, make)  # type: ignore[arg-type]
+
+
+def test_tls_and_acl_through_the_documented_recipe(
+    tls_redis: TlsAclRedis, https_server: SandboxServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    fleet = recipe_fleet(https_server, tls_redis, str(tls_redis.certificates.ca_file))
     try:
         token = fleet.process().get_token()
         assert fleet.process().get_token() == token
@@ -76,18 +81,7 @@ def test_a_tls_failure_says_it_is_one_and_the_process_works_alone(
 ) -> None:
     caplog.set_level(logging.WARNING, logger="eightyeightpay")
     other_ca = make_test_ca(str(tmp_path))  # not the CA that signed the server's certificate
-
-    def make() -> object:
-        return recipe_store(
-            "tls-acl",
-            USER=tls_redis.user,
-            PASSWORD=tls_redis.password,
-            HOST="127.0.0.1",
-            PORT=tls_redis.port,
-            CA_FILE=str(other_ca.ca_file),
-        )
-
-    fleet = Fleet(https_server, lambda **options: make())  # type: ignore[arg-type]
+    fleet = recipe_fleet(https_server, tls_redis, str(other_ca.ca_file))
     try:
         assert isinstance(fleet.process().get_token(), Token)  # no error reaches the caller
     finally:
