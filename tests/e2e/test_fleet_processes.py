@@ -5,31 +5,17 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
-
-import pytest
 
 from eightyeightpay.plugins.sandbox import Sandbox, SandboxServer
 from tests.e2e.workers import COMPRESSED, LIFETIME, Workers, compressed_sandbox
 from tests.servers import RedisServer
 
 
-@pytest.fixture
-def fleet_redis() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    yield server
-    server.close()
-
-
-def test_eight_cold_processes_make_exactly_one_token_request(fleet_redis: RedisServer) -> None:
+def test_eight_cold_processes_make_exactly_one_token_request(redis_server: RedisServer) -> None:
     with SandboxServer(Sandbox(), tls=True) as server:
-        workers = Workers(server, fleet_redis.url, 8, "--mode", "cold")
-        try:
+        with Workers(server, redis_server.url, 8, "--mode", "cold") as workers:
             workers.go()
             reports = workers.results()
-        finally:
-            workers.kill()
         assert server.sandbox.stats()["token_requests"] == 1
     assert all(report["errors"] == {} for report in reports)
     assert len({fp for report in reports for fp in report["fingerprints"]}) == 1
@@ -40,40 +26,21 @@ def test_eight_cold_processes_make_exactly_one_token_request(fleet_redis: RedisS
 # The emulator's token limits and the managers' policy are raised in the same proportion, so
 # the compressed run keeps the documented ratio of token life to rate limit.
 def test_a_fleet_over_three_lifetimes_spends_what_one_process_would(
-    fleet_redis: RedisServer,
+    redis_server: RedisServer,
 ) -> None:
     duration = "20"
     with (
         SandboxServer(compressed_sandbox(), tls=True) as alone_server,
         SandboxServer(compressed_sandbox(), tls=True) as fleet_server,
     ):
-        alone = Workers(
-            alone_server,
-            fleet_redis.url,
-            1,
-            "--mode",
-            "steady",
-            "--duration",
-            duration,
-            *COMPRESSED,
-        )
-        fleet = Workers(
-            fleet_server,
-            fleet_redis.url,
-            8,
-            "--mode",
-            "steady",
-            "--duration",
-            duration,
-            *COMPRESSED,
-        )
-        try:
+        steady = ("--mode", "steady", "--duration", duration, *COMPRESSED)
+        with (
+            Workers(alone_server, redis_server.url, 1, *steady) as alone,
+            Workers(fleet_server, redis_server.url, 8, *steady) as fleet,
+        ):
             alone.go()
             fleet.go()
             alone_reports, fleet_reports = alone.results(), fleet.results()
-        finally:
-            alone.kill()
-            fleet.kill()
         one_process = alone_server.sandbox.stats()["token_requests"]
         fleet_wide = fleet_server.sandbox.stats()["token_requests"]
         assert fleet_server.sandbox.stats()["rate_limited"] == 0
@@ -85,24 +52,21 @@ def test_a_fleet_over_three_lifetimes_spends_what_one_process_would(
 
 
 def test_redis_down_for_longer_than_a_lifetime_fails_no_caller_and_the_fleet_rejoins(
-    fleet_redis: RedisServer,
+    redis_server: RedisServer,
 ) -> None:
     with SandboxServer(compressed_sandbox(), tls=True) as server:
-        workers = Workers(
-            server, fleet_redis.url, 8, "--mode", "steady", "--duration", "24", *COMPRESSED
-        )
-        try:
+        with Workers(
+            server, redis_server.url, 8, "--mode", "steady", "--duration", "24", *COMPRESSED
+        ) as workers:
             workers.go()
             started = time.time()
             time.sleep(5)
             down_at = time.time()
-            fleet_redis.stop()
+            redis_server.stop()
             time.sleep(LIFETIME + 2)
-            fleet_redis.start()
+            redis_server.start()
             up_at = time.time()
             reports = workers.results()
-        finally:
-            workers.kill()
         assert server.sandbox.stats()["rate_limited"] == 0
     outage = up_at - down_at
     for report in reports:
@@ -119,26 +83,23 @@ def test_redis_down_for_longer_than_a_lifetime_fails_no_caller_and_the_fleet_rej
 
 
 def test_redis_down_for_two_lifetimes_spreads_the_fleet_within_its_share(
-    fleet_redis: RedisServer,
+    redis_server: RedisServer,
 ) -> None:
     """8 processes learn the fleet's size while Redis is up; down for two token lifetimes,
     each keeps to 10 // 8 = 1 token request per compressed minute and refreshes at its own
     time: no 429 at the emulator, and no caller fails."""
     with SandboxServer(compressed_sandbox(), tls=True) as server:
-        workers = Workers(
-            server, fleet_redis.url, 8, "--mode", "steady", "--duration", "26", *COMPRESSED
-        )
-        try:
+        with Workers(
+            server, redis_server.url, 8, "--mode", "steady", "--duration", "26", *COMPRESSED
+        ) as workers:
             workers.go()
             time.sleep(8)
             down_at = time.time()
-            fleet_redis.stop()
+            redis_server.stop()
             time.sleep(2 * LIFETIME)
-            fleet_redis.start()
+            redis_server.start()
             up_at = time.time()
             reports = workers.results()
-        finally:
-            workers.kill()
         stats = server.sandbox.stats()
     failed = sum(sum(report["errors"].values()) for report in reports)
     during = sorted(t for report in reports for t in report["sends"] if down_at <= t <= up_at)

@@ -34,12 +34,11 @@ def test_redis_cluster_eight_cold_processes_make_one_token_request(
     cluster: RedisClusterServers,
 ) -> None:
     with SandboxServer(Sandbox(), tls=True) as server:
-        workers = Workers(server, cluster.url, 8, "--store-kind", "cluster", "--mode", "cold")
-        try:
+        with Workers(
+            server, cluster.url, 8, "--store-kind", "cluster", "--mode", "cold"
+        ) as workers:
             workers.go()
             reports = workers.results()
-        finally:
-            workers.kill()
         assert server.sandbox.stats()["token_requests"] == 1
     assert all(report["errors"] == {} for report in reports)
     assert len({fp for report in reports for fp in report["fingerprints"]}) == 1
@@ -55,9 +54,10 @@ def test_sentinel_master_killed_mid_run_costs_no_error_and_no_429(
         SandboxServer(compressed_sandbox(), tls=True) as alone_server,
         SandboxServer(compressed_sandbox(), tls=True) as fleet_server,
     ):
-        alone = Workers(alone_server, sentinels, 1, *options, *COMPRESSED)
-        fleet = Workers(fleet_server, sentinels, 8, *options, *COMPRESSED)
-        try:
+        with (
+            Workers(alone_server, sentinels, 1, *options, *COMPRESSED) as alone,
+            Workers(fleet_server, sentinels, 8, *options, *COMPRESSED) as fleet,
+        ):
             alone.go()
             fleet.go()
             time.sleep(5)
@@ -68,9 +68,6 @@ def test_sentinel_master_killed_mid_run_costs_no_error_and_no_429(
                 time.sleep(0.1)
             assert sentinel.master_port() == sentinel.replica.port  # the replica was promoted
             alone_reports, fleet_reports = alone.results(), fleet.results()
-        finally:
-            alone.kill()
-            fleet.kill()
         one_process = alone_server.sandbox.stats()["token_requests"]
         fleet_wide = fleet_server.sandbox.stats()["token_requests"]
         assert fleet_server.sandbox.stats()["rate_limited"] == 0
@@ -80,34 +77,28 @@ def test_sentinel_master_killed_mid_run_costs_no_error_and_no_429(
         assert report["errors"] == {} and report["unusable"] == 0
 
 
-def test_a_lock_holder_killed_mid_request_costs_seconds_not_errors() -> None:
-    redis = RedisServer()
-    redis.start()
-    try:
-        with SandboxServer(Sandbox(), tls=True) as server:
-            server.sandbox.inject(Fault.latency(30))  # the holder's request never comes back
-            holder = Workers(server, redis.url, 1, "--mode", "cold")
+def test_a_lock_holder_killed_mid_request_costs_seconds_not_errors(
+    redis_server: RedisServer,
+) -> None:
+    with SandboxServer(Sandbox(), tls=True) as server:
+        server.sandbox.inject(Fault.latency(30))  # the holder's request never comes back
+        with Workers(server, redis_server.url, 1, "--mode", "cold") as holder:
             holder.go()
             while server.sandbox.stats()["token_requests"] < 1:
                 time.sleep(0.02)
-            others = Workers(server, redis.url, 4, "--mode", "cold")
-            others.go()
-            time.sleep(0.5)  # they are waiting for the holder's lock
-            holder.processes[0].kill()
-            killed_at = time.monotonic()
-            while (
-                server.sandbox.stats()["token_requests"] < 2 and time.monotonic() < killed_at + 30
-            ):
-                time.sleep(0.02)
-            taken_over_after = time.monotonic() - killed_at
-            try:
+            with Workers(server, redis_server.url, 4, "--mode", "cold") as others:
+                others.go()
+                time.sleep(0.5)  # they are waiting for the holder's lock
+                holder.processes[0].kill()
+                killed_at = time.monotonic()
+                while (
+                    server.sandbox.stats()["token_requests"] < 2
+                    and time.monotonic() < killed_at + 30
+                ):
+                    time.sleep(0.02)
+                taken_over_after = time.monotonic() - killed_at
                 reports = others.results()
-            finally:
-                others.kill()
-                holder.kill()
-            assert server.sandbox.stats()["token_requests"] == 2
-    finally:
-        redis.close()
+        assert server.sandbox.stats()["token_requests"] == 2
     print(f"lock holder killed: next token request after {taken_over_after:.2f} s")
     assert taken_over_after < 5
     assert all(report["errors"] == {} for report in reports)

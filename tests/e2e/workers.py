@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Self
 
 from eightyeightpay.plugins.sandbox import RateLimit, Sandbox, SandboxServer
 
@@ -96,7 +96,14 @@ class Workers:
             reports.append(json.loads(out.strip().splitlines()[-1]))
         return reports
 
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.kill()
+
     def kill(self) -> None:
+        """Kill what still runs and reap every process (leaving a ``with`` block does it)."""
         for process in self.processes:
             if process.poll() is None:
                 process.kill()
