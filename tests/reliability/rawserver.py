@@ -113,19 +113,16 @@ def answer(*responses: bytes) -> Behaviour:
     n-th response (the last one repeats). Build responses with :func:`response_bytes`."""
     if not responses:
         raise ValueError("answer() needs at least one response")
-    lock = threading.Lock()
-    served = 0
 
-    def behaviour(conversation: Conversation) -> None:
-        nonlocal served
-        with lock:
-            index = min(served, len(responses) - 1)
-            served += 1
-        conversation.handshake()
-        conversation.read_request_head()
-        conversation.send(responses[index])
+    def respond(response: bytes) -> Behaviour:
+        def behaviour(conversation: Conversation) -> None:
+            conversation.handshake()
+            conversation.read_request_head()
+            conversation.send(response)
 
-    return behaviour
+        return behaviour
+
+    return in_turn(*(respond(response) for response in responses))
 
 
 def in_turn(*behaviours: Behaviour) -> Behaviour:
