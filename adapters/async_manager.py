@@ -20,7 +20,6 @@ from eightyeightpay.api import (
     InvalidateToken,
     NeedToken,
     SendApiRequest,
-    api_call,
 )
 from eightyeightpay.errors import (
     ConfigurationError,
@@ -238,16 +237,7 @@ class _AsyncManager(ManagerBase):
         """
         if self._closed:
             raise ManagerClosed()
-        steps = api_call(
-            self.credentials.base_url,
-            method,
-            path,
-            json=json,
-            headers=headers,
-            until=deadline_at(self.policy, self._clock(), deadline),
-            policy=self.policy,
-            rng=self._slot.machine.rng,
-        )
+        steps = self._api_call_steps(method, path, json, headers, deadline)
         result: Any = None
         failure: EightyEightPayError | None = None
         trace = self._observer.api_call() if self._observer is not None else None

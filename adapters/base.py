@@ -6,15 +6,16 @@ import logging
 import random
 import sys
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from typing import TYPE_CHECKING, Any, Self
 
+from eightyeightpay.api import ApiEffect, ApiResponse, api_call
 from eightyeightpay.credentials import CacheKey, Credentials
 from eightyeightpay.errors import ConfigurationError, NotPicklable
 from eightyeightpay.plugins.fleet import DEFAULT_STORE_DEADLINE, FleetStore, StoreHealth
 from eightyeightpay.plugins.memory import MemoryStore, Slot
 from eightyeightpay.plugins.registry import Registry, registry
-from eightyeightpay.policy import Policy, Rng
+from eightyeightpay.policy import Policy, Rng, deadline_at
 from eightyeightpay.stats import Stats
 from eightyeightpay.tokens import Token
 
@@ -169,6 +170,26 @@ class ManagerBase:
             log.debug("the fleet's spend is unknown (%s)", type(error).__name__)
             return stats
         return stats.with_fleet_spend(int(minute), int(hour))
+
+    def _api_call_steps(
+        self,
+        method: str,
+        path: str,
+        json: Any,
+        headers: Mapping[str, str] | None,
+        deadline: float | None,
+    ) -> Generator[ApiEffect, Any, ApiResponse]:
+        """The core's protocol for one ``request()``, its deadline counted from now."""
+        return api_call(
+            self.credentials.base_url,
+            method,
+            path,
+            json=json,
+            headers=headers,
+            until=deadline_at(self.policy, self._clock(), deadline),
+            policy=self.policy,
+            rng=self._slot.machine.rng,
+        )
 
     def invalidate(self, token: Token) -> bool:
         """Stop using ``token`` (the API rejected it). A newer token is never dropped."""
