@@ -680,7 +680,7 @@ def _output_failed(error: OSError) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code of :data:`EXIT_CODES` (never raises it)."""
+    """Run the command line; returns its exit code (``EXIT_CODES``, docs/cli.md), never raises."""
     try:
         if signal.getsignal(signal.SIGINT) is _interrupted_while_loading:
             signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C: 130 from here on

@@ -79,6 +79,7 @@ if TYPE_CHECKING:
         TrioTokenManager,
         open_trio_token_manager,
     )
+    from .adapters.cli import main as cli_main
     from .adapters.doctor import run_doctor
     from .adapters.integrations.httpx_auth import EightyEightPayAuth
     from .adapters.integrations.requests_auth import EightyEightPayRequestsAuth
@@ -89,6 +90,13 @@ if TYPE_CHECKING:
     from .plugins.memcached_store import MemcachedStore
     from .plugins.memory import MemoryStore
     from .plugins.redis_store import RedisStore
+    from .plugins.registry import (
+        DEFAULT_PLUGINS,
+        DISABLE_VARIABLE,
+        collect,
+        plugin_manager,
+        registry,
+    )
     from .plugins.sandbox import (
         DEFAULT_API_KEY,
         DEFAULT_MERCHANT_ID,
@@ -122,6 +130,12 @@ _LAZY: dict[str, str] = {
     "TrioTokenManager": "eightyeightpay.adapters.async_manager",
     "open_trio_token_manager": "eightyeightpay.adapters.async_manager",
     "run_doctor": "eightyeightpay.adapters.doctor",
+    "cli_main": "eightyeightpay.adapters.cli:main",
+    "registry": "eightyeightpay.plugins.registry",
+    "collect": "eightyeightpay.plugins.registry",
+    "plugin_manager": "eightyeightpay.plugins.registry",
+    "DEFAULT_PLUGINS": "eightyeightpay.plugins.registry",
+    "DISABLE_VARIABLE": "eightyeightpay.plugins.registry",
     "Telemetry": "eightyeightpay.adapters.telemetry",
     "EightyEightPayAuth": "eightyeightpay.adapters.integrations.httpx_auth",
     "EightyEightPayRequestsAuth": "eightyeightpay.adapters.integrations.requests_auth",
@@ -157,11 +171,14 @@ _LAZY: dict[str, str] = {
         )
     },
 }
-"""Public names loaded on first use, and the module that defines each."""
+"""Public names loaded on first use, and the module that defines each (``module:attribute``
+where the module calls it otherwise)."""
 
 __all__ = [
     "DEFAULT_API_KEY",
     "DEFAULT_MERCHANT_ID",
+    "DEFAULT_PLUGINS",
+    "DISABLE_VARIABLE",
     "ENCRYPTION_KEY_VARIABLE",
     "IP_BLOCKED_API_KEY",
     "IP_BLOCKED_MERCHANT_ID",
@@ -253,10 +270,14 @@ __all__ = [
     "Unprocessable",
     "Wait",
     "backoff_delay",
+    "cli_main",
+    "collect",
     "decode_stored",
     "default_clock",
     "encode_stored",
     "open_trio_token_manager",
+    "plugin_manager",
+    "registry",
     "run_doctor",
 ]
 
@@ -266,7 +287,8 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module 'eightyeightpay' has no attribute {name!r}")
     try:
-        value = getattr(importlib.import_module(module), name)
+        module, _, attribute = module.partition(":")
+        value = getattr(importlib.import_module(module), attribute or name)
     except ModuleNotFoundError as missing:
         extra = _EXTRAS.get((missing.name or "").split(".")[0])
         if extra is None:

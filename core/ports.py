@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import Any, Protocol
 
 from .credentials import CacheKey
 from .fleet import StoredToken
 from .http import HttpRequest, HttpResponse
 from .machine import Settled
-
-if TYPE_CHECKING:
-    import ssl  # for annotations only: importing the core loads no TLS
 
 __all__ = [
     "AsyncFleetOperations",
@@ -236,8 +233,12 @@ class AsyncRuntime(Protocol):
         """A scope that raises :class:`TimeoutError` once ``seconds`` have passed."""
         ...
 
-    async def connect(self, host: str, port: int, tls: ssl.SSLContext | None) -> AsyncStream:
-        """Open a TCP stream, with a completed TLS handshake when ``tls`` is given."""
+    async def connect(self, host: str, port: int, tls: Any) -> AsyncStream:
+        """Open a TCP stream, with a completed TLS handshake when ``tls`` is given.
+
+        ``tls`` is an ``ssl.SSLContext`` or None (plain TCP); the core names no TLS type, so
+        that importing it never loads ``ssl``.
+        """
         ...
 
     def spawn(self, job: Job, on_drop: Callable[[], None]) -> None:

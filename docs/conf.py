@@ -154,6 +154,8 @@ def _summary(name: str) -> tuple[str, str]:
     import eightyeightpay
 
     value = getattr(eightyeightpay, name)
+    if inspect.isfunction(inspect.unwrap(value)):  # a cached function (registry) is one too
+        value = inspect.unwrap(value)
     if inspect.isclass(value) or inspect.isfunction(value):
         kind = "function" if inspect.isfunction(value) else "class"
         if inspect.isclass(value) and issubclass(value, BaseException):
@@ -178,6 +180,21 @@ def _summary(name: str) -> tuple[str, str]:
     return kind, _plain(text.strip().splitlines()[0])
 
 
+def _target(name: str) -> str:
+    """Where ``name`` is documented, for the table's link.
+
+    Under its own name, or, for a name the face gives an object that its module calls
+    otherwise (``cli_main``), under the object's real path.
+    """
+    import eightyeightpay
+
+    value = getattr(eightyeightpay, name)
+    real = getattr(value, "__name__", name)
+    if real != name and hasattr(value, "__module__"):
+        return f"{value.__module__}.{real}"
+    return f"eightyeightpay.{name}"
+
+
 class PublicNames(SphinxDirective):
     """``.. public-names::``, one name of ``eightyeightpay.__all__`` a line: a table of them.
 
@@ -194,7 +211,7 @@ class PublicNames(SphinxDirective):
         rows += ["   * - name", "     - kind", "     - what it is"]
         for name in (line.strip() for line in self.content if line.strip()):
             kind, summary = _summary(name)
-            rows += [f"   * - :py:obj:`{name} <eightyeightpay.{name}>`", f"     - {kind}"]
+            rows += [f"   * - :py:obj:`{name} <{_target(name)}>`", f"     - {kind}"]
             rows.append(f"     - {summary}")
         container = nodes.container()
         self.state.nested_parse(StringList(rows, self.env.docname), self.content_offset, container)
