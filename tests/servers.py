@@ -310,7 +310,7 @@ class SentinelServers:
                 file.write(
                     f"port {sentinel.port}\nbind 127.0.0.1\ndir {sentinel.directory}\n"
                     f"sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {self.master.port} 2\n"
-                    f"sentinel down-after-milliseconds {SENTINEL_MASTER} 1000\n"
+                    f"sentinel down-after-milliseconds {SENTINEL_MASTER} 500\n"
                     f"sentinel failover-timeout {SENTINEL_MASTER} 5000\n"
                 )
             sentinel.start()
