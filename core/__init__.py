@@ -2,78 +2,24 @@
 
 Everything a user writes comes from this one module: the managers, the stores, the policy,
 every error, the API response, the sandbox and the httpx/requests auth classes. Importing it
-loads only the sans-IO core (no sockets, threads, TLS or event loops); the drivers, stores
-and the sandbox load on first use, so ``eightyeightpay.TokenManager`` imports the threaded
-manager and urllib3 only when it is touched. The folders behind it (``adapters``,
+loads nothing else: each name loads its module on first use, so ``eightyeightpay.Policy``
+imports the sans-IO core (no sockets, threads, TLS or event loops) and
+``eightyeightpay.TokenManager`` the threaded manager and urllib3, each only when touched.
+The command line relies on this: its Ctrl-C handler is in place before anything heavy
+loads (docs/cli.md, "Ctrl-C at start"). The folders behind it (``adapters``,
 ``plugins``) are the maintainers' layout, not an API.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
-from .api import ApiResponse
-from .credentials import PRODUCTION_URL, SANDBOX_URL, CacheKey, Credentials, Environment
-from .errors import (
-    AccessDenied,
-    ApiError,
-    ApiRateLimited,
-    ApiServerError,
-    BadRequest,
-    ConfigurationError,
-    ConnectError,
-    ConnectionLost,
-    CredentialsError,
-    EightyEightPayError,
-    EnvironmentMismatch,
-    InsecureTransport,
-    InvalidCredentials,
-    InvalidPolicy,
-    MalformedCredentials,
-    MalformedResponse,
-    ManagerClosed,
-    NotFound,
-    NotPicklable,
-    PermissionDenied,
-    RateLimited,
-    RequestTimeout,
-    RetryableError,
-    ServerError,
-    TLSError,
-    TransportError,
-    Unauthorized,
-    Unprocessable,
-)
-from .fleet import StoredToken, decode_stored, encode_stored
-from .governor import RateWindow
-from .http import HttpRequest, HttpResponse
-from .machine import (
-    Decision,
-    Exchange,
-    Flight,
-    Refresh,
-    SendTokenRequest,
-    Serve,
-    ServeAndRefresh,
-    Settled,
-    TokenMachine,
-    Unavailable,
-    Wait,
-)
-from .policy import Policy, backoff_delay
-from .ports import (
-    AsyncFleetOperations,
-    AsyncRuntime,
-    AsyncStream,
-    AsyncTransport,
-    FleetOperations,
-    Transport,
-)
-from .stats import Stats
-from .tokens import Freshness, Token
-
+# Not typing.TYPE_CHECKING: importing typing would be most of what this module costs, and the
+# command line's Ctrl-C handler waits for this module (docs/cli.md, "Ctrl-C at start").
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from .adapters.async_manager import (
         AsyncTokenManager,
         TrioTokenManager,
@@ -86,6 +32,54 @@ if TYPE_CHECKING:
     from .adapters.lifecycle import default_clock
     from .adapters.sync import ManualBackground, TokenManager
     from .adapters.telemetry import Telemetry
+    from .api import ApiResponse
+    from .credentials import PRODUCTION_URL, SANDBOX_URL, CacheKey, Credentials, Environment
+    from .errors import (
+        AccessDenied,
+        ApiError,
+        ApiRateLimited,
+        ApiServerError,
+        BadRequest,
+        ConfigurationError,
+        ConnectError,
+        ConnectionLost,
+        CredentialsError,
+        EightyEightPayError,
+        EnvironmentMismatch,
+        InsecureTransport,
+        InvalidCredentials,
+        InvalidPolicy,
+        MalformedCredentials,
+        MalformedResponse,
+        ManagerClosed,
+        NotFound,
+        NotPicklable,
+        PermissionDenied,
+        RateLimited,
+        RequestTimeout,
+        RetryableError,
+        ServerError,
+        TLSError,
+        TransportError,
+        Unauthorized,
+        Unprocessable,
+    )
+    from .fleet import StoredToken, decode_stored, encode_stored
+    from .governor import RateWindow
+    from .http import HttpRequest, HttpResponse
+    from .machine import (
+        Decision,
+        Exchange,
+        Flight,
+        Refresh,
+        SendTokenRequest,
+        Serve,
+        ServeAndRefresh,
+        Settled,
+        TokenMachine,
+        Unavailable,
+        Wait,
+    )
     from .plugins.fleet import ENCRYPTION_KEY_VARIABLE, FleetStore, Sealer
     from .plugins.memcached_store import MemcachedStore
     from .plugins.memory import MemoryStore
@@ -119,10 +113,123 @@ if TYPE_CHECKING:
         SandboxTransport,
     )
     from .plugins.sandbox.async_transport import AsyncSandboxTransport
+    from .policy import Policy, backoff_delay
+    from .ports import (
+        AsyncFleetOperations,
+        AsyncRuntime,
+        AsyncStream,
+        AsyncTransport,
+        FleetOperations,
+        Transport,
+    )
+    from .stats import Stats
+    from .tokens import Freshness, Token
 
 __version__ = "0.1.0"
 
 _LAZY: dict[str, str] = {
+    "ApiResponse": "eightyeightpay.api",
+    **{
+        name: "eightyeightpay.credentials"
+        for name in (
+            "PRODUCTION_URL",
+            "SANDBOX_URL",
+            "CacheKey",
+            "Credentials",
+            "Environment",
+        )
+    },
+    **{
+        name: "eightyeightpay.errors"
+        for name in (
+            "AccessDenied",
+            "ApiError",
+            "ApiRateLimited",
+            "ApiServerError",
+            "BadRequest",
+            "ConfigurationError",
+            "ConnectError",
+            "ConnectionLost",
+            "CredentialsError",
+            "EightyEightPayError",
+            "EnvironmentMismatch",
+            "InsecureTransport",
+            "InvalidCredentials",
+            "InvalidPolicy",
+            "MalformedCredentials",
+            "MalformedResponse",
+            "ManagerClosed",
+            "NotFound",
+            "NotPicklable",
+            "PermissionDenied",
+            "RateLimited",
+            "RequestTimeout",
+            "RetryableError",
+            "ServerError",
+            "TLSError",
+            "TransportError",
+            "Unauthorized",
+            "Unprocessable",
+        )
+    },
+    **{
+        name: "eightyeightpay.fleet"
+        for name in (
+            "StoredToken",
+            "decode_stored",
+            "encode_stored",
+        )
+    },
+    "RateWindow": "eightyeightpay.governor",
+    **{
+        name: "eightyeightpay.http"
+        for name in (
+            "HttpRequest",
+            "HttpResponse",
+        )
+    },
+    **{
+        name: "eightyeightpay.machine"
+        for name in (
+            "Decision",
+            "Exchange",
+            "Flight",
+            "Refresh",
+            "SendTokenRequest",
+            "Serve",
+            "ServeAndRefresh",
+            "Settled",
+            "TokenMachine",
+            "Unavailable",
+            "Wait",
+        )
+    },
+    **{
+        name: "eightyeightpay.policy"
+        for name in (
+            "Policy",
+            "backoff_delay",
+        )
+    },
+    **{
+        name: "eightyeightpay.ports"
+        for name in (
+            "AsyncFleetOperations",
+            "AsyncRuntime",
+            "AsyncStream",
+            "AsyncTransport",
+            "FleetOperations",
+            "Transport",
+        )
+    },
+    "Stats": "eightyeightpay.stats",
+    **{
+        name: "eightyeightpay.tokens"
+        for name in (
+            "Freshness",
+            "Token",
+        )
+    },
     "TokenManager": "eightyeightpay.adapters.sync",
     "ManualBackground": "eightyeightpay.adapters.sync",
     "default_clock": "eightyeightpay.adapters.lifecycle",
