@@ -759,6 +759,8 @@ class TokenMachine:
         tally, token, policy = self.tally, self.token, self.policy
         remaining = None if token is None else max(0.0, token.usable_until - now)
         mode = "local" if not self.fleet else "degraded" if self.degraded else "healthy"
+        # blocked_until is a 429's cool-down only when a 429 (88Pay's or the fleet's) set it.
+        cooling = self.blocked_until if isinstance(self.last_error, RateLimited) else now
         return Stats(
             merchant_id=self.credentials.merchant_id,
             base_url=self.credentials.base_url,
@@ -772,6 +774,7 @@ class TokenMachine:
             token_remaining=remaining,
             refreshing=self.flight is not None,
             next_request_in=max(0.0, self._send_allowed_at(now) - now),
+            cool_down_remaining=max(0.0, cooling - now),
             minute_spent=self.window.count(now, policy.minute_span),
             hour_spent=self.window.count(now, policy.hour_span),
             per_minute=policy.per_minute,

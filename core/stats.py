@@ -147,6 +147,11 @@ class Stats:
     """True while a token request of this slot is in flight."""
     next_request_in: float
     """Seconds until a token request may be sent (a 429's cool-down, a backoff, the limits)."""
+    cool_down_remaining: float
+    """Seconds left of a 429's cool-down (0 when none holds): 88Pay's ``Retry-After`` (or a
+    longer backoff) after it answered 429 to this process, or the cool-down the fleet store
+    holds after another process drew one. While it holds no token request is sent, so
+    :attr:`minute_remaining` and :attr:`hour_remaining` are 0."""
     minute_spent: int
     """Token requests sent in the rolling last 60 s."""
     hour_spent: int
@@ -172,15 +177,22 @@ class Stats:
 
     @property
     def minute_remaining(self) -> int:
-        """Token requests still allowed in the rolling minute (the fleet's, when known)."""
+        """Token requests still allowed in the rolling minute (the fleet's, when known).
+
+        0 while a 429's cool-down holds (:attr:`cool_down_remaining`): 88Pay said the
+        merchant's budget is spent, by whomever, and does not say which limit was reached.
+        """
         spent = self.minute_spent if self.fleet_minute_spent is None else self.fleet_minute_spent
-        return max(0, self.per_minute - spent)
+        return self._left(self.per_minute, spent)
 
     @property
     def hour_remaining(self) -> int:
-        """Token requests still allowed in the rolling hour (the fleet's, when known)."""
+        """Token requests still allowed in the rolling hour, as :attr:`minute_remaining`."""
         spent = self.hour_spent if self.fleet_hour_spent is None else self.fleet_hour_spent
-        return max(0, self.per_hour - spent)
+        return self._left(self.per_hour, spent)
+
+    def _left(self, limit: int, spent: int) -> int:
+        return 0 if self.cool_down_remaining > 0 else max(0, limit - spent)
 
     def with_fleet_spend(self, minute: int, hour: int) -> Stats:
         """A copy of this snapshot with the fleet's spend, as a fleet store counted it."""
@@ -196,7 +208,7 @@ class Stats:
         return dict(self.outcomes)[name]
 
     def summary(self) -> str:
-        """One line for people: spend against the limits, outcomes, token life, store mode."""
+        """One line for people: spend, outcomes, a 429's cool-down, token life, store mode."""
         outcomes = ", ".join(f"{count} {name}" for name, count in self.outcomes if count)
         life = "no token" if self.token_remaining is None else f"{self.token_remaining:.0f} s left"
         store = self.store_mode
@@ -209,10 +221,16 @@ class Stats:
                 f" (fleet: {self.fleet_minute_spent}/{self.per_minute} this minute, "
                 f"{self.fleet_hour_spent}/{self.per_hour} this hour)"
             )
+        cooling = ""
+        if self.cool_down_remaining > 0:
+            cooling = (
+                f", 429 cool-down {self.cool_down_remaining:.0f} s left (nothing sent until then)"
+            )
         return (
             f"{self.token_requests} token request{plural} ({outcomes or 'none'}), "
             f"{self.minute_spent}/{self.per_minute} this minute, "
-            f"{self.hour_spent}/{self.per_hour} this hour{fleet}, token {life}, store {store}"
+            f"{self.hour_spent}/{self.per_hour} this hour{fleet}{cooling}, token {life}, "
+            f"store {store}"
         )
 
     def as_dict(self) -> dict[str, Any]:

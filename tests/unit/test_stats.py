@@ -21,6 +21,8 @@ from eightyeightpay import (
 )
 from eightyeightpay.plugins.sandbox import DEFAULT_API_KEY, DEFAULT_MERCHANT_ID
 from eightyeightpay.stats import OUTCOMES, Tally, outcome_of
+from tests.support import CREDENTIALS, error_response, rng
+from tests.unit.test_machine import settle
 
 
 @pytest.mark.parametrize(
@@ -86,3 +88,33 @@ def test_a_send_that_never_comes_back_still_has_an_outcome(ending: str) -> None:
     assert sum(count for _, count in stats.outcomes) == 1
     machine.abort(decision.flight)  # again: nothing more is counted
     assert machine.stats(101.0).outcomes == stats.outcomes
+
+
+def test_a_429s_cool_down_leaves_no_budget_until_it_ends() -> None:
+    # 88Pay answered 429 (retry after 40 s) to the one request sent: nothing is sent before
+    # 40.1, so nothing is left to spend until then, whichever of its limits 88Pay applied.
+    machine = TokenMachine(CREDENTIALS, Policy(), rng())
+    refused = error_response(429, "Rate limit exceeded.", retry_after=40)
+    settle(machine, machine.decide_and_start(0.0), refused, 0.1)
+    cooling = machine.stats(10.0)
+    assert cooling.cool_down_remaining == pytest.approx(30.1)
+    assert cooling.minute_spent == 1 and cooling.next_request_in == pytest.approx(30.1)
+    assert (cooling.minute_remaining, cooling.hour_remaining) == (0, 0)
+    data = cooling.as_dict()
+    assert (data["minute_remaining"], data["hour_remaining"]) == (0, 0)
+    assert data["cool_down_remaining"] == pytest.approx(30.1)
+    assert "429 cool-down 30 s left" in cooling.summary()
+    fleet = cooling.with_fleet_spend(3, 3)  # the fleet's spend does not lift it either
+    assert (fleet.minute_remaining, fleet.hour_remaining) == (0, 0)
+    over = machine.stats(40.1)
+    assert over.cool_down_remaining == 0 and "cool-down" not in over.summary()
+    assert (over.minute_remaining, over.hour_remaining) == (9, 99)
+
+
+def test_a_backoff_after_a_server_error_is_no_cool_down() -> None:
+    # A 502 spends no budget of 88Pay's: the backoff delays the next send, the budget stays.
+    machine = TokenMachine(CREDENTIALS, Policy(), rng())
+    settle(machine, machine.decide_and_start(0.0), error_response(502, "Bad gateway"), 0.1)
+    stats = machine.stats(0.2)
+    assert stats.next_request_in > 0 and stats.cool_down_remaining == 0
+    assert (stats.minute_remaining, stats.hour_remaining) == (9, 99)
