@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -99,9 +99,18 @@ class FakeWorld:
         return api_key, merchant_id, settings
 
     def _async_settings(
-        self, options: dict[str, Any], sleep: Any
+        self, options: dict[str, Any], checkpoint: Callable[[float], Awaitable[None]]
     ) -> tuple[str, str, dict[str, Any]]:
+        """:meth:`_settings` for an async manager: the async emulator, and a clock-moving sleep.
+
+        The sleep advances this world's clock, then lets the loop's other tasks run
+        (``checkpoint(0)``: ``asyncio.sleep`` or ``trio.sleep``).
+        """
         from eightyeightpay.plugins.sandbox.async_transport import AsyncSandboxTransport
+
+        async def sleep(seconds: float) -> None:
+            self.clock.advance(seconds)
+            await checkpoint(0)
 
         transport = AsyncSandboxTransport(self.sandbox, self.clock)
         return self._settings(options, transport=transport, sleep=sleep)
@@ -118,11 +127,7 @@ class FakeWorld:
 
         from eightyeightpay.adapters.async_manager import AsyncTokenManager
 
-        async def sleep(seconds: float) -> None:
-            self.clock.advance(seconds)
-            await asyncio.sleep(0)
-
-        api_key, merchant_id, settings = self._async_settings(options, sleep)
+        api_key, merchant_id, settings = self._async_settings(options, asyncio.sleep)
         async with AsyncTokenManager(api_key, merchant_id, **settings) as manager:
             yield manager
 
@@ -137,11 +142,7 @@ class FakeWorld:
 
         from eightyeightpay.adapters.async_manager import open_trio_token_manager
 
-        async def sleep(seconds: float) -> None:
-            self.clock.advance(seconds)
-            await trio.sleep(0)
-
-        api_key, merchant_id, settings = self._async_settings(options, sleep)
+        api_key, merchant_id, settings = self._async_settings(options, trio.sleep)
         async with open_trio_token_manager(api_key, merchant_id, **settings) as manager:
             yield manager
 
