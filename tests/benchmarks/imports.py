@@ -19,7 +19,7 @@ import statistics
 import subprocess
 import sys
 
-from .common import Figures
+from .common import Figures, rotations
 
 KEY, MERCHANT = "sk_test_sandbox_4f3a9c2e7b1d", "MCH-COL-TEST-12345"
 STATEMENTS = {
@@ -53,10 +53,8 @@ def run(quick: bool) -> Figures:
     repeats = 7 if quick else 21
     samples: dict[str, list[float]] = {name: [] for name in STATEMENTS}
     loaded: list[str] = []
-    for index in range(repeats):
-        names = list(STATEMENTS)
-        shift = index % len(names)
-        for name in names[shift:] + names[:shift]:
+    for order in rotations(list(STATEMENTS), repeats):
+        for name in order:
             took, modules = _sample(STATEMENTS[name])
             samples[name].append(took)
             if name.startswith("TokenManager"):

@@ -25,19 +25,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import statistics
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from eightyeightpay import AsyncTokenManager, MemoryStore, TokenManager
 from eightyeightpay.plugins.sandbox import DEFAULT_API_KEY, DEFAULT_MERCHANT_ID
 
-from .common import Figures
+from .common import Figures, rotations
 from .overhead import UNGOVERNED
 from .serve import emulator_process
 
@@ -321,20 +322,16 @@ def _per_call_threaded(
     contenders = {name: _threaded_call(name, emulator) for name in names}
     for call, _ in contenders.values():
         call()
-    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
-    for round_number in range(rounds):
-        shift = round_number % len(names)
-        for name in names[shift:] + names[:shift]:
+    timings = _PerCall(names, calls)
+    for order in rotations(names, rounds):
+        for name in order:
             call = contenders[name][0]
-            cpu, wall = time.process_time(), time.perf_counter()
-            for _ in range(calls):
-                call()
-            samples[name].append(
-                ((time.perf_counter() - wall) / calls, (time.process_time() - cpu) / calls)
-            )
+            with timings.timed(name):
+                for _ in range(calls):
+                    call()
     for _, owner in contenders.values():
         _close(owner)
-    return _medians(samples)
+    return timings.medians()
 
 
 async def _per_call_asyncio(
@@ -343,31 +340,44 @@ async def _per_call_asyncio(
     contenders = {name: await _async_call(name, emulator) for name in names}
     for call, _, _ in contenders.values():
         await call()
-    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
-    for round_number in range(rounds):
-        shift = round_number % len(names)
-        for name in names[shift:] + names[:shift]:
+    timings = _PerCall(names, calls)
+    for order in rotations(names, rounds):
+        for name in order:
             call = contenders[name][0]
-            cpu, wall = time.process_time(), time.perf_counter()
-            for _ in range(calls):
-                await call()
-            samples[name].append(
-                ((time.perf_counter() - wall) / calls, (time.process_time() - cpu) / calls)
-            )
+            with timings.timed(name):
+                for _ in range(calls):
+                    await call()
     for _, close, _ in contenders.values():
         await close()
-    return _medians(samples)
+    return timings.medians()
 
 
-def _medians(samples: dict[str, list[tuple[float, float]]]) -> Figures:
-    return {
-        name: {
-            "us_per_call": statistics.median(w for w, _ in values) * 1e6,
-            "client_cpu_us_per_call": statistics.median(c for _, c in values) * 1e6,
-            "rounds": len(values),
+class _PerCall:
+    """Wall and CPU time per call of contenders timed in turns of ``calls`` calls each."""
+
+    def __init__(self, names: tuple[str, ...], calls: int) -> None:
+        self.calls = calls
+        self.samples: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
+
+    @contextlib.contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        """Record the block's wall and CPU time, per call, as one sample of ``name``."""
+        cpu, wall = time.process_time(), time.perf_counter()
+        yield
+        self.samples[name].append(
+            ((time.perf_counter() - wall) / self.calls, (time.process_time() - cpu) / self.calls)
+        )
+
+    def medians(self) -> Figures:
+        """Each contender's median per-call wall and CPU time, in microseconds."""
+        return {
+            name: {
+                "us_per_call": statistics.median(w for w, _ in values) * 1e6,
+                "client_cpu_us_per_call": statistics.median(c for _, c in values) * 1e6,
+                "rounds": len(values),
+            }
+            for name, values in self.samples.items()
         }
-        for name, values in samples.items()
-    }
 
 
 def _child(kind: str, name: str, emulator: dict[str, Any], quick: bool) -> Figures:
