@@ -23,7 +23,7 @@ from eightyeightpay.plugins.sandbox import (
     SandboxServer,
     SandboxTransport,
 )
-from tests.servers import MemcachedServer, RedisServer
+from tests.servers import MemcachedServer, RedisServer, running
 
 settings.register_profile("repeatable", derandomize=True, database=None)
 settings.register_profile("explore", derandomize=False)
@@ -94,15 +94,11 @@ def https_manager(https_server: SandboxServer) -> Iterator[TokenManager]:
 
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    yield server
-    server.close()
+    with running(RedisServer()) as server:
+        yield server
 
 
 @pytest.fixture
 def memcached_server() -> Iterator[MemcachedServer]:
-    server = MemcachedServer()
-    server.start()
-    yield server
-    server.close()
+    with running(MemcachedServer()) as server:
+        yield server

@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 CLI = shutil.which("eightyeightpay") or os.path.join(
     os.path.dirname(sys.executable), "eightyeightpay"
@@ -84,6 +84,27 @@ def _wait_for_port(port: int, up: bool, seconds: float = 10.0) -> None:
                 return
         time.sleep(0.02)
     raise RuntimeError(f"port {port} did not come {'up' if up else 'down'}")
+
+
+class Startable(Protocol):
+    """A test server: started, then closed (stopped, its files removed)."""
+
+    def start(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+S = TypeVar("S", bound=Startable)
+
+
+@contextlib.contextmanager
+def running(server: S) -> Iterator[S]:
+    """``server`` started, and closed on leaving (also when the block fails)."""
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
 
 
 class ServerProcess:

@@ -11,23 +11,19 @@ import pytest
 
 from eightyeightpay.plugins.sandbox import Fault, Sandbox, SandboxServer
 from tests.e2e.workers import COMPRESSED, Workers, compressed_sandbox
-from tests.servers import RedisClusterServers, RedisServer, SentinelServers
+from tests.servers import RedisClusterServers, RedisServer, SentinelServers, running
 
 
 @pytest.fixture
 def cluster() -> Iterator[RedisClusterServers]:
-    servers = RedisClusterServers(3)
-    servers.start()
-    yield servers
-    servers.close()
+    with running(RedisClusterServers(3)) as servers:
+        yield servers
 
 
 @pytest.fixture
 def sentinel() -> Iterator[SentinelServers]:
-    servers = SentinelServers()
-    servers.start()
-    yield servers
-    servers.close()
+    with running(SentinelServers()) as servers:
+        yield servers
 
 
 def test_redis_cluster_eight_cold_processes_make_one_token_request(

@@ -51,11 +51,8 @@ class BuiltInStoreContract(StoreContract):
 
 class TestRedisStoreContract(BuiltInStoreContract):
     @pytest.fixture
-    def server(self) -> Iterator[RedisServer]:
-        server = RedisServer()
-        server.start()
-        yield server
-        server.close()
+    def server(self, redis_server: RedisServer) -> RedisServer:
+        return redis_server
 
     @pytest.fixture
     def make_store(self, server: RedisServer) -> Callable[..., Any]:
@@ -68,11 +65,8 @@ class TestRedisStoreContract(BuiltInStoreContract):
 
 class TestMemcachedStoreContract(BuiltInStoreContract):
     @pytest.fixture
-    def server(self) -> Iterator[MemcachedServer]:
-        server = MemcachedServer()
-        server.start()
-        yield server
-        server.close()
+    def server(self, memcached_server: MemcachedServer) -> MemcachedServer:
+        return memcached_server
 
     @pytest.fixture
     def make_store(self, server: MemcachedServer) -> Callable[..., Any]:

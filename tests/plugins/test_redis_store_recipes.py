@@ -16,15 +16,13 @@ from eightyeightpay.plugins.sandbox import DEFAULT_API_KEY, DEFAULT_MERCHANT_ID,
 from eightyeightpay.plugins.sandbox.tls import make_test_ca
 from tests.plugins.fleet_support import Fleet
 from tests.recipes import recipe_store
-from tests.servers import TlsAclRedis
+from tests.servers import TlsAclRedis, running
 
 
 @pytest.fixture
 def tls_redis() -> Iterator[TlsAclRedis]:
-    server = TlsAclRedis()
-    server.start()
-    yield server
-    server.close()
+    with running(TlsAclRedis()) as server:
+        yield server
 
 
 def recipe_fleet(https_server: SandboxServer, tls_redis: TlsAclRedis, ca_file: str) -> Fleet:
