@@ -35,11 +35,11 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
-from eightyeightpay import AsyncTokenManager, MemoryStore, TokenManager
+from eightyeightpay import AsyncTokenManager, TokenManager
 from eightyeightpay.plugins.sandbox import DEFAULT_API_KEY, DEFAULT_MERCHANT_ID
 
 from .common import Figures, rotations
-from .overhead import UNGOVERNED
+from .overhead import ungoverned
 from .serve import emulator_process
 
 PATH = f"/api/balance?id={DEFAULT_MERCHANT_ID}"
@@ -94,12 +94,7 @@ def _ours_threaded(emulator: dict[str, Any], cap: int) -> TokenManager:
 
     transport = Urllib3Transport(ca_bundle=emulator["ca_file"], max_connections=cap)
     return TokenManager(
-        DEFAULT_API_KEY,
-        DEFAULT_MERCHANT_ID,
-        base_url=emulator["url"],
-        store=MemoryStore(),
-        policy=UNGOVERNED,
-        transport=transport,
+        DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, transport=transport, **ungoverned(emulator["url"])
     )
 
 
@@ -220,12 +215,7 @@ async def _async_call(
         AsyncioRuntime(), ca_bundle=emulator["ca_file"], max_connections=cap
     )
     manager = AsyncTokenManager(
-        DEFAULT_API_KEY,
-        DEFAULT_MERCHANT_ID,
-        base_url=emulator["url"],
-        store=MemoryStore(),
-        policy=UNGOVERNED,
-        transport=transport,
+        DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, transport=transport, **ungoverned(emulator["url"])
     )
     url = emulator["url"] + PATH
     if name.startswith("eightyeightpay"):

@@ -32,16 +32,14 @@ UNGOVERNED = Policy(api_per_minute=None, api_per_hour=None)
 PATH = f"/api/balance?id={DEFAULT_MERCHANT_ID}"
 
 
+def ungoverned(url: str) -> dict[str, Any]:
+    """A manager's options for the emulator at ``url``: a memory store, :data:`UNGOVERNED`."""
+    return {"base_url": url, "store": MemoryStore(), "policy": UNGOVERNED}
+
+
 def ungoverned_manager(url: str, ca_file: str) -> TokenManager:
-    """A manager on the emulator at ``url`` (CA ``ca_file``): a memory store, :data:`UNGOVERNED`."""
-    return TokenManager(
-        DEFAULT_API_KEY,
-        DEFAULT_MERCHANT_ID,
-        base_url=url,
-        ca_bundle=ca_file,
-        store=MemoryStore(),
-        policy=UNGOVERNED,
-    )
+    """A threaded manager on the emulator at ``url`` (CA ``ca_file``), :func:`ungoverned`."""
+    return TokenManager(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, ca_bundle=ca_file, **ungoverned(url))
 
 
 TRANSPORT_ALONE = "its transport alone"
@@ -131,12 +129,7 @@ def _async_pair(
 def on_runtime(runtime: str, emulator: dict[str, Any], rounds: int, calls: int) -> Figures:
     """``await request()`` against a raw h11 exchange, on asyncio or trio."""
     ca_file = emulator["ca_file"]
-    options: dict[str, Any] = {
-        "base_url": emulator["url"],
-        "ca_bundle": ca_file,
-        "store": MemoryStore(),
-        "policy": UNGOVERNED,
-    }
+    options = {"ca_bundle": ca_file, **ungoverned(emulator["url"])}
 
     async def measure(manager: Any) -> Figures:
         client = H11Client(runtime, "127.0.0.1", emulator["port"], ca_file)
