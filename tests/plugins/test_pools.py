@@ -18,7 +18,7 @@ import pytest
 import trio
 
 from eightyeightpay import AsyncTokenManager, MemoryStore, TokenManager
-from eightyeightpay.http import HttpRequest
+from eightyeightpay.http import HttpRequest, HttpResponse
 from eightyeightpay.plugins.h11_transport import AsyncHttp11Transport
 from eightyeightpay.plugins.runtimes import AsyncioRuntime, TrioRuntime
 from eightyeightpay.plugins.sandbox import DEFAULT_API_KEY, DEFAULT_MERCHANT_ID
@@ -60,10 +60,14 @@ def charge(url: str, token: Token, amount: int) -> HttpRequest:
     )
 
 
-def charged(transport: Urllib3Transport, url: str, token: Token, amount: int) -> int:
-    response = transport.send(charge(url, token, amount), timeout=10.0)
+def amount_of(response: HttpResponse) -> int:
+    """The amount of the charge ``response`` created (it must be a 200)."""
     assert response.status == 200, response.body
     return int(json.loads(response.body)["data"]["amount"])
+
+
+def charged(transport: Urllib3Transport, url: str, token: Token, amount: int) -> int:
+    return amount_of(transport.send(charge(url, token, amount), timeout=10.0))
 
 
 def test_after_a_fork_parent_and_child_never_receive_each_others_charge(
@@ -179,9 +183,7 @@ def test_the_watchdog_thread_ends_when_the_last_transport_closes(
 
 
 async def acharged(transport: AsyncHttp11Transport, url: str, token: Token, amount: int) -> int:
-    response = await transport.send(charge(url, token, amount), timeout=10.0)
-    assert response.status == 200, response.body
-    return int(json.loads(response.body)["data"]["amount"])
+    return amount_of(await transport.send(charge(url, token, amount), timeout=10.0))
 
 
 def test_asyncio_callers_beyond_the_cap_queue_and_share_the_loops_pool(
