@@ -19,6 +19,7 @@ from eightyeightpay.api import (
     ApiResponse,
     InvalidateToken,
     NeedToken,
+    ReserveApiCall,
     SendApiRequest,
 )
 from eightyeightpay.errors import (
@@ -48,7 +49,7 @@ from eightyeightpay.ports import AsyncFleetOperations, AsyncRuntime, AsyncTransp
 from eightyeightpay.tokens import Token
 
 from .base import EnvConstructible, ManagerBase, transport_options
-from .common import FlightRun, drop_flight, log_notices, perform_api_bookkeeping
+from .common import FlightRun, areserve_api_call, drop_flight, log_notices, perform_api_bookkeeping
 from .config import read_environment
 from .lifecycle import default_clock
 from .telemetry import Telemetry
@@ -267,6 +268,15 @@ class _AsyncManager(ManagerBase):
             elif isinstance(effect, Sleep):
                 await self._sleep(effect.seconds)
                 result = None
+            elif isinstance(effect, ReserveApiCall):
+                result = await areserve_api_call(
+                    self._slot,
+                    self._clock,
+                    self._fleet,
+                    self._store_deadline,
+                    self._health,
+                    self._runtime,
+                )
             else:
                 result = perform_api_bookkeeping(self._slot, effect, self._clock)
 

@@ -10,8 +10,9 @@ from collections.abc import Callable, Generator, Mapping
 from typing import TYPE_CHECKING, Any, Self
 
 from eightyeightpay.api import ApiEffect, ApiResponse, api_call
-from eightyeightpay.credentials import CacheKey, Credentials
+from eightyeightpay.credentials import Credentials
 from eightyeightpay.errors import ConfigurationError, NotPicklable
+from eightyeightpay.fleet import TOKEN_BUDGET
 from eightyeightpay.plugins.fleet import DEFAULT_STORE_DEADLINE, FleetStore, StoreHealth
 from eightyeightpay.plugins.memory import MemoryStore, Slot
 from eightyeightpay.plugins.registry import Registry, registry
@@ -84,7 +85,6 @@ class ManagerBase:
         fleet = chosen if isinstance(chosen, FleetStore) else None
         self._health: StoreHealth | None = fleet.health if fleet else None
         self._fleet_store = fleet
-        self._spend: Callable[[CacheKey], tuple[int, int]] | None = None
         self._store_deadline = float(getattr(fleet, "deadline", DEFAULT_STORE_DEADLINE))
         self._clock = clock
         self._closed = False
@@ -162,10 +162,11 @@ class ManagerBase:
             stats = self._slot.machine.stats(self._clock())
         if not fleet or self._fleet_store is None:
             return stats
+        policy = self.policy
         try:
-            if self._spend is None:
-                self._spend = self._fleet_store.operations().spent  # type: ignore[attr-defined]
-            minute, hour = self._spend(self.credentials.cache_key)
+            minute, hour = self._fleet_store.operations().spent(
+                self.credentials.cache_key, TOKEN_BUDGET, policy.minute_span, policy.hour_span
+            )
         except Exception as error:  # the store is down or cannot count: local figures stand
             log.debug("the fleet's spend is unknown (%s)", type(error).__name__)
             return stats

@@ -12,10 +12,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING
 
-from eightyeightpay.api import ApiCoolDown, ApiPermit, Now, ReserveApiCall
+from eightyeightpay.api import ApiCoolDown, ApiPermit, Now
 from eightyeightpay.errors import EightyEightPayError
 from eightyeightpay.fleet import (
     Done,
@@ -45,7 +45,17 @@ from eightyeightpay.stats import outcome_of
 if TYPE_CHECKING:
     from .telemetry import FlightTrace, Observer
 
-__all__ = ["CLOSED", "Closed", "FlightRun", "drop_flight"]
+__all__ = [
+    "CLOSED",
+    "Closed",
+    "FlightRun",
+    "acall_store",
+    "areserve_api_call",
+    "call_store",
+    "drop_flight",
+    "reserve_api_call",
+    "store_outcome",
+]
 
 log = logging.getLogger("eightyeightpay")
 
@@ -125,22 +135,15 @@ class FlightRun:
     def perform_store(self, effect: FleetEffect, operations: FleetOperations) -> Result:
         """Perform a store effect with blocking operations, within the store's deadline.
 
-        The call runs in a thread of its own and is waited for at most ``store_deadline``
-        seconds: a call that has not returned by then (a stalled plugin, a hung socket) is
-        a fault and is left to finish on its own, so no caller waits on it.
+        See :func:`call_store`; a lease to keep is renewed from a thread of its own.
         """
         if isinstance(effect, KeepLock):
             self._keep_lock(effect, operations)
             return Done(self._clock())
         if isinstance(effect, ReleaseLock):
             self._stop_keeping()
-        name, args = store_call(effect)
-        method = getattr(operations, name, None)
-        if method is None:  # an optional operation (join) this store does not have
-            return store_result(effect, None, self._clock())
-        span, started = self._store_started(name)
-        call = _BoundedCall(method, args)
-        value = call.outcome if call.finished(self._deadline) else _Late(self._deadline)
+        span, started = self._store_started(effect)
+        value = call_store(effect, operations, self._deadline)
         return self._stored(effect, value, span, started)
 
     async def aperform_store(
@@ -148,27 +151,15 @@ class FlightRun:
     ) -> Result:
         """Perform a store effect with async operations, within the store's deadline.
 
-        The call is cancelled when the deadline passes (trio and asyncio abandon a worker
-        thread the call may be blocked in); a call that blocks the event loop itself cannot
-        be interrupted by anyone, and a store must not make one.
+        See :func:`acall_store`; a lease to keep is renewed from a task of its own.
         """
         if isinstance(effect, KeepLock):
             self._akeep_lock(effect, operations, runtime)
             return Done(self._clock())
         if isinstance(effect, ReleaseLock):
             self._stop_keeping()
-        name, args = store_call(effect)
-        method = getattr(operations, name, None)
-        if method is None:  # an optional operation (join) this store does not have
-            return store_result(effect, None, self._clock())
-        span, started = self._store_started(name)
-        try:
-            async with runtime.deadline(self._deadline):
-                value = await method(*args)
-        except TimeoutError:
-            value = _Late(self._deadline)
-        except Exception as error:  # a store failure degrades; it never reaches a caller
-            value = error
+        span, started = self._store_started(effect)
+        value = await acall_store(effect, operations, runtime, self._deadline)
         return self._stored(effect, value, span, started)
 
     def _keep_lock(self, effect: KeepLock, operations: FleetOperations) -> None:
@@ -224,25 +215,15 @@ class FlightRun:
         if keeping is not None:
             keeping()
 
-    def _store_started(self, name: str) -> tuple[object, float]:
+    def _store_started(self, effect: FleetEffect) -> tuple[object, float]:
         if self._trace is None:
             return None, 0.0
-        return self._trace.store_started(name), self._clock()
+        return self._trace.store_started(store_call(effect)[0]), self._clock()
 
     def _stored(self, effect: FleetEffect, value: object, span: object, started: float) -> Result:
-        if isinstance(value, Exception):
-            late = isinstance(value, _Late)
-            detail = str(value) if late else fault_detail(value)
-            result: Result = StoreFault(detail, self._clock(), stalled=late)
-        else:
-            result = store_result(effect, value, self._clock())
+        result = store_outcome(effect, value, self._clock, self._health)
         if self._trace is not None:
             self._trace.store_ended(span, effect, result, started)
-        if self._health is not None:
-            if isinstance(result, StoreFault):
-                self._health.failed(result.detail)
-            else:
-                self._health.succeeded()
         return result
 
     def crash(self, error: BaseException) -> None:
@@ -286,16 +267,15 @@ class _Late(Exception):
 class _BoundedCall:
     """One blocking store call in a daemon thread, so that its caller can stop waiting."""
 
-    def __init__(self, method: Callable[..., Any], args: tuple[object, ...]) -> None:
-        self._method = method
-        self._args = args
+    def __init__(self, call: Callable[[], object]) -> None:
+        self._call = call
         self._done = threading.Event()
         self.outcome: object = None
         """What the call returned, or the exception it raised."""
 
     def _run(self) -> None:
         try:
-            self.outcome = self._method(*self._args)
+            self.outcome = self._call()
         except Exception as error:
             self.outcome = error
         finally:
@@ -316,16 +296,117 @@ def log_notices(notices: tuple[Notice, ...]) -> None:
         log.log(_LEVELS.get(notice.level, logging.WARNING), "%s", notice.message)
 
 
+def call_store(effect: FleetEffect, operations: FleetOperations, deadline: float) -> object:
+    """Call the store method that performs ``effect``; what it returned, or what it raised.
+
+    The call runs in a thread of its own and is waited for at most ``deadline`` seconds: a
+    call that has not returned by then (a stalled plugin, a hung socket) is a fault and is
+    left to finish on its own, so no caller waits on it.
+    """
+    name, args = store_call(effect)
+    call = _BoundedCall(lambda: getattr(operations, name)(*args))
+    return call.outcome if call.finished(deadline) else _Late(deadline)
+
+
+async def acall_store(
+    effect: FleetEffect, operations: AsyncFleetOperations, runtime: AsyncRuntime, deadline: float
+) -> object:
+    """:func:`call_store` for async operations: the call is cancelled at the deadline.
+
+    trio and asyncio abandon a worker thread the call may be blocked in; a call that blocks
+    the event loop itself cannot be interrupted by anyone, and a store must not make one.
+    """
+    name, args = store_call(effect)
+    try:
+        async with runtime.deadline(deadline):
+            return await getattr(operations, name)(*args)
+    except TimeoutError:
+        return _Late(deadline)
+    except Exception as error:  # a store failure degrades; it never reaches a caller
+        return error
+
+
+def store_outcome(
+    effect: FleetEffect, value: object, clock: Callable[[], float], health: StoreHealth | None
+) -> Result:
+    """The core's result for what a store call gave back, noted in the store's health."""
+    if isinstance(value, Exception):
+        late = isinstance(value, _Late)
+        detail = str(value) if late else fault_detail(value)
+        result: Result = StoreFault(detail, clock(), stalled=late)
+    else:
+        result = store_result(effect, value, clock())
+    if health is not None:
+        if isinstance(result, StoreFault):
+            health.failed(result.detail)
+        else:
+            health.succeeded()
+    return result
+
+
+def reserve_api_call(
+    slot: Slot,
+    clock: Callable[[], float],
+    operations: FleetOperations | None,
+    deadline: float,
+    health: StoreHealth | None,
+) -> ApiPermit:
+    """Perform the API call protocol's :class:`ReserveApiCall` on blocking operations.
+
+    The core's :meth:`~eightyeightpay.machine.TokenMachine.reserve_api` decides, under the
+    slot's lock; with a fleet store it asks for the fleet's API budget, which is reserved
+    here, outside the lock.
+    """
+    with slot.lock:
+        steps = slot.machine.reserve_api(clock())
+        step = _step(steps, None)
+    while not isinstance(step, float):
+        assert operations is not None  # only a fleet machine asks for the store
+        value = call_store(step, operations, deadline)
+        result = store_outcome(step, value, clock, health)
+        with slot.lock:
+            step = _step(steps, result)
+    return ApiPermit(clock(), step)
+
+
+async def areserve_api_call(
+    slot: Slot,
+    clock: Callable[[], float],
+    operations: AsyncFleetOperations | None,
+    deadline: float,
+    health: StoreHealth | None,
+    runtime: AsyncRuntime,
+) -> ApiPermit:
+    """:func:`reserve_api_call` on async operations."""
+    with slot.lock:
+        steps = slot.machine.reserve_api(clock())
+        step = _step(steps, None)
+    while not isinstance(step, float):
+        assert operations is not None
+        value = await acall_store(step, operations, runtime, deadline)
+        result = store_outcome(step, value, clock, health)
+        with slot.lock:
+            step = _step(steps, result)
+    return ApiPermit(clock(), step)
+
+
+def _step(
+    steps: Generator[FleetEffect, Result, float], result: Result | None
+) -> FleetEffect | float:
+    try:
+        return steps.send(result)  # type: ignore[arg-type]  # None starts it
+    except StopIteration as done:
+        return float(done.value)
+
+
 def perform_api_bookkeeping(
-    slot: Slot, effect: ReserveApiCall | ApiCoolDown | Now, clock: Callable[[], float]
-) -> ApiPermit | float:
-    """The API call protocol's effects that touch no network: the API governor and the time."""
+    slot: Slot, effect: ApiCoolDown | Now, clock: Callable[[], float]
+) -> float:
+    """The API call protocol's effects that touch neither store nor network (cool-down, time)."""
     if isinstance(effect, Now):
         return clock()
     with slot.lock:
         now = clock()
-        if isinstance(effect, ReserveApiCall):
-            return ApiPermit(now, slot.machine.reserve_api(now))
         slot.machine.api_cool_down(now, effect.seconds)
     return now
 

@@ -52,7 +52,13 @@ from typing import Any
 import pytest
 
 from eightyeightpay.errors import RateLimited
-from eightyeightpay.fleet import StoredToken, encode_stored
+from eightyeightpay.fleet import (
+    API_BUDGET,
+    TOKEN_BUDGET,
+    BudgetRequest,
+    StoredToken,
+    encode_stored,
+)
 from eightyeightpay.plugins.fleet import FleetStore
 from eightyeightpay.tokens import Token
 
@@ -220,28 +226,86 @@ class StoreContract:
     # ------------------------------------------------------------------ budget, cool-down
 
     def test_the_budget_counts_the_fleets_sends(self, fleet: ContractFleet) -> None:
-        """Reserve records a send while the window allows, then answers the wait."""
+        """Reserve names the epoch, records while the windows allow, then answers the wait.
+
+        ``spent`` counts the sends.
+        """
         key = _key_of(fleet)
         ops, other = fleet.store().operations(), fleet.store().operations()
-        assert ops.reserve(key, 2, 100) == 0
-        assert other.reserve(key, 2, 100) == 0
-        wait = ops.reserve(key, 2, 100)
-        assert 0 < wait <= 60
-        assert 0 < other.reserve(key, 100, 2) <= 3600
+        wait, epoch = ops.reserve(key, BudgetRequest(TOKEN_BUDGET, 2, 100))
+        assert wait == 0 and isinstance(epoch, str) and epoch  # first contact: an epoch
+        assert ops.spent(key, TOKEN_BUDGET, 60.0, 3600.0) == (0, 0)  # and nothing recorded
+        ask = BudgetRequest(TOKEN_BUDGET, 2, 100, epoch=epoch)
+        assert ops.reserve(key, ask) == (0, epoch)
+        assert other.reserve(key, ask) == (0, epoch)
+        wait, same = ops.reserve(key, ask)
+        assert 0 < wait <= 60 and same == epoch
+        wait, _ = other.reserve(key, BudgetRequest(TOKEN_BUDGET, 100, 2, epoch=epoch))
+        assert 0 < wait <= 3600
+        assert other.spent(key, TOKEN_BUDGET, 60.0, 3600.0) == (2, 2)
+
+    def test_token_and_api_budgets_are_kept_apart(self, fleet: ContractFleet) -> None:
+        """A full token budget leaves the API budget untouched, and the reverse."""
+        key = _key_of(fleet)
+        ops = fleet.store().operations()
+        epochs = {}
+        for purpose in (TOKEN_BUDGET, API_BUDGET):
+            _, epochs[purpose] = ops.reserve(key, BudgetRequest(purpose, 1, 100))
+        token = BudgetRequest(TOKEN_BUDGET, 1, 100, epoch=epochs[TOKEN_BUDGET])
+        api = BudgetRequest(API_BUDGET, 2, 100, epoch=epochs[API_BUDGET])
+        assert ops.reserve(key, token)[0] == 0
+        assert ops.reserve(key, token)[0] > 0
+        assert ops.reserve(key, api)[0] == 0 and ops.reserve(key, api)[0] == 0
+        assert ops.reserve(key, api)[0] > 0
+        assert ops.spent(key, TOKEN_BUDGET, 60.0, 3600.0) == (1, 1)
+        assert ops.spent(key, API_BUDGET, 60.0, 3600.0) == (2, 2)
+
+    def test_the_windows_are_the_ones_asked_for(self, fleet: ContractFleet) -> None:
+        """A compressed policy's windows (here 1 s and 60 s) are the budget's and spent's."""
+        key = _key_of(fleet)
+        ops = fleet.store().operations()
+        _, epoch = ops.reserve(key, BudgetRequest(TOKEN_BUDGET, 1, 100))
+        ask = BudgetRequest(TOKEN_BUDGET, 1, 100, 1.0, 60.0, epoch)
+        assert ops.reserve(key, ask) == (0, epoch)
+        wait, _ = ops.reserve(key, ask)
+        assert 0 < wait <= 1.0
+        time.sleep(wait + 0.05)
+        assert ops.reserve(key, ask) == (0, epoch)
+        assert ops.spent(key, TOKEN_BUDGET, 1.0, 60.0) == (1, 2)
+
+    def test_backfill_is_recorded_only_under_the_budgets_epoch(self, fleet: ContractFleet) -> None:
+        """Backfill counts at the store's now minus each age, before the limits are checked.
+
+        Asked with another epoch than the budget's, the store records nothing.
+        """
+        key = _key_of(fleet)
+        ops, other = fleet.store().operations(), fleet.store().operations()
+        _, epoch = ops.reserve(key, BudgetRequest(TOKEN_BUDGET, 3, 100))
+        stale = BudgetRequest(TOKEN_BUDGET, 3, 100, epoch=epoch + "-old", backfill=(1.0, 2.0))
+        assert other.reserve(key, stale) == (0, epoch)
+        assert other.spent(key, TOKEN_BUDGET, 60.0, 3600.0) == (0, 0)
+        back = BudgetRequest(TOKEN_BUDGET, 3, 100, epoch=epoch, backfill=(30.0, 600.0, 4000.0))
+        assert other.reserve(key, back) == (0, epoch)  # 4000 s ago is outside the hour
+        assert other.spent(key, TOKEN_BUDGET, 60.0, 3600.0) == (2, 3)
+        full = BudgetRequest(TOKEN_BUDGET, 2, 100, epoch=epoch)
+        wait, _ = ops.reserve(key, full)
+        assert 25 < wait <= 30  # the send put back 30 s ago leaves the minute first
+        only_back = BudgetRequest(TOKEN_BUDGET, 9, 100, epoch=epoch, backfill=(1.0,), send=False)
+        assert ops.reserve(key, only_back) == (0, epoch)  # room for more, yet nothing new
+        assert ops.spent(key, TOKEN_BUDGET, 60.0, 3600.0) == (3, 4)
 
     def test_the_fleet_counts_its_live_members(self, fleet: ContractFleet) -> None:
         """Join registers a process for ttl seconds and answers how many are live.
 
-        Degraded mode divides 88Pay's limits by this count (a store without ``join`` leaves
-        each process the whole budget, as docs/store-plugin.md says).
+        Degraded mode divides 88Pay's limits by this count.
         """
         key = _key_of(fleet)
         ops, other = fleet.store().operations(), fleet.store().operations()
-        assert ops.join(key, "p1", 30.0) == 1  # type: ignore[attr-defined]
-        assert other.join(key, "p2", 1.0) == 2  # type: ignore[attr-defined]
-        assert ops.join(key, "p1", 30.0) == 2  # type: ignore[attr-defined]  # not twice
+        assert ops.join(key, "p1", 30.0) == 1
+        assert other.join(key, "p2", 1.0) == 2
+        assert ops.join(key, "p1", 30.0) == 2  # not twice
         time.sleep(2.1)  # whole-second stores may keep an item up to a second longer
-        assert ops.join(key, "p1", 30.0) == 1  # type: ignore[attr-defined]  # p2 lapsed
+        assert ops.join(key, "p1", 30.0) == 1  # p2 lapsed
 
     def test_the_budget_is_the_stores_not_the_hosts_clock(self, fleet: ContractFleet) -> None:
         """Two hosts whose monotonic clocks are an hour apart share one budget."""
@@ -249,8 +313,11 @@ class StoreContract:
         ahead = fleet.process(clock=lambda: time.monotonic() + 3600.0)
         key = behind.credentials.cache_key
         behind_ops, ahead_ops = behind._fleet, ahead._fleet
-        assert behind_ops.reserve(key, 1, 100) == 0
-        assert 0 < ahead_ops.reserve(key, 1, 100) <= 60
+        _, epoch = behind_ops.reserve(key, BudgetRequest(TOKEN_BUDGET, 1, 100))
+        ask = BudgetRequest(TOKEN_BUDGET, 1, 100, epoch=epoch)
+        assert behind_ops.reserve(key, ask) == (0, epoch)
+        wait, _ = ahead_ops.reserve(key, ask)
+        assert 0 < wait <= 60
 
     def test_a_429_cools_down_the_whole_fleet(self, fleet: ContractFleet) -> None:
         """After one process's 429, the others answer from the shared cool-down."""

@@ -64,7 +64,7 @@ if TYPE_CHECKING:
         Unauthorized,
         Unprocessable,
     )
-    from .fleet import StoredToken, decode_stored, encode_stored
+    from .fleet import BudgetRequest, StoreBudget, StoredToken, decode_stored, encode_stored
     from .governor import RateWindow
     from .http import HttpRequest, HttpResponse
     from .machine import (
@@ -175,6 +175,8 @@ _LAZY: dict[str, str] = {
     **{
         name: "eightyeightpay.fleet"
         for name in (
+            "BudgetRequest",
+            "StoreBudget",
             "StoredToken",
             "decode_stored",
             "encode_stored",
@@ -310,6 +312,7 @@ __all__ = [
     "AsyncTokenManager",
     "AsyncTransport",
     "BadRequest",
+    "BudgetRequest",
     "CacheKey",
     "ConfigurationError",
     "ConnectError",
@@ -363,6 +366,7 @@ __all__ = [
     "ServerError",
     "Settled",
     "Stats",
+    "StoreBudget",
     "StoredToken",
     "TLSError",
     "Telemetry",

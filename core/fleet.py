@@ -1,25 +1,33 @@
 """The fleet: what a shared store holds and the effects of the fleet refresh protocol.
 
 A store (Redis, Memcached, a third party's) keeps, per cache key: the token with its
-remaining time to live measured by the store, the single-flight lock, the fleet's send
-times for 88Pay's rate limit, and a 429 cool-down. The core asks for these through the
+remaining time to live measured by the store, the single-flight lock, two budgets of the
+fleet's send times (token requests, and API calls: 88Pay limits each per merchant), the
+fleet's members and a 429 cool-down. The core asks for these through the
 effect records below; the driver performs them on the store and sends back the results.
 """
 
 from __future__ import annotations
 
 import json
+import math
+from typing import Literal
 
 import attrs
 
 from .credentials import CacheKey
 from .errors import MalformedResponse
-from .governor import HOUR, MINUTE
+from .governor import HOUR, MINUTE, RateWindow
 from .wire import structure
 
 __all__ = [
+    "API_BUDGET",
+    "TOKEN_BUDGET",
     "AcquireLock",
+    "BudgetRequest",
+    "BudgetResult",
     "Done",
+    "FleetBook",
     "JoinFleet",
     "KeepLock",
     "LockResult",
@@ -29,6 +37,7 @@ __all__ = [
     "ReserveFleetBudget",
     "SharedRead",
     "Sleep",
+    "StoreBudget",
     "StoreFault",
     "StoredToken",
     "WriteCooldown",
@@ -117,23 +126,121 @@ class KeepLock:
     """Seconds between renewals (a fraction of ``ttl``, so one late renewal is survived)."""
 
 
+Purpose = Literal["token", "api"]
+"""Which of the fleet's budgets: token requests or API calls (kept apart, as 88Pay limits
+each on its own: 10/minute and 100/hour, 60/minute and 1,000/hour per merchant)."""
+TOKEN_BUDGET: Purpose = "token"  # noqa: S105 (a name, not a secret)
+"""The budget of token requests (``POST /api/auth/token``)."""
+API_BUDGET: Purpose = "api"
+"""The budget of API calls (``request()``)."""
+
+
+@attrs.frozen
+class BudgetRequest:
+    """What a store's ``reserve`` is asked: one send in the ``purpose`` budget, if it fits.
+
+    The store keeps each budget with an **epoch**: a name it gives the budget when it
+    creates it, and a new one whenever it finds the budget gone (a restarted server without
+    persistence, an eviction). A caller names the epoch it last saw; when that is not the
+    budget's, the store records nothing and answers the current epoch, so the caller can
+    first put back its own sends (``backfill``) that the budget does not hold.
+    """
+
+    purpose: Purpose
+    """Which budget: ``"token"`` or ``"api"``."""
+    per_minute: int
+    """Sends allowed per rolling ``minute_span``."""
+    per_hour: int
+    """Sends allowed per rolling ``hour_span``."""
+    minute_span: float = MINUTE
+    """Seconds the short window spans (60; shorter for a compressed policy)."""
+    hour_span: float = HOUR
+    """Seconds the long window spans (3600; shorter for a compressed policy)."""
+    epoch: str = ""
+    """The budget's epoch as the caller last saw it (``""``: never)."""
+    backfill: tuple[float, ...] = ()
+    """Ages in seconds (how long ago, now) of this caller's sends the budget does not hold:
+    made while the store was down, or lost with it. Recorded, when the epoch matches,
+    before the limits are checked, at the store's now minus each age."""
+    send: bool = True
+    """False: only put the backfill back, record no new send (the wait is still answered)."""
+
+
+@attrs.frozen
+class StoreBudget:
+    """One budget as a store keeps it, with the arithmetic of ``reserve`` (pure).
+
+    Stores that hold a Python value per budget (memcached, a dict, a database row) keep a
+    ``StoreBudget`` and call :meth:`reserve` with their own clock's time; Redis runs the
+    same rules in a script.
+    """
+
+    epoch: str = ""
+    """The budget's name; ``""`` for a budget not yet made (or lost)."""
+    sends: RateWindow = attrs.field(factory=RateWindow)
+    """Send times on the store's clock."""
+
+    def reserve(
+        self, request: BudgetRequest, now: float, new_epoch: str
+    ) -> tuple[StoreBudget, float]:
+        """The budget after ``request`` at ``now`` (the store's clock), and the wait.
+
+        A budget without an epoch takes ``new_epoch`` (random, made by the store). When
+        ``request.epoch`` is not the budget's, nothing is recorded (the wait is 0: the
+        caller compares epochs first). Otherwise the backfill is recorded, then one send
+        at ``now`` if both windows allow it and ``request.send`` (wait 0), else the seconds
+        until one would be allowed.
+        """
+        budget = self if self.epoch else StoreBudget(new_epoch, RateWindow())
+        if request.epoch != budget.epoch:
+            return budget, 0.0
+        hour = request.hour_span
+        window = budget.sends
+        for age in request.backfill:
+            if 0 <= age < hour:
+                window = window.record(now - age, hour)
+        window = RateWindow(tuple(sorted(t for t in window.sends if t > now - hour)))
+        allowed = window.next_allowed(
+            now, request.per_minute, request.per_hour, request.minute_span, hour
+        )
+        if allowed > now or not request.send:
+            return StoreBudget(budget.epoch, window), max(0.0, allowed - now)
+        return StoreBudget(budget.epoch, window.record(now, hour)), 0.0
+
+    def spent(self, now: float, minute_span: float, hour_span: float) -> tuple[int, int]:
+        """Sends in the ``minute_span`` and ``hour_span`` seconds up to ``now``."""
+        return self.sends.count(now, minute_span), self.sends.count(now, hour_span)
+
+
+@attrs.frozen
+class FleetBook:
+    """What one process knows of one fleet budget: its epoch and the sends it lacks.
+
+    ``unsynced`` are this process's own send times (its monotonic clock) that the store's
+    budget does not hold: sent while the store was down, or lost with the budget when the
+    store answered a new epoch. The next reservation backfills them.
+    """
+
+    epoch: str = ""
+    """The budget's epoch as last answered by the store (``""``: not yet)."""
+    unsynced: tuple[float, ...] = ()
+    """Own sends to put back into the fleet's budget."""
+    settle_until: float = -math.inf
+    """After the store lost the budget: no reservation before this time (monotonic), so
+    that the fleet's other processes put their sends back first."""
+
+
 @attrs.frozen
 class ReserveFleetBudget:
-    """Effect: record one send in the fleet's windows if both limits allow it.
+    """Effect: record one send in the fleet's budget if both limits allow it.
 
     The store counts with its own clock, so hosts' clocks do not matter.
     """
 
     key: CacheKey
     """Whose budget."""
-    per_minute: int
-    """Sends allowed per rolling minute."""
-    per_hour: int
-    """Sends allowed per rolling hour."""
-    minute_span: float = MINUTE
-    """Seconds the per-minute window spans (shorter for a compressed policy)."""
-    hour_span: float = HOUR
-    """Seconds the per-hour window spans (shorter for a compressed policy)."""
+    request: BudgetRequest
+    """Which budget, its limits and windows, and the caller's epoch and backfill."""
 
 
 @attrs.frozen
@@ -173,8 +280,7 @@ class JoinFleet:
     """Effect: register ``member`` as sharing ``key``'s budget for ``ttl`` seconds; count them.
 
     Each process joins on every refresh it makes through the store, so the count is of the
-    processes alive within the last ``ttl`` seconds. A store without ``join`` answers None
-    (the count stays unknown and degraded mode keeps the whole budget per process).
+    processes alive within the last ``ttl`` seconds.
     """
 
     key: CacheKey
@@ -241,6 +347,8 @@ class BudgetResult:
     """0 when the send was recorded; otherwise seconds until one would be allowed."""
     now: float
     """Local monotonic time."""
+    epoch: str = ""
+    """The budget's epoch; when it is not the one asked with, nothing was recorded."""
 
 
 @attrs.frozen
@@ -276,19 +384,6 @@ class StoreFault:
 # --------------------------------------------------------------------------- performing
 
 
-def reserve_args(
-    key: CacheKey, per_minute: int, per_hour: int, minute_span: float, hour_span: float
-) -> tuple[object, ...]:
-    """The arguments of a store's ``reserve``: the spans only when a policy compressed them.
-
-    88Pay's own 60 s and 3600 s windows pass three arguments, which every store takes; a
-    store written before the spans existed keeps working with an uncompressed policy.
-    """
-    if (minute_span, hour_span) == (MINUTE, HOUR):
-        return (key, per_minute, per_hour)
-    return (key, per_minute, per_hour, minute_span, hour_span)
-
-
 def store_call(effect: FleetEffect) -> tuple[str, tuple[object, ...]]:
     """The store method and arguments that perform ``effect``.
 
@@ -301,8 +396,8 @@ def store_call(effect: FleetEffect) -> tuple[str, tuple[object, ...]]:
             return "acquire", (key, owner, ttl)
         case KeepLock(key, owner, ttl):
             return "extend", (key, owner, ttl)
-        case ReserveFleetBudget(key, per_minute, per_hour, minute_span, hour_span):
-            return "reserve", reserve_args(key, per_minute, per_hour, minute_span, hour_span)
+        case ReserveFleetBudget(key, request):
+            return "reserve", (key, request)
         case JoinFleet(key, member, ttl):
             return "join", (key, member, ttl)
         case WriteShared(key, token, ttl):
@@ -317,10 +412,7 @@ def store_call(effect: FleetEffect) -> tuple[str, tuple[object, ...]]:
 def store_result(
     effect: FleetEffect, value: object, now: float
 ) -> SharedRead | LockResult | BudgetResult | Members | Done | StoreFault:
-    """The result record for what the store method returned; a malformed value is a fault.
-
-    A store without a ``join`` method answers :class:`JoinFleet` with None: :class:`Done`.
-    """
+    """The result record for what the store method returned; a malformed value is a fault."""
     if isinstance(effect, ReadShared):
         if not (isinstance(value, tuple) and len(value) == 3):
             return StoreFault("the store's read returned an unexpected value", now)
@@ -334,13 +426,19 @@ def store_result(
     if isinstance(effect, AcquireLock):
         return LockResult(bool(value), now)
     if isinstance(effect, JoinFleet):
-        if value is None:
-            return Done(now)
         if isinstance(value, bool) or not isinstance(value, int):
             return StoreFault("the store's join returned an unexpected value", now)
         return Members(max(1, value), now)
     if isinstance(effect, ReserveFleetBudget):
-        if not isinstance(value, int | float):
+        if not (isinstance(value, tuple) and len(value) == 2):
             return StoreFault("the store's budget returned an unexpected value", now)
-        return BudgetResult(max(0.0, float(value)), now)
+        wait, epoch = value
+        if (
+            isinstance(wait, bool)
+            or not isinstance(wait, int | float)
+            or not isinstance(epoch, str)
+            or math.isnan(wait)
+        ):
+            return StoreFault("the store's budget returned an unexpected value", now)
+        return BudgetResult(max(0.0, float(wait)), now, epoch)
     return Done(now)

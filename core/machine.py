@@ -26,14 +26,19 @@ from .errors import (
     is_transient,
 )
 from .fleet import (
+    API_BUDGET,
+    TOKEN_BUDGET,
     AcquireLock,
+    BudgetRequest,
     BudgetResult,
     Done,
+    FleetBook,
     FleetEffect,
     JoinFleet,
     KeepLock,
     LockResult,
     Members,
+    Purpose,
     ReadShared,
     ReleaseLock,
     ReserveFleetBudget,
@@ -44,7 +49,7 @@ from .fleet import (
     WriteCooldown,
     WriteShared,
 )
-from .governor import RateWindow
+from .governor import HOUR, MINUTE, RateWindow
 from .http import HttpRequest, HttpResponse
 from .policy import Policy, Rng, backoff_delay
 from .stats import OUTCOMES, Stats, Tally
@@ -212,6 +217,8 @@ Result = Exchange | SharedRead | LockResult | BudgetResult | Members | Done | St
 
 _UNLIMITED = 2**62
 """A count no window reaches: an API limit the policy does not keep (None)."""
+Limits = tuple[int, int, float, float]
+"""A budget's limits: per short window, per long window, and the windows' spans (seconds)."""
 
 LOCK_LEASE = 3.0
 """Seconds a fleet lock lives unless its holder renews it: a holder that dies (killed,
@@ -224,9 +231,23 @@ FAILOVER_GRACE = 3.0
 master) before working alone, when the store was healthy until then: a failover or a quick
 restart is ridden out without every process sending its own request. A store that stalls,
 or one already known to be down, is not waited for."""
-FLEET_STORE_CALLS = 4
-"""Store calls a fleet flight makes besides the wait for the lock (read, acquire, read,
-reserve), each bounded by the store's deadline."""
+FLEET_STORE_CALLS = 7
+"""Store calls a fleet flight makes besides the wait for the lock (read, acquire, read, and
+up to four reservations: one that learns a new budget epoch, one that puts own sends back,
+and the same two after the settle), each bounded by the store's deadline."""
+EPOCH_TRIES = 2
+"""Reservations a send tries when the store answers a budget epoch other than the one
+asked with: the first learns the new epoch, the second puts this process's own sends back
+and reserves. A store whose epoch changes again in between is treated as failing."""
+BUDGET_SETTLE = 1.0
+"""Seconds a process waits, after putting its own sends back into the fleet's budget (the
+store lost it, or they were made while the store was down), before it reserves there: the
+fleet's other active processes put theirs back meanwhile, so the budget is whole again
+before it decides for anyone. A process that sends nothing in that time puts its sends
+back only at its next send."""
+STORE_PROBE_INTERVAL = 1.0
+"""Seconds between the API calls that try the fleet store again while it is failing; the
+calls between keep to this process's share of the limits without waiting on the store."""
 
 
 # --------------------------------------------------------------------------- the machine
@@ -291,6 +312,9 @@ class TokenMachine:
         """API calls of the last hour, for 88Pay's 60/minute and 1,000/hour API limits."""
         self.api_blocked_until = -math.inf
         """No API call before this time (an API 429's cool-down)."""
+        self.books: dict[Purpose, FleetBook] = {TOKEN_BUDGET: FleetBook(), API_BUDGET: FleetBook()}
+        """Per fleet budget: the store's epoch as last seen and own sends it lacks."""
+        self._probe_at = -math.inf  # degraded: when an API call next tries the store
         self.notices: list[Notice] = []
         """What the driver should log, taken with :meth:`take_notices`."""
         self._trouble = ""  # "", "warned" (a refresh failed) or "ran out" (the token expired)
@@ -348,6 +372,7 @@ class TokenMachine:
         limit = self.policy.request_timeout + WAIT_GRACE
         if self.fleet:
             limit += self._lock_wait + FLEET_STORE_CALLS * self.store_deadline + FAILOVER_GRACE
+            limit += BUDGET_SETTLE
         return limit
 
     @property
@@ -408,8 +433,12 @@ class TokenMachine:
         self._end(flight)  # only now: a fleet flight still writes and unlocks after its answer
         return settled
 
-    def _send(self, flight: Flight, now: float) -> Generator[Effect, Result, Settled]:
+    def _send(
+        self, flight: Flight, now: float, *, alone: bool = False
+    ) -> Generator[Effect, Result, Settled]:
         self.window = self.window.record(now, self.policy.hour_span)
+        if alone and self.fleet:
+            self._unsynced(TOKEN_BUDGET, now)
         self.sent += 1
         self.tally = self.tally.sent()
         self._send_time = now
@@ -524,9 +553,13 @@ class TokenMachine:
         if read.cooldown > 0:
             return self._fleet_cooling(flight, read)
         policy = self.policy
-        budget = yield ReserveFleetBudget(
-            key, policy.per_minute, policy.per_hour, policy.minute_span, policy.hour_span
-        )
+        limits = (policy.per_minute, policy.per_hour, policy.minute_span, policy.hour_span)
+        budget = yield from self._reserve_in_fleet(TOKEN_BUDGET, read.now, limits)
+        settle_until = self.books[TOKEN_BUDGET].settle_until
+        if isinstance(budget, BudgetResult) and budget.now < settle_until:
+            # Sends were put back: the flight waits for the fleet's, its callers with it.
+            slept = yield Sleep(settle_until - budget.now)
+            budget = yield from self._reserve_in_fleet(TOKEN_BUDGET, slept.now, limits)
         if not isinstance(budget, BudgetResult):
             return (yield from self._alone(flight, budget))
         if budget.wait > 0:
@@ -562,11 +595,15 @@ class TokenMachine:
             self.degraded, self.degraded_since = True, now
         if self._spread(flight, now) > now and self.token is not None:
             return Settled(flight, self.token, None)  # served on; refreshed at its own time
-        allowed_at = self._share_allowed_at(now)
-        if allowed_at > now:
-            wait = self.policy.minute_span if allowed_at == math.inf else allowed_at - now
+        policy = self.policy
+        wait = self._share_wait(
+            self.window,
+            now,
+            (policy.per_minute, policy.per_hour, policy.minute_span, policy.hour_span),
+        )
+        if wait > 0:
             return self._failed(flight, RateLimited(wait, local=True), now=now)
-        return (yield from self._send(flight, now))
+        return (yield from self._send(flight, now, alone=True))
 
     def _spread(self, flight: Flight, now: float) -> float:
         """When this process's own refresh of the token it serves is due, the store failing.
@@ -583,22 +620,82 @@ class TokenMachine:
             self._spread_until = now + self.rng.random() * (token.usable_until - now)
         return self._spread_until
 
-    def _share_allowed_at(self, now: float) -> float:
-        """When this process's share of the budget allows a send (inf: the share is 0).
+    def _share_wait(self, window: RateWindow, now: float, limits: Limits) -> float:
+        """Seconds until this process's share of a budget allows a send (0: now).
 
         Working alone, each of the :attr:`members` processes keeps ``1/members`` of each
-        limit (rounded down), so together they stay within 88Pay's.
+        limit (rounded down), so together they stay within 88Pay's. A share of 0 waits a
+        whole short window (the fleet is larger than the budget).
         """
-        policy, members = self.policy, self.members
-        per_minute, per_hour = policy.per_minute // members, policy.per_hour // members
-        if per_minute < 1 or per_hour < 1:
-            return math.inf
-        return max(
-            self.window.next_allowed(
-                now, per_minute, per_hour, policy.minute_span, policy.hour_span
-            ),
-            now,
+        per_minute, per_hour, minute_span, hour_span = limits
+        members = self.members
+        if per_minute // members < 1 or per_hour // members < 1:
+            return minute_span
+        allowed = window.next_allowed(
+            now, per_minute // members, per_hour // members, minute_span, hour_span
         )
+        return max(0.0, allowed - now)
+
+    def _reserve_in_fleet(
+        self, purpose: Purpose, now: float, limits: Limits
+    ) -> Generator[FleetEffect, Result, Result]:
+        """Reserve one send in the fleet's ``purpose`` budget; the store's last answer.
+
+        A :class:`BudgetResult` with the epoch this process knows means the store decided
+        (``wait`` 0: recorded). Another epoch means the store's budget is new to this
+        process, or was lost (a restart without persistence): every own send of the
+        windows is then put back. Sends are put back (those lost, or made while the store
+        was down) with a reservation that records no new send; this process reserves
+        again only :data:`BUDGET_SETTLE` seconds later (answered here as a wait), when the
+        fleet's other active processes have put theirs back too. Anything else is the
+        store failing.
+        """
+        per_minute, per_hour, minute_span, hour_span = limits
+        key = self.credentials.cache_key
+        settling = self.books[purpose]
+        if now < settling.settle_until:
+            return BudgetResult(settling.settle_until - now, now, settling.epoch)
+        result: Result = StoreFault("the store's budget epoch kept changing", now)
+        for _ in range(EPOCH_TRIES):
+            book = self.books[purpose]
+            # Taken out while in transit, so that a concurrent reservation does not send
+            # the same sends again; put back if the store fails.
+            self.books[purpose] = attrs.evolve(book, unsynced=())
+            backfill = tuple(now - t for t in book.unsynced if t > now - hour_span)
+            request = BudgetRequest(
+                purpose,
+                per_minute,
+                per_hour,
+                minute_span,
+                hour_span,
+                book.epoch,
+                backfill,
+                send=not backfill,
+            )
+            result = yield ReserveFleetBudget(key, request)
+            current = self.books[purpose]
+            if not isinstance(result, BudgetResult):
+                unsynced = tuple(sorted({*current.unsynced, *book.unsynced}))
+                self.books[purpose] = attrs.evolve(current, unsynced=unsynced)
+                return result
+            now = result.now
+            if result.epoch == book.epoch:
+                if not backfill:
+                    return result
+                # Put back, not reserved: the others put theirs back before anyone reserves.
+                settle_until = now + BUDGET_SETTLE
+                self.books[purpose] = attrs.evolve(current, settle_until=settle_until)
+                return BudgetResult(BUDGET_SETTLE, now, result.epoch)
+            if current.epoch != result.epoch:  # not already learnt by a concurrent call
+                own = self.api_window if purpose == API_BUDGET else self.window
+                sends = tuple(t for t in own.sends if t > now - hour_span)
+                self.books[purpose] = FleetBook(result.epoch, sends)
+        return StoreFault("the store's budget epoch kept changing", now)
+
+    def _unsynced(self, purpose: Purpose, sent: float) -> None:
+        """Note an own send the fleet's budget does not hold (the store was failing)."""
+        book = self.books[purpose]
+        self.books[purpose] = attrs.evolve(book, unsynced=(*book.unsynced, sent))
 
     def _fleet_cooling(self, flight: Flight, read: SharedRead) -> Settled:
         self.degraded, self.degraded_since = False, None
@@ -664,6 +761,9 @@ class TokenMachine:
             and self._send_time is not None
         ):
             self.window = self.window.forget(self._send_time)  # 88Pay never saw it
+            book = self.books[TOKEN_BUDGET]
+            unsent = tuple(t for t in book.unsynced if t != self._send_time)
+            self.books[TOKEN_BUDGET] = attrs.evolve(book, unsynced=unsent)
         self.failures += 1
         server_wait = error.retry_after if isinstance(error, RateLimited) else None
         delay = backoff_delay(self.failures, self.rng, self.policy, retry_after=server_wait)
@@ -705,24 +805,45 @@ class TokenMachine:
 
     # ---------------------------------------------------------------- the API governor
 
-    def reserve_api(self, now: float) -> float:
+    def reserve_api(self, now: float) -> Generator[FleetEffect, Result, float]:
         """Reserve one API call at ``now``; returns the seconds to wait first (0: go).
 
         0 means the call may be sent and is counted; otherwise the seconds until one may be
-        (88Pay's 60/minute and 1,000/hour API limits, or a 429's cool-down).
+        (88Pay's 60/minute and 1,000/hour API limits, or a 429's cool-down). With a fleet
+        store the budget is the fleet's: the reservation yields a
+        :class:`~eightyeightpay.fleet.ReserveFleetBudget` of the ``"api"`` budget, counted
+        on the store's clock. While the store fails, this process keeps to its share of
+        the limits (as for tokens) and tries the store again every
+        :data:`STORE_PROBE_INTERVAL` seconds. Without a store nothing is yielded.
         """
         policy = self.policy
         if policy.api_per_minute is None and policy.api_per_hour is None:
             return max(0.0, self.api_blocked_until - now)  # only a 429's cool-down is kept
-        allowed = max(
-            self.api_window.next_allowed(
-                now, policy.api_per_minute or _UNLIMITED, policy.api_per_hour or _UNLIMITED
-            ),
-            self.api_blocked_until,
-        )
+        limits = (policy.api_per_minute or _UNLIMITED, policy.api_per_hour or _UNLIMITED)
+        allowed = max(self.api_window.next_allowed(now, *limits), self.api_blocked_until)
         if allowed > now:
             return allowed - now
+        alone = False
+        if self.fleet:
+            if not self.degraded or now >= self._probe_at:
+                self._probe_at = now + STORE_PROBE_INTERVAL
+                result = yield from self._reserve_in_fleet(API_BUDGET, now, (*limits, MINUTE, HOUR))
+                now = result.now
+                if isinstance(result, BudgetResult):
+                    self.degraded, self.degraded_since = False, None
+                    if result.wait > 0:
+                        return result.wait
+                    self.api_window = self.api_window.record(now)
+                    return 0.0
+                if not self.degraded:
+                    self.degraded, self.degraded_since = True, now
+            alone = True
+            wait = self._share_wait(self.api_window, now, (*limits, MINUTE, HOUR))
+            if wait > 0:
+                return wait
         self.api_window = self.api_window.record(now)
+        if alone:
+            self._unsynced(API_BUDGET, now)
         return 0.0
 
     def api_cool_down(self, now: float, seconds: float) -> None:

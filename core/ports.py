@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from .credentials import CacheKey
-from .fleet import StoredToken
+from .fleet import BudgetRequest, Purpose, StoredToken
 from .http import HttpRequest, HttpResponse
 from .machine import Settled
 
@@ -26,6 +26,7 @@ __all__ = [
     "Job",
     "Lot",
     "ReadValue",
+    "Reserved",
     "Transport",
     "Waiter",
 ]
@@ -65,16 +66,17 @@ class AsyncTransport(Protocol):
 
 ReadValue = tuple[bytes | StoredToken | None, float, float]
 """A read: the stored token (raw bytes or decoded), its TTL and the cool-down left, seconds."""
+Reserved = tuple[float, str]
+"""A reservation's answer: the wait in seconds (0: recorded) and the budget's epoch."""
 
 
 class FleetOperations(Protocol):
     """The blocking operations on a shared store (threads; trio runs them off the loop).
 
-    Optionally, a store also has ``join(key, member, ttl) -> int``: register ``member`` (one
-    process) for ``ttl`` seconds and answer how many members are live. Degraded mode keeps
-    each process to ``1/count`` of 88Pay's limits; without ``join`` the count stays 1 (the
-    whole budget per process). It is not a member of this protocol, so that stores written
-    before it still type-check; the shipped stores have it, and so do the async wrappers.
+    Every method is required; the contract suite (``StoreContract``, see
+    ``docs/store-plugin.md``) checks each one. A
+    method raises whatever its client raises when the store fails: the manager counts it as
+    an outage (degraded mode), never as a caller's error.
     """
 
     def read(self, key: CacheKey) -> ReadValue:
@@ -89,14 +91,36 @@ class FleetOperations(Protocol):
         """Renew the lock's lease to ``ttl`` seconds from now if ``owner`` still holds it."""
         ...
 
-    def reserve(self, key: CacheKey, per_minute: int, per_hour: int) -> float:
-        """Record a send if both windows allow it (0), else seconds until one would.
+    def reserve(self, key: CacheKey, request: BudgetRequest) -> Reserved:
+        """Record a send in ``request.purpose``'s budget if both windows allow it.
 
-        The windows span 60 and 3600 s by the store's clock. Optionally, a store also takes
-        ``minute_span`` and ``hour_span`` (seconds, after ``per_hour``): a
-        :meth:`~eightyeightpay.policy.Policy.compressed` policy passes its shorter windows that way,
-        and only such a policy does (the shipped stores take them; a store that does not
-        fails that call, and each process then keeps its own windows).
+        Answers ``(wait, epoch)``. The windows span ``request.minute_span`` and
+        ``request.hour_span`` seconds by the store's clock (60 and 3600 unless a policy is
+        compressed); the ``"token"`` and ``"api"`` budgets are kept apart. A budget the
+        store does not hold (new, or lost in a restart) gets a new random epoch. When
+        ``request.epoch`` is not the budget's, record nothing and answer ``(0, epoch)``;
+        otherwise record the ``request.backfill`` sends (the store's now minus each age)
+        first, then one send now and answer ``(0, epoch)``, or answer the seconds until a
+        send would be allowed. :class:`~eightyeightpay.fleet.StoreBudget` does this
+        arithmetic for a store that keeps the budget as one value. A store that cannot tell
+        a lost budget may answer the epoch ``""`` always: nothing is then backfilled.
+        """
+        ...
+
+    def join(self, key: CacheKey, member: str, ttl: float) -> int:
+        """Register ``member`` (one process) for ``ttl`` seconds; how many members are live.
+
+        Degraded mode keeps each process to ``1/count`` of 88Pay's limits.
+        """
+        ...
+
+    def spent(
+        self, key: CacheKey, purpose: Purpose, minute_span: float, hour_span: float
+    ) -> tuple[int, int]:
+        """The fleet's sends of ``purpose`` in the last ``minute_span`` and ``hour_span`` s.
+
+        Read only, by the store's clock; the windows are the policy's (shorter when it is
+        compressed). ``stats(fleet=True)`` shows them.
         """
         ...
 
@@ -128,8 +152,18 @@ class AsyncFleetOperations(Protocol):
         """See :meth:`FleetOperations.extend`."""
         ...
 
-    async def reserve(self, key: CacheKey, per_minute: int, per_hour: int) -> float:
+    async def reserve(self, key: CacheKey, request: BudgetRequest) -> Reserved:
         """See :meth:`FleetOperations.reserve`."""
+        ...
+
+    async def join(self, key: CacheKey, member: str, ttl: float) -> int:
+        """See :meth:`FleetOperations.join`."""
+        ...
+
+    async def spent(
+        self, key: CacheKey, purpose: Purpose, minute_span: float, hour_span: float
+    ) -> tuple[int, int]:
+        """See :meth:`FleetOperations.spent`."""
         ...
 
     async def write(self, key: CacheKey, token: StoredToken, ttl: float) -> None:

@@ -19,10 +19,10 @@ from typing import Any, TypeVar
 
 from eightyeightpay.credentials import CacheKey, Credentials
 from eightyeightpay.errors import ConfigurationError
-from eightyeightpay.fleet import StoredToken, encode_stored, reserve_args
+from eightyeightpay.fleet import BudgetRequest, Purpose, StoredToken, encode_stored
 from eightyeightpay.machine import TokenMachine
 from eightyeightpay.policy import Policy, Rng
-from eightyeightpay.ports import AsyncFleetOperations, FleetOperations, ReadValue
+from eightyeightpay.ports import AsyncFleetOperations, FleetOperations, ReadValue, Reserved
 
 from .memory import MemoryStore, Slot
 from .process import ProcessBound
@@ -119,54 +119,54 @@ async def _to_thread(function: Callable[..., _T], *args: object) -> _T:
 class InThreads:
     """A store's blocking operations for asyncio, each run in a worker thread.
 
-    For stores without an asyncio client (pymemcache), or given only a blocking client.
+    For stores without an asyncio client (pymemcache), or given only a blocking client. A
+    runtime with worker threads of its own (trio) overrides :meth:`_run`.
     """
 
     def __init__(self, operations: FleetOperations) -> None:
         self._operations = operations
 
+    async def _run(self, method: Callable[..., _T], *args: Any) -> _T:
+        """Run the blocking ``method(*args)`` off the event loop."""
+        return await _to_thread(method, *args)
+
     async def read(self, key: CacheKey) -> ReadValue:
         """See :meth:`~eightyeightpay.ports.FleetOperations.read`."""
-        return await _to_thread(self._operations.read, key)
+        return await self._run(self._operations.read, key)
 
     async def acquire(self, key: CacheKey, owner: str, ttl: float) -> bool:
         """See :meth:`~eightyeightpay.ports.FleetOperations.acquire`."""
-        return await _to_thread(self._operations.acquire, key, owner, ttl)
+        return await self._run(self._operations.acquire, key, owner, ttl)
 
     async def extend(self, key: CacheKey, owner: str, ttl: float) -> bool:
         """See :meth:`~eightyeightpay.ports.FleetOperations.extend`."""
-        return await _to_thread(self._operations.extend, key, owner, ttl)
+        return await self._run(self._operations.extend, key, owner, ttl)
 
-    async def reserve(
-        self,
-        key: CacheKey,
-        per_minute: int,
-        per_hour: int,
-        minute_span: float = 60.0,
-        hour_span: float = 3600.0,
-    ) -> float:
+    async def reserve(self, key: CacheKey, request: BudgetRequest) -> Reserved:
         """See :meth:`~eightyeightpay.ports.FleetOperations.reserve`."""
-        args = reserve_args(key, per_minute, per_hour, minute_span, hour_span)
-        return await _to_thread(self._operations.reserve, *args)
+        return await self._run(self._operations.reserve, key, request)
 
-    async def join(self, key: CacheKey, member: str, ttl: float) -> int | None:
-        """The wrapped store's optional ``join`` (docs/store-plugin.md); None without one."""
-        join = getattr(self._operations, "join", None)
-        if join is None:
-            return None
-        return int(await _to_thread(join, key, member, ttl))
+    async def join(self, key: CacheKey, member: str, ttl: float) -> int:
+        """See :meth:`~eightyeightpay.ports.FleetOperations.join`."""
+        return await self._run(self._operations.join, key, member, ttl)
+
+    async def spent(
+        self, key: CacheKey, purpose: Purpose, minute_span: float, hour_span: float
+    ) -> tuple[int, int]:
+        """See :meth:`~eightyeightpay.ports.FleetOperations.spent`."""
+        return await self._run(self._operations.spent, key, purpose, minute_span, hour_span)
 
     async def write(self, key: CacheKey, token: StoredToken, ttl: float) -> None:
         """See :meth:`~eightyeightpay.ports.FleetOperations.write`."""
-        await _to_thread(self._operations.write, key, token, ttl)
+        await self._run(self._operations.write, key, token, ttl)
 
     async def cool_down(self, key: CacheKey, seconds: float) -> None:
         """See :meth:`~eightyeightpay.ports.FleetOperations.cool_down`."""
-        await _to_thread(self._operations.cool_down, key, seconds)
+        await self._run(self._operations.cool_down, key, seconds)
 
     async def release(self, key: CacheKey, owner: str) -> None:
         """See :meth:`~eightyeightpay.ports.FleetOperations.release`."""
-        await _to_thread(self._operations.release, key, owner)
+        await self._run(self._operations.release, key, owner)
 
 
 class Sealer:

@@ -25,12 +25,15 @@ What is shared, and how:
   On a server without meta commands (memcached before 1.6) release falls back to a plain
   ``delete`` after the compare: if the lock expires and another flight takes it between the
   ``gets`` and the ``delete`` (one round trip), that flight's lock is deleted.
-- **Budget:** no sorted sets, so the fleet's send times are one value (space-separated wall
+- **Budgets** (token requests and API calls, one value each): no sorted sets, so the fleet's
+  send times are one value (the budget's epoch, ``@<epoch>``, then space-separated wall
   times) updated with ``gets``/``cas`` (``add`` when absent), retried on conflict; entries
-  older than an hour are pruned. The semantics are the redis script's (record and return 0,
-  or return the wait until a send is allowed, limits as arguments), but the times come from
-  **the local wall clock**, not the server's: a host whose clock is ``d`` seconds behind
-  records sends that leave the others' windows ``d`` seconds early.
+  older than the long window are pruned. The arithmetic is
+  :class:`~eightyeightpay.fleet.StoreBudget`'s, as the redis script's, but the times come
+  from **the local wall clock**, not the server's: a host whose clock is ``d`` seconds
+  behind records sends that leave the others' windows ``d`` seconds early. A restarted
+  memcached (or an evicted value) has no epoch: the next reservation names a new one and
+  each process puts its own recent sends back.
 - **Eviction:** memcached may evict any item under memory pressure before it expires. A lost
   token costs a refresh; a lost lock may let a second flight send (each one still passes the
   budget); a lost budget value forgets the fleet's sends (88Pay's own 429 then applies, and
@@ -59,8 +62,15 @@ import attrs
 
 from eightyeightpay.credentials import CacheKey
 from eightyeightpay.errors import ConfigurationError
-from eightyeightpay.fleet import StoredToken
-from eightyeightpay.ports import ReadValue
+from eightyeightpay.fleet import (
+    API_BUDGET,
+    BudgetRequest,
+    Purpose,
+    StoreBudget,
+    StoredToken,
+)
+from eightyeightpay.governor import RateWindow
+from eightyeightpay.ports import ReadValue, Reserved
 
 from .fleet import ENCRYPTION_KEY_VARIABLE, FleetStore, InThreads, Sealer
 from .hookspecs import StoreFactory, hookimpl
@@ -79,8 +89,6 @@ MEMCACHED_SERVER_VARIABLE = "EIGHTY_EIGHT_PAY_MEMCACHED"
 
 MAX_KEY_BYTES = 250
 """memcached's limit on a key's length."""
-BUDGET_EXPIRY = 3700
-"""Seconds the budget value outlives its last write (an hour and a little)."""
 CAS_ATTEMPTS = 8
 """Tries of the budget's read-modify-write before giving up on contention."""
 _MAX_RELATIVE_EXPIRY = 30 * 24 * 3600 - 1  # longer expiries are read as Unix timestamps
@@ -104,15 +112,20 @@ class MemcachedKeys:
     """The fleet's 429 cool-down: its seconds and the writer's wall time."""
     members: str
     """The fleet's processes and the wall time each one's membership ends (JSON)."""
+    api_budget: str
+    """The budget's epoch and the wall times of the fleet's API calls."""
 
     @classmethod
     def of(cls, namespace: str, key: CacheKey) -> MemcachedKeys:
         """The keys for ``key`` under ``namespace``; ValueError if memcached would refuse one."""
-        names = RedisKeys.of(namespace, key)
-        keys = cls(names.token, names.lock, names.budget, names.cooldown, names.members)
-        for name in (keys.token, keys.lock, keys.budget, keys.cooldown, keys.members):
+        keys = cls(*attrs.astuple(RedisKeys.of(namespace, key)))
+        for name in attrs.astuple(keys):
             _check_key(name)
         return keys
+
+    def budget_of(self, purpose: Purpose) -> str:
+        """The budget of ``purpose``."""
+        return self.api_budget if purpose == API_BUDGET else self.budget
 
 
 def _members(raw: object) -> dict[str, float]:
@@ -166,12 +179,20 @@ def _left(stamp: bytes, wall_now: float) -> float | None:
     return seconds - max(0.0, wall_now - written)
 
 
-def _send_times(raw: Any) -> list[float]:
-    """The budget value's send times; garbage reads as no sends (it is replaced on write)."""
-    if not isinstance(raw, bytes):
-        return []
-    times = [_number(part) for part in raw.split()]
-    return sorted(t for t in times if t is not None)
+def _budget(raw: Any) -> StoreBudget:
+    """A budget value (``@<epoch> t1 t2 ...``); without an epoch, or garbage: a lost budget."""
+    parts = raw.split() if isinstance(raw, bytes) else []
+    if not parts or not parts[0].startswith(b"@"):
+        return StoreBudget()
+    times = [_number(part) for part in parts[1:]]
+    return StoreBudget(
+        parts[0][1:].decode("ascii", "replace"),
+        RateWindow(tuple(sorted(t for t in times if t is not None))),
+    )
+
+
+def _budget_value(budget: StoreBudget) -> bytes:
+    return b" ".join([b"@" + budget.epoch.encode(), *(b"%.6f" % t for t in budget.sends.sends)])
 
 
 def _fresh(client: Any) -> None:
@@ -241,22 +262,16 @@ class _Operations:
     def extend(self, key: CacheKey, owner: str, ttl: float) -> bool:
         return bool(self._once_more(self._extend, key, owner, ttl))
 
-    def reserve(
-        self,
-        key: CacheKey,
-        per_minute: int,
-        per_hour: int,
-        minute_span: float = 60.0,
-        hour_span: float = 3600.0,
-    ) -> float:
-        spans = (minute_span, hour_span)
-        return float(self._once_more(self._reserve, key, per_minute, per_hour, spans))
+    def reserve(self, key: CacheKey, request: BudgetRequest) -> Reserved:
+        result: Reserved = self._once_more(self._reserve, key, request)
+        return result
 
-    def spent(self, key: CacheKey) -> tuple[int, int]:
-        """The fleet's token requests in the last 60 s and 3600 s (budget's send times)."""
-        sends = _send_times(self._once_more(self._client.get, self._keys(key).budget))
-        now = self._wall()
-        return sum(t > now - 60 for t in sends), sum(t > now - 3600 for t in sends)
+    def spent(
+        self, key: CacheKey, purpose: Purpose, minute_span: float, hour_span: float
+    ) -> tuple[int, int]:
+        """The fleet's sends of ``purpose`` in the windows given (the budget's wall times)."""
+        raw = self._once_more(self._client.get, self._keys(key).budget_of(purpose))
+        return _budget(raw).spent(self._wall(), minute_span, hour_span)
 
     def join(self, key: CacheKey, member: str, ttl: float) -> int:
         """Register ``member`` for ``ttl`` seconds (this host's wall clock); the live count."""
@@ -300,30 +315,22 @@ class _Operations:
         # cas with the same value: only the lock this owner still holds gets the new expiry.
         return bool(self._client.cas(lock, held, cas, expire=_expiry(ttl), noreply=False))
 
-    def _reserve(
-        self, key: CacheKey, per_minute: int, per_hour: int, spans: tuple[float, float]
-    ) -> float:
-        minute_span, hour_span = spans
-        budget = self._keys(key).budget
+    def _reserve(self, key: CacheKey, request: BudgetRequest) -> Reserved:
+        name = self._keys(key).budget_of(request.purpose)
+        expire = _expiry(request.hour_span + 100)
         for _ in range(CAS_ATTEMPTS):
-            raw, cas = self._client.gets(budget)
-            now = self._wall()
-            sends = [t for t in _send_times(raw) if t > now - hour_span]
-            wait = 0.0
-            for span, limit in ((minute_span, per_minute), (hour_span, per_hour)):
-                inside = [t for t in sends if t > now - span]
-                if len(inside) >= limit:
-                    leaving = inside[len(inside) - limit]
-                    wait = max(wait, leaving + span - now)
-            if wait > 0:
-                return wait
-            value = b" ".join(b"%.6f" % t for t in [*sends, now])
+            raw, cas = self._client.gets(name)
+            before = _budget(raw)
+            after, wait = before.reserve(request, self._wall(), os.urandom(8).hex())
+            if after == before:
+                return wait, after.epoch
+            value = _budget_value(after)
             if cas is None:
-                stored = self._client.add(budget, value, expire=BUDGET_EXPIRY, noreply=False)
+                stored = self._client.add(name, value, expire=expire, noreply=False)
             else:
-                stored = self._client.cas(budget, value, cas, expire=BUDGET_EXPIRY, noreply=False)
+                stored = self._client.cas(name, value, cas, expire=expire, noreply=False)
             if stored:
-                return 0.0
+                return wait, after.epoch
         raise MemcachedContention("the fleet budget kept changing during the update")
 
     def _join(self, key: CacheKey, member: str, ttl: float) -> int:

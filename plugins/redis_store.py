@@ -4,8 +4,10 @@
   measures its life, so hosts' clocks do not matter.
 - The single-flight lock is ``SET NX PX`` with a fencing value; release compares and
   deletes in one script, so a slow holder never frees a lock someone else took since.
-- The fleet's 10/minute and 100/hour windows are a sorted set of send times taken from
-  Redis's own ``TIME`` inside a script.
+- The fleet's budgets (token requests: 10/minute and 100/hour; API calls: 60/minute and
+  1,000/hour) are two sorted sets of send times taken from Redis's own ``TIME`` inside a
+  script, each with an epoch key: a Redis restarted without persistence has neither, so
+  the script names a new epoch and every process puts its own recent sends back.
 - Keys share a Redis Cluster hash tag per environment, merchant and API-key fingerprint,
   and never contain the API key. With an encryption key the stored value is a Fernet token:
   no JWT text is kept in Redis.
@@ -26,8 +28,8 @@ import attrs
 
 from eightyeightpay.credentials import CacheKey, Environment, environment_of
 from eightyeightpay.errors import ConfigurationError
-from eightyeightpay.fleet import StoredToken
-from eightyeightpay.ports import AsyncFleetOperations, ReadValue
+from eightyeightpay.fleet import API_BUDGET, BudgetRequest, Purpose, StoredToken
+from eightyeightpay.ports import AsyncFleetOperations, ReadValue, Reserved
 
 from .fleet import ENCRYPTION_KEY_VARIABLE, FleetStore, InThreads, Sealer
 from .hookspecs import StoreFactory, hookimpl
@@ -40,8 +42,21 @@ REDIS_URL_VARIABLE = "EIGHTY_EIGHT_PAY_REDIS_URL"
 _BUDGET = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local wait = 0
 local hour = tonumber(ARGV[5])
+local keep = math.ceil(hour) + 100
+local epoch = redis.call('GET', KEYS[2])
+if not epoch then
+  epoch = ARGV[7]
+  redis.call('SET', KEYS[2], epoch, 'EX', keep)
+end
+if epoch ~= ARGV[6] then return {'0', epoch} end
+for i = 9, #ARGV do
+  local age = tonumber(ARGV[i])
+  if age >= 0 and age < hour then
+    redis.call('ZADD', KEYS[1], string.format('%.6f', now - age), ARGV[3] .. ':' .. i)
+  end
+end
+local wait = 0
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - hour)
 for _, span in ipairs({{tonumber(ARGV[4]), tonumber(ARGV[1])}, {hour, tonumber(ARGV[2])}}) do
   local sends = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. string.format('%.6f', now - span[1]),
@@ -52,11 +67,16 @@ for _, span in ipairs({{tonumber(ARGV[4]), tonumber(ARGV[1])}, {hour, tonumber(A
     wait = math.max(wait, leaving + span[1] - now)
   end
 end
-if wait > 0 then return string.format('%.6f', wait) end
-redis.call('ZADD', KEYS[1], string.format('%.6f', now), ARGV[3])
-redis.call('EXPIRE', KEYS[1], math.ceil(hour) + 100)
-return '0'
+if wait == 0 and ARGV[8] == '1' then
+  redis.call('ZADD', KEYS[1], string.format('%.6f', now), ARGV[3])
+end
+redis.call('EXPIRE', KEYS[1], keep)
+redis.call('EXPIRE', KEYS[2], keep)
+return {string.format('%.6f', wait), epoch}
 """
+"""Reserve a send (see FleetOperations.reserve): KEYS budget and its epoch; ARGV per_minute,
+per_hour, a member name, minute_span, hour_span, the caller's epoch, a new epoch in case the
+budget has none, '1' to record a send ('0': only the backfill), then the backfill's ages."""
 
 _JOIN = """
 local t = redis.call('TIME')
@@ -77,11 +97,12 @@ return 0
 _SPENT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local minute = redis.call('ZCOUNT', KEYS[1], '(' .. string.format('%.6f', now - 60), '+inf')
-local hour = redis.call('ZCOUNT', KEYS[1], '(' .. string.format('%.6f', now - 3600), '+inf')
-return {minute, hour}
+local function since(span)
+  return redis.call('ZCOUNT', KEYS[1], '(' .. string.format('%.6f', now - span), '+inf')
+end
+return {since(tonumber(ARGV[1])), since(tonumber(ARGV[2]))}
 """
-"""The fleet's sends in the last minute and hour, by Redis's clock (read only)."""
+"""The fleet's sends in the last ARGV[1] and ARGV[2] seconds, by Redis's clock (read only)."""
 
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -103,6 +124,12 @@ class RedisKeys:
     """Present while the fleet cools down after a 429."""
     members: str
     """The fleet's processes, each with the time its membership ends (a sorted set)."""
+    api_budget: str
+    """Send times of the fleet's API calls (a sorted set)."""
+
+    def budget_of(self, purpose: Purpose) -> str:
+        """The budget of ``purpose`` (its epoch is this name with ``:epoch`` appended)."""
+        return self.api_budget if purpose == API_BUDGET else self.budget
 
     @classmethod
     def of(cls, namespace: str, key: CacheKey) -> RedisKeys:
@@ -115,7 +142,12 @@ class RedisKeys:
         tag = f"{{{site}:{key.merchant_id}:{key.key_fingerprint}}}"
         base = f"{namespace}:{tag}"
         return cls(
-            f"{base}:token", f"{base}:lock", f"{base}:budget", f"{base}:cooldown", f"{base}:members"
+            f"{base}:token",
+            f"{base}:lock",
+            f"{base}:budget",
+            f"{base}:cooldown",
+            f"{base}:members",
+            f"{base}:api-budget",
         )
 
 
@@ -187,27 +219,41 @@ class _Operations:
         lock = self._keys(key).lock
         return bool(self._once_more(lambda: self._extend(keys=[lock], args=[owner, _ms(ttl)])))
 
-    def reserve(
-        self,
-        key: CacheKey,
-        per_minute: int,
-        per_hour: int,
-        minute_span: float = 60.0,
-        hour_span: float = 3600.0,
-    ) -> float:
-        keys = [self._keys(key).budget]
-        args = [per_minute, per_hour, _member(), minute_span, hour_span]
-        return float(self._once_more(lambda: self._budget(keys=keys, args=args)))
+    def _reserve_call(self, key: CacheKey, request: BudgetRequest) -> Callable[[], Any]:
+        """The budget script's call for ``request`` (the blocking or asyncio client's)."""
+        budget = self._keys(key).budget_of(request.purpose)
+        args = [
+            request.per_minute,
+            request.per_hour,
+            _member(),
+            request.minute_span,
+            request.hour_span,
+            request.epoch,
+            _member(),
+            "1" if request.send else "0",
+            *(f"{age:.6f}" for age in request.backfill),
+        ]
+        return lambda: self._budget(keys=[budget, f"{budget}:epoch"], args=args)
+
+    def reserve(self, key: CacheKey, request: BudgetRequest) -> Reserved:
+        return _reserved(self._once_more(self._reserve_call(key, request)))
 
     def join(self, key: CacheKey, member: str, ttl: float) -> int:
         """Register ``member`` for ``ttl`` seconds (Redis's clock); the live members' count."""
         keys, args = [self._keys(key).members], [member, ttl]
         return int(self._once_more(lambda: self._join(keys=keys, args=args)))
 
-    def spent(self, key: CacheKey) -> tuple[int, int]:
-        """The fleet's token requests in the last 60 s and 3600 s, by Redis's clock."""
-        keys = [self._keys(key).budget]
-        minute, hour = self._once_more(lambda: self._spent(keys=keys))
+    def _spent_call(
+        self, key: CacheKey, purpose: Purpose, minute_span: float, hour_span: float
+    ) -> Callable[[], Any]:
+        keys = [self._keys(key).budget_of(purpose)]
+        return lambda: self._spent(keys=keys, args=[minute_span, hour_span])
+
+    def spent(
+        self, key: CacheKey, purpose: Purpose, minute_span: float, hour_span: float
+    ) -> tuple[int, int]:
+        """The fleet's sends of ``purpose`` in the windows given, by Redis's clock."""
+        minute, hour = self._once_more(self._spent_call(key, purpose, minute_span, hour_span))
         return int(minute), int(hour)
 
     def write(self, key: CacheKey, token: StoredToken, ttl: float) -> None:
@@ -272,25 +318,18 @@ class _AsyncOperations(_Operations):
             await self._aonce_more(lambda: self._extend(keys=[lock], args=[owner, _ms(ttl)]))
         )
 
-    async def reserve(  # type: ignore[override]
-        self,
-        key: CacheKey,
-        per_minute: int,
-        per_hour: int,
-        minute_span: float = 60.0,
-        hour_span: float = 3600.0,
-    ) -> float:
-        keys = [self._keys(key).budget]
-        args = [per_minute, per_hour, _member(), minute_span, hour_span]
-        return float(await self._aonce_more(lambda: self._budget(keys=keys, args=args)))
+    async def reserve(self, key: CacheKey, request: BudgetRequest) -> Reserved:  # type: ignore[override]
+        return _reserved(await self._aonce_more(self._reserve_call(key, request)))
 
     async def join(self, key: CacheKey, member: str, ttl: float) -> int:  # type: ignore[override]
         keys, args = [self._keys(key).members], [member, ttl]
         return int(await self._aonce_more(lambda: self._join(keys=keys, args=args)))
 
-    async def spent(self, key: CacheKey) -> tuple[int, int]:  # type: ignore[override]
-        keys = [self._keys(key).budget]
-        minute, hour = await self._aonce_more(lambda: self._spent(keys=keys))
+    async def spent(  # type: ignore[override]
+        self, key: CacheKey, purpose: Purpose, minute_span: float, hour_span: float
+    ) -> tuple[int, int]:
+        call = self._spent_call(key, purpose, minute_span, hour_span)
+        minute, hour = await self._aonce_more(call)
         return int(minute), int(hour)
 
     async def write(self, key: CacheKey, token: StoredToken, ttl: float) -> None:  # type: ignore[override]
@@ -310,6 +349,12 @@ class _AsyncOperations(_Operations):
     async def aclose(self) -> None:
         if self._owned:
             await self._client.aclose()
+
+
+def _reserved(answer: Any) -> Reserved:
+    """The budget script's ``{wait, epoch}`` as ``(seconds, epoch)``."""
+    wait, epoch = answer
+    return float(wait), epoch.decode() if isinstance(epoch, bytes) else str(epoch)
 
 
 def _ms(seconds: float) -> int:

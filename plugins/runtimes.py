@@ -17,22 +17,19 @@ import select
 import ssl
 from collections.abc import AsyncGenerator, Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
-from eightyeightpay.credentials import CacheKey
-from eightyeightpay.fleet import StoredToken, reserve_args
 from eightyeightpay.machine import Settled
 from eightyeightpay.ports import (
     AsyncFleetOperations,
     AsyncStream,
-    FleetOperations,
     FleetStorePort,
     Job,
     Lot,
-    ReadValue,
     Waiter,
 )
 
+from .fleet import InThreads
 from .hookspecs import RuntimeFactory, hookimpl
 from .process import ProcessBound
 
@@ -40,6 +37,8 @@ if TYPE_CHECKING:
     import trio
 
 __all__ = ["AsyncioRuntime", "TrioRuntime"]
+
+_T = TypeVar("_T")
 
 
 # --------------------------------------------------------------------------- asyncio
@@ -597,52 +596,14 @@ class _TrioStream:
         await trio.aclose_forcefully(self._stream)
 
 
-class _OffLoop:
+class _OffLoop(InThreads):
     """Blocking store operations run by trio in worker threads."""
 
-    def __init__(self, operations: FleetOperations) -> None:
-        self._operations = operations
-
-    async def _run(self, method: Callable[..., Any], *args: Any) -> Any:
+    async def _run(self, method: Callable[..., _T], *args: Any) -> _T:
         import trio
 
-        return await trio.to_thread.run_sync(method, *args, abandon_on_cancel=True)
-
-    async def read(self, key: CacheKey) -> ReadValue:
-        result: ReadValue = await self._run(self._operations.read, key)
+        result: _T = await trio.to_thread.run_sync(method, *args, abandon_on_cancel=True)
         return result
-
-    async def acquire(self, key: CacheKey, owner: str, ttl: float) -> bool:
-        return bool(await self._run(self._operations.acquire, key, owner, ttl))
-
-    async def extend(self, key: CacheKey, owner: str, ttl: float) -> bool:
-        return bool(await self._run(self._operations.extend, key, owner, ttl))
-
-    async def reserve(
-        self,
-        key: CacheKey,
-        per_minute: int,
-        per_hour: int,
-        minute_span: float = 60.0,
-        hour_span: float = 3600.0,
-    ) -> float:
-        args = reserve_args(key, per_minute, per_hour, minute_span, hour_span)
-        return float(await self._run(self._operations.reserve, *args))
-
-    async def join(self, key: CacheKey, member: str, ttl: float) -> int | None:
-        join = getattr(self._operations, "join", None)
-        if join is None:
-            return None
-        return int(await self._run(join, key, member, ttl))
-
-    async def write(self, key: CacheKey, token: StoredToken, ttl: float) -> None:
-        await self._run(self._operations.write, key, token, ttl)
-
-    async def cool_down(self, key: CacheKey, seconds: float) -> None:
-        await self._run(self._operations.cool_down, key, seconds)
-
-    async def release(self, key: CacheKey, owner: str) -> None:
-        await self._run(self._operations.release, key, owner)
 
 
 class _TrioDeadline(contextlib.AbstractAsyncContextManager[object]):

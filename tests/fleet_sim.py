@@ -13,9 +13,12 @@ from typing import Any
 from eightyeightpay.credentials import CacheKey, Credentials
 from eightyeightpay.errors import EightyEightPayError
 from eightyeightpay.fleet import (
+    BudgetRequest,
     Done,
     FleetEffect,
+    Purpose,
     Sleep,
+    StoreBudget,
     StoredToken,
     StoreFault,
     store_call,
@@ -51,7 +54,8 @@ class SimStore:
         self.down = False
         self.token: tuple[StoredToken, float] | None = None
         self.lock: tuple[str, float] | None = None
-        self.window = RateWindow()
+        self.budgets: dict[str, StoreBudget] = {}
+        self.epochs = 0  # epochs named so far (the next one's name)
         self.cooldown_until = 0.0
         self.operations = 0
         self.members: dict[str, float] = {}
@@ -84,20 +88,23 @@ class SimStore:
         self.lock = (owner, now + ttl)
         return True
 
-    def reserve(
-        self,
-        key: CacheKey,
-        per_minute: int,
-        per_hour: int,
-        minute_span: float = 60.0,
-        hour_span: float = 3600.0,
-    ) -> float:
+    def reserve(self, key: CacheKey, request: BudgetRequest) -> tuple[float, str]:
         now = self._touch()
-        at = self.window.next_allowed(now, per_minute, per_hour, minute_span, hour_span)
-        if at > now:
-            return at - now
-        self.window = self.window.record(now, hour_span)
-        return 0.0
+        before = self.budgets.get(request.purpose, StoreBudget())
+        self.epochs += not before.epoch
+        after, wait = before.reserve(request, now, f"epoch-{self.epochs}")
+        self.budgets[request.purpose] = after
+        return wait, after.epoch
+
+    def restart(self) -> None:
+        """Start again empty, as a Redis without persistence does after a restart."""
+        self.token, self.lock, self.cooldown_until = None, None, 0.0
+        self.budgets, self.members = {}, {}
+
+    @property
+    def window(self) -> RateWindow:
+        """The fleet's token budget's send times."""
+        return self.budgets.get("token", StoreBudget()).sends
 
     def join(self, key: CacheKey, member: str, ttl: float) -> int:
         now = self._touch()
@@ -105,9 +112,11 @@ class SimStore:
         self.members[member] = now + ttl
         return len(self.members)
 
-    def spent(self, key: CacheKey) -> tuple[int, int]:
+    def spent(
+        self, key: CacheKey, purpose: Purpose, minute_span: float, hour_span: float
+    ) -> tuple[int, int]:
         now = self._touch()
-        return self.window.count(now, 60), self.window.count(now, 3600)
+        return self.budgets.get(purpose, StoreBudget()).spent(now, minute_span, hour_span)
 
     def write(self, key: CacheKey, token: StoredToken, ttl: float) -> None:
         now = self._touch()

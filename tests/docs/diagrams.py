@@ -29,8 +29,10 @@ import attrs
 from eightyeightpay import Credentials, Freshness, Policy, Token, TokenMachine
 from eightyeightpay.credentials import CacheKey
 from eightyeightpay.fleet import (
+    BudgetRequest,
     Done,
     FleetEffect,
+    Purpose,
     Sleep,
     StoredToken,
     StoreFault,
@@ -209,11 +211,16 @@ class DictStore:
         self.lock = owner
         return True
 
-    def reserve(self, key: CacheKey, per_minute: int, per_hour: int) -> float:
-        return 0.0
+    def reserve(self, key: CacheKey, request: BudgetRequest) -> tuple[float, str]:
+        return 0.0, request.epoch  # always allowed, and never lost
 
     def join(self, key: CacheKey, member: str, ttl: float) -> int:
         return 1
+
+    def spent(
+        self, key: CacheKey, purpose: Purpose, minute_span: float, hour_span: float
+    ) -> tuple[int, int]:
+        return 0, 0
 
     def write(self, key: CacheKey, token: StoredToken, ttl: float) -> None:
         self.token, self.ttl = token, ttl

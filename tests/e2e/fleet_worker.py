@@ -1,8 +1,9 @@
 """One process of a test fleet: a manager of a given runtime on a shared Redis store.
 
 Run by tests/e2e/test_fleet_processes.py. Prints ``ready``, waits for ``go`` on stdin, then
-either takes one token (``cold``) or keeps calling for ``--duration`` seconds (``steady``),
-and prints one JSON line with what it saw.
+either takes one token (``cold``), keeps calling for ``--duration`` seconds (``steady``), or
+makes ``--calls`` balance calls that fail fast (``api``; ``--rounds`` times, printing ``ready``
+and waiting for ``go`` again between rounds), and prints one JSON line with what it saw.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from eightyeightpay import EightyEightPayError, Policy
+from eightyeightpay import ApiRateLimited, EightyEightPayError, Policy
 from eightyeightpay.adapters.async_manager import AsyncTokenManager, open_trio_token_manager
 from eightyeightpay.adapters.sync import TokenManager
 from eightyeightpay.plugins.redis_store import RedisStore
@@ -32,6 +33,7 @@ class Recorder:
         self.unusable = 0
         self.sends: list[float] = []
         self.fingerprints: set[str] = set()
+        self.rounds: list[Counter[str]] = []
         self._sent = 0
 
     def saw(self, token: Any) -> None:
@@ -48,6 +50,20 @@ class Recorder:
         self.calls += 1
         self.errors[type(error).__name__] += 1
 
+    def answered(self, round_: int, error: EightyEightPayError | None) -> None:
+        """One API call of round ``round_``: sent (None), refused here, or refused by 88Pay."""
+        if error is None:
+            outcome = "sent"
+        elif isinstance(error, ApiRateLimited):
+            outcome = "refused" if error.local else "429"
+        else:
+            self.failed(error)
+            return
+        self.calls += 1
+        while len(self.rounds) <= round_:
+            self.rounds.append(Counter())
+        self.rounds[round_][outcome] += 1
+
     def watch_sends(self) -> None:
         sent = self.manager._slot.machine.sent
         while self._sent < sent:
@@ -63,6 +79,7 @@ class Recorder:
                 "sends": self.sends,
                 "fingerprints": sorted(self.fingerprints),
                 "sent": self.manager._slot.machine.sent,
+                "rounds": [dict(each) for each in self.rounds],
             }
         )
 
@@ -87,7 +104,10 @@ def main() -> None:
     parser.add_argument("--ca", required=True)
     parser.add_argument("--redis", required=True, help="URL, cluster seed URL, or sentinels")
     parser.add_argument("--store-kind", choices=["url", "cluster", "sentinel"], default="url")
-    parser.add_argument("--mode", choices=["cold", "steady"], default="cold")
+    parser.add_argument("--mode", choices=["cold", "steady", "api"], default="cold")
+    parser.add_argument("--calls", type=int, default=0, help="API calls per round (api)")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of calls (api)")
+    parser.add_argument("--deadline", type=float, default=0.0, help="each API call's (api)")
     parser.add_argument("--duration", type=float, default=0.0)
     parser.add_argument("--compress", type=float, default=1.0, help="Policy.compressed factor")
     args = parser.parse_args()
@@ -113,6 +133,12 @@ def main() -> None:
     def finished() -> bool:
         return bool(args.mode == "cold" or time.monotonic() >= started[0] + args.duration)
 
+    balance = f"/api/balance?id={DEFAULT_MERCHANT_ID}"
+
+    def next_round(round_: int) -> bool:
+        """Between rounds of API calls: say so, and wait for the next ``go``."""
+        return round_ + 1 < args.rounds and ready_for_go()
+
     if args.runtime == "sync":
         with TokenManager(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **options) as manager:
             assert manager._fleet is not None
@@ -120,7 +146,19 @@ def main() -> None:
             if not ready_for_go():
                 return
             recorder = Recorder(manager)
-            while True:
+            if args.mode == "api":
+                manager.get_token()  # the fleet's token first: the rounds count API calls only
+            for round_ in range(args.rounds if args.mode == "api" else 0):
+                for _ in range(args.calls):
+                    try:
+                        manager.request("POST", balance, deadline=args.deadline)
+                    except EightyEightPayError as error:
+                        recorder.answered(round_, error)
+                    else:
+                        recorder.answered(round_, None)
+                if not next_round(round_):
+                    break
+            while args.mode != "api":
                 try:
                     recorder.saw(manager.get_token())
                 except EightyEightPayError as error:
@@ -134,7 +172,19 @@ def main() -> None:
 
     async def loop(manager: Any, sleep: Any) -> None:
         recorder = Recorder(manager)
-        while True:
+        if args.mode == "api":
+            await manager.get_token()
+        for round_ in range(args.rounds if args.mode == "api" else 0):
+            for _ in range(args.calls):
+                try:
+                    await manager.request("POST", balance, deadline=args.deadline)
+                except EightyEightPayError as error:
+                    recorder.answered(round_, error)
+                else:
+                    recorder.answered(round_, None)
+            if not next_round(round_):  # blocks the loop: nothing else runs here
+                break
+        while args.mode != "api":
             try:
                 recorder.saw(await manager.get_token())
             except EightyEightPayError as error:

@@ -5,10 +5,34 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from eightyeightpay import Token
+import attrs
+
+from eightyeightpay import BudgetRequest, Token
 from eightyeightpay.adapters.sync import TokenManager
+from eightyeightpay.credentials import CacheKey
+from eightyeightpay.fleet import TOKEN_BUDGET
 from eightyeightpay.plugins.fleet import FleetStore
 from eightyeightpay.plugins.sandbox import DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, SandboxServer
+from eightyeightpay.ports import FleetOperations
+
+
+def reserve_wait(
+    ops: FleetOperations,
+    key: CacheKey,
+    per_minute: int,
+    per_hour: int,
+    minute_span: float = 60.0,
+    hour_span: float = 3600.0,
+) -> float:
+    """One token-budget reservation under the budget's current epoch; the wait (0: recorded).
+
+    The first call learns the epoch (and records nothing), as a process's first contact does.
+    """
+    request = BudgetRequest(TOKEN_BUDGET, per_minute, per_hour, minute_span, hour_span)
+    _, epoch = ops.reserve(key, request)
+    wait, same = ops.reserve(key, attrs.evolve(request, epoch=epoch))
+    assert same == epoch
+    return wait
 
 
 class Fleet:

@@ -19,7 +19,7 @@ from eightyeightpay import Token
 from eightyeightpay.adapters.async_manager import AsyncTokenManager, open_trio_token_manager
 from eightyeightpay.adapters.sync import TokenManager
 from eightyeightpay.credentials import CacheKey
-from eightyeightpay.fleet import StoredToken
+from eightyeightpay.fleet import BudgetRequest, Purpose, StoredToken
 from eightyeightpay.plugins.fleet import FleetStore, InThreads
 from eightyeightpay.plugins.sandbox import DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, SandboxServer
 from eightyeightpay.ports import ReadValue
@@ -51,9 +51,19 @@ class Stalling:
         self._stall()
         return True
 
-    def reserve(self, key: CacheKey, per_minute: int, per_hour: int) -> float:
+    def reserve(self, key: CacheKey, request: BudgetRequest) -> tuple[float, str]:
         self._stall()
-        return 0.0
+        return 0.0, request.epoch
+
+    def join(self, key: CacheKey, member: str, ttl: float) -> int:
+        self._stall()
+        return 1
+
+    def spent(
+        self, key: CacheKey, purpose: Purpose, minute_span: float, hour_span: float
+    ) -> tuple[int, int]:
+        self._stall()
+        return 0, 0
 
     def write(self, key: CacheKey, token: StoredToken, ttl: float) -> None:
         self._stall()

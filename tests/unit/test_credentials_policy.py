@@ -13,7 +13,6 @@ from eightyeightpay import (
     Policy,
 )
 from eightyeightpay.adapters.config import build_credentials, read_environment
-from eightyeightpay.fleet import ReserveFleetBudget, store_call
 from eightyeightpay.governor import RateWindow
 from tests.support import API_KEY, MERCHANT
 
@@ -161,11 +160,3 @@ def test_the_governor_keeps_the_compressed_windows() -> None:
     assert window.next_allowed(6.05, 10, 100, 6.0, 360.0) == 6.05
     assert window.next_allowed(6.05, 100, 10, 6.0, 360.0) == pytest.approx(360.0)
     assert window.record(400.0, 360.0).sends == (400.0,)
-
-
-def test_the_store_is_asked_for_spans_only_when_a_policy_compressed_them() -> None:
-    key = build_credentials(API_KEY, MERCHANT).cache_key
-    plain = store_call(ReserveFleetBudget(key, 10, 100))
-    assert plain == ("reserve", (key, 10, 100))
-    fast = store_call(ReserveFleetBudget(key, 10, 100, 6.0, 360.0))
-    assert fast == ("reserve", (key, 10, 100, 6.0, 360.0))

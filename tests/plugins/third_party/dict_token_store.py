@@ -8,8 +8,16 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 
-from eightyeightpay import CacheKey, FleetStore, Sealer, StoredToken
+from eightyeightpay import (
+    BudgetRequest,
+    CacheKey,
+    FleetStore,
+    Sealer,
+    StoreBudget,
+    StoredToken,
+)
 
 
 class DictBackend:
@@ -67,20 +75,25 @@ class DictOperations:
             self.backend.data[self.name(key, "lock")] = (owner, self.backend.now() + ttl)
             return True
 
-    def reserve(self, key: CacheKey, per_minute: int, per_hour: int) -> float:
-        with self.backend.lock:
+    def reserve(self, key: CacheKey, request: BudgetRequest) -> tuple[float, str]:
+        with self.backend.lock:  # read, decide, write: one step
+            name = self.name(key, request.purpose + "-budget")
+            found = self.backend.get(name)
+            budget = found[0] if found else StoreBudget()  # gone: no epoch, a new one is made
+            assert isinstance(budget, StoreBudget)
             now = self.backend.now()
-            found = self.backend.get(self.name(key, "budget"))
-            previous = found[0] if found else []
-            assert isinstance(previous, list)
-            sends = [t for t in previous if t > now - 3600]
-            last_minute = [t for t in sends if t > now - 60]
-            if len(last_minute) >= per_minute:
-                return float(last_minute[-per_minute] + 60 - now)
-            if len(sends) >= per_hour:
-                return float(sends[-per_hour] + 3600 - now)
-            self.backend.data[self.name(key, "budget")] = ([*sends, now], now + 3600)
-            return 0.0
+            budget, wait = budget.reserve(request, now, uuid.uuid4().hex)
+            self.backend.data[name] = (budget, now + request.hour_span)
+            return wait, budget.epoch
+
+    def spent(
+        self, key: CacheKey, purpose: str, minute_span: float, hour_span: float
+    ) -> tuple[int, int]:
+        with self.backend.lock:
+            found = self.backend.get(self.name(key, purpose + "-budget"))
+            budget = found[0] if found else StoreBudget()
+            assert isinstance(budget, StoreBudget)
+            return budget.spent(self.backend.now(), minute_span, hour_span)
 
     def join(self, key: CacheKey, member: str, ttl: float) -> int:
         with self.backend.lock:
@@ -126,11 +139,16 @@ class AsyncDictOperations:
     async def extend(self, key: CacheKey, owner: str, ttl: float) -> bool:
         return self.sync.extend(key, owner, ttl)
 
-    async def reserve(self, key: CacheKey, per_minute: int, per_hour: int) -> float:
-        return self.sync.reserve(key, per_minute, per_hour)
+    async def reserve(self, key: CacheKey, request: BudgetRequest) -> tuple[float, str]:
+        return self.sync.reserve(key, request)
 
     async def join(self, key: CacheKey, member: str, ttl: float) -> int:
         return self.sync.join(key, member, ttl)
+
+    async def spent(
+        self, key: CacheKey, purpose: str, minute_span: float, hour_span: float
+    ) -> tuple[int, int]:
+        return self.sync.spent(key, purpose, minute_span, hour_span)
 
     async def write(self, key: CacheKey, token: StoredToken, ttl: float) -> None:
         self.sync.write(key, token, ttl)
