@@ -26,7 +26,6 @@ from eightyeightpay.errors import (
     ConfigurationError,
     EightyEightPayError,
     ManagerClosed,
-    RequestTimeout,
     TransportError,
 )
 from eightyeightpay.fleet import Sleep
@@ -44,7 +43,7 @@ from eightyeightpay.machine import (
 from eightyeightpay.plugins.fleet import FleetStore
 from eightyeightpay.plugins.memory import MemoryStore
 from eightyeightpay.plugins.registry import registry
-from eightyeightpay.policy import Policy, Rng, deadline_at
+from eightyeightpay.policy import Deadline, Policy, Rng, call_deadline
 from eightyeightpay.ports import AsyncFleetOperations, AsyncRuntime, AsyncTransport
 from eightyeightpay.tokens import Token
 
@@ -113,14 +112,23 @@ class _AsyncManager(ManagerBase):
 
         ``deadline`` is how many seconds this call may take (None: the policy's
         ``Policy.deadline``, 10 s by default; 0 fails fast); within it
-        transient failures are retried, as the threaded ``TokenManager.get_token`` says.
+        transient failures are retried, as the threaded ``TokenManager.get_token`` says; the
+        deadline bounds the whole call (a shared token request goes on after this call
+        stops waiting for it).
         """
         token = self._cache.snapshot
         if token is not None and self._clock() < token.fresh_until:
             return token
-        return await self._get_token_slowly(deadline_at(self.policy, self._clock(), deadline))
+        return await self._get_token_slowly(call_deadline(self.policy, self._clock(), deadline))
 
-    async def _get_token_slowly(self, until: float) -> Token:
+    async def _token_within(self, until: Deadline) -> Token:
+        """``get_token()`` for a call whose deadline is already counted (``request()``)."""
+        token = self._cache.snapshot
+        if token is not None and self._clock() < token.fresh_until:
+            return token
+        return await self._get_token_slowly(until)
+
+    async def _get_token_slowly(self, until: Deadline) -> Token:
         self._check_process()
         slot = self._slot
         while True:
@@ -141,15 +149,14 @@ class _AsyncManager(ManagerBase):
                 case ServeAndRefresh(token, flight):
                     self._start_flight(flight)
                     return token
-                case Refresh(flight):
+                case Refresh(flight, wait_until):
                     self._start_flight(flight)
-                    wait_until = now + slot.machine.flight_limit
                 case Wait(flight, wait_until):
                     pass
                 case Pause(resume_at):
                     await self._sleep(max(0.0, resume_at - now))
                     if self._clock() <= now:  # a fake clock the sleep did not move: no loop
-                        until = now
+                        until = Deadline(now)
                     continue
                 case Unavailable(error):
                     raise error
@@ -159,9 +166,8 @@ class _AsyncManager(ManagerBase):
                 with slot.lock:  # a cancelled or timed-out caller stops waiting; nobody else
                     slot.unlisten(flight, waiter)
             if settled is None:
-                raise RequestTimeout(
-                    self.credentials.host, self.policy.request_timeout, may_have_been_sent=True
-                )
+                assert isinstance(decision, Refresh | Wait)
+                raise slot.machine.gave_up(decision)
             if settled.error is not None:
                 with slot.lock:
                     retry = slot.machine.may_retry(settled.error, self._clock(), until)
@@ -250,7 +256,7 @@ class _AsyncManager(ManagerBase):
             failure = None
             if isinstance(effect, NeedToken):
                 try:
-                    result = await self.get_token(deadline=max(0.0, effect.until - self._clock()))
+                    result = await self._token_within(effect.until)
                 except EightyEightPayError as error:
                     failure = error  # the core says which request failed
             elif isinstance(effect, InvalidateToken):
@@ -260,7 +266,7 @@ class _AsyncManager(ManagerBase):
             elif isinstance(effect, SendApiRequest):
                 span = trace.sending(effect.request) if trace is not None else None
                 try:
-                    result = await self._transport.send(effect.request, timeout=self.timeout)
+                    result = await self._transport.send(effect.request, timeout=effect.timeout)
                 except TransportError as error:
                     result = error
                 if trace is not None:

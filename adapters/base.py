@@ -16,7 +16,7 @@ from eightyeightpay.fleet import TOKEN_BUDGET
 from eightyeightpay.plugins.fleet import DEFAULT_STORE_DEADLINE, FleetStore, StoreHealth
 from eightyeightpay.plugins.memory import MemoryStore, Slot
 from eightyeightpay.plugins.registry import Registry, registry
-from eightyeightpay.policy import Policy, Rng, deadline_at
+from eightyeightpay.policy import Policy, Rng, call_deadline
 from eightyeightpay.stats import Stats
 from eightyeightpay.tokens import Token
 
@@ -187,9 +187,10 @@ class ManagerBase:
             path,
             json=json,
             headers=headers,
-            until=deadline_at(self.policy, self._clock(), deadline),
+            until=call_deadline(self.policy, self._clock(), deadline),
             policy=self.policy,
             rng=self._slot.machine.rng,
+            timeout=self.timeout,
         )
 
     def invalidate(self, token: Token) -> bool:

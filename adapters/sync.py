@@ -25,7 +25,6 @@ from eightyeightpay.api import (
 from eightyeightpay.errors import (
     EightyEightPayError,
     ManagerClosed,
-    RequestTimeout,
     TransportError,
 )
 from eightyeightpay.fleet import Sleep
@@ -43,7 +42,7 @@ from eightyeightpay.machine import (
 )
 from eightyeightpay.plugins.fleet import FleetStore
 from eightyeightpay.plugins.memory import MemoryStore
-from eightyeightpay.policy import Policy, Rng, deadline_at
+from eightyeightpay.policy import Deadline, Policy, Rng, call_deadline
 from eightyeightpay.ports import FleetOperations, Transport
 from eightyeightpay.tokens import Token
 
@@ -213,14 +212,23 @@ class TokenManager(ManagerBase, EnvConstructible):
         transient failures of the token request (network errors, 5xx, a gateway's page, a
         429 whose cool-down fits) are retried with the backoff and within 88Pay's rate
         limit; a definite failure (401, 403) is raised at once. When no token can be had in
-        time a typed error says when one can (``retry_after``).
+        time a typed error says when one can (``retry_after``). The deadline bounds the whole
+        call: a token request shared with other callers goes on after this call stops
+        waiting for it (``DeadlineExceeded``), and its token is cached.
         """
         token = self._cache.snapshot
         if token is not None and self._clock() < token.fresh_until:
             return token
-        return self._get_token_slowly(deadline_at(self.policy, self._clock(), deadline))
+        return self._get_token_slowly(call_deadline(self.policy, self._clock(), deadline))
 
-    def _get_token_slowly(self, until: float) -> Token:
+    def _token_within(self, until: Deadline) -> Token:
+        """``get_token()`` for a call whose deadline is already counted (``request()``)."""
+        token = self._cache.snapshot
+        if token is not None and self._clock() < token.fresh_until:
+            return token
+        return self._get_token_slowly(until)
+
+    def _get_token_slowly(self, until: Deadline) -> Token:
         self._check_process()
         slot = self._slot
         while True:
@@ -235,14 +243,12 @@ class TokenManager(ManagerBase, EnvConstructible):
                 if isinstance(decision, ServeAndRefresh):
                     job = functools.partial(self._run_flight, decision.flight)
                     slot.queue(decision.flight, job)
-                elif isinstance(decision, Wait):
-                    queued = slot.claim(decision.flight)
-                    if queued is None:
-                        number = decision.flight.number
-                        waiter = self._waiters.get(number)
-                        if waiter is None:
-                            waiter = self._waiters[number] = _Waiter(self._waiters, number)
-                            slot.listen(decision.flight, waiter)
+                elif isinstance(decision, Wait | Refresh):
+                    if isinstance(decision, Wait):
+                        queued = slot.claim(decision.flight)
+                    runs_here = isinstance(decision, Refresh) or queued is not None
+                    if not (runs_here and decision.in_caller):
+                        waiter = self._waiter_for(decision.flight)
             if notices:
                 log_notices(notices)
             match decision:
@@ -255,24 +261,24 @@ class TokenManager(ManagerBase, EnvConstructible):
                         functools.partial(self._drop_queued, flight),
                     )
                     return token
-                case Refresh(flight):
+                case Refresh(flight) if decision.in_caller:
                     settled = self._run_flight(flight)
-                case Wait() if queued is not None:  # a refresh no thread has started: run it here
-                    settled = queued()
-                case Wait(flight, wait_until):
+                case Wait() if queued is not None and decision.in_caller:
+                    settled = queued()  # a refresh no thread has started: run it here
+                case Refresh() | Wait():
+                    if isinstance(decision, Refresh):
+                        self._run_apart(functools.partial(self._run_flight, decision.flight))
+                    elif queued is not None:
+                        self._run_apart(queued)
                     assert waiter is not None
-                    outcome = waiter.wait(max(0.0, wait_until - now))
+                    outcome = waiter.wait(max(0.0, decision.until - now))
                     if outcome is None:  # the listener stays, for the flight's other waiters
-                        raise RequestTimeout(
-                            self.credentials.host,
-                            self.policy.request_timeout,
-                            may_have_been_sent=True,
-                        )
+                        raise slot.machine.gave_up(decision)
                     settled = outcome
                 case Pause(resume_at):
                     self._sleep(max(0.0, resume_at - now))
                     if self._clock() <= now:  # a fake clock the sleep did not move: no loop
-                        until = now
+                        until = Deadline(now)
                     continue
                 case Unavailable(error):
                     raise error
@@ -284,6 +290,22 @@ class TokenManager(ManagerBase, EnvConstructible):
                 continue
             if settled.token is not None and self._clock() < settled.token.usable_until:
                 return settled.token
+
+    def _waiter_for(self, flight: Flight) -> _Waiter:
+        """The manager's listener for ``flight`` (called under the slot's lock)."""
+        waiter = self._waiters.get(flight.number)
+        if waiter is None:
+            waiter = self._waiters[flight.number] = _Waiter(self._waiters, flight.number)
+            self._slot.listen(flight, waiter)
+        return waiter
+
+    @staticmethod
+    def _run_apart(job: Callable[[], object]) -> None:
+        """Run a flight that may outlast its caller's deadline in a thread of its own.
+
+        The caller stops waiting at its deadline; the flight goes on for its other waiters.
+        """
+        threading.Thread(target=job, name="eightyeightpay-flight", daemon=True).start()
 
     def _run_flight(self, flight: Flight) -> Settled:
         """Run the core's refresh protocol for ``flight`` and wake its waiters."""
@@ -372,7 +394,7 @@ class TokenManager(ManagerBase, EnvConstructible):
             failure = None
             if isinstance(effect, NeedToken):
                 try:
-                    result = self.get_token(deadline=max(0.0, effect.until - self._clock()))
+                    result = self._token_within(effect.until)
                 except EightyEightPayError as error:
                     failure = error  # the core says which request failed
             elif isinstance(effect, InvalidateToken):
@@ -382,7 +404,7 @@ class TokenManager(ManagerBase, EnvConstructible):
             elif isinstance(effect, SendApiRequest):
                 span = trace.sending(effect.request) if trace is not None else None
                 try:
-                    result = self._transport.send(effect.request, timeout=self.timeout)
+                    result = self._transport.send(effect.request, timeout=effect.timeout)
                 except TransportError as error:
                     result = error
                 if trace is not None:

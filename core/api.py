@@ -14,16 +14,18 @@ from .errors import (
     ApiServerError,
     BadRequest,
     ConfigurationError,
+    DeadlineExceeded,
     EightyEightPayError,
     NotFound,
     PermissionDenied,
+    RetryableError,
     TransportError,
     Unauthorized,
     Unprocessable,
 )
 from .fleet import Sleep
 from .http import Headers, HttpRequest, HttpResponse, header
-from .policy import Policy, Rng, backoff_delay
+from .policy import MIN_ATTEMPT, Deadline, Policy, Rng, backoff_delay
 from .tokens import Token, error_envelope, parse_retry_after
 
 __all__ = [
@@ -274,18 +276,24 @@ def api_error(
 
 @attrs.frozen
 class NeedToken:
-    """Effect: get a usable token by ``until`` (``get_token(deadline=until - now)``)."""
+    """Effect: get a usable token within the call's deadline ``until`` (as ``get_token()``)."""
 
-    until: float
-    """The call's deadline (monotonic)."""
+    until: Deadline
+    """The call's deadline (fail-fast calls ask for their token failing fast)."""
 
 
 @attrs.frozen
 class SendApiRequest:
-    """Effect: send ``request``; send back the response, or the TransportError raised."""
+    """Effect: send ``request`` within ``timeout`` seconds.
+
+    Send back the response, or the TransportError raised.
+    """
 
     request: HttpRequest
     """The authenticated call."""
+    timeout: float = 30.0
+    """Seconds the exchange may take: the call's timeout, cut to the time its deadline has
+    left (a fail-fast call's one attempt keeps the whole timeout)."""
 
 
 @attrs.frozen
@@ -340,14 +348,18 @@ def api_call(
     *,
     json: Any = None,
     headers: Mapping[str, str] | None = None,
-    until: float,
+    until: Deadline,
     policy: Policy,
     rng: Rng,
+    timeout: float = 30.0,
 ) -> Generator[ApiEffect, Any, ApiResponse]:
     """The protocol of one authenticated call: yields effects, returns a 2xx/3xx answer.
 
-    ``until`` is the call's deadline (monotonic). Each send is reserved with the API
-    governor first (60/minute, 1,000/hour, a 429's cool-down). What is retried within the
+    ``until`` is the call's deadline. Each send is reserved with the API governor first
+    (60/minute, 1,000/hour, a 429's cool-down) and goes out with ``timeout`` seconds (the
+    manager's) cut to the time left; with less than
+    :data:`~eightyeightpay.policy.MIN_ATTEMPT` left it is not sent and
+    :class:`~eightyeightpay.errors.DeadlineExceeded` is raised. What is retried within the
     deadline, with the jittered backoff: a call that provably never left; a 429 (88Pay did
     not process it); a read-only call (the balance) after a 5xx or a broken connection. A
     401 invalidates exactly the token used and the call is sent once more with a new one.
@@ -363,7 +375,7 @@ def api_call(
         permit = yield _RESERVE
         assert isinstance(permit, ApiPermit)
         if permit.wait > 0:
-            if permit.now + permit.wait > until:
+            if not until.fits(permit.now + permit.wait):
                 raise ApiRateLimited(
                     None, retry_after=permit.wait, local=True, failed_request=label
                 )
@@ -374,7 +386,17 @@ def api_call(
         except EightyEightPayError as failure:
             raise _token_failure(failure, label, sent=sent) from None
         request = build_api_request(base_url, token, method, path, json=json, headers=headers)
-        answer = yield SendApiRequest(request)
+        now = yield _NOW
+        if not until.may_start(now):
+            late = DeadlineExceeded(
+                f"before {label} could be sent (less than {MIN_ATTEMPT:g} s was left; it was "
+                "not sent this time)",
+                retry_after=0.0,
+                may_have_been_sent=sent,
+            )
+            late.failed_request = label
+            raise late
+        answer = yield SendApiRequest(request, until.budget(now, timeout))
         error: EightyEightPayError
         if isinstance(answer, TransportError):
             error = answer
@@ -404,8 +426,8 @@ def api_call(
         failures += 1
         delay = backoff_delay(failures, rng, policy, retry_after=server_wait)
         now = yield _NOW
-        if now + delay > until:
-            if isinstance(error, ApiRateLimited):
+        if not until.fits(now + delay):
+            if isinstance(error, ApiRateLimited | RetryableError):
                 error.retry_after = max(error.retry_after, delay)
             raise error
         yield Sleep(delay)

@@ -19,6 +19,7 @@ __all__ = [
     "ConnectError",
     "ConnectionLost",
     "CredentialsError",
+    "DeadlineExceeded",
     "EightyEightPayError",
     "EnvironmentMismatch",
     "InsecureTransport",
@@ -251,6 +252,28 @@ class RequestTimeout(TransportError):
             "status; raise the timeout if the link is slow.",
             may_have_been_sent=may_have_been_sent,
         )
+
+
+class DeadlineExceeded(RequestTimeout):
+    """The call's deadline (``deadline=``, by default ``Policy.deadline``) ran out first.
+
+    Raised when too little of the deadline was left to start an attempt (nothing was sent
+    for it), or when the call stopped waiting for a token request shared with other callers
+    (that request goes on and its token is cached for the next call). ``retry_after`` says
+    when a token or a call can next be had; ``may_have_been_sent`` keeps its meaning (a
+    charge that may have been sent is never sent again). It is a
+    :class:`RequestTimeout`, so ``except RequestTimeout`` catches it too.
+    """
+
+    def __init__(self, what: str, *, retry_after: float, may_have_been_sent: bool) -> None:
+        wait = max(0.0, retry_after)
+        TransportError.__init__(
+            self,
+            f"The call's deadline ran out {what}; the next can be had in {wait:.1f} s "
+            "(retry_after). Give the call a longer deadline= to wait for it.",
+            may_have_been_sent=may_have_been_sent,
+        )
+        self.retry_after = wait
 
 
 # --------------------------------------------------------------------------- API calls

@@ -17,6 +17,7 @@ import attrs
 
 from .credentials import CacheKey, Credentials
 from .errors import (
+    DeadlineExceeded,
     EightyEightPayError,
     MalformedResponse,
     RateLimited,
@@ -51,7 +52,7 @@ from .fleet import (
 )
 from .governor import HOUR, MINUTE, RateWindow
 from .http import HttpRequest, HttpResponse
-from .policy import Policy, Rng, backoff_delay
+from .policy import MIN_ATTEMPT, Deadline, Policy, Rng, backoff_delay
 from .stats import OUTCOMES, Stats, Tally
 from .tokens import Token, interpret_token_response
 
@@ -84,6 +85,9 @@ class Flight:
     """Monotonic time the refresh was decided; its lifetime is counted from here."""
     background: bool
     """True when a usable token is being served meanwhile (refresh-ahead)."""
+    ends_by: float = math.inf
+    """Monotonic time by which the flight has ended (``started_at`` plus
+    :attr:`TokenMachine.flight_limit`): its waiters never wait longer."""
 
 
 # --------------------------------------------------------------------------- decisions
@@ -109,10 +113,26 @@ class ServeAndRefresh:
 
 @attrs.frozen
 class Refresh:
-    """No usable token: the caller starts ``flight`` and waits for it."""
+    """No usable token: the caller starts ``flight`` and waits for it, at most until ``until``.
+
+    The flight is shared: the caller's deadline bounds its wait, never the flight's own
+    request. When :attr:`in_caller` is False the flight may outlast the caller's wait, so a
+    driver that would run it on the caller's own thread runs it apart instead.
+    """
 
     flight: Flight
     """The refresh this caller must run."""
+    until: float = math.inf
+    """Monotonic time the caller stops waiting: the flight's end, or its deadline if earlier."""
+
+    @property
+    def in_caller(self) -> bool:
+        """True when the flight cannot outlast the caller's wait (it may run on its thread).
+
+        The flight's own bound is its end less :data:`WAIT_GRACE` (the waiters' allowance
+        for scheduling): a local flight is one token request, over within its timeout.
+        """
+        return self.until >= self.flight.ends_by - WAIT_GRACE
 
 
 @attrs.frozen
@@ -122,7 +142,16 @@ class Wait:
     flight: Flight
     """The request being waited for."""
     until: float
-    """Monotonic deadline; past it the wait fails with a timeout."""
+    """Monotonic deadline: the flight's end, or the caller's deadline if earlier."""
+
+    @property
+    def in_caller(self) -> bool:
+        """True when the flight cannot outlast the caller's wait (it may run on its thread).
+
+        The flight's own bound is its end less :data:`WAIT_GRACE` (the waiters' allowance
+        for scheduling): a local flight is one token request, over within its timeout.
+        """
+        return self.until >= self.flight.ends_by - WAIT_GRACE
 
 
 @attrs.frozen
@@ -325,12 +354,15 @@ class TokenMachine:
 
     # ---------------------------------------------------------------- deciding
 
-    def decide_and_start(self, now: float, until: float | None = None) -> Decision:
+    def decide_and_start(self, now: float, until: Deadline | None = None) -> Decision:
         """What a caller asking for a token at ``now`` does, committed: not a pure query.
 
-        ``until`` is the caller's deadline (monotonic; None: ``now``, fail fast). When no
-        token can be had before a time the deadline allows, and the reason is transient or
-        the rate limit, the answer is :class:`Pause`; otherwise :class:`Unavailable`.
+        ``until`` is the caller's deadline (None: fail fast at ``now``). When no token can be
+        had before a time the deadline allows, and the reason is transient or the rate
+        limit, the answer is :class:`Pause`; otherwise :class:`Unavailable`. A caller with
+        less than :data:`~eightyeightpay.policy.MIN_ATTEMPT` left starts no token request
+        (:class:`Unavailable` with a :class:`~eightyeightpay.errors.DeadlineExceeded`); a
+        caller's wait for a flight ends at its deadline (:class:`Wait`, :class:`Refresh`).
 
         A :class:`Refresh` or :class:`ServeAndRefresh` answer has already started its flight
         (the machine records it, and the next call answers :class:`Wait` or :class:`Serve`).
@@ -349,17 +381,46 @@ class TokenMachine:
             return ServeAndRefresh(token, self._start(now, background=True))
         if token is not None and self._trouble == "warned":
             self._ran_out(token)
+        deadline = until if until is not None else Deadline(now, fail_fast=True)
         if self.flight is not None:
             self.tally = self.tally.caller_waited()
-            return Wait(self.flight, self.flight.started_at + self.flight_limit)
+            return Wait(self.flight, deadline.wait_until(self.flight.ends_by))
         retry_at = self._send_allowed_at(now)
         if retry_at > now:
             definite = now < self.blocked_until and not is_transient(self.last_error)
-            if until is not None and retry_at <= until and not definite:
+            if deadline.fits(retry_at) and not definite:
                 return Pause(retry_at)
             return Unavailable(self._unavailable_error(now, retry_at), retry_at)
+        if not deadline.may_start(now):
+            late = DeadlineExceeded(
+                f"before a token request could start (less than {MIN_ATTEMPT:g} s was left; "
+                "nothing was sent)",
+                retry_after=0.0,
+                may_have_been_sent=False,
+            )
+            return Unavailable(late, now)
         self.tally = self.tally.caller_waited()
-        return Refresh(self._start(now, background=False))
+        flight = self._start(now, background=False)
+        return Refresh(flight, deadline.wait_until(flight.ends_by))
+
+    def gave_up(self, waited: Refresh | Wait) -> EightyEightPayError:
+        """The error of a caller whose wait (``waited.until``) ended without the flight's outcome.
+
+        :class:`~eightyeightpay.errors.DeadlineExceeded` when the caller's deadline ended the
+        wait before the flight's end (``retry_after``: the longest the flight may still take),
+        else :class:`~eightyeightpay.errors.RequestTimeout`. A new error on every call.
+        """
+        flight, wait_until = waited.flight, waited.until
+        if wait_until < flight.ends_by:
+            return DeadlineExceeded(
+                "while the token request it waited for was still out (the request goes on "
+                "for its other callers, and its token will be cached)",
+                retry_after=flight.ends_by - wait_until,
+                may_have_been_sent=True,
+            )
+        return RequestTimeout(
+            self.credentials.host, self.policy.request_timeout, may_have_been_sent=True
+        )
 
     @property
     def flight_limit(self) -> float:
@@ -380,15 +441,17 @@ class TokenMachine:
         """Longest a flight waits for another process's lock before giving up on it."""
         return self.policy.request_timeout + LOCK_LEASE + WAIT_GRACE + 2 * self.store_deadline
 
-    def may_retry(self, error: EightyEightPayError, now: float, until: float) -> bool:
+    def may_retry(self, error: EightyEightPayError, now: float, until: Deadline) -> bool:
         """Whether a caller whose flight failed with ``error`` at ``now`` tries again.
 
         Only a transient failure is retried (a transport error, a 5xx, a malformed answer, a
         429), and only when the next request the backoff and the rate limit allow starts
-        by the caller's deadline ``until``. The caller then decides again: it pauses until
-        that time, or joins the request another waiter of the same flight started.
+        with at least :data:`~eightyeightpay.policy.MIN_ATTEMPT` of the caller's deadline
+        ``until`` left (never for a fail-fast call). The caller then decides again: it
+        pauses until that time, or joins the request another waiter of the same flight
+        started.
         """
-        return is_transient(error) and self._send_allowed_at(now) <= until
+        return is_transient(error) and until.fits(max(now, self._send_allowed_at(now)))
 
     def _governed_at(self, now: float) -> float:
         policy = self.policy
@@ -412,7 +475,7 @@ class TokenMachine:
 
     def _start(self, now: float, *, background: bool) -> Flight:
         self._numbers += 1
-        self.flight = Flight(self._numbers, now, background)
+        self.flight = Flight(self._numbers, now, background, now + self.flight_limit)
         return self.flight
 
     # ---------------------------------------------------------------- the protocol

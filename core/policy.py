@@ -14,7 +14,7 @@ import attrs
 
 from .errors import ConfigurationError, InvalidPolicy
 
-__all__ = ["Policy", "Rng", "backoff_delay", "deadline_at"]
+__all__ = ["MIN_ATTEMPT", "Deadline", "Policy", "Rng", "backoff_delay", "call_deadline"]
 
 SECONDS_PER_HOUR = 3600.0
 
@@ -66,12 +66,20 @@ class Policy:
     request_timeout: float = 10.0
     """Longest a token request may take before it counts as failed."""
     deadline: float = 10.0
-    """Seconds a ``get_token()`` or ``request()`` call may spend by default, retries included.
+    """Seconds a ``get_token()`` or ``request()`` call may take by default, retries included.
 
-    Within it, transient failures are retried with the backoff; no new attempt starts after
-    it (an attempt already out may take up to :attr:`request_timeout`). 10 s fits inside a
-    web request's own timeout (gunicorn's default is 30 s). A call's ``deadline=0`` fails
-    fast: one attempt, no waiting for a backoff, a cool-down or the rate limit.
+    The deadline bounds the whole call: each exchange the call makes (its API call, its
+    wait for a token request and for the store) gets at most the time left, so an API call
+    is sent with ``min(timeout, time left)``, not its whole ``timeout``; no attempt starts
+    with less than :data:`MIN_ATTEMPT` left, and the call then raises
+    :class:`~eightyeightpay.errors.DeadlineExceeded` saying when a token or a call can next
+    be had. A token request is shared by every caller waiting for it and keeps its own
+    :attr:`request_timeout`: a caller whose deadline comes first stops waiting, the request
+    goes on for the others and its token is cached. Within the deadline, transient failures
+    are retried with the backoff. 10 s fits inside a web request's own timeout (gunicorn's
+    default is 30 s). A call's ``deadline=0`` fails fast: exactly one attempt, with its
+    normal timeout (:attr:`request_timeout`, or the manager's ``timeout`` for an API call),
+    and no waiting for a backoff, a cool-down or the rate limit.
     """
     fleet_poll_interval: float = 0.05
     """Seconds between looks at a shared store while another process refreshes."""
@@ -196,8 +204,59 @@ def backoff_delay(
     return delay
 
 
-def deadline_at(policy: Policy, now: float, deadline: float | None) -> float:
-    """The monotonic time a call made at ``now`` with ``deadline`` seconds must end by.
+MIN_ATTEMPT = 0.05
+"""Seconds: an attempt (a token request to start, an API call to send) is not started with
+less of the call's deadline left; the call fails with a typed error instead. Fail-fast
+calls (``deadline=0``) make their one attempt whatever is left."""
+
+
+@attrs.frozen
+class Deadline:
+    """When one call must end, and whether it fails fast: the core's reading of ``deadline=``.
+
+    Every question is answered for a ``now`` (monotonic seconds) passed in. A fail-fast call
+    (``deadline=0``) makes one attempt with its exchange's normal timeout and waits for
+    nothing; any other call gives each exchange at most the time left before :attr:`at` and
+    starts no attempt with less than :data:`MIN_ATTEMPT` left.
+    """
+
+    at: float
+    """Monotonic time the call must end by."""
+    fail_fast: bool = False
+    """True for ``deadline=0``: one attempt, no waiting for a backoff, a cool-down or a limit."""
+
+    def left(self, now: float) -> float:
+        """Seconds left at ``now`` (never negative)."""
+        return max(0.0, self.at - now)
+
+    def may_start(self, now: float) -> bool:
+        """Whether an attempt may start at ``now``: fail-fast's one attempt, or enough left."""
+        return self.fail_fast or self.at - now >= MIN_ATTEMPT
+
+    def fits(self, start_at: float) -> bool:
+        """Whether waiting until ``start_at`` and then starting an attempt fits the deadline.
+
+        Never for a fail-fast call, which does not wait.
+        """
+        return not self.fail_fast and self.at - start_at >= MIN_ATTEMPT
+
+    def budget(self, now: float, timeout: float) -> float:
+        """Seconds an exchange starting at ``now`` may take: ``timeout``, cut to the time left.
+
+        A fail-fast call's one attempt keeps its whole ``timeout``.
+        """
+        return timeout if self.fail_fast else min(timeout, self.left(now))
+
+    def wait_until(self, end: float) -> float:
+        """When a wait for something ending by ``end`` (a flight) stops.
+
+        ``end``, or the deadline if earlier; a fail-fast call waits for its one attempt.
+        """
+        return end if self.fail_fast else min(end, self.at)
+
+
+def call_deadline(policy: Policy, now: float, deadline: float | None) -> Deadline:
+    """The deadline of a call made at ``now`` with ``deadline`` seconds.
 
     None means the policy's :attr:`Policy.deadline`; 0 fails fast. Raises
     :class:`~eightyeightpay.errors.ConfigurationError` for a negative or non-number value.
@@ -207,4 +266,4 @@ def deadline_at(policy: Policy, now: float, deadline: float | None) -> float:
         raise ConfigurationError(
             f"deadline must be a non-negative number of seconds (0 fails fast), not {deadline!r}."
         )
-    return now + seconds
+    return Deadline(now + seconds, fail_fast=seconds == 0)

@@ -48,6 +48,7 @@ from eightyeightpay.plugins.sandbox import (
     Sandbox,
     SandboxTransport,
 )
+from eightyeightpay.policy import call_deadline
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "concepts.md"
 END = "<!-- END generated -->"
@@ -125,7 +126,13 @@ def probes() -> list[Probe]:
         now = setup(machine)
         if machine.token is not None:
             assert machine.token.freshness(now).name == state
-        results.append(Probe(state, condition, type(machine.decide_and_start(now, now + wait))))
+        results.append(
+            Probe(
+                state,
+                condition,
+                type(machine.decide_and_start(now, call_deadline(machine.policy, now, wait))),
+            )
+        )
 
     def with_token(
         at: Callable[[Token], float], *, flight: bool = False, spent: bool = False

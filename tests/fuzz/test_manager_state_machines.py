@@ -127,6 +127,11 @@ class ThreadedManagerRules(RuleBasedStateMachine):
     def start(self, seed: int, fleet: bool) -> None:
         self.saved_waiter = sync._Waiter
         sync._Waiter = SingleThreadedWaiter  # type: ignore[misc]
+        # A flight that could outlast its caller's deadline (a fleet flight may wait for
+        # another process's lock) runs on a thread of its own; here it runs at once, on
+        # this one, before its caller waits.
+        self.saved_run_apart = TokenManager.__dict__["_run_apart"]
+        TokenManager._run_apart = staticmethod(lambda job: job())  # type: ignore[method-assign]
         self.clock = FakeClock()
         self.sandbox = Sandbox()
         self.window = Window(self.clock)
@@ -192,6 +197,7 @@ class ThreadedManagerRules(RuleBasedStateMachine):
             manager.close()
         if hasattr(self, "saved_waiter"):
             sync._Waiter = self.saved_waiter  # type: ignore[misc]
+            TokenManager._run_apart = self.saved_run_apart  # type: ignore[method-assign]
 
 
 TestThreadedManager = ThreadedManagerRules.TestCase

@@ -27,6 +27,7 @@ from eightyeightpay.api import (
 from eightyeightpay.errors import Unauthorized
 from eightyeightpay.fleet import Sleep
 from eightyeightpay.http import HttpResponse
+from eightyeightpay.policy import call_deadline
 from tests.support import jwt
 
 POLICY = Policy()
@@ -77,7 +78,7 @@ def call(deadline: float = 10.0) -> Generator[Any, Any, ApiResponse]:
         "POST",
         "/api/transactions/charges",
         json={"amount": 1},
-        until=deadline,
+        until=call_deadline(POLICY, 0.0, deadline),
         policy=POLICY,
         rng=random.Random(0),
     )
@@ -117,7 +118,7 @@ def test_a_mistaken_call_is_refused_before_it_asks_for_a_token(method: str, path
         "https://api-sandbox.88pay.io",
         method,
         path,
-        until=10.0,
+        until=call_deadline(POLICY, 0.0, 10.0),
         policy=POLICY,
         rng=random.Random(0),
     )

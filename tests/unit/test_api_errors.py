@@ -41,6 +41,7 @@ from eightyeightpay.errors import (
 from eightyeightpay.fleet import Sleep
 from eightyeightpay.http import HttpResponse
 from eightyeightpay.machine import TokenMachine
+from eightyeightpay.policy import call_deadline
 from eightyeightpay.tokens import Token
 from tests.support import CREDENTIALS, jwt
 
@@ -94,7 +95,7 @@ class Driver:
             "POST",
             path,
             json={"amount": 1},
-            until=self.now + deadline,
+            until=call_deadline(POLICY, self.now, deadline),
             policy=POLICY,
             rng=random.Random(2),
         )
@@ -239,7 +240,7 @@ def test_a_token_failure_says_it_was_the_token_request_and_the_call_was_not_sent
         "https://api-sandbox.88pay.io",
         "POST",
         CHARGES,
-        until=10.0,
+        until=call_deadline(POLICY, 0.0, 10.0),
         policy=POLICY,
         rng=random.Random(0),
     )

@@ -37,7 +37,7 @@ from eightyeightpay.machine import (
     TokenMachine,
     Unavailable,
 )
-from eightyeightpay.policy import Policy, backoff_delay
+from eightyeightpay.policy import Policy, backoff_delay, call_deadline
 from tests.support import API_KEY, CREDENTIALS, error_response, jwt, ok_response, token_body
 
 LATENCY = 0.05
@@ -82,7 +82,7 @@ class Caller:
         self.sends: list[float] = []
 
     def get_token(self, deadline: float) -> object:
-        until = self.now + deadline
+        until = call_deadline(self.machine.policy, self.now, deadline)
         while True:
             decision = self.machine.decide_and_start(self.now, until)
             match decision:
@@ -92,7 +92,7 @@ class Caller:
                     self.run(flight)  # the background refresh, run at once
                     return token
                 case Pause(resume):
-                    assert self.now < resume <= until
+                    assert self.now < resume <= until.at
                     self.now = resume
                     continue
                 case Unavailable(error, _):
@@ -200,7 +200,7 @@ def test_when_the_deadline_cannot_be_met_the_error_says_when_a_token_can_be_had(
     result = call.get_token(3.0)
     assert isinstance(result, ServerError)
     assert 0 < result.retry_after <= Policy().backoff_cap
-    again = call.machine.decide_and_start(call.now, call.now)
+    again = call.machine.decide_and_start(call.now)  # failing fast
     assert isinstance(again, Unavailable)
     assert again.retry_at == pytest.approx(call.now + result.retry_after)
 
@@ -259,7 +259,7 @@ def test_a_failing_background_refresh_warns_once_per_streak_errs_when_the_token_
     notices: list[Notice] = []
     now = token.fresh_until  # type: ignore[attr-defined]
     while now < token.usable_until + 30:  # type: ignore[attr-defined]
-        decision = machine.decide_and_start(now, now)
+        decision = machine.decide_and_start(now)  # failing fast
         if isinstance(decision, ServeAndRefresh | Refresh):
             steps = machine.refresh(decision.flight)
             next(steps)
@@ -272,7 +272,7 @@ def test_a_failing_background_refresh_warns_once_per_streak_errs_when_the_token_
     assert "s left" in notices[0].message and CREDENTIALS.merchant_id in notices[0].message
     left = float(notices[0].message.split("has ")[1].split(" s left")[0])
     assert 0 < left <= token.usable_until - token.fresh_until  # type: ignore[attr-defined]
-    decision = machine.decide_and_start(now + 100, now + 100)
+    decision = machine.decide_and_start(now + 100)  # failing fast
     assert isinstance(decision, Refresh)
     steps = machine.refresh(decision.flight)
     next(steps)
