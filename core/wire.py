@@ -2,19 +2,25 @@
 
 Types are checked strictly: ``"60"`` is not an int and ``true`` is not a number. Extra
 fields are tolerated; missing or mistyped ones become :class:`MalformedResponse`.
+
+cattrs is imported, and the converter built, when a response is first decoded: a manager
+serving tokens from a store, or merely built, does not pay for it.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
-import cattrs
 
 from .errors import MalformedResponse
+
+if TYPE_CHECKING:
+    import cattrs
 
 __all__ = [
     "ErrorEnvelope",
@@ -51,11 +57,16 @@ def _strict_str(value: object, _type: object) -> str:
     return value
 
 
-converter = cattrs.Converter(forbid_extra_keys=False)
-"""The library's one converter for wire formats."""
-converter.register_structure_hook(int, _strict_int)
-converter.register_structure_hook(float, _strict_float)
-converter.register_structure_hook(str, _strict_str)
+@functools.cache
+def converter() -> cattrs.Converter:
+    """The library's one converter for wire formats (built on first use)."""
+    import cattrs
+
+    built = cattrs.Converter(forbid_extra_keys=False)
+    built.register_structure_hook(int, _strict_int)
+    built.register_structure_hook(float, _strict_float)
+    built.register_structure_hook(str, _strict_str)
+    return built
 
 
 @attrs.frozen(repr=False)
@@ -114,6 +125,8 @@ class JwtClaims:
 
 
 def _describe(error: Exception) -> str:
+    import cattrs  # loaded already: the converter raised the error
+
     if isinstance(error, cattrs.ClassValidationError | cattrs.IterableValidationError):
         return "; ".join(cattrs.transform_error(error))[:300]
     return str(error)[:300]
@@ -135,7 +148,7 @@ def structure(raw: object, cls: type[T], *, status: int | None = None) -> T:
     if not isinstance(raw, dict):
         raise MalformedResponse(f"expected a JSON object, got {type(raw).__name__}", status=status)
     try:
-        return converter.structure(raw, cls)
+        return converter().structure(raw, cls)
     except Exception as error:  # cattrs reports through several exception types
         raise MalformedResponse(_describe(error), status=status) from None
 

@@ -21,6 +21,9 @@ session on the same socket.
 
 TLS is always verified, against the system trust store (so ``SSL_CERT_FILE`` works) or a
 ``ca_bundle`` file.
+
+urllib3 (and ``http.client`` under it) is imported when the first connection is made, not
+when a transport is built: constructing a manager stays cheap.
 """
 
 from __future__ import annotations
@@ -36,12 +39,8 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from http.client import HTTPException
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError, ReadTimeoutError
 
 from eightyeightpay.errors import (
     ConnectError,
@@ -68,6 +67,9 @@ from .tls import (
     tls_failure,
     trust_key,
 )
+
+if TYPE_CHECKING:
+    from urllib3.connection import HTTPConnection
 
 __all__ = ["DEFAULT_MAX_CONNECTIONS", "Urllib3Transport", "process_pools"]
 
@@ -421,6 +423,8 @@ class Urllib3Transport:
         self, pool: _HostPool, host: str, deadline: float, timeout: float
     ) -> HTTPConnection:
         """A connected (and, for https, verified) connection; the request is not sent yet."""
+        from urllib3.connection import HTTPConnection, HTTPSConnection
+
         scheme, hostname, port = pool.key[0]
         left = max(0.001, deadline - time.monotonic())
         connection: HTTPConnection
@@ -469,11 +473,18 @@ def _read_body(raw: Any, deadline: float, host: str, timeout: float) -> bytes:
 
 
 def _is_timeout(error: BaseException) -> bool:
+    # A connection was made (or tried), so urllib3 is loaded: these imports are lookups.
+    from urllib3.exceptions import ConnectTimeoutError, ReadTimeoutError
+
     return isinstance(error, TimeoutError | ReadTimeoutError | ConnectTimeoutError | socket.timeout)
 
 
 def _connect_error(error: Exception, host: str, timeout: float) -> EightyEightPayError:
     """What a failure before anything was sent means."""
+    from http.client import HTTPException
+
+    from urllib3.exceptions import HTTPError, NewConnectionError
+
     why = tls_failure(error)
     if why is not None:
         return TLSError(host, why)
