@@ -5,10 +5,18 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any, Self
 
-from eightyeightpay.plugins.sandbox import RateLimit, Sandbox, SandboxServer
+from eightyeightpay.http import HttpRequest
+from eightyeightpay.plugins.sandbox import (
+    TOKEN_PATH,
+    RateLimit,
+    Sandbox,
+    SandboxReply,
+    SandboxServer,
+)
 
 RUNTIMES = ("sync", "asyncio", "trio") * 3
 
@@ -21,9 +29,29 @@ LIFETIME = 60 // FACTOR
 COMPRESSED = ("--compress", str(FACTOR))
 
 
-def compressed_sandbox() -> Sandbox:
+class TimedSandbox(Sandbox):
+    """An emulator that also keeps the time (epoch seconds) each token request reached it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._times: list[float] = []
+        self._times_lock = threading.Lock()
+
+    def handle(self, request: HttpRequest, now: float) -> SandboxReply:
+        if request.path.split("?")[0] == TOKEN_PATH:
+            with self._times_lock:
+                self._times.append(now)
+        return super().handle(request, now)
+
+    def token_times(self) -> list[float]:
+        """When each token request arrived, oldest first."""
+        with self._times_lock:
+            return sorted(self._times)
+
+
+def compressed_sandbox() -> TimedSandbox:
     """An emulator with 88Pay's token life and token limits all divided by FACTOR."""
-    return Sandbox(
+    return TimedSandbox(
         token_lifetime=LIFETIME,
         token_limits=(RateLimit(10, 60.0 / FACTOR), RateLimit(100, 3600.0 / FACTOR)),
     )
