@@ -153,9 +153,9 @@ class Stats:
     holds after another process drew one. While it holds no token request is sent, so
     :attr:`minute_remaining` and :attr:`hour_remaining` are 0."""
     minute_spent: int
-    """Token requests sent in the rolling last 60 s."""
+    """Token requests sent in the rolling short window (60 s; ``Policy.minute_span``)."""
     hour_spent: int
-    """Token requests sent in the rolling last 3600 s."""
+    """Token requests sent in the rolling long window (3600 s; ``Policy.hour_span``)."""
     per_minute: int
     """The per-minute limit kept (88Pay: 10 per merchant)."""
     per_hour: int
@@ -165,8 +165,9 @@ class Stats:
     degraded_since: float | None
     """Monotonic time the fleet store started failing, while it is degraded; else None."""
     fleet_minute_spent: int | None = None
-    """The whole fleet's token requests in the rolling minute, counted by the fleet store;
-    None unless asked for (``stats(fleet=True)``) and the store could tell."""
+    """The whole fleet's token requests in the rolling short window (the policy's, as
+    :attr:`minute_spent`), counted by the fleet store; None unless asked for
+    (``stats(fleet=True)``) and the store could tell."""
     fleet_hour_spent: int | None = None
     """The whole fleet's token requests in the rolling hour, as :attr:`fleet_minute_spent`."""
 

@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
+from eightyeightpay import Policy
 from eightyeightpay.adapters.store_contract import ContractFleet, StoreContract
 from eightyeightpay.plugins.memcached_store import MemcachedStore
 from eightyeightpay.plugins.redis_store import RedisStore
@@ -47,6 +49,20 @@ class BuiltInStoreContract(StoreContract):
         server.stop()
         down = adopter.stats(fleet=True)  # the store cannot count: the process's figures stand
         assert (down.budget_scope, down.minute_remaining) == ("process", 10)
+
+    def test_a_compressed_policys_fleet_figures_count_its_windows(
+        self, fleet: ContractFleet
+    ) -> None:
+        """Policy.compressed(60): 10 per 1 s and 100 per 60 s; the fleet's send leaves the
+        short window after a second, as the policy counts it (not after 60 s)."""
+        policy = Policy().compressed(60)
+        sender = fleet.process(policy=policy)
+        sender.get_token()
+        assert sender.stats(fleet=True).fleet_minute_spent == 1
+        time.sleep(1.1)
+        later = sender.stats(fleet=True)
+        assert (later.fleet_minute_spent, later.fleet_hour_spent) == (0, 1)
+        assert (later.minute_spent, later.hour_spent) == (0, 1)
 
 
 class TestRedisStoreContract(BuiltInStoreContract):
