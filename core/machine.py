@@ -260,10 +260,11 @@ FAILOVER_GRACE = 3.0
 master) before working alone, when the store was healthy until then: a failover or a quick
 restart is ridden out without every process sending its own request. A store that stalls,
 or one already known to be down, is not waited for."""
-FLEET_STORE_CALLS = 7
+FLEET_STORE_CALLS = 9
 """Store calls a fleet flight makes besides the wait for the lock (read, acquire, read, and
-up to four reservations: one that learns a new budget epoch, one that puts own sends back,
-and the same two after the settle), each bounded by the store's deadline."""
+up to six reservations: after working alone, one that learns a new budget epoch and one
+that puts own sends back; then one of each before the send and after the settle), each
+bounded by the store's deadline."""
 EPOCH_TRIES = 2
 """Reservations a send tries when the store answers a budget epoch other than the one
 asked with: the first learns the new epoch, the second puts this process's own sends back
@@ -553,6 +554,12 @@ class TokenMachine:
         )
         if isinstance(joined, Members):
             self.members = joined.count
+        if self.books[TOKEN_BUDGET].unsynced:
+            # Back from working alone: put this process's sends back into the fleet's budget
+            # now, not only when it next reserves (the fleet may refresh through another).
+            policy = self.policy
+            limits = (policy.per_minute, policy.per_hour, policy.minute_span, policy.hour_span)
+            yield from self._reserve_in_fleet(TOKEN_BUDGET, joined.now, limits)
         # A live holder releases within its request timeout; a dead one's lease lapses.
         give_up_at = read.now + self._lock_wait
         while True:
