@@ -672,7 +672,9 @@ class TokenMachine:
             (policy.per_minute, policy.per_hour, policy.minute_span, policy.hour_span),
         )
         if wait > 0:
-            return self._failed(flight, RateLimited(wait, local=True), now=now)
+            # The share binds only while the store is down: the process looks at the store
+            # again after its backoff, not when its share frees (most of an hour at worst).
+            return self._failed(flight, RateLimited(wait, local=True), now=now, share=True)
         return (yield from self._send(flight, now, alone=True))
 
     def _spread(self, flight: Flight, now: float) -> float:
@@ -824,7 +826,15 @@ class TokenMachine:
         self.blocked_until = -math.inf
         return Settled(flight, self.token, None)
 
-    def _failed(self, flight: Flight, error: EightyEightPayError, *, now: float) -> Settled:
+    def _failed(
+        self, flight: Flight, error: EightyEightPayError, *, now: float, share: bool = False
+    ) -> Settled:
+        """Record the failure of ``flight`` at ``now`` and set the backoff.
+
+        A 429 (88Pay's, or the fleet budget's wait) holds the next send back for its
+        ``retry_after`` at least; a refusal of this process's degraded-mode ``share`` does
+        not, since the store's return ends it.
+        """
         if (
             isinstance(error, TransportError)
             and not error.may_have_been_sent
@@ -835,7 +845,7 @@ class TokenMachine:
             unsent = tuple(t for t in book.unsynced if t != self._send_time)
             self.books[TOKEN_BUDGET] = attrs.evolve(book, unsynced=unsent)
         self.failures += 1
-        server_wait = error.retry_after if isinstance(error, RateLimited) else None
+        server_wait = error.retry_after if isinstance(error, RateLimited) and not share else None
         delay = backoff_delay(self.failures, self.rng, self.policy, retry_after=server_wait)
         self.blocked_until = max(self.blocked_until, now + delay)
         if isinstance(error, RateLimited | RetryableError):

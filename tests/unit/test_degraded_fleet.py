@@ -143,3 +143,25 @@ def test_degraded_processes_never_exceed_the_limits_together(
         assert sum(1 for u in alone if t <= u < t + fleet.policy.minute_span) <= 10
         assert sum(1 for u in alone if t <= u < t + fleet.policy.hour_span) <= 100
     assert fleet.sandbox.stats()["rate_limited"] == 0
+
+
+def test_a_spent_share_holds_only_while_the_store_is_down() -> None:
+    """A process that used up its hourly share while the store was down waits for the store,
+    not for its share: once the store is back, the fleet's budget decides again within the
+    backoff (at most 60 s), instead of the process refusing every call until its share
+    frees (most of an hour on 88Pay's limits)."""
+    fleet = Fleet(8, Policy().compressed(10), seed=5)
+    fleet.run(8.0)
+    del fleet.processes[2:]  # six stop; the two left still count a fleet of 8
+    fleet.store.down = True
+    fleet.run(80.0, step=0.1)  # 100 // 8 = 12 sends an hour each: all spent, and more asked
+    assert any(isinstance(error, RateLimited) and error.local for error in fleet.failed)
+    fleet.store.down = False
+    fleet.run(70.0, step=0.1)
+    assert not any(p.machine.degraded for p in fleet.processes)
+    fleet.failed.clear()
+    sent = len(fleet.sends)
+    fleet.run(20.0, step=0.1)
+    assert fleet.failed == []  # the fleet's budget (about 30 of 100 spent) serves them
+    assert len(fleet.sends) - sent <= 6  # one token per refresh for the whole fleet again
+    assert fleet.sandbox.stats()["rate_limited"] == 0
