@@ -344,7 +344,11 @@ class TokenMachine:
         """No API call before this time (an API 429's cool-down)."""
         self.books: dict[Purpose, FleetBook] = {TOKEN_BUDGET: FleetBook(), API_BUDGET: FleetBook()}
         """Per fleet budget: the store's epoch as last seen and own sends it lacks."""
-        self._probe_at = -math.inf  # degraded: when an API call next tries the store
+        self.api_alone = False
+        """True while API calls keep to this process's share (the store failed their last
+        reservation). Kept apart from :attr:`degraded`, so that a slow store call on the API
+        path never makes a token refresh skip the failover grace and send its own request."""
+        self._probe_at = -math.inf  # working alone: when an API call next tries the store
         self.notices: list[Notice] = []
         """What the driver should log, taken with :meth:`take_notices`."""
         self._trouble = ""  # "", "warned" (a refresh failed) or "ran out" (the token expired)
@@ -905,18 +909,17 @@ class TokenMachine:
             return allowed - now
         alone = False
         if self.fleet:
-            if not self.degraded or now >= self._probe_at:
+            if not self.api_alone or now >= self._probe_at:
                 self._probe_at = now + STORE_PROBE_INTERVAL
                 result = yield from self._reserve_in_fleet(API_BUDGET, now, (*limits, MINUTE, HOUR))
                 now = result.now
                 if isinstance(result, BudgetResult):
-                    self.degraded, self.degraded_since = False, None
+                    self.api_alone = False
                     if result.wait > 0:
                         return result.wait
                     self.api_window = self.api_window.record(now)
                     return 0.0
-                if not self.degraded:
-                    self.degraded, self.degraded_since = True, now
+                self.api_alone = True
             alone = True
             wait = self._share_wait(self.api_window, now, (*limits, MINUTE, HOUR))
             if wait > 0:

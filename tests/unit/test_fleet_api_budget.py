@@ -110,11 +110,11 @@ def test_store_down_each_keeps_its_share_and_the_sends_are_put_back() -> None:
     fleet.store.down = True
     sent_down = sum(fleet.call(i % 4) for i in range(80))
     assert sent_down == 4 * (LIMIT // 4)  # each its share of 15
-    assert all(m.degraded for m in fleet.machines)
+    assert all(m.api_alone for m in fleet.machines)
     fleet.store.down = False
     fleet.clock.advance(1.0)  # the next call tries the store again (STORE_PROBE_INTERVAL)
     assert sum(fleet.call(i % 4) for i in range(40)) == 0
-    assert not any(m.degraded for m in fleet.machines)
+    assert not any(m.api_alone for m in fleet.machines)
     assert fleet.store.budgets[API_BUDGET].sends.count(fleet.clock(), 60) == LIMIT
 
 
