@@ -550,7 +550,7 @@ class TokenMachine:
         owner = f"{self.instance}:{flight.number}"
         read = yield ReadShared(key)
         if isinstance(read, StoreFault) and not self.degraded and not read.stalled:
-            read = yield from self._ride_out(key, read)
+            read = yield from self._ride_out(key, read, self._spread(flight, read.now))
         if not isinstance(read, SharedRead):
             return (yield from self._alone(flight, read))
         joined = yield JoinFleet(
@@ -591,7 +591,7 @@ class TokenMachine:
             yield Sleep(self.policy.fleet_poll_interval)
             read = yield ReadShared(key)
             if isinstance(read, StoreFault) and not self.degraded and not read.stalled:
-                read = yield from self._ride_out(key, read)
+                read = yield from self._ride_out(key, read, self._spread(flight, read.now))
             if not isinstance(read, SharedRead):
                 return (yield from self._alone(flight, read))
         # The lease is ours until at least asked_at + LOCK_LEASE (set after we asked), and
@@ -602,15 +602,23 @@ class TokenMachine:
         return settled
 
     def _ride_out(
-        self, key: CacheKey, fault: StoreFault
+        self, key: CacheKey, fault: StoreFault, due: float
     ) -> Generator[Effect, Result, SharedRead | StoreFault]:
-        """Read again while the store fails fast, up to :data:`FAILOVER_GRACE` seconds."""
+        """Read again while the store fails fast, up to :data:`FAILOVER_GRACE` seconds.
+
+        A background refresh (its token still usable) reads again only until ``due``, this
+        process's own time to refresh alone (:meth:`_spread`): every process of the fleet
+        found the store down at the same instant, and riding out the same grace would end
+        the wait of all of them at one instant too, after their token had run out.
+        """
         step = max(self.policy.fleet_poll_interval, 0.1)
         until, tries = fault.now + FAILOVER_GRACE, math.ceil(FAILOVER_GRACE / step)
+        if due > fault.now:
+            until = min(until, due)
         read: Result = fault
         while isinstance(read, StoreFault) and not read.stalled and read.now < until and tries:
             tries -= 1  # bounded by count too: a clock that does not move cannot hold us here
-            yield Sleep(step)
+            yield Sleep(min(step, until - read.now))
             read = yield ReadShared(key)
         assert isinstance(read, SharedRead | StoreFault)
         return read
