@@ -14,7 +14,6 @@ from .errors import (
     ApiServerError,
     BadRequest,
     ConfigurationError,
-    DeadlineExceeded,
     EightyEightPayError,
     NotFound,
     PermissionDenied,
@@ -25,7 +24,7 @@ from .errors import (
 )
 from .fleet import Sleep
 from .http import Headers, HttpRequest, HttpResponse, header
-from .policy import MIN_ATTEMPT, Deadline, Policy, Rng, backoff_delay
+from .policy import Deadline, Policy, Rng, backoff_delay
 from .tokens import Token, error_envelope, parse_retry_after
 
 __all__ = [
@@ -388,12 +387,7 @@ def api_call(
         request = build_api_request(base_url, token, method, path, json=json, headers=headers)
         now = yield _NOW
         if not until.may_start(now):
-            late = DeadlineExceeded(
-                f"before {label} could be sent (less than {MIN_ATTEMPT:g} s was left; it was "
-                "not sent this time)",
-                retry_after=0.0,
-                may_have_been_sent=sent,
-            )
+            late = Deadline.too_late(f"{label} could be sent", sent=sent)
             late.failed_request = label
             raise late
         answer = yield SendApiRequest(request, until.budget(now, timeout))

@@ -52,7 +52,7 @@ from .fleet import (
 )
 from .governor import HOUR, MINUTE, RateWindow
 from .http import HttpRequest, HttpResponse
-from .policy import MIN_ATTEMPT, Deadline, Policy, Rng, backoff_delay
+from .policy import Deadline, Policy, Rng, backoff_delay
 from .stats import OUTCOMES, Stats, Tally
 from .tokens import Token, interpret_token_response
 
@@ -397,13 +397,7 @@ class TokenMachine:
                 return Pause(retry_at)
             return Unavailable(self._unavailable_error(now, retry_at), retry_at)
         if not deadline.may_start(now):
-            late = DeadlineExceeded(
-                f"before a token request could start (less than {MIN_ATTEMPT:g} s was left; "
-                "nothing was sent)",
-                retry_after=0.0,
-                may_have_been_sent=False,
-            )
-            return Unavailable(late, now)
+            return Unavailable(Deadline.too_late("a token request could start", sent=False), now)
         self.tally = self.tally.caller_waited()
         flight = self._start(now, background=False)
         return Refresh(flight, deadline.wait_until(flight.ends_by))

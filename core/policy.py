@@ -12,7 +12,7 @@ from typing import Protocol
 
 import attrs
 
-from .errors import ConfigurationError, InvalidPolicy
+from .errors import ConfigurationError, DeadlineExceeded, InvalidPolicy
 
 __all__ = ["MIN_ATTEMPT", "Deadline", "Policy", "Rng", "backoff_delay", "call_deadline"]
 
@@ -246,6 +246,18 @@ class Deadline:
         A fail-fast call's one attempt keeps its whole ``timeout``.
         """
         return timeout if self.fail_fast else min(timeout, self.left(now))
+
+    @staticmethod
+    def too_late(what: str, *, sent: bool) -> DeadlineExceeded:
+        """The error of a call that did not start ``what``: less than :data:`MIN_ATTEMPT` left.
+
+        ``sent``: whether an earlier attempt of the call may have reached 88Pay.
+        """
+        return DeadlineExceeded(
+            f"before {what} (less than {MIN_ATTEMPT:g} s was left; it was not sent this time)",
+            retry_after=0.0,
+            may_have_been_sent=sent,
+        )
 
     def wait_until(self, end: float) -> float:
         """When a wait for something ending by ``end`` (a flight) stops.
