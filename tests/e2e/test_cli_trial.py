@@ -225,13 +225,15 @@ def test_an_unknown_flag_shows_the_commands_own_usage(command: str) -> None:
 
 
 CTRL_C_MOMENTS = [
-    *((module, 0.0) for module in ("attr", "eightyeightpay.errors", "cattrs", "argparse")),
+    *((module, 0.0) for module in ("attr", "eightyeightpay.errors", "argparse")),
     *(("eightyeightpay.adapters.cli", after) for after in (0.0, 0.01, 0.03, 0.1)),
 ]
 """When Ctrl-C is sent: as Python reports (PYTHONPROFILEIMPORTTIME) that the import of a module
-ended, then ``after`` seconds more. attrs, the errors and cattrs load on the way to the command
-line's module (in the package root until it loaded its names lazily); argparse is the first
-import after that module's SIGINT handler; once the module has loaded, main() is starting."""
+ended, then ``after`` seconds more. attrs and the errors load on the way to the command line's
+module (in the package root until it loaded its names lazily; cattrs loads only when a first
+answer is decoded, which a command waiting on a silent server never reaches); argparse is the
+first import after that module's SIGINT handler; once the module has loaded, main() is
+starting."""
 
 
 @contextlib.contextmanager

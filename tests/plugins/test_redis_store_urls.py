@@ -70,7 +70,12 @@ class _Collect(logging.Handler):
         self.records.append(record)
 
 
-_PASSWORD_TEXT = st.text(alphabet=string.ascii_letters + string.digits + "/:@#?%[]", min_size=8)
+_PASSWORD_TEXT = st.text(
+    alphabet=string.ascii_letters + string.digits + "/:@#?%[]", min_size=8
+).map(lambda rest: "Zq9" + rest)
+"""Passwords of any characters a URL reserves, each starting with a mark no message of the
+library holds: without it the fuzz found passwords that are words of the fixed messages
+("malforme", "eightyei"), which no check could tell from a leak."""
 _SHAPE = st.sampled_from(
     [
         "redis://{u}:{p}@{h}:{port}/{db}",
