@@ -19,7 +19,6 @@ from eightyeightpay.api import (
     ApiResponse,
     InvalidateToken,
     NeedToken,
-    ReserveApiCall,
     SendApiRequest,
 )
 from eightyeightpay.errors import (
@@ -48,7 +47,7 @@ from eightyeightpay.ports import AsyncFleetOperations, AsyncRuntime, AsyncTransp
 from eightyeightpay.tokens import Token
 
 from .base import EnvConstructible, ManagerBase, transport_options
-from .common import FlightRun, areserve_api_call, drop_flight, log_notices, perform_api_bookkeeping
+from .common import FlightRun, aperform_api_governor, drop_flight, log_notices
 from .config import read_environment
 from .lifecycle import default_clock
 from .telemetry import Telemetry
@@ -275,17 +274,16 @@ class _AsyncManager(ManagerBase):
             elif isinstance(effect, Sleep):
                 await self._sleep(effect.seconds)
                 result = None
-            elif isinstance(effect, ReserveApiCall):
-                result = await areserve_api_call(
+            else:  # the governor: a reservation, a 429's cool-down, the time
+                result = await aperform_api_governor(
                     self._slot,
+                    effect,
                     self._clock,
                     self._fleet,
                     self._store_deadline,
                     self._health,
                     self._runtime,
                 )
-            else:
-                result = perform_api_bookkeeping(self._slot, effect, self._clock)
 
     # ------------------------------------------------------------------ lifecycle
 

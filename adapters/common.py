@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING
 
-from eightyeightpay.api import ApiCoolDown, ApiPermit, Now
+from eightyeightpay.api import ApiCoolDown, ApiEffect, ApiPermit, Now, ReserveApiCall
 from eightyeightpay.errors import EightyEightPayError
 from eightyeightpay.fleet import (
     Done,
@@ -50,10 +50,10 @@ __all__ = [
     "Closed",
     "FlightRun",
     "acall_store",
-    "areserve_api_call",
+    "aperform_api_governor",
     "call_store",
     "drop_flight",
-    "reserve_api_call",
+    "perform_api_governor",
     "store_outcome",
 ]
 
@@ -344,21 +344,39 @@ def store_outcome(
     return result
 
 
-def reserve_api_call(
+def _governor_steps(
+    slot: Slot, effect: ReserveApiCall | ApiCoolDown, now: float
+) -> Generator[FleetEffect, Result, float]:
+    if isinstance(effect, ReserveApiCall):
+        return slot.machine.reserve_api(now)
+    return slot.machine.api_cool_down(now, effect.seconds)
+
+
+def _governed(effect: ApiEffect, answer: float, clock: Callable[[], float]) -> ApiPermit | float:
+    return ApiPermit(clock(), answer) if isinstance(effect, ReserveApiCall) else answer
+
+
+def perform_api_governor(
     slot: Slot,
+    effect: ReserveApiCall | ApiCoolDown | Now,
     clock: Callable[[], float],
     operations: FleetOperations | None,
     deadline: float,
     health: StoreHealth | None,
-) -> ApiPermit:
-    """Perform the API call protocol's :class:`ReserveApiCall` on blocking operations.
+) -> ApiPermit | float:
+    """Perform the API call protocol's governor effects on blocking operations.
 
-    The core's :meth:`~eightyeightpay.machine.TokenMachine.reserve_api` decides, under the
-    slot's lock; with a fleet store it asks for the fleet's API budget, which is reserved
-    here, outside the lock.
+    :class:`ReserveApiCall` answers an :class:`ApiPermit`, :class:`ApiCoolDown` and
+    :class:`Now` the time. The core's
+    :meth:`~eightyeightpay.machine.TokenMachine.reserve_api` and
+    :meth:`~eightyeightpay.machine.TokenMachine.api_cool_down` decide, under the slot's
+    lock; with a fleet store they ask for the fleet's API budget and cool-down, which are
+    read and written here, outside the lock, each call within the store's ``deadline``.
     """
+    if isinstance(effect, Now):
+        return clock()
     with slot.lock:
-        steps = slot.machine.reserve_api(clock())
+        steps = _governor_steps(slot, effect, clock())
         step = _step(steps, None)
     while not isinstance(step, float):
         assert operations is not None  # only a fleet machine asks for the store
@@ -366,20 +384,23 @@ def reserve_api_call(
         result = store_outcome(step, value, clock, health)
         with slot.lock:
             step = _step(steps, result)
-    return ApiPermit(clock(), step)
+    return _governed(effect, step, clock)
 
 
-async def areserve_api_call(
+async def aperform_api_governor(
     slot: Slot,
+    effect: ReserveApiCall | ApiCoolDown | Now,
     clock: Callable[[], float],
     operations: AsyncFleetOperations | None,
     deadline: float,
     health: StoreHealth | None,
     runtime: AsyncRuntime,
-) -> ApiPermit:
-    """:func:`reserve_api_call` on async operations."""
+) -> ApiPermit | float:
+    """:func:`perform_api_governor` on async operations."""
+    if isinstance(effect, Now):
+        return clock()
     with slot.lock:
-        steps = slot.machine.reserve_api(clock())
+        steps = _governor_steps(slot, effect, clock())
         step = _step(steps, None)
     while not isinstance(step, float):
         assert operations is not None
@@ -387,7 +408,7 @@ async def areserve_api_call(
         result = store_outcome(step, value, clock, health)
         with slot.lock:
             step = _step(steps, result)
-    return ApiPermit(clock(), step)
+    return _governed(effect, step, clock)
 
 
 def _step(
@@ -397,18 +418,6 @@ def _step(
         return steps.send(result)  # type: ignore[arg-type]  # None starts it
     except StopIteration as done:
         return float(done.value)
-
-
-def perform_api_bookkeeping(
-    slot: Slot, effect: ApiCoolDown | Now, clock: Callable[[], float]
-) -> float:
-    """The API call protocol's effects that touch neither store nor network (cool-down, time)."""
-    if isinstance(effect, Now):
-        return clock()
-    with slot.lock:
-        now = clock()
-        slot.machine.api_cool_down(now, effect.seconds)
-    return now
 
 
 def drop_flight(slot: Slot, flight: Flight) -> None:

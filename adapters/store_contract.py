@@ -333,6 +333,33 @@ class StoreContract:
         assert other.value.local and 25 < other.value.retry_after <= 30
         assert fleet.token_requests() == 1
 
+    def test_an_api_429_cools_down_the_fleets_api_calls_and_not_its_token_requests(
+        self, fleet: ContractFleet
+    ) -> None:
+        """After one process's API 429 the others send no API call until it ends.
+
+        The store keeps it with ``cool_down`` and ``read`` under ``api_calls_key(key)``,
+        apart from the token's cool-down under ``key``.
+        """
+        from eightyeightpay.errors import ApiRateLimited
+        from eightyeightpay.fleet import api_calls_key
+        from eightyeightpay.plugins.sandbox import DEFAULT_MERCHANT_ID, Fault
+
+        balance = f"/api/balance?id={DEFAULT_MERCHANT_ID}"
+        fleet.sandbox.inject(Fault.status(429, headers={"Retry-After": "30"}), path="/api/balance")
+        with pytest.raises(ApiRateLimited) as first:
+            fleet.process().request("POST", balance, deadline=0)
+        assert not first.value.local
+        seen = fleet.sandbox.stats()
+        with pytest.raises(ApiRateLimited) as other:
+            fleet.process().request("POST", balance, deadline=0)
+        assert other.value.local and 25 < other.value.retry_after <= 30
+        assert fleet.sandbox.stats() == seen  # nothing reached the server
+        key = _key_of(fleet)
+        ops = fleet.store().operations()
+        assert ops.read(key)[2] == 0  # token requests are not held back
+        assert 25 < ops.read(api_calls_key(key))[2] <= 30
+
     # ------------------------------------------------------------------ outage and rejoin
 
     def test_an_outage_degrades_without_errors_logs_once_and_the_fleet_rejoins(

@@ -19,7 +19,6 @@ from eightyeightpay.api import (
     ApiResponse,
     InvalidateToken,
     NeedToken,
-    ReserveApiCall,
     SendApiRequest,
 )
 from eightyeightpay.errors import (
@@ -47,7 +46,7 @@ from eightyeightpay.ports import FleetOperations, Transport
 from eightyeightpay.tokens import Token
 
 from .base import EnvConstructible, ManagerBase, transport_options
-from .common import FlightRun, drop_flight, log_notices, perform_api_bookkeeping, reserve_api_call
+from .common import FlightRun, drop_flight, log_notices, perform_api_governor
 from .lifecycle import RefreshHandle, default_clock, refresh_worker
 from .telemetry import Telemetry
 
@@ -415,12 +414,10 @@ class TokenManager(ManagerBase, EnvConstructible):
             elif isinstance(effect, Sleep):
                 self._sleep(effect.seconds)
                 result = None
-            elif isinstance(effect, ReserveApiCall):
-                result = reserve_api_call(
-                    self._slot, self._clock, self._fleet, self._store_deadline, self._health
+            else:  # the governor: a reservation, a 429's cool-down, the time
+                result = perform_api_governor(
+                    self._slot, effect, self._clock, self._fleet, self._store_deadline, self._health
                 )
-            else:
-                result = perform_api_bookkeeping(self._slot, effect, self._clock)
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -42,6 +42,7 @@ __all__ = [
     "StoredToken",
     "WriteCooldown",
     "WriteShared",
+    "api_calls_key",
     "decode_stored",
     "encode_stored",
 ]
@@ -133,6 +134,17 @@ TOKEN_BUDGET: Purpose = "token"  # noqa: S105 (a name, not a secret)
 """The budget of token requests (``POST /api/auth/token``)."""
 API_BUDGET: Purpose = "api"
 """The budget of API calls (``request()``)."""
+
+
+def api_calls_key(key: CacheKey) -> CacheKey:
+    """The key under which a store keeps the fleet's API cool-down (an API ``429``'s).
+
+    The store keeps it as it keeps the token's cool-down (``cool_down`` writes it, ``read``
+    answers its seconds left), under a key of its own: the same base URL and merchant, the
+    API key's fingerprint with ``:api-calls`` appended. An API ``429`` so holds back the
+    fleet's API calls, never its token requests, and the reverse: 88Pay limits each apart.
+    """
+    return attrs.evolve(key, key_fingerprint=f"{key.key_fingerprint}:api-calls")
 
 
 @attrs.frozen

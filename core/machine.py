@@ -49,6 +49,7 @@ from .fleet import (
     StoreFault,
     WriteCooldown,
     WriteShared,
+    api_calls_key,
 )
 from .governor import HOUR, MINUTE, RateWindow
 from .http import HttpRequest, HttpResponse
@@ -896,44 +897,65 @@ class TokenMachine:
 
         0 means the call may be sent and is counted; otherwise the seconds until one may be
         (88Pay's 60/minute and 1,000/hour API limits, or a 429's cool-down). With a fleet
-        store the budget is the fleet's: the reservation yields a
+        store the budget and the cool-down are the fleet's: the reservation first reads the
+        fleet's API cool-down (a :class:`~eightyeightpay.fleet.ReadShared` of
+        :func:`~eightyeightpay.fleet.api_calls_key`; while one runs, its seconds left are
+        the wait, and this process keeps it as its own), then yields a
         :class:`~eightyeightpay.fleet.ReserveFleetBudget` of the ``"api"`` budget, counted
         on the store's clock. While the store fails, this process keeps to its share of
-        the limits (as for tokens) and tries the store again every
-        :data:`STORE_PROBE_INTERVAL` seconds. Without a store nothing is yielded.
+        the limits (as for tokens) and to its own cool-down, and tries the store again
+        every :data:`STORE_PROBE_INTERVAL` seconds. Without a store nothing is yielded.
         """
         policy = self.policy
-        if policy.api_per_minute is None and policy.api_per_hour is None:
-            return max(0.0, self.api_blocked_until - now)  # only a 429's cool-down is kept
+        kept = policy.api_per_minute is not None or policy.api_per_hour is not None
         limits = (policy.api_per_minute or _UNLIMITED, policy.api_per_hour or _UNLIMITED)
-        allowed = max(self.api_window.next_allowed(now, *limits), self.api_blocked_until)
+        allowed = self.api_blocked_until
+        if kept:  # a policy without API limits keeps only a 429's cool-down
+            allowed = max(allowed, self.api_window.next_allowed(now, *limits))
         if allowed > now:
             return allowed - now
-        alone = False
-        if self.fleet:
-            if not self.api_alone or now >= self._probe_at:
-                self._probe_at = now + STORE_PROBE_INTERVAL
-                result = yield from self._reserve_in_fleet(API_BUDGET, now, (*limits, MINUTE, HOUR))
+        if self.fleet and (not self.api_alone or now >= self._probe_at):
+            self._probe_at = now + STORE_PROBE_INTERVAL
+            result = yield ReadShared(api_calls_key(self.credentials.cache_key))
+            if isinstance(result, SharedRead):
                 now = result.now
-                if isinstance(result, BudgetResult):
+                if result.cooldown > 0 or not kept:
                     self.api_alone = False
-                    if result.wait > 0:
-                        return result.wait
-                    self.api_window = self.api_window.record(now)
-                    return 0.0
-                self.api_alone = True
-            alone = True
+                    self.api_blocked_until = max(self.api_blocked_until, now + result.cooldown)
+                    return result.cooldown
+                result = yield from self._reserve_in_fleet(API_BUDGET, now, (*limits, MINUTE, HOUR))
+            now = result.now
+            if isinstance(result, BudgetResult):
+                self.api_alone = False
+                if result.wait > 0:
+                    return result.wait
+                self.api_window = self.api_window.record(now)
+                return 0.0
+            self.api_alone = True
+        if not kept:
+            return 0.0
+        if self.fleet:  # working alone: this process's share of the limits
             wait = self._share_wait(self.api_window, now, (*limits, MINUTE, HOUR))
             if wait > 0:
                 return wait
-        self.api_window = self.api_window.record(now)
-        if alone:
             self._unsynced(API_BUDGET, now)
+        self.api_window = self.api_window.record(now)
         return 0.0
 
-    def api_cool_down(self, now: float, seconds: float) -> None:
-        """88Pay answered an API call 429: send no API call for ``seconds`` from ``now``."""
+    def api_cool_down(self, now: float, seconds: float) -> Generator[FleetEffect, Result, float]:
+        """88Pay answered an API call 429: send no API call for ``seconds`` from ``now``.
+
+        The cool-down is kept here at once; with a fleet store it is also written there
+        (a :class:`~eightyeightpay.fleet.WriteCooldown` of
+        :func:`~eightyeightpay.fleet.api_calls_key`), so that no process of the fleet sends
+        an API call before it ends. A store that fails leaves the cool-down this process's
+        own. Returns the time after the write (``now`` without a store).
+        """
         self.api_blocked_until = max(self.api_blocked_until, now + seconds)
+        if not self.fleet:
+            return now
+        done = yield WriteCooldown(api_calls_key(self.credentials.cache_key), seconds)
+        return done.now
 
     def take_notices(self) -> tuple[Notice, ...]:
         """The notices since the last call, oldest first, for the driver to log."""

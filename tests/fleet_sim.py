@@ -56,7 +56,7 @@ class SimStore:
         self.lock: tuple[str, float] | None = None
         self.budgets: dict[str, StoreBudget] = {}
         self.epochs = 0  # epochs named so far (the next one's name)
-        self.cooldown_until = 0.0
+        self.cooldowns: dict[CacheKey, float] = {}  # per key: the token's, the API calls'
         self.operations = 0
         self.members: dict[str, float] = {}
         self.stalls = False  # while down: calls time out (True) rather than fail fast
@@ -72,7 +72,7 @@ class SimStore:
         token, ttl = None, 0.0
         if self.token is not None and self.token[1] > now:
             token, ttl = self.token[0], self.token[1] - now
-        return token, ttl, max(0.0, self.cooldown_until - now)
+        return token, ttl, max(0.0, self.cooldowns.get(key, 0.0) - now)
 
     def extend(self, key: CacheKey, owner: str, ttl: float) -> bool:
         now = self._touch()
@@ -98,7 +98,7 @@ class SimStore:
 
     def restart(self) -> None:
         """Start again empty, as a Redis without persistence does after a restart."""
-        self.token, self.lock, self.cooldown_until = None, None, 0.0
+        self.token, self.lock, self.cooldowns = None, None, {}
         self.budgets, self.members = {}, {}
 
     @property
@@ -124,7 +124,7 @@ class SimStore:
 
     def cool_down(self, key: CacheKey, seconds: float) -> None:
         now = self._touch()
-        self.cooldown_until = max(self.cooldown_until, now + seconds)
+        self.cooldowns[key] = max(self.cooldowns.get(key, 0.0), now + seconds)
 
     def release(self, key: CacheKey, owner: str) -> None:
         self._touch()

@@ -34,6 +34,7 @@ class Recorder:
         self.sends: list[float] = []
         self.fingerprints: set[str] = set()
         self.rounds: list[Counter[str]] = []
+        self.starts: list[float] = []  # when each API call was made (epoch seconds)
         self._sent = 0
 
     def saw(self, token: Any) -> None:
@@ -80,6 +81,7 @@ class Recorder:
                 "fingerprints": sorted(self.fingerprints),
                 "sent": self.manager._slot.machine.sent,
                 "rounds": [dict(each) for each in self.rounds],
+                "starts": self.starts,
             }
         )
 
@@ -150,6 +152,7 @@ def main() -> None:
                 manager.get_token()  # the fleet's token first: the rounds count API calls only
             for round_ in range(args.rounds if args.mode == "api" else 0):
                 for _ in range(args.calls):
+                    recorder.starts.append(time.time())
                     try:
                         manager.request("POST", balance, deadline=args.deadline)
                     except EightyEightPayError as error:
@@ -176,6 +179,7 @@ def main() -> None:
             await manager.get_token()
         for round_ in range(args.rounds if args.mode == "api" else 0):
             for _ in range(args.calls):
+                recorder.starts.append(time.time())
                 try:
                     await manager.request("POST", balance, deadline=args.deadline)
                 except EightyEightPayError as error:

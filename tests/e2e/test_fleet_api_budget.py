@@ -7,12 +7,14 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from eightyeightpay.plugins.sandbox import Sandbox, SandboxServer
-from tests.e2e.workers import Workers
+from eightyeightpay.plugins.sandbox import Fault, Sandbox, SandboxServer
+from tests.e2e.workers import TimedSandbox, Workers
 from tests.servers import RedisServer
 
 PROCESSES = 8
 LIMIT = 60  # the emulator's and the policy's API calls per minute (88Pay's)
+BALANCE = "/api/balance"
+COOL_DOWN = 6  # seconds of Retry-After on the injected 429
 
 
 def totals(reports: list[dict[str, Any]], round_: int) -> Counter[str]:
@@ -71,4 +73,38 @@ def test_a_redis_restarted_without_persistence_gets_the_fleets_api_sends_back(
     assert before["sent"] == PROCESSES * 6 and before["429"] == 0
     assert stats["rate_limited"] == 0 and after["429"] == 0
     assert after["sent"] == LIMIT - PROCESSES * 6
+    assert all(report["errors"] == {} for report in reports)
+
+
+def test_an_api_429_holds_the_whole_fleet_back_until_its_cool_down_ends(
+    redis_server: RedisServer,
+) -> None:
+    """One process is answered 429 with ``Retry-After: 6``; six others (two per runtime),
+    started and waiting before it, then make 2 calls each with a 20 s deadline: the
+    emulator sees no API call before the 6 s are over, every call is sent after them."""
+    sandbox = TimedSandbox()
+    sandbox.inject(Fault.status(429, headers={"Retry-After": str(COOL_DOWN)}), path=BALANCE)
+    args = ("--mode", "api", "--calls", "2", "--deadline", "20")
+    with (
+        SandboxServer(sandbox, tls=True) as server,
+        Workers(server, redis_server.url, 6, *args) as fleet,
+    ):
+        fleet.ready()
+        with Workers(server, redis_server.url, 1, "--mode", "api", "--calls", "1") as first:
+            first.go()
+            [hit] = first.results()
+        fleet.release()
+        reports = fleet.results()
+    arrivals = sandbox.times(BALANCE)
+    answered_429, later = arrivals[0], arrivals[1:]
+    ends = answered_429 + COOL_DOWN
+    starts = sorted(t for report in reports for t in report["starts"])
+    print(
+        f"429 at 0; the fleet's calls made from {starts[0] - answered_429:.2f} s, "
+        f"seen by the emulator from {later[0] - answered_429:.2f} s"
+    )
+    assert hit["rounds"] == [{"429": 1}]
+    assert starts[0] < ends  # the fleet did try to call during the cool-down
+    assert len(later) == 12 and min(later) >= ends
+    assert totals(reports, 0) == {"sent": 12}
     assert all(report["errors"] == {} for report in reports)

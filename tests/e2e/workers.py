@@ -30,23 +30,27 @@ COMPRESSED = ("--compress", str(FACTOR))
 
 
 class TimedSandbox(Sandbox):
-    """An emulator that also keeps the time (epoch seconds) each token request reached it."""
+    """An emulator that also keeps the time (epoch seconds) each request reached it."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._times: list[float] = []
+        self._times: list[tuple[str, float]] = []
         self._times_lock = threading.Lock()
 
     def handle(self, request: HttpRequest, now: float) -> SandboxReply:
-        if request.path.split("?")[0] == TOKEN_PATH:
-            with self._times_lock:
-                self._times.append(now)
-        return super().handle(request, now)
+        reply = super().handle(request, now)
+        with self._times_lock:
+            self._times.append((request.path.split("?")[0], now))
+        return reply
+
+    def times(self, path: str) -> list[float]:
+        """When each request to ``path`` (without its query) arrived, oldest first."""
+        with self._times_lock:
+            return sorted(t for each, t in self._times if each == path)
 
     def token_times(self) -> list[float]:
         """When each token request arrived, oldest first."""
-        with self._times_lock:
-            return sorted(self._times)
+        return self.times(TOKEN_PATH)
 
 
 def compressed_sandbox() -> TimedSandbox:

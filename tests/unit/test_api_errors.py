@@ -120,7 +120,7 @@ class Driver:
                     self.now += seconds
                     result = None
                 case ApiCoolDown(seconds):
-                    self.machine.api_cool_down(self.now, seconds)
+                    local_wait(self.machine.api_cool_down(self.now, seconds))
                     result = self.now
                 case Now():
                     result = self.now

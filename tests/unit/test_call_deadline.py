@@ -303,7 +303,7 @@ class Timeline:
                     self.now += seconds
                     result = None
                 case ApiCoolDown(seconds):
-                    self.machine.api_cool_down(self.now, seconds)
+                    local_wait(self.machine.api_cool_down(self.now, seconds))
                     result = self.now
                 case Now():
                     result = self.now

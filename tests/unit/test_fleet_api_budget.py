@@ -6,13 +6,22 @@ each puts its own sends back, so the fleet's calls never break 88Pay's 60 a minu
 from __future__ import annotations
 
 import random
+from collections.abc import Generator
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eightyeightpay.fleet import API_BUDGET, BudgetRequest, StoreBudget
+from eightyeightpay.fleet import (
+    API_BUDGET,
+    BudgetRequest,
+    FleetEffect,
+    ReadShared,
+    StoreBudget,
+    WriteCooldown,
+    api_calls_key,
+)
 from eightyeightpay.governor import RateWindow
-from eightyeightpay.machine import BUDGET_SETTLE, TokenMachine
+from eightyeightpay.machine import BUDGET_SETTLE, STORE_PROBE_INTERVAL, Result, TokenMachine
 from eightyeightpay.plugins.sandbox import FakeClock
 from eightyeightpay.policy import Policy
 from tests.fleet_sim import SimStore, perform
@@ -23,7 +32,16 @@ LIMIT = 60  # 88Pay's API calls per minute (Policy.api_per_minute)
 
 def reserve(machine: TokenMachine, store: SimStore, clock: FakeClock) -> float:
     """One API reservation at the clock's time, its store effects performed on ``store``."""
-    steps = machine.reserve_api(clock())
+    return run(machine.reserve_api(clock()), store, clock)
+
+
+def answered_429(machine: TokenMachine, store: SimStore, clock: FakeClock, seconds: float) -> float:
+    """88Pay answered ``machine``'s API call 429 with ``seconds`` to cool down."""
+    return run(machine.api_cool_down(clock(), seconds), store, clock)
+
+
+def run(steps: Generator[FleetEffect, Result, float], store: SimStore, clock: FakeClock) -> float:
+    """The governor's answer, its store effects performed on ``store``."""
     try:
         effect = next(steps)
         while True:
@@ -152,3 +170,88 @@ def test_a_store_budget_records_nothing_under_another_epoch_and_backfills_under_
     after, wait = budget.reserve(back, 100.0, "unused")
     assert after.sends.sends == (50.0, 95.0)  # 5000 s ago: past the hour; nothing new
     assert wait == 10.0  # until the send put back 50 s ago leaves the minute
+
+
+# --------------------------------------------------------------------------- the API 429
+
+
+def test_an_api_429_in_one_process_holds_every_process_of_the_fleet_back() -> None:
+    """Process 0 is answered 429 with 5 s to cool down: no process is let send before the
+    5 s are over (each is told the time left), and every process may send after them."""
+    fleet = Fleet(4, 5)
+    assert fleet.call(0)
+    answered_429(fleet.machines[0], fleet.store, fleet.clock, 5.0)
+    fleet.clock.advance(1.5)
+    waits = [reserve(machine, fleet.store, fleet.clock) for machine in fleet.machines]
+    assert waits == [3.5] * 4
+    fleet.clock.advance(3.0)  # still 0.5 s to go: the processes keep what they read
+    assert [reserve(m, fleet.store, fleet.clock) for m in fleet.machines] == [0.5] * 4
+    fleet.clock.advance(0.5)
+    assert all(fleet.call(i) for i in range(4))
+
+
+def test_the_api_cool_down_is_written_and_read_under_the_api_calls_own_key() -> None:
+    """The token's cool-down mechanism, on a key of its own: an API 429 holds back no
+    token request, and a token 429 holds back no API call."""
+    machine = TokenMachine(CREDENTIALS, Policy(), random.Random(1), fleet=True)
+    key = api_calls_key(CREDENTIALS.cache_key)
+    assert key != CREDENTIALS.cache_key and key.merchant_id == CREDENTIALS.merchant_id
+    assert next(machine.api_cool_down(0.0, 2.0)) == WriteCooldown(key, 2.0)
+    other = TokenMachine(CREDENTIALS, Policy(), random.Random(2), fleet=True)
+    assert next(other.reserve_api(0.0)) == ReadShared(key)
+    store = SimStore(FakeClock())
+    store.cool_down(CREDENTIALS.cache_key, 30.0)  # the token endpoint's 429
+    assert store.read(CREDENTIALS.cache_key)[2] == 30.0 and store.read(key)[2] == 0.0
+    assert reserve(other, store, FakeClock()) == 0.0
+
+
+def test_a_store_failing_keeps_the_api_cool_down_this_processs_own_and_raises_nothing() -> None:
+    fleet = Fleet(2, 6)
+    fleet.store.down = True
+    assert answered_429(fleet.machines[0], fleet.store, fleet.clock, 4.0) == fleet.clock()
+    assert reserve(fleet.machines[0], fleet.store, fleet.clock) == 4.0  # its own, kept
+    assert fleet.store.cooldowns == {}  # the fleet never learnt it
+    fleet.clock.advance(4.0)
+    assert reserve(fleet.machines[0], fleet.store, fleet.clock) == 0.0  # its share, alone
+    assert fleet.machines[0].api_alone
+
+
+def test_a_store_failing_on_the_cool_down_read_falls_back_to_the_share() -> None:
+    """A reservation whose read of the fleet's cool-down fails works alone (its share,
+    then the store again after STORE_PROBE_INTERVAL), as when the budget fails."""
+    fleet = Fleet(2, 7)
+    for machine in fleet.machines:
+        machine.members = 2
+    fleet.store.down = True
+    assert sum(fleet.call(0) for _ in range(40)) == LIMIT // 2
+    fleet.store.down = False
+    answered_429(fleet.machines[1], fleet.store, fleet.clock, 60.0)
+    fleet.clock.advance(STORE_PROBE_INTERVAL)
+    assert reserve(fleet.machines[0], fleet.store, fleet.clock) == 60.0 - STORE_PROBE_INTERVAL
+    assert not fleet.machines[0].api_alone
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    count=st.integers(2, 6),
+    steps=st.lists(
+        st.tuples(st.integers(0, 5), st.floats(0.0, 2.0), st.none() | st.floats(0.5, 30.0)),
+        min_size=5,
+        max_size=60,
+    ),
+    seed=st.integers(0, 1000),
+)
+def test_no_process_sends_an_api_call_during_the_fleets_cool_down(
+    count: int, steps: list[tuple[int, float, float | None]], seed: int
+) -> None:
+    """Random calls from several processes, some answered 429 with a random cool-down:
+    no call is let through while a cool-down any process received is running."""
+    fleet = Fleet(count, seed)
+    cooling_until = 0.0
+    for index, pause, answer in steps:
+        if fleet.call(index % count):
+            assert fleet.clock() >= cooling_until
+            if answer is not None:
+                answered_429(fleet.machines[index % count], fleet.store, fleet.clock, answer)
+                cooling_until = max(cooling_until, fleet.clock() + answer)
+        fleet.clock.advance(pause)
