@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any, Self
 from eightyeightpay.api import ApiEffect, ApiResponse, api_call
 from eightyeightpay.credentials import Credentials
 from eightyeightpay.errors import ConfigurationError, NotPicklable
-from eightyeightpay.fleet import TOKEN_BUDGET
+from eightyeightpay.fleet import API_BUDGET, TOKEN_BUDGET
+from eightyeightpay.governor import HOUR, MINUTE
 from eightyeightpay.plugins.fleet import DEFAULT_STORE_DEADLINE, FleetStore, StoreHealth
 from eightyeightpay.plugins.memory import MemoryStore, Slot
 from eightyeightpay.plugins.registry import Registry, registry
@@ -151,26 +152,29 @@ class ManagerBase:
 
         Token requests and their outcomes, 429s received, failures in a row, callers that
         waited, the current token's remaining usable life, the rolling minute's and hour's
-        spend against the limits and the store's mode (see :class:`~eightyeightpay.Stats`).
-        Takes the slot's lock for a few attribute reads; it does no I/O.
+        spend against the limits and the store's mode; the API calls' spend against the API
+        limits and an API 429's cool-down (see :class:`~eightyeightpay.Stats`). Takes the
+        slot's lock for a few attribute reads; it does no I/O.
 
-        ``fleet=True`` with a fleet store also asks the store for the whole fleet's spend:
-        one blocking round trip (from async code, call it in a worker thread). A store that
-        is down, or cannot count, leaves the fleet figures None; nothing is raised.
+        ``fleet=True`` with a fleet store also asks the store for the whole fleet's spend of
+        token requests and of API calls: two blocking round trips (from async code, call it
+        in a worker thread). A store that is down, or cannot count, leaves the fleet figures
+        None; nothing is raised.
         """
         with self._slot.lock:
             stats = self._slot.machine.stats(self._clock())
         if not fleet or self._fleet_store is None:
             return stats
-        policy = self.policy
+        policy, operations = self.policy, self._fleet_store.operations()
+        key = self.credentials.cache_key
         try:
-            minute, hour = self._fleet_store.operations().spent(
-                self.credentials.cache_key, TOKEN_BUDGET, policy.minute_span, policy.hour_span
-            )
+            minute, hour = operations.spent(key, TOKEN_BUDGET, policy.minute_span, policy.hour_span)
+            stats = stats.with_fleet_spend(int(minute), int(hour))
+            minute, hour = operations.spent(key, API_BUDGET, MINUTE, HOUR)
+            stats = stats.with_fleet_api_spend(int(minute), int(hour))
         except Exception as error:  # the store is down or cannot count: local figures stand
             log.debug("the fleet's spend is unknown (%s)", type(error).__name__)
-            return stats
-        return stats.with_fleet_spend(int(minute), int(hour))
+        return stats
 
     def _api_call_steps(
         self,

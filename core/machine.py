@@ -1009,6 +1009,11 @@ class TokenMachine:
             per_hour=policy.per_hour,
             store_mode=mode,
             degraded_since=self.degraded_since if self.degraded else None,
+            api_minute_spent=self.api_window.count(now, MINUTE),
+            api_hour_spent=self.api_window.count(now, HOUR),
+            api_per_minute=policy.api_per_minute,
+            api_per_hour=policy.api_per_hour,
+            api_cool_down_remaining=max(0.0, self.api_blocked_until - now),
         )
 
     def invalidate(self, token: Token) -> bool:

@@ -120,7 +120,8 @@ class Stats:
     Counts cover the life of the manager's slot, shared by every manager of the process
     with the same credentials (the memory store) or the same store. Times are seconds on
     the manager's monotonic clock. ``minute_spent`` and ``hour_spent`` are this process's
-    sends; with a fleet store, ``stats(fleet=True)`` adds the fleet's (one store round trip).
+    token requests, ``api_minute_spent`` and ``api_hour_spent`` its API calls (``request()``);
+    with a fleet store, ``stats(fleet=True)`` adds the fleet's (two store round trips).
     """
 
     merchant_id: str
@@ -170,6 +171,27 @@ class Stats:
     (``stats(fleet=True)``) and the store could tell."""
     fleet_hour_spent: int | None = None
     """The whole fleet's token requests in the rolling hour, as :attr:`fleet_minute_spent`."""
+    api_minute_spent: int = 0
+    """API calls (``request()`` sends, each reserved with the API governor) this process
+    made in the rolling minute (60 s)."""
+    api_hour_spent: int = 0
+    """API calls this process made in the rolling hour (3600 s)."""
+    api_per_minute: int | None = None
+    """The API calls allowed per minute (88Pay: 60 per merchant; ``Policy.api_per_minute``);
+    None when the policy keeps no such limit."""
+    api_per_hour: int | None = None
+    """The API calls allowed per hour (88Pay: 1,000; ``Policy.api_per_hour``), or None."""
+    api_cool_down_remaining: float = 0.0
+    """Seconds left of an API ``429``'s cool-down (0 when none holds): 88Pay's
+    ``Retry-After`` after it answered an API call of this process 429, or, with a fleet
+    store, the fleet's as this process last read it (another process's 429). While it holds
+    no API call is sent, so :attr:`api_minute_remaining` and :attr:`api_hour_remaining`
+    are 0."""
+    fleet_api_minute_spent: int | None = None
+    """The whole fleet's API calls in the rolling minute, counted by the fleet store; None
+    unless asked for (``stats(fleet=True)``) and the store could tell."""
+    fleet_api_hour_spent: int | None = None
+    """The whole fleet's API calls in the rolling hour, as :attr:`fleet_api_minute_spent`."""
 
     @property
     def budget_scope(self) -> str:
@@ -195,9 +217,43 @@ class Stats:
     def _left(self, limit: int, spent: int) -> int:
         return 0 if self.cool_down_remaining > 0 else max(0, limit - spent)
 
+    @property
+    def api_budget_scope(self) -> str:
+        """``fleet`` when the remaining API budget is the fleet's, else ``process``."""
+        return "process" if self.fleet_api_minute_spent is None else "fleet"
+
+    @property
+    def api_minute_remaining(self) -> int | None:
+        """API calls still allowed in the rolling minute (the fleet's, when known).
+
+        None without a per-minute API limit; 0 while an API 429's cool-down holds
+        (:attr:`api_cool_down_remaining`).
+        """
+        spent = self.api_minute_spent
+        if self.fleet_api_minute_spent is not None:
+            spent = self.fleet_api_minute_spent
+        return self._api_left(self.api_per_minute, spent)
+
+    @property
+    def api_hour_remaining(self) -> int | None:
+        """API calls still allowed in the rolling hour, as :attr:`api_minute_remaining`."""
+        spent = (
+            self.api_hour_spent if self.fleet_api_hour_spent is None else self.fleet_api_hour_spent
+        )
+        return self._api_left(self.api_per_hour, spent)
+
+    def _api_left(self, limit: int | None, spent: int) -> int | None:
+        if limit is None:
+            return None
+        return 0 if self.api_cool_down_remaining > 0 else max(0, limit - spent)
+
     def with_fleet_spend(self, minute: int, hour: int) -> Stats:
-        """A copy of this snapshot with the fleet's spend, as a fleet store counted it."""
+        """A copy of this snapshot with the fleet's token requests, as a fleet store counted."""
         return attrs.evolve(self, fleet_minute_spent=minute, fleet_hour_spent=hour)
+
+    def with_fleet_api_spend(self, minute: int, hour: int) -> Stats:
+        """A copy of this snapshot with the fleet's API calls, as a fleet store counted them."""
+        return attrs.evolve(self, fleet_api_minute_spent=minute, fleet_api_hour_spent=hour)
 
     @property
     def degraded_for(self) -> float | None:
@@ -209,7 +265,10 @@ class Stats:
         return dict(self.outcomes)[name]
 
     def summary(self) -> str:
-        """One line for people: spend, outcomes, a 429's cool-down, token life, store mode."""
+        """One line for people: spend, outcomes, a 429's cool-down, token life, store mode.
+
+        Then the API calls' spend against their limits, and an API 429's cool-down.
+        """
         outcomes = ", ".join(f"{count} {name}" for name, count in self.outcomes if count)
         life = "no token" if self.token_remaining is None else f"{self.token_remaining:.0f} s left"
         store = self.store_mode
@@ -231,8 +290,30 @@ class Stats:
             f"{self.token_requests} token request{plural} ({outcomes or 'none'}), "
             f"{self.minute_spent}/{self.per_minute} this minute, "
             f"{self.hour_spent}/{self.per_hour} this hour{fleet}{cooling}, token {life}, "
-            f"store {store}"
+            f"store {store}; {self._api_summary()}"
         )
+
+    def _api_summary(self) -> str:
+        """The API calls' part of :meth:`summary`."""
+
+        def spend(spent: int, limit: int | None, window: str) -> str:
+            return f"{spent}/{'no limit' if limit is None else limit} this {window}"
+
+        line = (
+            f"API calls {spend(self.api_minute_spent, self.api_per_minute, 'minute')}, "
+            f"{spend(self.api_hour_spent, self.api_per_hour, 'hour')}"
+        )
+        if self.fleet_api_minute_spent is not None and self.fleet_api_hour_spent is not None:
+            line += (
+                f" (fleet: {spend(self.fleet_api_minute_spent, self.api_per_minute, 'minute')}, "
+                f"{spend(self.fleet_api_hour_spent, self.api_per_hour, 'hour')})"
+            )
+        if self.api_cool_down_remaining > 0:
+            line += (
+                f", API 429 cool-down {self.api_cool_down_remaining:.0f} s left "
+                "(no API call sent until then)"
+            )
+        return line
 
     def as_dict(self) -> dict[str, Any]:
         """The snapshot as JSON-ready data (what ``eightyeightpay token --json`` prints)."""
@@ -242,4 +323,7 @@ class Stats:
         data["hour_remaining"] = self.hour_remaining
         data["degraded_for"] = self.degraded_for
         data["budget_scope"] = self.budget_scope
+        data["api_minute_remaining"] = self.api_minute_remaining
+        data["api_hour_remaining"] = self.api_hour_remaining
+        data["api_budget_scope"] = self.api_budget_scope
         return data

@@ -50,6 +50,29 @@ class BuiltInStoreContract(StoreContract):
         down = adopter.stats(fleet=True)  # the store cannot count: the process's figures stand
         assert (down.budget_scope, down.minute_remaining) == ("process", 10)
 
+    def test_stats_show_the_fleets_api_calls_as_the_store_counts_them(
+        self, fleet: ContractFleet, server: ServerProcess
+    ) -> None:
+        from eightyeightpay.plugins.sandbox import DEFAULT_MERCHANT_ID
+
+        caller, watcher = fleet.process(), fleet.process()
+        for _ in range(2):
+            caller.request("POST", f"/api/balance?id={DEFAULT_MERCHANT_ID}")
+        mine = watcher.stats()
+        assert (mine.api_minute_spent, mine.api_budget_scope, mine.api_minute_remaining) == (
+            0,
+            "process",
+            60,
+        )
+        both = watcher.stats(fleet=True)
+        assert (both.fleet_api_minute_spent, both.fleet_api_hour_spent) == (2, 2)
+        assert (both.api_minute_remaining, both.api_hour_remaining) == (58, 998)
+        assert both.api_budget_scope == "fleet"
+        assert "API calls 0/60 this minute, 0/1000 this hour (fleet: 2/60" in both.summary()
+        server.stop()
+        down = watcher.stats(fleet=True)  # the store cannot count: the process's figures stand
+        assert (down.api_budget_scope, down.api_minute_remaining) == ("process", 60)
+
     def test_a_compressed_policys_fleet_figures_count_its_windows(
         self, fleet: ContractFleet
     ) -> None:

@@ -19,9 +19,12 @@ from eightyeightpay import (
     ServerError,
     TokenMachine,
 )
-from eightyeightpay.plugins.sandbox import DEFAULT_API_KEY, DEFAULT_MERCHANT_ID
+from eightyeightpay.plugins.sandbox import DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, FakeClock
 from eightyeightpay.stats import OUTCOMES, Tally, outcome_of
+from tests.fleet_sim import SimStore
 from tests.support import CREDENTIALS, error_response, rng
+from tests.unit.test_api_errors import local_wait
+from tests.unit.test_fleet_api_budget import run
 from tests.unit.test_machine import settle
 
 
@@ -118,3 +121,64 @@ def test_a_backoff_after_a_server_error_is_no_cool_down() -> None:
     stats = machine.stats(0.2)
     assert stats.next_request_in > 0 and stats.cool_down_remaining == 0
     assert (stats.minute_remaining, stats.hour_remaining) == (9, 99)
+
+
+def test_the_api_calls_spend_against_the_api_limits() -> None:
+    """This process's API sends in the rolling minute and hour, against 60 and 1,000."""
+    machine = TokenMachine(CREDENTIALS, Policy(), rng())
+    for at in (0.0, 10.0, 70.0):
+        assert local_wait(machine.reserve_api(at)) == 0
+    stats = machine.stats(75.0)
+    assert (stats.api_minute_spent, stats.api_hour_spent) == (1, 3)
+    assert (stats.api_per_minute, stats.api_per_hour) == (60, 1000)
+    assert (stats.api_minute_remaining, stats.api_hour_remaining) == (59, 997)
+    assert stats.api_cool_down_remaining == 0 and stats.api_budget_scope == "process"
+    assert stats.summary().endswith("; API calls 1/60 this minute, 3/1000 this hour")
+    assert (stats.minute_spent, stats.token_requests) == (0, 0)  # no token request counted
+    data = stats.as_dict()
+    assert (data["api_minute_remaining"], data["api_hour_remaining"]) == (59, 997)
+    assert data["api_budget_scope"] == "process"
+    fleet = stats.with_fleet_api_spend(50, 400)
+    assert (fleet.api_minute_remaining, fleet.api_hour_remaining) == (10, 600)
+    assert fleet.api_budget_scope == "fleet" and fleet.fleet_minute_spent is None
+    assert "(fleet: 50/60 this minute, 400/1000 this hour)" in fleet.summary()
+
+
+def test_an_api_429s_cool_down_leaves_no_api_budget_until_it_ends() -> None:
+    machine = TokenMachine(CREDENTIALS, Policy(), rng())
+    local_wait(machine.reserve_api(0.0))
+    local_wait(machine.api_cool_down(1.0, 30.0))  # 88Pay answered it 429, Retry-After: 30
+    cooling = machine.stats(11.0)
+    assert cooling.api_cool_down_remaining == pytest.approx(20.0)
+    assert (cooling.api_minute_remaining, cooling.api_hour_remaining) == (0, 0)
+    assert cooling.cool_down_remaining == 0  # token requests are not held back
+    assert (cooling.minute_remaining, cooling.hour_remaining) == (10, 100)
+    assert "API 429 cool-down 20 s left" in cooling.summary()
+    over = machine.stats(31.0)
+    assert over.api_cool_down_remaining == 0 and "cool-down" not in over.summary()
+    assert over.api_minute_remaining == 59
+
+
+def test_the_fleets_api_cool_down_shows_in_the_stats_of_the_processes_it_holds_back() -> None:
+    clock = FakeClock()
+    store = SimStore(clock)
+    hit, held = (
+        TokenMachine(CREDENTIALS, Policy(), rng(), fleet=True, instance=name)
+        for name in ("hit", "held")
+    )
+    run(hit.api_cool_down(clock(), 12.0), store, clock)
+    assert held.stats(clock()).api_cool_down_remaining == 0  # not read yet
+    clock.advance(2.0)
+    assert run(held.reserve_api(clock()), store, clock) == 10.0
+    assert held.stats(clock()).api_cool_down_remaining == 10.0
+
+
+def test_a_policy_without_api_limits_shows_none() -> None:
+    policy = Policy(api_per_minute=None, api_per_hour=None)
+    stats = TokenMachine(CREDENTIALS, policy, rng()).stats(0.0)
+    assert (stats.api_per_minute, stats.api_minute_remaining, stats.api_hour_remaining) == (
+        None,
+        None,
+        None,
+    )
+    assert "API calls 0/no limit this minute, 0/no limit this hour" in stats.summary()
