@@ -21,6 +21,7 @@ from eightyeightpay.credentials import (
     Environment,
     _is_loopback,
     environment_of,
+    has_userinfo,
 )
 from eightyeightpay.errors import (
     AccessDenied,
@@ -197,7 +198,8 @@ def run_doctor(
         )
     else:
         names = {v: k for k, v in ENVIRONMENTS.items()}
-        report.ok("environment matches key", names.get(url, f"custom host {urlsplit(url).netloc}"))
+        shown = urlsplit(url).netloc.rpartition("@")[2]  # never a user name or password
+        report.ok("environment matches key", names.get(url, f"custom host {shown}"))
 
     parts = urlsplit(url)
     _https(report, url, allow_http_loopback)
@@ -286,6 +288,14 @@ def _said(error: EightyEightPayError) -> str:
 
 def _https(report: _Report, url: str, allow_http_loopback: bool) -> None:
     """HTTPS, or plain HTTP to a loopback emulator with --allow-http-loopback: as the library."""
+    if has_userinfo(url):  # refused first, as the library does: no row may show the URL
+        report.fail(
+            "HTTPS",
+            "the base URL holds a user name or password (not shown)",
+            f"Set {BASE_URL_VARIABLE} to the scheme and host (and port) only: 88Pay "
+            "authenticates with the API key and merchant id, never with the URL.",
+        )
+        return
     parts = urlsplit(url)
     host = parts.hostname or ""
     try:

@@ -15,7 +15,12 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from .errors import EnvironmentMismatch, InsecureTransport, MalformedCredentials
+from .errors import (
+    ConfigurationError,
+    EnvironmentMismatch,
+    InsecureTransport,
+    MalformedCredentials,
+)
 from .http import HttpRequest
 
 __all__ = [
@@ -87,6 +92,20 @@ def environment_of(base_url: str) -> Environment:
     return Environment.CUSTOM
 
 
+USERINFO_REFUSED = (
+    "The base URL holds a user name or password (user:password@host). 88Pay authenticates "
+    "with the API key and merchant id, never with the URL, and a password there would be "
+    "shown wherever the base URL is (reprs, logs, stats): remove it from the URL. The URL is "
+    "not shown, as it may hold a password."
+)
+"""Why a base URL with userinfo is refused (the message holds nothing of the URL)."""
+
+
+def has_userinfo(url: str) -> bool:
+    """True when ``url`` names a user or password before its host (``user:password@host``)."""
+    return "@" in urlsplit(url).netloc
+
+
 def _check_text(name: str, value: str, example: str) -> None:
     if not isinstance(value, str) or not value:
         raise MalformedCredentials(
@@ -146,7 +165,9 @@ class Credentials:
     """An API key and merchant id bound to the base URL they are used against.
 
     Construction validates everything that can be checked offline. The key never appears
-    in the repr or str: it shows as ``sk_test_…a1b2``.
+    in the repr or str: it shows as ``sk_test_…a1b2``. A base URL holding a user name or
+    password (``https://user:password@host``) raises
+    :class:`~eightyeightpay.errors.ConfigurationError`, whose message does not show the URL.
     """
 
     api_key: str = attrs.field(validator=_check_api_key)
@@ -160,6 +181,8 @@ class Credentials:
 
     def __attrs_post_init__(self) -> None:
         parts = urlsplit(self.base_url)
+        if has_userinfo(self.base_url):  # before any message that shows the URL
+            raise ConfigurationError(USERINFO_REFUSED)
         host = parts.hostname or ""
         try:
             parts.port  # noqa: B018 - raises for a port that is not a number from 0 to 65535

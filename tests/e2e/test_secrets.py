@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from eightyeightpay import EightyEightPayError
+from eightyeightpay import ConfigurationError, Credentials, EightyEightPayError, TokenManager
 from eightyeightpay.adapters import cli
 from eightyeightpay.adapters.demo import run_demo
 from eightyeightpay.http import HttpRequest, HttpResponse
@@ -153,3 +153,59 @@ def test_reveal_is_the_only_way_to_print_a_token(
     ca = str(https_server.certificates.ca_file)
     assert cli.main(["token", "--reveal", "--ca-bundle", ca]) == 0
     assert JWT.search(capsys.readouterr().out)
+
+
+PASSWORD = "hunter2-in-the-url"
+
+
+def test_a_password_in_the_base_url_is_refused_without_showing_it(
+    https_server: SandboxServer,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # https://user:password@host would show the password wherever the base URL is shown
+    # (repr, stats, the refresh's DEBUG line, the doctor): every way in refuses it unshown.
+    caplog.set_level(logging.DEBUG)
+    host = https_server.url.removeprefix("https://")
+    urls = [
+        f"https://user:{PASSWORD}@api-sandbox.88pay.io",
+        f"https://user:{PASSWORD}@{host}",
+        f"https://{PASSWORD}@{host}",
+        f"http://user:{PASSWORD}@127.0.0.1:9",  # refused before the plain-HTTP message
+        f"ftp://user:{PASSWORD}@{host}",  # and before the not-https message, which shows it
+    ]
+    shown: list[str] = []
+    for url in urls:
+        for build in (
+            lambda url=url: TokenManager(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, base_url=url),
+            lambda url=url: Credentials(
+                DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, url, allow_http_loopback=True
+            ),
+            lambda url=url: TokenManager.from_env(
+                {
+                    "EIGHTY_EIGHT_PAY_API_KEY": DEFAULT_API_KEY,
+                    "EIGHTY_EIGHT_PAY_MERCHANT_ID": DEFAULT_MERCHANT_ID,
+                    "EIGHTY_EIGHT_PAY_BASE_URL": url,
+                }
+            ),
+        ):
+            with pytest.raises(ConfigurationError) as caught:
+                build()
+            assert "user name or password" in str(caught.value)
+            shown += [str(caught.value), repr(caught.value)]
+
+    monkeypatch.setenv("EIGHTY_EIGHT_PAY_API_KEY", DEFAULT_API_KEY)
+    monkeypatch.setenv("EIGHTY_EIGHT_PAY_MERCHANT_ID", DEFAULT_MERCHANT_ID)
+    monkeypatch.setenv("EIGHTY_EIGHT_PAY_BASE_URL", f"https://u:{PASSWORD}@{host}")
+    assert https_server.certificates is not None
+    ca = str(https_server.certificates.ca_file)
+    assert cli.main(["-v", "doctor", "--ca-bundle", ca]) != 0
+    assert cli.main(["-v", "token", "--ca-bundle", ca]) != 0
+    captured = capsys.readouterr()
+    assert "user name or password" in captured.out + captured.err
+    haystack = "\n".join(
+        [caplog.text, *[r.getMessage() for r in caplog.records], *shown, captured.out, captured.err]
+    )
+    assert PASSWORD not in haystack
+    assert https_server.sandbox.stats()["token_requests"] == 0  # nothing was sent with it
