@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import threading
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -366,11 +368,16 @@ def _member() -> str:
 
 
 _MALFORMED_URL = (
-    "The Redis URL is malformed. Its form is redis://[user[:password]@]host[:port][/db] "
-    "(rediss:// for TLS, unix:///path.sock?db=0 for a socket); a '/', '@', ':', '#' or '?' in "
+    "The Redis URL is malformed. Its form is redis://[user[:password]@]host[:port][/db], db "
+    "a number (0 when left out; rediss:// for TLS, unix:///path.sock?db=0 for a socket); a "
+    "'/', '@', ':', '#' or '?' in "
     "the user or password must be percent-encoded (urllib.parse.quote(password, safe=''): "
     "'/' is %2F). The URL is not shown, as it may hold a password."
 )
+
+
+_DB_PATH = re.compile(r"(/(\d+/?)?)?")
+"""The path of a redis:// or rediss:// URL: none, ``/`` or ``/<database number>``."""
 
 
 def _check_url(url: str) -> None:
@@ -382,6 +389,10 @@ def _check_url(url: str) -> None:
         port = options.get("port", 6379)
         usable = isinstance(port, int) and 0 < port < 65536
         usable = usable and ("path" in options or bool(options.get("host")))
+        if "path" not in options:  # redis-py ignores a path that is not a database number
+            parts = urllib.parse.urlsplit(url)  # and takes the last '@' as the user's end
+            usable = usable and _DB_PATH.fullmatch(parts.path) is not None
+            usable = usable and "@" not in parts.netloc.rpartition("@")[0]
     except Exception:  # whatever redis-py says may quote the password
         usable = False
     if not usable:  # raised out here, so that no exception chain keeps redis-py's message

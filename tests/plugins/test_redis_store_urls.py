@@ -28,6 +28,11 @@ SHAPES = [
     "http://u:{p}@127.0.0.1:6379/0",
     "u:{p}@127.0.0.1:6379",
     "redis://u:{p}@127.0.0.1:6379/0?socket_timeout=abc",
+    "redis://u:{p}@127.0.0.1:6379/notadb",  # redis-py ignores a path that is not a number
+    "redis://u:{p}@127.0.0.1:6379/-1",
+    "redis://u:{p}@@127.0.0.1:6379/0",  # an unencoded '@': redis-py takes '{p}@' as password
+    "redis://u@:{p}@127.0.0.1:6379/0",
+    "rediss://u:{p}@@127.0.0.1",
 ]
 """URL shapes redis-py cannot use, each with the password somewhere it should not be."""
 
@@ -53,6 +58,21 @@ def test_a_malformed_url_is_a_configuration_error_without_the_password(
     assert PASSWORD[:4] not in _everything(raised.value)
     assert "percent-encoded" in str(raised.value)
     assert PASSWORD not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://127.0.0.1:6379",
+        "redis://127.0.0.1:6379/",
+        "redis://127.0.0.1:6379/15",
+        "rediss://u:p%40w@127.0.0.1:6380/2?ssl_cert_reqs=none",
+        "redis://:p%2Fw@localhost/0",
+        "unix:///tmp/redis.sock?db=3",
+    ],
+)
+def test_a_well_formed_url_is_accepted(url: str) -> None:
+    assert RedisStore(url).url == url
 
 
 def test_an_encoded_password_is_accepted_and_never_shown() -> None:
