@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from eightyeightpay.api import (
+    ApiPermit,
     ApiResponse,
     InvalidateToken,
     NeedToken,
@@ -247,12 +248,16 @@ class _AsyncManager(ManagerBase):
         steps = self._api_call_steps(method, path, json, headers, deadline)
         result: Any = None
         failure: EightyEightPayError | None = None
-        trace = self._observer.api_call() if self._observer is not None else None
+        trace = self._observer.api_call(method, path) if self._observer is not None else None
         while True:
             try:
                 effect = steps.throw(failure) if failure is not None else steps.send(result)
             except StopIteration as done:
                 return done.value  # type: ignore[no-any-return]
+            except BaseException as error:
+                if trace is not None:
+                    trace.ended(error)
+                raise
             failure = None
             if isinstance(effect, NeedToken):
                 try:
@@ -284,6 +289,8 @@ class _AsyncManager(ManagerBase):
                     self._health,
                     self._runtime,
                 )
+                if trace is not None and isinstance(result, ApiPermit):
+                    trace.governed(result)
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -352,8 +352,17 @@ def _governor_steps(
     return slot.machine.api_cool_down(now, effect.seconds)
 
 
-def _governed(effect: ApiEffect, answer: float, clock: Callable[[], float]) -> ApiPermit | float:
-    return ApiPermit(clock(), answer) if isinstance(effect, ReserveApiCall) else answer
+def _governed(
+    slot: Slot, effect: ApiEffect, answer: float, clock: Callable[[], float]
+) -> ApiPermit | float:
+    if not isinstance(effect, ReserveApiCall):
+        return answer
+    if answer <= 0:
+        return ApiPermit(clock(), answer)
+    with slot.lock:
+        now = clock()
+        cause, scope = slot.machine.api_hold(now)
+    return ApiPermit(now, answer, cause, scope)
 
 
 def perform_api_governor(
@@ -384,7 +393,7 @@ def perform_api_governor(
         result = store_outcome(step, value, clock, health)
         with slot.lock:
             step = _step(steps, result)
-    return _governed(effect, step, clock)
+    return _governed(slot, effect, step, clock)
 
 
 async def aperform_api_governor(
@@ -408,7 +417,7 @@ async def aperform_api_governor(
         result = store_outcome(step, value, clock, health)
         with slot.lock:
             step = _step(steps, result)
-    return _governed(effect, step, clock)
+    return _governed(slot, effect, step, clock)
 
 
 def _step(

@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Any, Protocol, Self
 
 from eightyeightpay.api import (
+    ApiPermit,
     ApiResponse,
     InvalidateToken,
     NeedToken,
@@ -387,12 +388,16 @@ class TokenManager(ManagerBase, EnvConstructible):
         steps = self._api_call_steps(method, path, json, headers, deadline)
         result: Any = None
         failure: EightyEightPayError | None = None
-        trace = self._observer.api_call() if self._observer is not None else None
+        trace = self._observer.api_call(method, path) if self._observer is not None else None
         while True:
             try:
                 effect = steps.throw(failure) if failure is not None else steps.send(result)
             except StopIteration as done:
                 return done.value  # type: ignore[no-any-return]
+            except BaseException as error:
+                if trace is not None:
+                    trace.ended(error)
+                raise
             failure = None
             if isinstance(effect, NeedToken):
                 try:
@@ -418,6 +423,8 @@ class TokenManager(ManagerBase, EnvConstructible):
                 result = perform_api_governor(
                     self._slot, effect, self._clock, self._fleet, self._store_deadline, self._health
                 )
+                if trace is not None and isinstance(result, ApiPermit):
+                    trace.governed(result)
 
     # ------------------------------------------------------------------ lifecycle
 

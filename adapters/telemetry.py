@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from eightyeightpay import __version__
+from eightyeightpay.api import ApiPermit
 from eightyeightpay.errors import ConfigurationError, EightyEightPayError
 from eightyeightpay.fleet import AcquireLock, FleetEffect, LockResult, StoreFault
 from eightyeightpay.http import HttpRequest, HttpResponse
@@ -200,15 +201,17 @@ class Observer:
             self.labels["eightyeightpay.merchant_id"] = manager.credentials.merchant_id
         self.store_name = store_name
         """The store's registered name (``memory``, ``redis``, ...)."""
+        self.base_url = manager.credentials.base_url
+        """Where API calls go (``url.full`` is this and the call's path, redacted)."""
         self._clock = manager._clock
 
     def flight(self, flight: Flight) -> FlightTrace:
         """The trace of one refresh."""
         return FlightTrace(self, flight)
 
-    def api_call(self) -> ApiCallTrace:
-        """The trace of one ``request()`` call."""
-        return ApiCallTrace(self)
+    def api_call(self, method: str, path: str) -> ApiCallTrace:
+        """The trace of one ``request(method, path)`` call."""
+        return ApiCallTrace(self, method, path)
 
     def span(self, name: str, kind: str, parent: Any, attributes: dict[str, Any]) -> Any:
         """Start a span (``kind``: a ``SpanKind`` member name) under ``parent`` (None: current)."""
@@ -350,12 +353,60 @@ class FlightTrace:
 
 
 class ApiCallTrace:
-    """The ``CLIENT`` spans of one ``request()`` call: one per send."""
+    """The spans of one ``request()`` call: a ``CLIENT`` span per send, and the governor's.
 
-    def __init__(self, observer: Observer) -> None:
+    A call the API governor holds back (the limits, this process's share of them, or an
+    API 429's cool-down; a fleet store's or this process's) gets an ``INTERNAL`` span
+    ``eightyeightpay.api_governor.wait`` from the first hold until the send is reserved or
+    the call gives up, with an event per hold; the send's span then carries the seconds
+    waited.
+    """
+
+    def __init__(self, observer: Observer, method: str, path: str) -> None:
         self._observer = observer
+        self._method = method
+        self._path = path  # checked by the core before the governor is asked
         self._sends = 0
         self._replayed = False
+        self._hold: Any = None
+        self._held_since = 0.0
+        self._waited = 0.0
+
+    def governed(self, permit: ApiPermit) -> None:
+        """The API governor answered ``permit``: a hold (its wait) or the send reserved."""
+        if permit.wait <= 0:
+            self._end_hold(reserved=True)
+            return
+        if self._hold is None:
+            self._held_since = permit.now
+            attributes: dict[str, Any] = {
+                **self._observer.labels,
+                **self._observer.server,
+                "http.request.method": self._method.upper(),
+                "url.full": _redacted(f"{self._observer.base_url}{self._path}"),
+            }
+            name = "eightyeightpay.api_governor.wait"
+            self._hold = self._observer.span(name, "INTERNAL", None, attributes)
+        self._hold.add_event(
+            "eightyeightpay.api_governor.held",
+            {
+                "eightyeightpay.api_governor.wait": permit.wait,
+                "eightyeightpay.api_governor.cause": permit.cause,
+                "eightyeightpay.budget.scope": permit.scope,
+            },
+        )
+        self._hold.set_attribute("eightyeightpay.api_governor.cause", permit.cause)
+        self._hold.set_attribute("eightyeightpay.budget.scope", permit.scope)
+
+    def _end_hold(self, *, reserved: bool, error_type: str | None = None) -> None:
+        span, self._hold = self._hold, None
+        if span is None:
+            return
+        waited = max(0.0, self._observer._clock() - self._held_since)
+        self._waited += waited
+        span.set_attribute("eightyeightpay.api_governor.reserved", reserved)
+        span.set_attribute("eightyeightpay.api_governor_waited", waited)
+        self._observer.close(span, error_type)
 
     def sending(self, request: HttpRequest) -> Any:
         """A send of the call starts; returns its span."""
@@ -365,10 +416,12 @@ class ApiCallTrace:
             "http.request.method": request.method,
             "url.full": _redacted(request.url),
             "eightyeightpay.replayed_after_401": self._replayed,
+            "eightyeightpay.api_governor_waited": self._waited,
         }
         if self._sends:
             attributes["http.request.resend_count"] = self._sends
         self._sends += 1
+        self._waited = 0.0
         return self._observer.span(request.method, "CLIENT", None, attributes)
 
     def received(self, span: Any, result: HttpResponse | BaseException) -> None:
@@ -382,3 +435,7 @@ class ApiCallTrace:
     def invalidated(self) -> None:
         """The API answered 401; the next send is the replay."""
         self._replayed = True
+
+    def ended(self, error: BaseException) -> None:
+        """The call raised ``error``: a hold still open ends unreserved, failed with it."""
+        self._end_hold(reserved=False, error_type=type(error).__name__)

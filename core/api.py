@@ -30,6 +30,7 @@ from .tokens import Token, error_envelope, parse_retry_after
 __all__ = [
     "ApiCoolDown",
     "ApiEffect",
+    "ApiPermit",
     "ApiResponse",
     "InvalidateToken",
     "NeedToken",
@@ -310,12 +311,23 @@ class ReserveApiCall:
 
 @attrs.frozen
 class ApiPermit:
-    """The API governor's answer: ``wait`` is 0 when the send was reserved."""
+    """The API governor's answer: ``wait`` is 0 when the send was reserved.
+
+    ``cause`` and ``scope`` say why a call is held back (telemetry shows them; the call
+    protocol decides on ``wait`` alone).
+    """
 
     now: float
     """Monotonic time of the answer."""
     wait: float
     """Seconds until a send is allowed (0: reserved, send now)."""
+    cause: str = ""
+    """With a wait: ``"cool_down"`` (an API 429's cool-down, this process's or the
+    fleet's) or ``"limit"`` (the 60/minute and 1,000/hour limits, or this process's share
+    of them while the fleet store fails); ``""`` when the send was reserved."""
+    scope: str = "process"
+    """``"fleet"`` when a fleet store's budget and cool-down govern the call, else
+    ``"process"`` (no fleet store, or working alone while it fails)."""
 
 
 @attrs.frozen

@@ -942,6 +942,16 @@ class TokenMachine:
         self.api_window = self.api_window.record(now)
         return 0.0
 
+    def api_hold(self, now: float) -> tuple[str, str]:
+        """Why API calls are held back at ``now``, and by whom: ``(cause, scope)``.
+
+        A query, for telemetry (see :class:`~eightyeightpay.api.ApiPermit`): ``cause`` is
+        ``"cool_down"`` while an API 429's cool-down holds, else ``"limit"``; ``scope`` is
+        ``"fleet"`` when a fleet store governs API calls, else ``"process"``.
+        """
+        cause = "cool_down" if self.api_blocked_until > now else "limit"
+        return cause, "fleet" if self.fleet and not self.api_alone else "process"
+
     def api_cool_down(self, now: float, seconds: float) -> Generator[FleetEffect, Result, float]:
         """88Pay answered an API call 429: send no API call for ``seconds`` from ``now``.
 

@@ -22,8 +22,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from eightyeightpay import (
+    ApiRateLimited,
     ConfigurationError,
     MemoryStore,
+    Policy,
     RateLimited,
     Stats,
     Telemetry,
@@ -425,3 +427,81 @@ def test_url_full_keeps_no_credentials_and_no_query_value() -> None:
         "https://REDACTED:REDACTED@h.io:8443/api/balance?id=REDACTED&x=REDACTED"
     )
     assert _redacted("https://h.io/api/auth/token") == "https://h.io/api/auth/token"
+
+
+# --------------------------------------------------------------------------- the API governor
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("fleet", [False, True], ids=["memory", "fleet"])
+def test_a_call_held_back_by_the_api_governor_shows_it_in_its_spans(
+    runtime: str, fleet: bool
+) -> None:
+    """An API 429 (Retry-After: 5): a fail-fast call in its cool-down is refused, and the
+    governor's span says why (cause, scope) and fails; a call with a deadline waits the
+    cool-down out, and both its governor span and its send's span carry the wait."""
+    collected = Collected()
+    clock = FakeClock()
+    store: FleetStore | MemoryStore = SimFleetStore(clock) if fleet else MemoryStore()
+
+    async def scenario(h: Harness) -> None:
+        assert (await h.request("POST", BALANCE)).status == 200
+        h.sandbox.inject(Fault.status(429, headers={"Retry-After": "5"}), path="/api/balance")
+        with pytest.raises(ApiRateLimited) as answered:
+            await h.request("POST", BALANCE, deadline=0)
+        assert not answered.value.local
+        h.clock.advance(1.0)
+        with pytest.raises(ApiRateLimited) as refused:
+            await h.request("POST", BALANCE, deadline=0)
+        assert refused.value.local and refused.value.retry_after == pytest.approx(4.0)
+        assert (await h.request("POST", BALANCE, deadline=10)).status == 200
+
+    run_scenario(runtime, scenario, clock=clock, store=store, telemetry=collected.telemetry)
+    spans = collected.finished()
+    sends = [s for s in spans if s.name == "POST" and "/api/balance" in s.attributes["url.full"]]
+    assert [s.attributes["http.response.status_code"] for s in sends] == [200, 429, 200]
+    waits = [s.attributes["eightyeightpay.api_governor_waited"] for s in sends]
+    assert waits == pytest.approx([0, 0, 4.0])
+    holds = [s for s in spans if s.name == "eightyeightpay.api_governor.wait"]
+    assert len(holds) == 2
+    scope = "fleet" if fleet else "process"
+    for hold in holds:
+        assert hold.kind.name == "INTERNAL"
+        assert hold.attributes["url.full"].endswith("/api/balance?id=REDACTED")
+        assert hold.attributes["eightyeightpay.api_governor.cause"] == "cool_down"
+        assert hold.attributes["eightyeightpay.budget.scope"] == scope
+        (event,) = hold.events
+        assert event.name == "eightyeightpay.api_governor.held"
+        assert event.attributes["eightyeightpay.api_governor.wait"] == pytest.approx(4.0)
+        assert event.attributes["eightyeightpay.api_governor.cause"] == "cool_down"
+    refused_hold, waited_hold = holds
+    assert refused_hold.attributes["eightyeightpay.api_governor.reserved"] is False
+    assert refused_hold.attributes["error.type"] == "ApiRateLimited"
+    assert refused_hold.status.status_code.name == "ERROR"
+    assert refused_hold.attributes["eightyeightpay.api_governor_waited"] == 0
+    assert waited_hold.attributes["eightyeightpay.api_governor.reserved"] is True
+    assert waited_hold.attributes["eightyeightpay.api_governor_waited"] == pytest.approx(4.0)
+    assert "error.type" not in waited_hold.attributes
+    exported = json.dumps([json.loads(s.to_json()) for s in spans])
+    assert DEFAULT_API_KEY not in exported and DEFAULT_MERCHANT_ID not in exported
+
+
+def test_a_call_held_back_by_the_api_limit_says_so() -> None:
+    """Over the policy's API calls per minute: the cause is the limit, not a cool-down."""
+    collected = Collected()
+
+    async def scenario(h: Harness) -> None:
+        assert (await h.request("POST", BALANCE)).status == 200
+        assert (await h.request("POST", BALANCE, deadline=70)).status == 200  # waits a minute
+
+    run_scenario(
+        "sync",
+        scenario,
+        policy=Policy(api_per_minute=1),
+        store=MemoryStore(),
+        telemetry=collected.telemetry,
+    )
+    (hold,) = [s for s in collected.finished() if s.name == "eightyeightpay.api_governor.wait"]
+    assert hold.attributes["eightyeightpay.api_governor.cause"] == "limit"
+    assert hold.attributes["eightyeightpay.budget.scope"] == "process"
+    assert hold.attributes["eightyeightpay.api_governor_waited"] == pytest.approx(60.0)
