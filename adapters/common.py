@@ -37,7 +37,12 @@ from eightyeightpay.machine import (
     Settled,
     transport_failure,
 )
-from eightyeightpay.plugins.fleet import DEFAULT_STORE_DEADLINE, StoreHealth, fault_detail
+from eightyeightpay.plugins.fleet import (
+    DEFAULT_STORE_DEADLINE,
+    StoreHealth,
+    fault_detail,
+    tls_failure,
+)
 from eightyeightpay.plugins.memory import Slot
 from eightyeightpay.ports import AsyncFleetOperations, AsyncRuntime, FleetOperations
 from eightyeightpay.stats import outcome_of
@@ -333,7 +338,9 @@ def store_outcome(
     if isinstance(value, Exception):
         late = isinstance(value, _Late)
         detail = str(value) if late else fault_detail(value)
-        result: Result = StoreFault(detail, clock(), stalled=late)
+        # A TLS failure is a setting to fix, not a failover: no grace of reading again.
+        lasting = late or tls_failure(value) is not None
+        result: Result = StoreFault(detail, clock(), stalled=lasting)
     else:
         result = store_result(effect, value, clock())
     if health is not None:

@@ -390,7 +390,9 @@ class StoreFault:
     now: float
     """Local monotonic time."""
     stalled: bool = False
-    """True when the call did not answer within its deadline (rather than failing fast)."""
+    """True when waiting a moment will not cure it: the call did not answer within its
+    deadline (rather than failing fast), or failed in a way a failover does not explain (a
+    TLS failure). The machine then works alone at once, without the failover grace."""
 
 
 # --------------------------------------------------------------------------- performing

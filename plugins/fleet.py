@@ -37,6 +37,7 @@ __all__ = [
     "Sealer",
     "StoreHealth",
     "fault_detail",
+    "tls_failure",
 ]
 
 DEFAULT_STORE_DEADLINE = 1.5
@@ -83,31 +84,47 @@ class StoreHealth:
             log.warning("%s store reachable again; the fleet shares tokens again", self._name)
 
 
-def fault_detail(error: BaseException) -> str:
-    """What a store failure was, for the outage log line, without any secret.
+def tls_failure(error: BaseException) -> str | None:
+    """What to check when ``error`` (or an exception it wraps) is a TLS failure, else None.
 
-    The exception's type only (a message may quote a URL with its password), except that a
-    TLS failure says it is one and what to check, also when a client wrapped it.
+    A certificate that was not verified; a TLS error; or a TLS handshake that got no answer,
+    which is what a TLS client meets on a plain port (a ``rediss://`` URL pointing at a
+    Redis without TLS: the server waits for a command and never answers the handshake).
+    A fresh connection cures none of them, and neither does waiting for a failover.
     """
     seen: BaseException | None = error
     for _ in range(8):
         if seen is None:
             break
-        if isinstance(seen, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(
-            seen
-        ):
+        text = str(seen)[:200]
+        if isinstance(seen, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in text:
             return (
-                f"{type(error).__name__}: TLS failure, the server's certificate was not "
-                "verified; give the client the CA that signed it (ssl_ca_certs=... or "
-                "?ssl_ca_certs=... in a rediss:// URL)"
+                "TLS failure, the server's certificate was not verified; give the client the CA "
+                "that signed it (ssl_ca_certs=... or ?ssl_ca_certs=... in a rediss:// URL)"
             )
-        if isinstance(seen, ssl.SSLError) or "SSL" in str(seen)[:200]:
+        if isinstance(seen, OSError) and "handshake operation timed out" in text:
             return (
-                f"{type(error).__name__}: TLS failure; check that the server speaks TLS on "
-                "this port (rediss://) and the certificate settings"
+                "TLS failure, the server did not answer the TLS handshake; check that it speaks "
+                "TLS on this port (a rediss:// URL to a plain Redis port waits like this)"
+            )
+        if isinstance(seen, ssl.SSLError) or "SSL" in text:
+            return (
+                "TLS failure; check that the server speaks TLS on this port (rediss://) and the "
+                "certificate settings"
             )
         seen = seen.__cause__ or seen.__context__
-    return type(error).__name__
+    return None
+
+
+def fault_detail(error: BaseException) -> str:
+    """What a store failure was, for the outage log line, without any secret.
+
+    The exception's type only (a message may quote a URL with its password), except that a
+    TLS failure says it is one and what to check (:func:`tls_failure`), also when a client
+    wrapped it.
+    """
+    hint = tls_failure(error)
+    return f"{type(error).__name__}: {hint}" if hint is not None else type(error).__name__
 
 
 async def _to_thread(function: Callable[..., _T], *args: object) -> _T:

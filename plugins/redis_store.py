@@ -33,7 +33,7 @@ from eightyeightpay.errors import ConfigurationError
 from eightyeightpay.fleet import API_BUDGET, BudgetRequest, Purpose, StoredToken
 from eightyeightpay.ports import AsyncFleetOperations, ReadValue, Reserved
 
-from .fleet import ENCRYPTION_KEY_VARIABLE, FleetStore, InThreads, Sealer
+from .fleet import ENCRYPTION_KEY_VARIABLE, FleetStore, InThreads, Sealer, tls_failure
 from .hookspecs import StoreFactory, hookimpl
 
 __all__ = ["REDIS_URL_VARIABLE", "RedisKeys", "RedisStore"]
@@ -194,7 +194,9 @@ class _Operations:
     def _once_more(self, call: Callable[[], Any]) -> Any:
         try:
             return call()
-        except self._retryable:
+        except self._retryable as error:
+            if tls_failure(error) is not None:
+                raise  # a fresh connection meets the same TLS trouble
             self._drop_idle()
             return call()
 
@@ -292,7 +294,9 @@ class _AsyncOperations(_Operations):
             self._initialized = True
         try:
             return await call()
-        except self._retryable:
+        except self._retryable as error:
+            if tls_failure(error) is not None:
+                raise  # a fresh connection meets the same TLS trouble
             pool = getattr(self._client, "connection_pool", None)
             if pool is not None:
                 await pool.disconnect(inuse_connections=False)

@@ -10,13 +10,14 @@ from collections.abc import Iterator
 import pytest
 import trio
 
-from eightyeightpay import Token
+from eightyeightpay import Token, TokenManager
 from eightyeightpay.adapters.async_manager import AsyncTokenManager, open_trio_token_manager
+from eightyeightpay.plugins.redis_store import RedisStore
 from eightyeightpay.plugins.sandbox import DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, SandboxServer
 from eightyeightpay.plugins.sandbox.tls import make_test_ca
 from tests.plugins.fleet_support import Fleet
 from tests.recipes import recipe_store
-from tests.servers import TlsAclRedis, running
+from tests.servers import RedisServer, TlsAclRedis, running
 
 
 @pytest.fixture
@@ -88,3 +89,36 @@ def test_a_tls_failure_says_it_is_one_and_the_process_works_alone(
     assert len(lines) == 1
     assert "TLS failure, the server's certificate was not verified" in lines[0]
     assert tls_redis.password not in caplog.text
+
+
+def test_rediss_to_a_plain_port_is_reported_once_as_tls_without_a_failover_wait(
+    redis_server: RedisServer,
+    https_server: SandboxServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A plain Redis never answers a TLS ClientHello: the handshake times out.
+
+    The outage is logged once and says it is TLS; the handshake is tried once per store call
+    (a fresh connection cures nothing) and never read again within the failover grace, so
+    the call answers before the store deadline, not after it.
+    """
+    caplog.set_level(logging.WARNING, logger="eightyeightpay")
+    assert https_server.certificates is not None
+    store = RedisStore(f"rediss://127.0.0.1:{redis_server.port}/0", timeout=2.0)
+    with TokenManager(
+        DEFAULT_API_KEY,
+        DEFAULT_MERCHANT_ID,
+        base_url=https_server.url,
+        ca_bundle=str(https_server.certificates.ca_file),
+        store=store,
+    ) as manager:
+        first = manager.get_token()  # no error reaches the caller
+        manager.invalidate(first)
+        assert manager.get_token() != first  # a second refresh, still alone
+    lines = [r.getMessage() for r in caplog.records if "store unavailable" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert "did not answer the TLS handshake" in lines[0]
+    assert "deadline" not in lines[0]  # the handshake's own failure, not the store deadline
+    assert store.health.outages == 1
+    stats = manager.stats()
+    assert stats.store_mode == "degraded"
