@@ -443,6 +443,7 @@ def _token_failure(failure: EightyEightPayError, label: str, *, sent: bool) -> E
     """The token request of a call failed: say so, and what became of the call itself."""
     error = failure.copy()
     error.failed_request = "token request"
+    error.may_have_been_processed = sent  # of the call, not of its token request
     state = (
         "the call had been sent before and may have been processed; it was not sent again"
         if sent

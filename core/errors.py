@@ -50,6 +50,15 @@ class EightyEightPayError(Exception):
     """Which request failed, when ``request()`` raised it: ``"token request"`` (getting the
     call's token) or the API call itself, e.g. ``"POST /api/transactions/charges"``."""
 
+    may_have_been_processed: bool = False
+    """Whether 88Pay may have carried out the request that failed, so that sending it again
+    could do it twice (a second charge). For ``request()`` it is about the API call, also
+    when getting its token failed (True then only if an earlier attempt of the call had been
+    sent); for ``get_token()``, about the token request. False only when the request provably
+    was not carried out: refused before sending, never sent, or answered with a status that
+    means "not done" (4xx, 429). Every error answers it; never send a call again while it is
+    True without first looking up what became of it (88Pay documents no idempotency key)."""
+
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
@@ -181,7 +190,12 @@ class RateLimited(EightyEightPayError):
 
 
 class RetryableError(EightyEightPayError):
-    """A failure that may pass: a 5xx answer or a network problem. Backoff applies."""
+    """A failure that may pass: a 5xx answer or a network problem. Backoff applies.
+
+    "May pass" is about the failure, not about the request: a charge whose connection broke
+    (``ConnectionLost``) or timed out after it was sent is a RetryableError with
+    ``may_have_been_processed`` True, and must be looked up, not sent again.
+    """
 
     retry_after: float = 0.0
     """Seconds until the library will try again (0 until a backoff is known)."""
@@ -206,7 +220,9 @@ class TransportError(RetryableError):
     def __init__(self, message: str, *, may_have_been_sent: bool) -> None:
         super().__init__(message)
         self.may_have_been_sent = may_have_been_sent
-        """False only when the request provably never left this process."""
+        """False only when the request provably never left this process (kept as it was;
+        ``may_have_been_processed`` is the attribute every error has)."""
+        self.may_have_been_processed = may_have_been_sent
 
 
 class ConnectError(TransportError):
@@ -392,12 +408,15 @@ class ApiServerError(ApiError):
 class MalformedResponse(EightyEightPayError):
     """88Pay's answer did not have the documented shape."""
 
-    def __init__(self, detail: str, *, status: int | None = None) -> None:
+    def __init__(
+        self, detail: str, *, status: int | None = None, may_have_been_processed: bool = False
+    ) -> None:
         where = f" (HTTP {status})" if status is not None else ""
         super().__init__(
             f"88Pay's response{where} did not have the documented shape: {detail}. A proxy or "
             "gateway may have answered instead of 88Pay; check the base URL and any proxy."
         )
+        self.may_have_been_processed = may_have_been_processed
         self.detail = detail
         """What was wrong, without the response's content."""
         self.status = status

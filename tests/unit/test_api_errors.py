@@ -251,6 +251,9 @@ def test_a_token_failure_says_it_was_the_token_request_and_the_call_was_not_sent
     assert caught.value.failed_request == "token request"
     assert f"Getting a token for POST {CHARGES} failed" in str(caught.value)
     assert "was not processed" in str(caught.value)
+    # about the call, which was never sent, not about its token request (which may have been)
+    assert caught.value.may_have_been_processed is False
+    assert caught.value.may_have_been_sent is True
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -293,3 +296,6 @@ def test_a_call_that_may_have_been_processed_is_never_sent_again_unless_read_onl
     assert len(driver.sends) <= 60  # POLICY.api_per_minute
     if isinstance(outcome, ApiError) and outcome.status == 400:
         assert kinds[-1] == "400"
+    if isinstance(outcome, EightyEightPayError) and path == CHARGES:
+        # every error answers it, and truly: True exactly when the charge may have been made
+        assert outcome.may_have_been_processed is bool(processed_maybe)
