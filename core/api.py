@@ -15,6 +15,7 @@ from .errors import (
     BadRequest,
     ConfigurationError,
     EightyEightPayError,
+    MalformedResponse,
     NotFound,
     PermissionDenied,
     RetryableError,
@@ -207,6 +208,34 @@ def may_replay(request: HttpRequest, error: EightyEightPayError) -> bool:
     return not error.may_have_been_sent or is_read_only(request)
 
 
+def _readable(response: ApiResponse) -> bool:
+    """False for a non-empty body that is not JSON (``json`` is None only then, or for ``null``)."""
+    if response.json is not None or not response.body:
+        return True
+    try:
+        jsonlib.loads(response.body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return False
+    return True
+
+
+def unreadable_success(response: ApiResponse, failed_request: str) -> MalformedResponse:
+    """The error for a 2xx answer whose body is not JSON (a proxy's page, a cut-off body).
+
+    88Pay answers every call with a JSON envelope; without one nobody can tell whether the
+    call was carried out, so it ``may_have_been_processed`` and is sent again only when it
+    is read-only (see ``docs/errors.md``).
+    """
+    error = MalformedResponse(
+        f"the {response.status} answer to {failed_request} is not JSON ({len(response.body)} "
+        "bytes). The call may have been processed: look it up before sending it again",
+        status=response.status,
+        may_have_been_processed=True,
+    )
+    error.failed_request = failed_request
+    return error
+
+
 _API_ERRORS: dict[int, type[ApiError]] = {
     400: BadRequest,
     401: Unauthorized,
@@ -374,8 +403,9 @@ def api_call(
     deadline, with the jittered backoff: a call that provably never left; a 429 (88Pay did
     not process it); a read-only call (the balance) after a 5xx or a broken connection. A
     401 invalidates exactly the token used and the call is sent once more with a new one.
-    Anything else raises its typed error (``api_error``); a call that may have reached
-    the server is never sent twice.
+    Anything else raises its typed error (``api_error``; a 2xx whose body is not JSON
+    raises :class:`~eightyeightpay.errors.MalformedResponse` with ``may_have_been_processed``);
+    a call that may have reached the server is never sent twice.
     """
     verb = check_call(method, path)  # a mistaken call spends neither an API call nor a token
     label = f"{verb} {path}"
@@ -412,21 +442,26 @@ def api_call(
             server_wait = None
         else:
             response = read_api_response(answer)
-            if response.status < 400:
+            unreadable = response.ok and not _readable(response)
+            if response.status < 400 and not unreadable:
                 return response
             if response.status == 401 and not replayed:
                 replayed = True
                 yield InvalidateToken(token)
                 continue
-            error = api_error(response, label, read_only=is_read_only(request))
+            read_only = is_read_only(request)
+            if unreadable:  # a 2xx whose body is not JSON: done or not, nobody can tell
+                error = unreadable_success(response, label)
+            else:
+                error = api_error(response, label, read_only=read_only)
             server_wait = None
             if isinstance(error, ApiRateLimited):
                 server_wait = error.retry_after
                 yield ApiCoolDown(max(server_wait, policy.backoff_initial))
             retryable = isinstance(error, ApiRateLimited) or (
-                isinstance(error, ApiServerError) and is_read_only(request)
+                error.may_have_been_processed and read_only
             )
-            sent = sent or response.status >= 500
+            sent = sent or error.may_have_been_processed
         if not retryable:
             raise error
         failures += 1

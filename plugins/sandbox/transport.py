@@ -27,8 +27,9 @@ class SandboxTransport:
     become what a real HTTP client would report: latency advances a fake clock (or sleeps)
     and times out as :class:`~eightyeightpay.errors.RequestTimeout`, a reset is
     :class:`~eightyeightpay.errors.ConnectionLost`, a refusal
-    :class:`~eightyeightpay.errors.ConnectError`, and a truncated answer comes back with half
-    its body. The transport counts nothing: the sandbox does.
+    :class:`~eightyeightpay.errors.ConnectError`, and a truncated answer (fewer bytes than its
+    ``Content-Length``) :class:`~eightyeightpay.errors.ConnectionLost`, as the urllib3 and h11
+    transports report it over the wire. The transport counts nothing: the sandbox does.
     """
 
     def __init__(self, sandbox: Sandbox, clock: Callable[[], float] | None = None) -> None:
@@ -60,12 +61,11 @@ class SandboxTransport:
                 raise RequestTimeout(host, timeout, may_have_been_sent=True)
         if reply.connection_fault is ConnectionFault.RESET:
             raise ConnectionLost(host, "connection reset by peer")
-        response = reply.response
         if reply.connection_fault is ConnectionFault.TRUNCATE:
-            # Headers as sent: they announce the whole body, of which half arrived.
-            headers = (*response.headers, ("Content-Length", str(len(response.body))))
-            return HttpResponse(response.status, headers, reply.body_to_send)
-        return response
+            # As over the wire: the headers announced the whole body, half of it arrived,
+            # then the connection closed; an HTTP client reports that, never a short body.
+            raise ConnectionLost(host, "the connection closed before the whole body arrived")
+        return reply.response
 
     def _wait(self, seconds: float) -> None:
         advance = getattr(self._clock, "advance", None)

@@ -33,6 +33,7 @@ from eightyeightpay.errors import (
     ConnectError,
     ConnectionLost,
     EightyEightPayError,
+    MalformedResponse,
     NotFound,
     PermissionDenied,
     Unauthorized,
@@ -184,6 +185,21 @@ def test_a_charge_whose_connection_broke_is_never_sent_twice() -> None:
     assert len(driver.sends) == 1
 
 
+GARBAGE_200 = HttpResponse(200, (("Content-Type", "text/html"),), b"oops")
+
+
+def test_a_2xx_that_is_not_json_is_malformed_may_have_been_processed_and_not_resent() -> None:
+    driver = Driver(scripted(GARBAGE_200, OK))
+    error = driver.call(CHARGES)
+    assert isinstance(error, MalformedResponse) and error.status == 200
+    assert error.may_have_been_processed and error.failed_request == f"POST {CHARGES}"
+    assert "look it up" in str(error) and "oops" not in str(error)
+    assert len(driver.sends) == 1
+    balance = Driver(scripted(GARBAGE_200, OK))  # read-only: sent again after the backoff
+    assert getattr(balance.call(BALANCE), "status", None) == 200
+    assert len(balance.sends) == 2
+
+
 def test_a_balance_answered_503_once_is_retried_and_returns_200() -> None:
     driver = Driver(scripted(SERVER_503, OK))
     response = driver.call(BALANCE)
@@ -259,7 +275,7 @@ def test_a_token_failure_says_it_was_the_token_request_and_the_call_was_not_sent
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     answers=st.lists(
-        st.sampled_from(["ok", "503", "429", "reset", "refused", "400", "401"]),
+        st.sampled_from(["ok", "503", "429", "reset", "refused", "400", "401", "garbage"]),
         min_size=1,
         max_size=8,
     ),
@@ -279,18 +295,19 @@ def test_a_call_that_may_have_been_processed_is_never_sent_again_unless_read_onl
             "refused": ConnectError("h", "refused"),
             "400": envelope(400, "bad"),
             "401": envelope(401, "no"),
+            "garbage": GARBAGE_200,
         }
         return table[kind]
 
     driver = Driver(answer)
     outcome = driver.call(path, deadline)
     kinds = [answers[min(i, len(answers) - 1)] for i in range(len(driver.sends))]
-    processed_maybe = [k for k in kinds if k in ("503", "reset")]
+    processed_maybe = [k for k in kinds if k in ("503", "reset", "garbage")]
     if path == CHARGES:
-        # after a 503 or a reset nothing more is sent
+        # after a 503, a reset or an unreadable 2xx nothing more is sent
         assert len(processed_maybe) <= 1
         if processed_maybe:
-            assert kinds[-1] in ("503", "reset")
+            assert kinds[-1] in ("503", "reset", "garbage")
     # every send starts within the deadline (the one 401 replay follows its answer at once)
     assert all(t <= deadline + LATENCY for t, _ in driver.sends)
     assert len(driver.sends) <= 60  # POLICY.api_per_minute
