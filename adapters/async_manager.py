@@ -16,9 +16,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from eightyeightpay.api import (
-    ApiPermit,
     ApiResponse,
-    InvalidateToken,
     NeedToken,
     SendApiRequest,
 )
@@ -232,65 +230,38 @@ class _AsyncManager(ManagerBase):
     ) -> ApiResponse:
         """An authenticated API call; returns the answer, or raises its typed error.
 
-        A 2xx (or 3xx) answer is returned as an :class:`~eightyeightpay.api.ApiResponse`; an
-        error status raises an :class:`~eightyeightpay.errors.ApiError` (``BadRequest``,
-        ``Unprocessable``, ``NotFound``, ``PermissionDenied``, ``ApiRateLimited``,
-        ``ApiServerError``...) carrying the status, 88Pay's ``code`` and ``message``, and
-        whether the call may have been processed, as Stripe's SDKs do. Within ``deadline``
-        seconds (default ``Policy.deadline``; 0 fails fast) the API governor (60/minute,
-        1,000/hour) is kept and what is safe is retried: a call that never left, a 429, a
-        read-only call (the balance) after a 5xx or a broken connection. A 401 invalidates the
-        token used and the call is sent once more with a new one. A call that may have
-        reached the server (a charge) is never sent twice; its error says so.
+        The answers, typed errors, retries and deadline are those the threaded
+        ``TokenManager.request`` documents: the core decides them for every runtime.
         """
-        if self._closed:
-            raise ManagerClosed()
-        steps = self._api_call_steps(method, path, json, headers, deadline)
-        result: Any = None
-        failure: EightyEightPayError | None = None
-        trace = self._observer.api_call(method, path) if self._observer is not None else None
-        while True:
-            try:
-                effect = steps.throw(failure) if failure is not None else steps.send(result)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-            except BaseException as error:
-                if trace is not None:
-                    trace.ended(error)
-                raise
-            failure = None
+        run = self._api_call(method, path, json, headers, deadline)
+        while (effect := run.next()) is not None:
             if isinstance(effect, NeedToken):
                 try:
-                    result = await self._token_within(effect.until)
+                    run.give(await self._token_within(effect.until))
                 except EightyEightPayError as error:
-                    failure = error  # the core says which request failed
-            elif isinstance(effect, InvalidateToken):
-                result = self.invalidate(effect.token)
-                if trace is not None:
-                    trace.invalidated()
+                    run.fail(error)
             elif isinstance(effect, SendApiRequest):
-                span = trace.sending(effect.request) if trace is not None else None
                 try:
-                    result = await self._transport.send(effect.request, timeout=effect.timeout)
+                    run.received(await self._transport.send(effect.request, timeout=effect.timeout))
                 except TransportError as error:
-                    result = error
-                if trace is not None:
-                    trace.received(span, result)
+                    run.received(error)
             elif isinstance(effect, Sleep):
                 await self._sleep(effect.seconds)
-                result = None
+                run.give(None)
             else:  # the governor: a reservation, a 429's cool-down, the time
-                result = await aperform_api_governor(
-                    self._slot,
-                    effect,
-                    self._clock,
-                    self._fleet,
-                    self._store_deadline,
-                    self._health,
-                    self._runtime,
+                run.give(
+                    await aperform_api_governor(
+                        self._slot,
+                        effect,
+                        self._clock,
+                        self._fleet,
+                        self._store_deadline,
+                        self._health,
+                        self._runtime,
+                    )
                 )
-                if trace is not None and isinstance(result, ApiPermit):
-                    trace.governed(result)
+        assert run.response is not None
+        return run.response
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -6,12 +6,12 @@ import logging
 import random
 import sys
 import warnings
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Self
 
-from eightyeightpay.api import ApiEffect, ApiResponse, api_call
+from eightyeightpay.api import api_call
 from eightyeightpay.credentials import Credentials
-from eightyeightpay.errors import ConfigurationError, NotPicklable
+from eightyeightpay.errors import ConfigurationError, ManagerClosed, NotPicklable
 from eightyeightpay.fleet import API_BUDGET, TOKEN_BUDGET
 from eightyeightpay.governor import HOUR, MINUTE
 from eightyeightpay.plugins.fleet import DEFAULT_STORE_DEADLINE, FleetStore, StoreHealth
@@ -21,7 +21,7 @@ from eightyeightpay.policy import Policy, Rng, call_deadline
 from eightyeightpay.stats import Stats
 from eightyeightpay.tokens import Token
 
-from .common import CLOSED, Closed
+from .common import CLOSED, ApiCallRun, Closed
 from .config import build_credentials, read_environment
 from .lifecycle import EnvRecipe, not_picklable
 
@@ -176,16 +176,21 @@ class ManagerBase:
             log.debug("the fleet's spend is unknown (%s)", type(error).__name__)
         return stats
 
-    def _api_call_steps(
+    def _api_call(
         self,
         method: str,
         path: str,
         json: Any,
         headers: Mapping[str, str] | None,
         deadline: float | None,
-    ) -> Generator[ApiEffect, Any, ApiResponse]:
-        """The core's protocol for one ``request()``, its deadline counted from now."""
-        return api_call(
+    ) -> ApiCallRun:
+        """The core's protocol for one ``request()``, its deadline counted from now.
+
+        Raises ManagerClosed when the manager is closed.
+        """
+        if self._closed:
+            raise ManagerClosed()
+        steps = api_call(
             self.credentials.base_url,
             method,
             path,
@@ -196,6 +201,8 @@ class ManagerBase:
             rng=self._slot.machine.rng,
             timeout=self.timeout,
         )
+        trace = self._observer.api_call(method, path) if self._observer is not None else None
+        return ApiCallRun(steps, self.invalidate, trace)
 
     def invalidate(self, token: Token) -> bool:
         """Stop using ``token`` (the API rejected it). A newer token is never dropped."""

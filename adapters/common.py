@@ -13,15 +13,26 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Generator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from eightyeightpay.api import ApiCoolDown, ApiEffect, ApiPermit, Now, ReserveApiCall
-from eightyeightpay.errors import EightyEightPayError
+from eightyeightpay.api import (
+    ApiCoolDown,
+    ApiEffect,
+    ApiPermit,
+    ApiResponse,
+    InvalidateToken,
+    NeedToken,
+    Now,
+    ReserveApiCall,
+    SendApiRequest,
+)
+from eightyeightpay.errors import EightyEightPayError, TransportError
 from eightyeightpay.fleet import (
     Done,
     FleetEffect,
     KeepLock,
     ReleaseLock,
+    Sleep,
     StoreFault,
     store_call,
     store_result,
@@ -46,12 +57,14 @@ from eightyeightpay.plugins.fleet import (
 from eightyeightpay.plugins.memory import Slot
 from eightyeightpay.ports import AsyncFleetOperations, AsyncRuntime, FleetOperations
 from eightyeightpay.stats import outcome_of
+from eightyeightpay.tokens import Token
 
 if TYPE_CHECKING:
-    from .telemetry import FlightTrace, Observer
+    from .telemetry import ApiCallTrace, FlightTrace, Observer
 
 __all__ = [
     "CLOSED",
+    "ApiCallRun",
     "Closed",
     "FlightRun",
     "acall_store",
@@ -434,6 +447,79 @@ def _step(
         return steps.send(result)  # type: ignore[arg-type]  # None starts it
     except StopIteration as done:
         return float(done.value)
+
+
+DriverEffect = NeedToken | SendApiRequest | Sleep | ReserveApiCall | ApiCoolDown | Now
+"""The API call effects a driver performs itself (the governor's through
+:func:`perform_api_governor`); :class:`ApiCallRun` does the rest."""
+
+
+class ApiCallRun:
+    """One ``request()``: the core's API call protocol, stepped alike on every runtime.
+
+    Use: ``while (effect := run.next()) is not None:`` perform ``effect`` (a
+    :data:`DriverEffect`) and hand back its result with :meth:`received` (a send's),
+    :meth:`give` (any other's) or, for a token that could not be had, :meth:`fail`; then
+    return :attr:`response`. Invalidating the token and the call's telemetry (its sends, a
+    hold by the governor, its end in an error) are done here. An error the protocol ends
+    with propagates from :meth:`next`.
+    """
+
+    def __init__(
+        self,
+        steps: Generator[ApiEffect, Any, ApiResponse],
+        invalidate: Callable[[Token], bool],
+        trace: ApiCallTrace | None,
+    ) -> None:
+        self._steps = steps
+        self._invalidate = invalidate
+        self._trace = trace
+        self._result: Any = None
+        self._failure: EightyEightPayError | None = None
+        self._span: object = None
+        self.response: ApiResponse | None = None
+        """The call's answer, once :meth:`next` has returned None."""
+
+    def next(self) -> DriverEffect | None:
+        """The next effect for the driver to perform, or None when the call has its answer."""
+        while True:
+            failure, self._failure = self._failure, None
+            try:
+                if failure is not None:
+                    effect = self._steps.throw(failure)
+                else:
+                    effect = self._steps.send(self._result)
+            except StopIteration as done:
+                self.response = done.value
+                return None
+            except BaseException as error:
+                if self._trace is not None:
+                    self._trace.ended(error)
+                raise
+            if isinstance(effect, InvalidateToken):
+                self._result = self._invalidate(effect.token)
+                if self._trace is not None:
+                    self._trace.invalidated()
+            else:
+                if isinstance(effect, SendApiRequest) and self._trace is not None:
+                    self._span = self._trace.sending(effect.request)
+                return effect
+
+    def give(self, result: object) -> None:
+        """The result of the effect :meth:`next` returned last (a send's: :meth:`received`)."""
+        if self._trace is not None and isinstance(result, ApiPermit):
+            self._trace.governed(result)  # the governor's answer: held back, or not
+        self._result = result
+
+    def received(self, response: HttpResponse | TransportError) -> None:
+        """What the send :meth:`next` returned last got: a response, or its transport error."""
+        if self._trace is not None:
+            self._trace.received(self._span, response)
+        self._result = response
+
+    def fail(self, error: EightyEightPayError) -> None:
+        """The token the last effect asked for could not be had: the core says which failed."""
+        self._failure = error
 
 
 def drop_flight(slot: Slot, flight: Flight) -> None:

@@ -6,14 +6,29 @@ import base64
 import json
 import random
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
 from eightyeightpay import MemoryStore
+from eightyeightpay.api import (
+    ApiCoolDown,
+    ApiEffect,
+    ApiPermit,
+    ApiResponse,
+    InvalidateToken,
+    NeedToken,
+    Now,
+    ReserveApiCall,
+    SendApiRequest,
+)
 from eightyeightpay.credentials import Credentials
+from eightyeightpay.errors import EightyEightPayError
+from eightyeightpay.fleet import Sleep
 from eightyeightpay.http import HttpRequest, HttpResponse
+from eightyeightpay.machine import TokenMachine
 from eightyeightpay.plugins.sandbox import SandboxServer
-from eightyeightpay.policy import Policy
+from eightyeightpay.policy import Deadline, Policy
+from eightyeightpay.tokens import Token
 
 API_KEY = "sk_test_unit_9f8e7d6c5b4a"
 MERCHANT = "MCH-COL-TEST-12345"
@@ -109,3 +124,71 @@ def https_options(server: SandboxServer) -> dict[str, Any]:
 
 def rng(seed: int = 7) -> random.Random:
     return random.Random(seed)
+
+
+def local_wait(steps: Generator[Any, Any, float]) -> float:
+    """The API governor's answer on a machine without a fleet store (it yields nothing)."""
+    try:
+        effect = next(steps)
+    except StopIteration as done:
+        return float(done.value)
+    raise AssertionError(f"a local machine asked its store: {effect!r}")
+
+
+class FakeApiDriver:
+    """Performs the core's API call effects (``api_call``) on a fake clock, ``now``.
+
+    What a test varies, it overrides: :meth:`token` (a caller's ``get_token()``: a token, or
+    an ``EightyEightPayError`` raised into the protocol as the managers do) and :meth:`answer`
+    (the server's answer to one API request, an ``HttpResponse`` or a transport error, moving
+    ``now`` by the exchange's latency). The rest is the managers' bookkeeping: the governor
+    of a local ``machine``, its cool-down, backoff sleeps (kept in ``slept``), invalidations.
+    """
+
+    def __init__(self, machine: TokenMachine) -> None:
+        self.machine = machine
+        self.now = 0.0
+        self.slept: list[tuple[float, float]] = []
+        """(when, seconds) of each backoff sleep."""
+        self.invalidated = 0
+
+    def token(self, until: Deadline) -> Token:
+        raise NotImplementedError
+
+    def answer(self, request: HttpRequest, timeout: float) -> object:
+        raise NotImplementedError
+
+    def run(self, steps: Generator[ApiEffect, Any, ApiResponse]) -> ApiResponse | Exception:
+        """The call's answer, or the typed error it ended with."""
+        result: Any = None
+        failure: EightyEightPayError | None = None
+        while True:
+            try:
+                effect = steps.throw(failure) if failure is not None else steps.send(result)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            except EightyEightPayError as error:
+                return error
+            failure = None
+            match effect:
+                case ReserveApiCall():
+                    result = ApiPermit(self.now, local_wait(self.machine.reserve_api(self.now)))
+                case NeedToken(until):
+                    try:
+                        result = self.token(until)
+                    except EightyEightPayError as error:
+                        failure = error
+                case SendApiRequest(request, timeout):
+                    result = self.answer(request, timeout)
+                case Sleep(seconds):
+                    self.slept.append((self.now, seconds))
+                    self.now += seconds
+                    result = None
+                case ApiCoolDown(seconds):
+                    local_wait(self.machine.api_cool_down(self.now, seconds))
+                    result = self.now
+                case Now():
+                    result = self.now
+                case InvalidateToken():
+                    self.invalidated += 1
+                    result = True

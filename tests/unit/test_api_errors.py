@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable, Generator
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -16,13 +15,9 @@ from hypothesis import strategies as st
 
 from eightyeightpay import Policy
 from eightyeightpay.api import (
-    ApiCoolDown,
     ApiPermit,
-    InvalidateToken,
     NeedToken,
-    Now,
     ReserveApiCall,
-    SendApiRequest,
     api_call,
 )
 from eightyeightpay.errors import (
@@ -39,26 +34,16 @@ from eightyeightpay.errors import (
     Unauthorized,
     Unprocessable,
 )
-from eightyeightpay.fleet import Sleep
-from eightyeightpay.http import HttpResponse
+from eightyeightpay.http import HttpRequest, HttpResponse
 from eightyeightpay.machine import TokenMachine
-from eightyeightpay.policy import call_deadline
+from eightyeightpay.policy import Deadline, call_deadline
 from eightyeightpay.tokens import Token
-from tests.support import CREDENTIALS, jwt
+from tests.support import CREDENTIALS, FakeApiDriver, jwt
 
 CHARGES = "/api/transactions/charges"
 BALANCE = "/api/balance?id=MCH-COL-TEST-12345"
 LATENCY = 0.05
 POLICY = Policy()
-
-
-def local_wait(steps: Generator[Any, Any, float]) -> float:
-    """The API governor's answer on a machine without a fleet store (it yields nothing)."""
-    try:
-        effect = next(steps)
-    except StopIteration as done:
-        return float(done.value)
-    raise AssertionError(f"a local machine asked its store: {effect!r}")
 
 
 def envelope(status: int, message: str, **extra: object) -> HttpResponse:
@@ -80,54 +65,34 @@ def token(n: int = 1) -> Token:
 Answer = HttpResponse | EightyEightPayError
 
 
-class Driver:
+class Driver(FakeApiDriver):
     """Performs the protocol's effects against a script, on a fake time line."""
 
     def __init__(self, script: Callable[[int], Answer], machine: TokenMachine | None = None):
+        super().__init__(machine or TokenMachine(CREDENTIALS, POLICY, random.Random(1)))
         self.script = script
-        self.machine = machine or TokenMachine(CREDENTIALS, POLICY, random.Random(1))
-        self.now = 0.0
         self.sends: list[tuple[float, str]] = []
-        self.invalidated = 0
+
+    def token(self, until: Deadline) -> Token:
+        return token()
+
+    def answer(self, request: HttpRequest, timeout: float) -> object:
+        self.sends.append((self.now, request.path))
+        self.now += LATENCY
+        return self.script(len(self.sends))
 
     def call(self, path: str, deadline: float = POLICY.deadline) -> object:
-        steps = api_call(
-            "https://api-sandbox.88pay.io",
-            "POST",
-            path,
-            json={"amount": 1},
-            until=call_deadline(POLICY, self.now, deadline),
-            policy=POLICY,
-            rng=random.Random(2),
+        return self.run(
+            api_call(
+                "https://api-sandbox.88pay.io",
+                "POST",
+                path,
+                json={"amount": 1},
+                until=call_deadline(POLICY, self.now, deadline),
+                policy=POLICY,
+                rng=random.Random(2),
+            )
         )
-        result: Any = None
-        while True:
-            try:
-                effect = steps.send(result)
-            except StopIteration as done:
-                return done.value
-            except EightyEightPayError as error:
-                return error
-            match effect:
-                case ReserveApiCall():
-                    result = ApiPermit(self.now, local_wait(self.machine.reserve_api(self.now)))
-                case NeedToken():
-                    result = token()
-                case SendApiRequest(request):
-                    self.sends.append((self.now, request.path))
-                    result = self.script(len(self.sends))
-                    self.now += LATENCY
-                case Sleep(seconds):
-                    self.now += seconds
-                    result = None
-                case ApiCoolDown(seconds):
-                    local_wait(self.machine.api_cool_down(self.now, seconds))
-                    result = self.now
-                case Now():
-                    result = self.now
-                case InvalidateToken():
-                    self.invalidated += 1
-                    result = None
 
 
 def scripted(*answers: Answer) -> Callable[[int], Answer]:

@@ -10,32 +10,22 @@ cuts it short; an impatient caller stops waiting and the request goes on for the
 from __future__ import annotations
 
 import random
-from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eightyeightpay.api import (
-    ApiCoolDown,
-    ApiPermit,
     ApiResponse,
-    InvalidateToken,
-    NeedToken,
-    Now,
-    ReserveApiCall,
-    SendApiRequest,
     api_call,
 )
 from eightyeightpay.errors import (
     ConnectError,
     ConnectionLost,
     DeadlineExceeded,
-    EightyEightPayError,
     RequestTimeout,
 )
-from eightyeightpay.fleet import Sleep
-from eightyeightpay.http import HttpResponse
+from eightyeightpay.http import HttpRequest, HttpResponse
 from eightyeightpay.machine import (
     Exchange,
     Pause,
@@ -47,8 +37,7 @@ from eightyeightpay.machine import (
 )
 from eightyeightpay.policy import MIN_ATTEMPT, Deadline, Policy, call_deadline
 from eightyeightpay.tokens import Token
-from tests.support import CREDENTIALS, error_response, jwt, ok_response
-from tests.unit.test_api_errors import local_wait
+from tests.support import CREDENTIALS, FakeApiDriver, error_response, jwt, ok_response
 
 POLICY = Policy()
 BALANCE = "/api/balance"
@@ -228,19 +217,28 @@ def _token(n: int) -> Token:
 ANSWERS = st.sampled_from(["200", "401", "429", "503", "refused", "reset"])
 
 
-class Timeline:
+class Timeline(FakeApiDriver):
     """Performs an API call's effects on a fake clock, each exchange within its budget."""
 
     def __init__(self, answers: list[str], latencies: list[float], *token_latencies: float) -> None:
+        super().__init__(TokenMachine(CREDENTIALS, POLICY, random.Random(0)))
         self.answers, self.latencies, self.token_latencies = answers, latencies, token_latencies
-        self.now = 0.0
         self.sends: list[tuple[float, float]] = []  # (when, timeout)
-        self.slept: list[tuple[float, float]] = []  # (when, seconds)
         self.outcomes: list[str] = []
         self.tokens = 0
-        self.machine = TokenMachine(CREDENTIALS, POLICY, random.Random(0))
 
-    def answer(self, timeout: float) -> object:
+    def token(self, until: Deadline) -> Token:
+        # As the drivers' get_token(): the wait ends at the deadline.
+        latency = self.token_latencies[min(self.tokens, len(self.token_latencies) - 1)]
+        self.tokens += 1
+        if until.fail_fast or self.now + latency <= until.at:
+            self.now += latency
+            return _token(self.tokens)
+        self.now = until.at
+        raise DeadlineExceeded("", retry_after=1, may_have_been_sent=True)
+
+    def answer(self, request: HttpRequest, timeout: float) -> object:
+        self.sends.append((self.now, timeout))
         n = len(self.sends)
         kind = self.answers[min(n, len(self.answers)) - 1]
         latency = self.latencies[(n - 1) % len(self.latencies)]
@@ -261,54 +259,19 @@ class Timeline:
             return error_response(503, "busy")
         return HttpResponse(int(kind), (), b'{"status":"Success","code":200,"data":{}}')
 
-    def run(self, path: str, deadline: Deadline, timeout: float) -> ApiResponse | Exception:
-        steps = api_call(
-            "https://api-sandbox.88pay.io",
-            "POST",
-            path,
-            json={"amount": 1},
-            until=deadline,
-            policy=POLICY,
-            rng=random.Random(2),
-            timeout=timeout,
+    def run_call(self, path: str, deadline: Deadline, timeout: float) -> ApiResponse | Exception:
+        return self.run(
+            api_call(
+                "https://api-sandbox.88pay.io",
+                "POST",
+                path,
+                json={"amount": 1},
+                until=deadline,
+                policy=POLICY,
+                rng=random.Random(2),
+                timeout=timeout,
+            )
         )
-        result: Any = None
-        failure: EightyEightPayError | None = None
-        while True:
-            try:
-                effect = steps.throw(failure) if failure is not None else steps.send(result)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-            except EightyEightPayError as error:
-                return error
-            failure = None
-            match effect:
-                case ReserveApiCall():
-                    result = ApiPermit(self.now, local_wait(self.machine.reserve_api(self.now)))
-                case NeedToken(until):
-                    # As the drivers' get_token(): the wait ends at the deadline.
-                    latency = self.token_latencies[min(self.tokens, len(self.token_latencies) - 1)]
-                    self.tokens += 1
-                    if until.fail_fast or self.now + latency <= until.at:
-                        self.now += latency
-                        result = _token(self.tokens)
-                    else:
-                        self.now = until.at
-                        failure = DeadlineExceeded("", retry_after=1, may_have_been_sent=True)
-                case SendApiRequest(_, budget):
-                    self.sends.append((self.now, budget))
-                    result = self.answer(budget)
-                case Sleep(seconds):
-                    self.slept.append((self.now, seconds))
-                    self.now += seconds
-                    result = None
-                case ApiCoolDown(seconds):
-                    local_wait(self.machine.api_cool_down(self.now, seconds))
-                    result = self.now
-                case Now():
-                    result = self.now
-                case InvalidateToken():
-                    result = True
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -330,7 +293,7 @@ def test_no_api_exchange_is_given_more_than_the_time_left_except_deadline_zero(
 ) -> None:
     line = Timeline(answers, latencies, token_latency)
     deadline = call_deadline(POLICY, 0.0, deadline_s)
-    outcome = line.run(path, deadline, timeout)
+    outcome = line.run_call(path, deadline, timeout)
     if deadline.fail_fast:
         # One attempt (and the one 401 replay), each with the whole timeout, no waiting.
         assert all(budget == timeout for _, budget in line.sends)
@@ -355,7 +318,7 @@ def test_no_api_exchange_is_given_more_than_the_time_left_except_deadline_zero(
 
 def test_a_call_with_too_little_left_after_its_token_is_not_sent() -> None:
     line = Timeline(["200"], [0.1], 10.0 - MIN_ATTEMPT / 2)
-    outcome = line.run(CHARGES, call_deadline(POLICY, 0.0, 10.0), 30.0)
+    outcome = line.run_call(CHARGES, call_deadline(POLICY, 0.0, 10.0), 30.0)
     assert isinstance(outcome, DeadlineExceeded)
     assert outcome.failed_request == f"POST {CHARGES}" and not outcome.may_have_been_sent
     assert line.sends == []
@@ -364,7 +327,7 @@ def test_a_call_with_too_little_left_after_its_token_is_not_sent() -> None:
 def test_a_read_only_call_retried_after_a_reset_says_it_may_have_been_sent() -> None:
     # The reset comes at 0.1 s, the backoff takes 0.5-1 s, the second token all but the rest.
     line = Timeline(["reset", "200"], [0.1], 0.0, 8.9)
-    outcome = line.run(BALANCE, Deadline(10.0), 30.0)
+    outcome = line.run_call(BALANCE, Deadline(10.0), 30.0)
     assert line.outcomes == ["reset"] and len(line.sends) == 1
     assert isinstance(outcome, DeadlineExceeded) and outcome.failed_request == f"POST {BALANCE}"
     assert outcome.may_have_been_sent
@@ -372,8 +335,8 @@ def test_a_read_only_call_retried_after_a_reset_says_it_may_have_been_sent() -> 
 
 def test_an_api_call_is_sent_with_the_time_left_and_deadline_zero_with_its_timeout() -> None:
     line = Timeline(["200"], [0.1], 2.0)
-    assert isinstance(line.run(CHARGES, call_deadline(POLICY, 0.0, 10.0), 30.0), ApiResponse)
+    assert isinstance(line.run_call(CHARGES, call_deadline(POLICY, 0.0, 10.0), 30.0), ApiResponse)
     assert line.sends == [(2.0, 8.0)]
     line = Timeline(["200"], [0.1], 2.0)
-    assert isinstance(line.run(CHARGES, call_deadline(POLICY, 0.0, 0), 30.0), ApiResponse)
+    assert isinstance(line.run_call(CHARGES, call_deadline(POLICY, 0.0, 0), 30.0), ApiResponse)
     assert line.sends == [(2.0, 30.0)]

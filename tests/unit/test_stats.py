@@ -22,8 +22,7 @@ from eightyeightpay import (
 from eightyeightpay.plugins.sandbox import DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, FakeClock
 from eightyeightpay.stats import OUTCOMES, Tally, outcome_of
 from tests.fleet_sim import SimStore
-from tests.support import CREDENTIALS, error_response, rng
-from tests.unit.test_api_errors import local_wait
+from tests.support import CREDENTIALS, error_response, local_wait, rng
 from tests.unit.test_fleet_api_budget import run
 from tests.unit.test_machine import settle
 
