@@ -41,7 +41,7 @@ from eightyeightpay.machine import (
 from eightyeightpay.plugins.fleet import FleetStore
 from eightyeightpay.plugins.memory import MemoryStore
 from eightyeightpay.plugins.registry import registry
-from eightyeightpay.policy import Deadline, Policy, Rng, call_deadline
+from eightyeightpay.policy import Deadline, Policy, Rng, call_deadline, check_deadline
 from eightyeightpay.ports import AsyncFleetOperations, AsyncRuntime, AsyncTransport
 from eightyeightpay.tokens import Token
 
@@ -114,6 +114,8 @@ class _AsyncManager(ManagerBase):
         deadline bounds the whole call (a shared token request goes on after this call
         stops waiting for it).
         """
+        if deadline is not None:  # refused on every path, the cached one too
+            check_deadline(deadline)
         token = self._cache.snapshot
         clock = self._clock  # called as a local: CPython does not specialize self._clock()
         if token is not None and clock() < token.fresh_until:

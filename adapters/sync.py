@@ -40,7 +40,7 @@ from eightyeightpay.machine import (
 )
 from eightyeightpay.plugins.fleet import FleetStore
 from eightyeightpay.plugins.memory import MemoryStore
-from eightyeightpay.policy import Deadline, Policy, Rng, call_deadline
+from eightyeightpay.policy import Deadline, Policy, Rng, call_deadline, check_deadline
 from eightyeightpay.ports import FleetOperations, Transport
 from eightyeightpay.tokens import Token
 
@@ -214,6 +214,8 @@ class TokenManager(ManagerBase, EnvConstructible):
         call: a token request shared with other callers goes on after this call stops
         waiting for it (``DeadlineExceeded``), and its token is cached.
         """
+        if deadline is not None:  # refused on every path, the cached one too
+            check_deadline(deadline)
         # The cached path. ``deadline`` is not keyword-only: CPython 3.11 does not specialize
         # calls of functions with keyword-only parameters (about 9 % of this path, by callgrind).
         token = self._cache.snapshot

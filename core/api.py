@@ -41,6 +41,7 @@ __all__ = [
     "api_call",
     "build_api_request",
     "check_call",
+    "encode_json",
     "is_charge",
     "may_replay",
     "read_api_response",
@@ -120,6 +121,58 @@ _OWN_HEADERS = frozenset({"authorization", "x-session-id", "content-type", "cont
 """Headers the library sets on every call; a caller's own value for one of them is dropped."""
 
 
+def encode_json(value: Any) -> bytes:
+    """``value`` as the compact, standard JSON body of a call (``b""`` for None).
+
+    Raises :class:`~eightyeightpay.errors.ConfigurationError` for what standard JSON cannot
+    carry: a set, bytes or any other object that is not a dict, list, str, number, bool or
+    None; a NaN or an infinity (Python would write ``NaN``, which 88Pay cannot read); a
+    circular or too deeply nested structure. :func:`api_call` checks before it asks for a
+    token, so a mistaken body spends no token request.
+    """
+    if value is None:
+        return b""
+    try:
+        return jsonlib.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+    except (TypeError, ValueError, RecursionError) as error:
+        reason = (
+            "it holds NaN or an infinity, which standard JSON cannot carry (check the amount)"
+            if isinstance(error, ValueError) and "Out of range float" in str(error)
+            else f"{type(error).__name__}: {error}"
+        )
+        raise ConfigurationError(
+            f"json= cannot be sent as standard JSON: {reason}. Pass dicts, lists, strings, "
+            "finite numbers, booleans and None only."
+        ) from None
+
+
+def _extra_headers(headers: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
+    """The caller's headers, less those the library sets; a line break in one is refused."""
+    if not headers:
+        return ()
+    extra = tuple((k, v) for k, v in headers.items() if k.lower() not in _OWN_HEADERS)
+    for name, value in extra:
+        if any(c in f"{name}{value}" for c in "\r\n"):
+            raise ConfigurationError(f"Header {name!r} holds a line break; refusing to send it.")
+    return extra
+
+
+def _authenticated(
+    url: str, token: Token, verb: str, body: bytes, extra: tuple[tuple[str, str], ...]
+) -> HttpRequest:
+    return HttpRequest(
+        verb,
+        url,
+        (
+            *token.auth_headers(),
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(body))),
+            *extra,
+        ),
+        body,
+    )
+
+
 def build_api_request(
     base_url: str,
     token: Token,
@@ -129,28 +182,14 @@ def build_api_request(
     json: Any = None,
     headers: Mapping[str, str] | None = None,
 ) -> HttpRequest:
-    """An API call with the three headers 88Pay documents: token, session id, JSON type."""
+    """An API call with the three headers 88Pay documents: token, session id, JSON type.
+
+    Raises :class:`~eightyeightpay.errors.ConfigurationError` for a mistaken method or path
+    (:func:`check_call`), a body that is not standard JSON (:func:`encode_json`) or a header
+    holding a line break.
+    """
     verb = check_call(method, path)
-    body = b"" if json is None else jsonlib.dumps(json, separators=(",", ":")).encode()
-    extra: tuple[tuple[str, str], ...] = ()
-    if headers:
-        extra = tuple((k, v) for k, v in headers.items() if k.lower() not in _OWN_HEADERS)
-        for name, value in extra:
-            if any(c in f"{name}{value}" for c in "\r\n"):
-                raise ConfigurationError(
-                    f"Header {name!r} holds a line break; refusing to send it."
-                )
-    return HttpRequest(
-        verb,
-        base_url + path,
-        (
-            *token.auth_headers(),
-            ("Content-Type", "application/json"),
-            ("Content-Length", str(len(body))),
-            *extra,
-        ),
-        body,
-    )
+    return _authenticated(base_url + path, token, verb, encode_json(json), _extra_headers(headers))
 
 
 def read_api_response(response: HttpResponse) -> ApiResponse:
@@ -407,7 +446,9 @@ def api_call(
     raises :class:`~eightyeightpay.errors.MalformedResponse` with ``may_have_been_processed``);
     a call that may have reached the server is never sent twice.
     """
-    verb = check_call(method, path)  # a mistaken call spends neither an API call nor a token
+    # a mistaken call spends neither an API call nor a token
+    verb = check_call(method, path)
+    body, extra = encode_json(json), _extra_headers(headers)
     label = f"{verb} {path}"
     failures = 0
     sent = False  # the call may have reached 88Pay
@@ -426,7 +467,7 @@ def api_call(
             token: Token = yield NeedToken(until)
         except EightyEightPayError as failure:
             raise _token_failure(failure, label, sent=sent) from None
-        request = build_api_request(base_url, token, method, path, json=json, headers=headers)
+        request = _authenticated(base_url + path, token, verb, body, extra)
         now = yield _NOW
         if not until.may_start(now):
             late = Deadline.too_late(f"{label} could be sent", sent=sent)

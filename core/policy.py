@@ -14,9 +14,22 @@ import attrs
 
 from .errors import ConfigurationError, DeadlineExceeded, InvalidPolicy
 
-__all__ = ["MIN_ATTEMPT", "Deadline", "Policy", "Rng", "backoff_delay", "call_deadline"]
+__all__ = [
+    "MIN_ATTEMPT",
+    "MIN_COMPRESSED_LIFETIME",
+    "Deadline",
+    "Policy",
+    "Rng",
+    "backoff_delay",
+    "call_deadline",
+    "check_deadline",
+]
 
 SECONDS_PER_HOUR = 3600.0
+
+MIN_COMPRESSED_LIFETIME = 1.0
+"""Seconds: the shortest token life :meth:`Policy.compressed` may leave. Timeouts, backoff
+and round trips are not compressed, so a token living less would expire before it is used."""
 
 
 class Rng(Protocol):
@@ -160,7 +173,8 @@ class Policy:
         network times and stay, and so do the API-call windows (``api_per_minute``,
         ``api_per_hour``: the sandbox's ``api_limits``). Raises
         :class:`~eightyeightpay.errors.InvalidPolicy` when ``factor`` is not a positive finite
-        number.
+        number, or would leave tokens less than :data:`MIN_COMPRESSED_LIFETIME` of life (a
+        factor over 60 for the default policy).
         """
         if (
             isinstance(factor, bool)
@@ -168,6 +182,15 @@ class Policy:
             or not 0 < factor < float("inf")
         ):
             raise InvalidPolicy(f"compressed() needs a positive finite factor, not {factor!r}.")
+        if self.expected_lifetime / factor < MIN_COMPRESSED_LIFETIME:
+            most = self.expected_lifetime / MIN_COMPRESSED_LIFETIME
+            raise InvalidPolicy(
+                f"compressed({factor!r}) would expect tokens living "
+                f"{self.expected_lifetime / factor:.3g} s. A token must outlive a round trip to "
+                f"the API (timeouts and backoff are not compressed), so its compressed life "
+                f"must be at least {MIN_COMPRESSED_LIFETIME:g} s: use a factor of at most "
+                f"{most:g}."
+            )
         return attrs.evolve(
             self,
             expected_lifetime=self.expected_lifetime / factor,
@@ -273,9 +296,19 @@ def call_deadline(policy: Policy, now: float, deadline: float | None) -> Deadlin
     None means the policy's :attr:`Policy.deadline`; 0 fails fast. Raises
     :class:`~eightyeightpay.errors.ConfigurationError` for a negative or non-number value.
     """
-    seconds = policy.deadline if deadline is None else deadline
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds >= 0:
+    seconds = policy.deadline if deadline is None else check_deadline(deadline)
+    return Deadline(now + seconds, fail_fast=seconds == 0)
+
+
+def check_deadline(deadline: float) -> float:
+    """``deadline`` when it is a number of seconds a call may take (0 fails fast).
+
+    Raises :class:`~eightyeightpay.errors.ConfigurationError` for a negative number, NaN, a
+    bool or anything that is not an int or a float (``"5"``). The managers check a given
+    deadline before the cached path, so a mistaken one is refused on every call.
+    """
+    if isinstance(deadline, bool) or not isinstance(deadline, int | float) or not deadline >= 0:
         raise ConfigurationError(
             f"deadline must be a non-negative number of seconds (0 fails fast), not {deadline!r}."
         )
-    return Deadline(now + seconds, fail_fast=seconds == 0)
+    return deadline

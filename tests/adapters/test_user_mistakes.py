@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import pathlib
 import subprocess
 import sys
@@ -15,9 +16,13 @@ from eightyeightpay import (
     DEFAULT_MERCHANT_ID,
     AsyncTokenManager,
     ConfigurationError,
+    FakeClock,
     InvalidCredentials,
     MalformedCredentials,
+    MemoryStore,
+    Sandbox,
     SandboxServer,
+    SandboxTransport,
     TokenManager,
     open_trio_token_manager,
 )
@@ -118,3 +123,80 @@ def test_a_malformed_api_limit_variable_is_refused(value: str) -> None:
     }
     with pytest.raises(ConfigurationError, match="EIGHTY_EIGHT_PAY_API_PER_MINUTE"):
         TokenManager.from_env(environ)
+
+
+BAD_DEADLINES: list[object] = [float("nan"), "5", -1, True]
+BAD_BODIES: list[object] = [
+    {1, 2},
+    {"a": object()},
+    {"amount": float("nan")},
+    {"amount": float("inf")},
+    b"x",
+]
+CHARGE_PATH = "/api/transactions/charges"
+
+
+def test_a_mistaken_deadline_or_body_is_refused_on_every_path_threads() -> None:
+    clock, sandbox = FakeClock(), Sandbox()
+    with TokenManager(
+        DEFAULT_API_KEY,
+        DEFAULT_MERCHANT_ID,
+        transport=SandboxTransport(sandbox, clock),
+        clock=clock,
+        store=MemoryStore(),
+    ) as manager:
+        for deadline in BAD_DEADLINES:  # on a cold cache, which needs a token request
+            with pytest.raises(ConfigurationError, match="deadline must be"):
+                manager.get_token(deadline=deadline)  # type: ignore[arg-type]
+        manager.get_token()
+        for deadline in BAD_DEADLINES:  # and with a token cached, served without one
+            with pytest.raises(ConfigurationError, match="deadline must be"):
+                manager.get_token(deadline=deadline)  # type: ignore[arg-type]
+        for body in BAD_BODIES:
+            with pytest.raises(ConfigurationError, match="json= cannot be sent") as caught:
+                manager.request("POST", CHARGE_PATH, json=body)
+            assert isinstance(caught.value, ValueError)
+        with pytest.raises(ConfigurationError, match="NaN or an infinity"):
+            manager.request("POST", CHARGE_PATH, json={"amount": float("nan")})
+        assert manager.get_token(deadline=0) == manager.get_token(deadline=2.5)
+    assert sandbox.stats()["token_requests"] == 1
+    assert sandbox.stats()["api_requests"] == 0  # nothing of the mistaken bodies was sent
+
+
+def test_a_mistaken_deadline_or_body_is_refused_on_every_path_async() -> None:
+    with SandboxServer(tls=True) as server:
+        assert server.certificates is not None
+        url, ca_file = server.url, str(server.certificates.ca_file)
+
+        async def exercise(manager: AsyncTokenManager) -> None:
+            await manager.get_token()
+            for deadline in BAD_DEADLINES:
+                with pytest.raises(ConfigurationError, match="deadline must be"):
+                    await manager.get_token(deadline=deadline)  # type: ignore[arg-type]
+            for body in BAD_BODIES:
+                with pytest.raises(ConfigurationError, match="json= cannot be sent"):
+                    await manager.request("POST", CHARGE_PATH, json=body)
+
+        async def on_asyncio() -> None:
+            async with AsyncTokenManager(
+                DEFAULT_API_KEY,
+                DEFAULT_MERCHANT_ID,
+                base_url=url,
+                ca_bundle=ca_file,
+                store=MemoryStore(),
+            ) as manager:
+                await exercise(manager)
+
+        async def on_trio() -> None:
+            async with open_trio_token_manager(
+                DEFAULT_API_KEY,
+                DEFAULT_MERCHANT_ID,
+                base_url=url,
+                ca_bundle=ca_file,
+                store=MemoryStore(),
+            ) as manager:
+                await exercise(manager)  # type: ignore[arg-type]
+
+        asyncio.run(on_asyncio())
+        trio.run(on_trio)
+        assert server.sandbox.stats()["api_requests"] == 0

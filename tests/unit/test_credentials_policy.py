@@ -5,6 +5,7 @@ import pytest
 from eightyeightpay import (
     PRODUCTION_URL,
     SANDBOX_URL,
+    ConfigurationError,
     Credentials,
     EnvironmentMismatch,
     InsecureTransport,
@@ -142,6 +143,11 @@ def test_a_compressed_policy_divides_every_window_by_one_factor() -> None:
     for factor in (0, -1, float("nan"), float("inf"), True, "10"):
         with pytest.raises(InvalidPolicy):
             policy.compressed(factor)  # type: ignore[arg-type]
+    assert policy.compressed(60).expected_lifetime == pytest.approx(1.0)  # the shortest life
+    for factor in (61, 1e9):  # tokens shorter than a round trip: meaningless
+        with pytest.raises(InvalidPolicy, match="at most 60") as caught:
+            policy.compressed(factor)
+        assert isinstance(caught.value, ConfigurationError)
 
 
 def test_a_compressed_policy_is_refused_when_its_windows_do_not_fit() -> None:
