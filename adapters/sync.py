@@ -196,7 +196,9 @@ class TokenManager(ManagerBase, EnvConstructible):
             ca_bundle=ca_bundle, **built
         )
         self._owns_transport = transport is None
-        self._sleep = sleep
+        self._stopping = threading.Event()
+        # The default sleep ends at close(): no backoff holds a flight's thread past it.
+        self._sleep = self._stopping.wait if sleep is time.sleep else sleep
         self._background = background or ThreadBackground()
         self._waiters: dict[int, _Waiter] = {}  # by flight number; added under the slot's lock
 
@@ -338,6 +340,8 @@ class TokenManager(ManagerBase, EnvConstructible):
                 else:
                     assert self._fleet is not None
                     result = run.perform_store(effect, self._fleet)
+                if self._closed:  # close() cut the effect short: the flight is aborted
+                    break
                 effect = run.feed(result)
         except Exception as unexpected:  # a broken transport plugin must not strand waiters
             run.crash(unexpected)
@@ -415,11 +419,18 @@ class TokenManager(ManagerBase, EnvConstructible):
     # ------------------------------------------------------------------ lifecycle
 
     def close(self) -> None:
-        """Stop the background worker and close connections. Idempotent."""
+        """Stop the background worker and close connections. Idempotent.
+
+        A token request under way is cut (its connection shut, a backoff sleep ended), so
+        its thread ends now rather than at its timeout; the flight is aborted, its waiters
+        on this manager get ManagerClosed, and those of other managers sharing the store
+        decide again.
+        """
         if not self._mark_closed():
             return
-        self._background.close()
+        self._stopping.set()
         self._transport.close()
+        self._background.close()
 
     def _release(self) -> None:
         self._background.close()

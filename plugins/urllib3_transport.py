@@ -168,11 +168,19 @@ class _Watchdog:
                 connection, watch.connection = watch.connection, None
                 self._live -= 1
                 watch.fired = True
-                sock = getattr(connection, "sock", None)
-                if sock is not None:
-                    # The plain socket's shutdown: never touch TLS state from this thread.
-                    with contextlib.suppress(OSError):
-                        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+                _shut(connection)
+
+
+def _shut(connection: HTTPConnection | None) -> None:
+    """Shut ``connection``'s socket so that a call blocked on it returns (from any thread).
+
+    The plain socket's shutdown: TLS state, which the thread using the connection owns, is
+    never touched; that thread closes the connection itself.
+    """
+    sock = getattr(connection, "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 class _HostPool:
@@ -350,6 +358,9 @@ class Urllib3Transport:
         self._generation = -1
         self._closed = False
         self._finalizer: weakref.finalize[Any, Any] | None = None
+        self._lock = threading.Lock()
+        self._exchanges: set[HTTPConnection] = set()
+        """Connections of this transport with an exchange under way (for :meth:`close`)."""
 
     def send(self, request: HttpRequest, *, timeout: float) -> HttpResponse:
         """Send ``request``; return the complete response within ``timeout`` seconds."""
@@ -377,7 +388,12 @@ class Urllib3Transport:
                 raise
         watchdog = process.watchdog
         watch = watchdog.arm(deadline, connection)
+        with self._lock:
+            self._exchanges.add(connection)
+            closed = self._closed  # closed since the check above: close() missed this one
         try:
+            if closed:
+                raise ManagerClosed()
             connection.timeout = max(0.001, deadline - time.monotonic())
             connection.request(
                 request.method,
@@ -391,7 +407,10 @@ class Urllib3Transport:
             response = HttpResponse(raw.status, tuple(raw.headers.items()), body)
         except BaseException as error:
             watchdog.disarm(watch)
+            self._ended(connection)
             pool.release(connection, keep=False)
+            if self._closed and isinstance(error, Exception):  # close() cut the exchange
+                raise ManagerClosed() from None
             if isinstance(error, EightyEightPayError) and not watch.fired:
                 raise
             if not isinstance(error, Exception):
@@ -400,8 +419,13 @@ class Urllib3Transport:
                 raise RequestTimeout(host, timeout, may_have_been_sent=True) from None
             raise ConnectionLost(host, type(error).__name__) from None
         watchdog.disarm(watch)
+        self._ended(connection)
         pool.release(connection, keep=not self._closed)
         return response
+
+    def _ended(self, connection: HTTPConnection) -> None:
+        with self._lock:
+            self._exchanges.discard(connection)
 
     def _join(self, process: _Process, origin: Origin) -> _HostPool:
         """Start using the process's pool for ``origin`` (anew after a fork)."""
@@ -446,9 +470,17 @@ class Urllib3Transport:
     def close(self) -> None:
         """Stop using the shared pools; the last transport of a pool closes its connections.
 
-        The deadline thread ends once no transport of the process is open. Idempotent.
+        An exchange of this transport under way (a request waiting on a silent server) is
+        cut at once: its socket is shut, and its ``send`` raises
+        :class:`~eightyeightpay.errors.ManagerClosed` instead of waiting for its timeout. The
+        pools' other connections, which other transports may be using, are left alone. The
+        deadline thread ends once no transport of the process is open. Idempotent.
         """
-        self._closed = True
+        with self._lock:
+            self._closed = True
+            cut = list(self._exchanges)
+        for connection in cut:
+            _shut(connection)
         if self._finalizer is not None:
             self._finalizer()
 
