@@ -28,10 +28,10 @@ from eightyeightpay.plugins.sandbox import (
     DEFAULT_API_KEY,
     DEFAULT_MERCHANT_ID,
     Fault,
-    Sandbox,
     SandboxServer,
 )
 from tests.servers import RedisServer
+from tests.soak.timeline import Recorder, RecordingSandbox, explain, summary, timeline
 
 FAULTS = [
     Fault.status(500),
@@ -44,12 +44,14 @@ FAULTS = [
         429, body=b'{"status":"Error","code":429,"message":"Rate limit exceeded.","retry_after":5}'
     ),
 ]
+FAULT_LABELS = ["500", "502 html", "reset", "truncated", "latency 2 s", "malformed", "429 ra 5"]
 
 
 class Tally:
     """Thread-safe counters of what callers saw."""
 
-    def __init__(self) -> None:
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
         self.lock = threading.Lock()
         self.served: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
@@ -60,12 +62,14 @@ class Tally:
         # Measured after the call returned: a token handed out just before its usable_until
         # can be seen a moment past it here, so only a clear overshoot counts as late.
         now = time.monotonic()
+        self.recorder.ok(runtime, now)
         with self.lock:
             self.served[runtime] += 1
             self.expired += now >= token.expires_at
             self.late += now >= token.usable_until + 0.05
 
-    def failed(self, runtime: str, error: BaseException) -> None:
+    def failed(self, runtime: str, error: BaseException, began: float) -> None:
+        self.recorder.failed(runtime, error, began, time.monotonic())
         with self.lock:
             self.errors[f"{runtime}:{type(error).__name__}"] += 1
 
@@ -84,10 +88,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--json", help="write the report here")
+    parser.add_argument(
+        "--token-fault-every",
+        type=float,
+        metavar="SECONDS",
+        help="a second scenario: inject a fault on the token endpoint once every SECONDS "
+        "(the random faults every 3-10 s then go to any path only); by default half the "
+        "random faults go to the token endpoint",
+    )
     args = parser.parse_args()
     seconds = args.minutes * 60
     chooser = random.Random(8)
-    tally = Tally()
+    recorder = Recorder()
+    tally = Tally(recorder)
+    managers: dict[str, Any] = {}
     tracemalloc.start()
     threads_before = {t.ident for t in threading.enumerate()}
     redis = RedisServer()
@@ -95,7 +109,9 @@ def main() -> None:
     stop = threading.Event()
     memory: list[tuple[float, int]] = []
     report: dict[str, Any] = {}
-    with SandboxServer(Sandbox(), tls=True) as server:
+    labels = {id(fault): label for fault, label in zip(FAULTS, FAULT_LABELS, strict=True)}
+    sandbox = RecordingSandbox(recorder.clock, labels)
+    with SandboxServer(sandbox, tls=True) as server:
         assert server.certificates is not None
         options: dict[str, Any] = {
             "base_url": server.url,
@@ -107,13 +123,15 @@ def main() -> None:
             with TokenManager(
                 DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, store=RedisStore(redis.url), **options
             ) as manager:
+                managers["threads"] = manager
 
                 def caller() -> None:
                     while not stop.is_set():
+                        began = time.monotonic()
                         try:
                             tally.ok("threads", manager.get_token())
                         except EightyEightPayError as error:
-                            tally.failed("threads", error)
+                            tally.failed("threads", error, began)
                         time.sleep(0.01)
 
                 workers = [threading.Thread(target=caller) for _ in range(8)]
@@ -127,17 +145,20 @@ def main() -> None:
                 async with AsyncTokenManager(
                     DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, store=RedisStore(redis.url), **options
                 ) as manager:
+                    managers["asyncio"] = manager
 
                     async def caller() -> None:
                         while not stop.is_set():
+                            began = time.monotonic()
                             try:
                                 tally.ok("asyncio", await manager.get_token())
                             except EightyEightPayError as error:
-                                tally.failed("asyncio", error)
+                                tally.failed("asyncio", error, began)
                             await asyncio.sleep(0.01)
 
                     async def api_calls() -> None:  # within 88Pay's 60 calls a minute
                         while not stop.is_set():
+                            began = time.monotonic()
                             try:
                                 response = await manager.request(
                                     "POST", f"/api/balance?id={DEFAULT_MERCHANT_ID}"
@@ -145,7 +166,7 @@ def main() -> None:
                                 with tally.lock:
                                     tally.served[f"api:{response.status}"] += 1
                             except EightyEightPayError as error:
-                                tally.failed("api", error)
+                                tally.failed("api", error, began)
                             await asyncio.sleep(2)
 
                     await asyncio.gather(api_calls(), *(caller() for _ in range(50)))
@@ -158,13 +179,15 @@ def main() -> None:
                 async with open_trio_token_manager(
                     DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, store=RedisStore(redis.url), **options
                 ) as manager:
+                    managers["trio"] = manager
 
                     async def caller() -> None:
                         while not stop.is_set():
+                            began = time.monotonic()
                             try:
                                 tally.ok("trio", await manager.get_token())
                             except EightyEightPayError as error:
-                                tally.failed("trio", error)
+                                tally.failed("trio", error, began)
                             await trio.sleep(0.01)
 
                     async with trio.open_nursery() as nursery:
@@ -182,19 +205,51 @@ def main() -> None:
         for driver in drivers:
             driver.start()
 
+        def sample() -> None:  # the library's own view, once a second
+            while not stop.wait(1.0):
+                row: dict[str, Any] = {"t": round(recorder.clock(), 1)}
+                for name, manager in list(managers.items()):
+                    stats = manager.stats(fleet=name == "threads")
+                    row[name] = {
+                        "minute_spent": stats.minute_spent,
+                        "hour_spent": stats.hour_spent,
+                        "fleet_minute_spent": stats.fleet_minute_spent,
+                        "fleet_hour_spent": stats.fleet_hour_spent,
+                        "cool_down": round(stats.cool_down_remaining, 2),
+                        "next_request_in": round(stats.next_request_in, 2),
+                        "failures_in_row": stats.failures_in_row,
+                        "token_left": None
+                        if stats.token_remaining is None
+                        else round(stats.token_remaining, 1),
+                        "store": stats.store_mode,
+                    }
+                row["token_faults_pending"] = sandbox.pending_token_faults()
+                recorder.stats.append(row)
+
+        sampler = threading.Thread(target=sample, name="sampler")
+        sampler.start()
+
         restarts = faults = 0
+        next_token_fault = time.monotonic() + (args.token_fault_every or 0)
         early: tracemalloc.Snapshot | None = None
         next_restart = time.monotonic() + 45
         while time.monotonic() - started < seconds:
             time.sleep(chooser.uniform(3, 10))
-            server.sandbox.inject(
-                chooser.choice(FAULTS), path=chooser.choice(["/api/auth/token", None])
-            )
+            fault, path = chooser.choice(FAULTS), chooser.choice(["/api/auth/token", None])
+            if args.token_fault_every:
+                path = None
+                if time.monotonic() >= next_token_fault:
+                    sandbox.inject(chooser.choice(FAULTS), path="/api/auth/token")
+                    faults += 1
+                    next_token_fault = time.monotonic() + args.token_fault_every
+            sandbox.inject(fault, path=path)
             faults += 1
             if time.monotonic() >= next_restart:
                 redis.stop()
+                down = [round(recorder.clock(), 2)]
                 time.sleep(chooser.uniform(3, 12))
                 redis.start()
+                recorder.redis_down.append([*down, round(recorder.clock(), 2)])
                 restarts += 1
                 next_restart = time.monotonic() + chooser.uniform(45, 90)
             current, _ = tracemalloc.get_traced_memory()
@@ -202,6 +257,8 @@ def main() -> None:
             if early is None and time.monotonic() - started >= 120:
                 early = tracemalloc.take_snapshot()
         stop.set()
+        ran = recorder.clock()
+        sampler.join(timeout=60)
         for driver in drivers:
             driver.join(timeout=60)
         stats = server.sandbox.stats()
@@ -237,12 +294,20 @@ def main() -> None:
         threads_ended_within_grace=ended_in_grace,
         memory_kib_minute_2=round(sum(first_minute) / len(first_minute) / 1024),
         memory_kib_last_minute=round(sum(last_minute) / len(last_minute) / 1024),
+        token_fault_every=args.token_fault_every,
     )
+    report["why"] = explain(recorder, sandbox, ran)
     text = json.dumps(report, indent=2, sort_keys=True)
-    print(text)
     if args.json:
         with open(args.json, "w") as handle:
             handle.write(text + "\n")
+        timeline_file = args.json.removesuffix(".json") + ".timeline.json"
+        with open(timeline_file, "w") as handle:
+            json.dump(timeline(recorder, sandbox), handle)
+        print(f"report: {args.json}; timeline: {timeline_file}")
+    else:
+        print(text)
+    print(summary(report))
 
 
 if __name__ == "__main__":
