@@ -222,7 +222,7 @@ def classify(
     classes: dict[str, Counter[str]] = {k: Counter() for k in CLASSES}
     unexplained: Counter[int] = Counter()
     for (name, first, _last), count in windows:
-        end = min(first + span, bins - 1) + 1
+        end = min(first + span, bins)
         whole = end - first
         all_faulted = fault_prefix[end] - fault_prefix[first] == whole
         all_spent = spent_prefix[end] - spent_prefix[first] == whole
