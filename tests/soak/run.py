@@ -4,6 +4,18 @@ Not part of the default test run. ``python -m tests.soak.run --minutes 10`` prin
 (requests served, errors by type, token requests, threads and tasks left after close,
 memory growth measured with tracemalloc) and writes it as JSON with ``--json FILE``.
 Everything runs on loopback: the HTTPS emulator, a redis-server on a free port.
+
+The report's ``why`` section says why calls failed (``tests/soak/timeline.py``): the share of
+calls in error, the seconds with any error, each failed call classified as explained by a
+fault longer than its deadline, by 88Pay's spent token budget, or unexplained, and the
+token budget's arithmetic. With ``--json FILE`` the per-second timeline behind it goes to
+``FILE`` with ``.timeline.json`` for ``.json``.
+
+``--token-fault-every SECONDS`` is a second scenario: the random faults go to any path only,
+and one fault goes to the token endpoint every SECONDS. The default scenario sends half the
+random faults to the token endpoint (about 277 an hour), more than 88Pay's 100 token
+requests an hour can drain; steady use takes 74 of them, so 26 an hour is what the budget
+absorbs (``--token-fault-every 180``: 20 an hour).
 """
 
 from __future__ import annotations

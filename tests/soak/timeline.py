@@ -260,6 +260,11 @@ def explain(recorder: Recorder, sandbox: RecordingSandbox, seconds: float) -> di
     changes = [(e["t"], e["token_head_fails"]) for e in sandbox.fault_log]
     token_windows = [(k, n) for k, n in recorder.windows.items() if ":Api" not in k[0]]
     api_errors = sum(n for k, n in recorder.windows.items() if ":Api" in k[0])
+    api_in_outage = sum(
+        n
+        for (name, first, _), n in recorder.windows.items()
+        if ":Api" in name and any(a <= first * BIN <= b for a, b in recorder.redis_down)
+    )
     verdict = classify(token_windows, changes, sends, seconds, policy.deadline)
     served = sum(recorder.served.values())
     errors = sum(recorder.errors.values())
@@ -271,6 +276,7 @@ def explain(recorder: Recorder, sandbox: RecordingSandbox, seconds: float) -> di
         )
     faulted = [r for r in token_log if not r["ok"]]
     token_injected = [e for e in sandbox.fault_log if e["event"] == "inject" and e["path"] != "any"]
+    any_injected = [e for e in sandbox.fault_log if e["event"] == "inject" and e["path"] == "any"]
     exhausted: dict[str, Any] | None = None
     for r in token_log:
         if budget_spent_at(sends, r["t"] + 1e-6, policy.per_minute, policy.per_hour):
@@ -299,6 +305,7 @@ def explain(recorder: Recorder, sandbox: RecordingSandbox, seconds: float) -> di
         "classification": verdict["classes"],
         "classified_totals": verdict["totals"],
         "api_path_errors": api_errors,
+        "api_path_errors_starting_while_redis_was_down": api_in_outage,
         "unexplained_by_start_second": {str(k): v for k, v in unexplained.items()},
         "unexplained_starting_within_a_redis_outage_or_deadline_before": in_outage,
         "endpoint_failing_seconds": verdict["endpoint_failing_seconds"],
@@ -309,6 +316,7 @@ def explain(recorder: Recorder, sandbox: RecordingSandbox, seconds: float) -> di
         "token_requests_per_hour_pace": round(len(token_log) / hours, 1),
         "token_path_faults_injected": len(token_injected),
         "token_path_faults_per_hour": round(len(token_injected) / hours, 1),
+        "any_path_faults_injected": len(any_injected),
         "token_faults_pending_at_end": sandbox.pending_token_faults(),
         "budget_absorbable_faults_per_hour": policy.per_hour - policy.max_hourly_cost,
         "hour_budget_first_spent": exhausted,
@@ -330,6 +338,10 @@ def timeline(recorder: Recorder, sandbox: RecordingSandbox) -> dict[str, Any]:
         "fault_queue": sandbox.fault_log,
         "library_stats": recorder.stats,
         "redis_down": recorder.redis_down,
+        "error_windows": [
+            [name, round(first * BIN, 1), round(last * BIN, 1), n]
+            for (name, first, last), n in sorted(recorder.windows.items(), key=lambda i: i[0][1])
+        ],
     }
 
 
