@@ -175,6 +175,7 @@ def main() -> None:
                                 response = await manager.request(
                                     "POST", f"/api/balance?id={DEFAULT_MERCHANT_ID}"
                                 )
+                                recorder.ok("api", time.monotonic())
                                 with tally.lock:
                                     tally.served[f"api:{response.status}"] += 1
                             except EightyEightPayError as error:
