@@ -116,10 +116,12 @@ class _AsyncManager(ManagerBase):
         """
         if deadline is not None:  # refused on every path, the cached one too
             check_deadline(deadline)
-        token = self._cache.snapshot
-        clock = self._clock  # called as a local: CPython does not specialize self._clock()
-        if token is not None and clock() < token.fresh_until:
-            return token
+        # The memo is checked on the cache clock (time.time() for the default boot clock,
+        # see cache_clock); its window was set by the slow path on the boot clock.
+        memo = self._cache.memo
+        clock = self._cache_clock  # a local: CPython does not specialize self._cache_clock()
+        if memo.clock is clock and memo.since <= clock() < memo.until:
+            return memo.token  # type: ignore[return-value]  # a memo with a clock has a token
         return await self._get_token_slowly(call_deadline(self.policy, self._clock(), deadline))
 
     async def _token_within(self, until: Deadline) -> Token:
@@ -140,7 +142,9 @@ class _AsyncManager(ManagerBase):
                 now = self._clock()
                 decision = slot.machine.decide_and_start(now, until)
                 notices = slot.machine.take_notices()
-                if isinstance(decision, Wait | Refresh):
+                if isinstance(decision, Serve):
+                    slot.remember(decision.token, self._clock, self._cache_clock)
+                elif isinstance(decision, Wait | Refresh):
                     slot.listen(decision.flight, waiter)
             if notices:
                 log_notices(notices)

@@ -23,7 +23,7 @@ from eightyeightpay.tokens import Token
 
 from .common import CLOSED, ApiCallRun, Closed
 from .config import build_credentials, read_environment
-from .lifecycle import EnvRecipe, not_picklable
+from .lifecycle import EnvRecipe, cache_clock, not_picklable
 
 if TYPE_CHECKING:
     from .telemetry import Observer, Telemetry
@@ -88,6 +88,7 @@ class ManagerBase:
         self._fleet_store = fleet
         self._store_deadline = float(getattr(fleet, "deadline", DEFAULT_STORE_DEADLINE))
         self._clock = clock
+        self._cache_clock = cache_clock(clock)
         self._closed = False
         store_name = getattr(chosen, "name", type(chosen).__name__)
         self._observer: Observer | None = (

@@ -54,7 +54,7 @@ from eightyeightpay.plugins.fleet import (
     fault_detail,
     tls_failure,
 )
-from eightyeightpay.plugins.memory import Slot
+from eightyeightpay.plugins.memory import NO_MEMO, Slot
 from eightyeightpay.ports import AsyncFleetOperations, AsyncRuntime, FleetOperations
 from eightyeightpay.stats import outcome_of
 from eightyeightpay.tokens import Token
@@ -532,11 +532,12 @@ def drop_flight(slot: Slot, flight: Flight) -> None:
 class Closed:
     """Stands in for a closed manager's slot.
 
-    It has no snapshot, so every call takes the slow path (which raises ManagerClosed) and
-    the cached path needs no extra check.
+    It has no snapshot and an empty memo, so every call takes the slow path (which raises
+    ManagerClosed) and the cached path needs no extra check.
     """
 
     snapshot = None
+    memo = NO_MEMO
 
 
 CLOSED = Closed()

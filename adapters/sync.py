@@ -1,8 +1,8 @@
 """``TokenManager``: the threaded driver over the core, with urllib3 underneath.
 
 The driver decides nothing. It asks the core's machine what to do, performs the effects it
-is handed, and wakes waiters. The cached path reads one immutable snapshot and compares one
-number, without a lock.
+is handed, and wakes waiters. The cached path reads one immutable memo the slow path armed
+and checks one clock reading against its window, without a lock.
 """
 
 from __future__ import annotations
@@ -220,10 +220,12 @@ class TokenManager(ManagerBase, EnvConstructible):
             check_deadline(deadline)
         # The cached path. ``deadline`` is not keyword-only: CPython 3.11 does not specialize
         # calls of functions with keyword-only parameters (about 9 % of this path, by callgrind).
-        token = self._cache.snapshot
-        clock = self._clock  # called as a local: CPython does not specialize self._clock()
-        if token is not None and clock() < token.fresh_until:
-            return token
+        # The memo is checked on the cache clock (time.time() for the default boot clock,
+        # see cache_clock); its window was set by the slow path on the boot clock.
+        memo = self._cache.memo
+        clock = self._cache_clock  # a local: CPython does not specialize self._cache_clock()
+        if memo.clock is clock and memo.since <= clock() < memo.until:
+            return memo.token  # type: ignore[return-value]  # a memo with a clock has a token
         return self._get_token_slowly(call_deadline(self.policy, self._clock(), deadline))
 
     def _token_within(self, until: Deadline) -> Token:
@@ -245,7 +247,9 @@ class TokenManager(ManagerBase, EnvConstructible):
                 now = self._clock()
                 decision = slot.machine.decide_and_start(now, until)
                 notices = slot.machine.take_notices()
-                if isinstance(decision, ServeAndRefresh):
+                if isinstance(decision, Serve):
+                    slot.remember(decision.token, self._clock, self._cache_clock)
+                elif isinstance(decision, ServeAndRefresh):
                     job = functools.partial(self._run_flight, decision.flight)
                     slot.queue(decision.flight, job)
                 elif isinstance(decision, Wait | Refresh):

@@ -13,6 +13,8 @@ import os
 import threading
 from collections.abc import Callable
 
+import attrs
+
 from eightyeightpay.credentials import CacheKey, Credentials
 from eightyeightpay.errors import ConfigurationError
 from eightyeightpay.machine import Flight, Settled, TokenMachine
@@ -22,10 +24,36 @@ from eightyeightpay.tokens import Token
 from .hookspecs import StoreFactory, hookimpl
 from .process import ProcessBound
 
-__all__ = ["MemoryStore", "Slot"]
+__all__ = ["NO_MEMO", "Memo", "MemoryStore", "Slot"]
 
 Listener = Callable[[Settled], None]
 log = logging.getLogger("eightyeightpay")
+
+
+@attrs.frozen
+class Memo:
+    """The cached path's memo: serve ``token`` while ``since <= clock() < until``.
+
+    The slow path arms it (:meth:`Slot.remember`) after deciding on the manager's clock.
+    ``clock`` is the cache clock of the managers that may read it (``time.time`` for
+    managers on the default boot clock); a manager on another clock finds that
+    ``memo.clock`` is not its own and takes the slow path.
+    The window is at most the token's advisory lead long and ends no later than its
+    ``fresh_until``, as the slow path measured it when it armed the memo.
+    """
+
+    token: Token | None
+    """The token to hand out (None only in :data:`NO_MEMO`)."""
+    clock: Callable[[], float] | None
+    """The clock ``since`` and ``until`` are on (None only in :data:`NO_MEMO`)."""
+    since: float
+    """When the memo was armed, on ``clock`` (seconds): an earlier reading fails the check."""
+    until: float
+    """When the memo runs out, on ``clock`` (seconds)."""
+
+
+NO_MEMO = Memo(None, None, 0.0, 0.0)
+"""The empty memo: no clock is None, so every check fails and takes the slow path."""
 
 
 class Slot(ProcessBound):
@@ -44,7 +72,10 @@ class Slot(ProcessBound):
         self.machine = machine
         """The core's decisions for this key."""
         self.snapshot: Token | None = None
-        """The machine's newest token, readable without the lock (the cached path)."""
+        """The machine's newest token, readable without the lock."""
+        self.memo: Memo = NO_MEMO
+        """What the lock-free cached path reads (see :meth:`remember`); reset on every change
+        of :attr:`snapshot`."""
         self._listeners: dict[int, list[Listener]] = {}
         self._queued: tuple[Flight, Callable[[], Settled]] | None = None
 
@@ -89,6 +120,7 @@ class Slot(ProcessBound):
         """Wake everyone waiting for ``settled.flight``. Call without the lock."""
         with self.lock:
             self.snapshot = self.machine.token
+            self.memo = NO_MEMO
             listeners = self._listeners.pop(settled.flight.number, [])
         for listener in listeners:
             try:
@@ -99,6 +131,26 @@ class Slot(ProcessBound):
     def refresh_snapshot(self) -> None:
         """Copy the machine's token to :attr:`snapshot`. Call with :attr:`lock` held."""
         self.snapshot = self.machine.token
+        self.memo = NO_MEMO
+
+    def remember(
+        self, token: Token, clock: Callable[[], float], cache_clock: Callable[[], float]
+    ) -> None:
+        """Arm :attr:`memo` for ``token``, just served by the slow path on ``clock``.
+
+        The memo is read on ``cache_clock`` (see :class:`Memo`): it holds while that clock
+        reads from now until ``min(fresh_until - now, usable_until - fresh_until)`` seconds
+        later, ``now`` read on ``clock`` after ``cache_clock``, so that the window ends no
+        later than ``fresh_until`` in ``clock``'s terms. Nothing is armed for a token that is
+        no longer the snapshot (invalidated, replaced) or no longer fresh. Call with
+        :attr:`lock` held.
+        """
+        since = cache_clock()
+        now = clock()
+        if token is not self.snapshot or not now < token.fresh_until:
+            return
+        span = min(token.fresh_until - now, token.usable_until - token.fresh_until)
+        self.memo = Memo(token, cache_clock, since, since + span)
 
 
 class MemoryStore(ProcessBound):
