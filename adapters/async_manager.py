@@ -13,7 +13,7 @@ import contextlib
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from eightyeightpay.api import (
     ApiResponse,
@@ -49,7 +49,9 @@ from .base import EnvConstructible, ManagerBase, transport_options
 from .common import FlightRun, aperform_api_governor, drop_flight, log_notices
 from .config import read_environment
 from .lifecycle import default_clock
-from .telemetry import Telemetry
+
+if TYPE_CHECKING:  # imported with telemetry=, not with the manager
+    from .telemetry import Telemetry
 
 __all__ = ["AsyncTokenManager", "TrioTokenManager", "open_trio_token_manager"]
 

@@ -73,7 +73,7 @@ wall_clock: Callable[[], float] = time.time
 def cache_clock(clock: Callable[[], float]) -> Callable[[], float]:
     """The clock a manager on ``clock`` checks its cached token on.
 
-    For :data:`default_clock` it is :data:`wall_clock`, ``time.time``: it counts suspended
+    For :data:`default_clock` it is ``wall_clock``, ``time.time``: it counts suspended
     time as ``CLOCK_BOOTTIME`` does, and takes no argument, so CPython calls it for about 400
     instructions less than ``clock_gettime(CLOCK_BOOTTIME)``. The slow path, which decides
     everything on ``clock``, arms the cache with a window of at most the token's advisory

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from eightyeightpay.api import (
     ApiResponse,
@@ -47,7 +47,9 @@ from eightyeightpay.tokens import Token
 from .base import EnvConstructible, ManagerBase, transport_options
 from .common import FlightRun, drop_flight, log_notices, perform_api_governor
 from .lifecycle import RefreshHandle, default_clock, refresh_worker
-from .telemetry import Telemetry
+
+if TYPE_CHECKING:  # imported with telemetry=, not with the manager
+    from .telemetry import Telemetry
 
 __all__ = ["Background", "ManualBackground", "ThreadBackground", "TokenManager"]
 

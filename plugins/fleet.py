@@ -11,7 +11,7 @@ outage once and its end once.
 from __future__ import annotations
 
 import logging
-import ssl
+import sys
 import threading
 import uuid
 from collections.abc import Callable
@@ -92,12 +92,15 @@ def tls_failure(error: BaseException) -> str | None:
     Redis without TLS: the server waits for a command and never answers the handshake).
     A fresh connection cures none of them, and neither does waiting for a failover.
     """
+    ssl = sys.modules.get("ssl")  # not imported: no TLS connection, so no TLS failure
     seen: BaseException | None = error
     for _ in range(8):
         if seen is None:
             break
         text = str(seen)[:200]
-        if isinstance(seen, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in text:
+        if (
+            ssl is not None and isinstance(seen, ssl.SSLCertVerificationError)
+        ) or "CERTIFICATE_VERIFY_FAILED" in text:
             return (
                 "TLS failure, the server's certificate was not verified; give the client the CA "
                 "that signed it (ssl_ca_certs=... or ?ssl_ca_certs=... in a rediss:// URL)"
@@ -107,7 +110,7 @@ def tls_failure(error: BaseException) -> str | None:
                 "TLS failure, the server did not answer the TLS handshake; check that it speaks "
                 "TLS on this port (a rediss:// URL to a plain Redis port waits like this)"
             )
-        if isinstance(seen, ssl.SSLError) or "SSL" in text:
+        if (ssl is not None and isinstance(seen, ssl.SSLError)) or "SSL" in text:
             return (
                 "TLS failure; check that the server speaks TLS on this port (rediss://) and the "
                 "certificate settings"
@@ -240,6 +243,11 @@ class FleetStore(ProcessBound):
 
     def __init__(self) -> None:
         super().__init__()
+        # A fleet store's first connection is made inside a store call, within its deadline
+        # (1.5 s): TLS is loaded now, so that a slow first import of ssl is not taken for an
+        # outage. The memory store (and so a manager's construction) never loads it.
+        import ssl  # noqa: F401
+
         self._local = MemoryStore()
         self.instance = uuid.uuid4().hex[:12]
         """This process's name in lock fencing values."""

@@ -3,8 +3,10 @@
 The process's :func:`registry` loads a built-in plugin only when one of its names is first
 asked for (a threaded manager with the memory store imports neither asyncio nor h11 nor a
 Redis or Memcached client): :data:`BUILT_IN_NAMES` says which names each built-in module
-registers. Third-party plugins are loaded from their entry points when the registry is
-built, as before. :func:`plugin_manager` still registers every built-in module at once.
+registers. Third-party plugins are loaded from their entry points when a name no built-in
+plugin has is first asked for (or the registry is listed with :meth:`Registry.everything`),
+so a process that uses only built-in names never scans the installed distributions'
+metadata. :func:`plugin_manager` still registers every built-in module at once.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import functools
 import importlib
 import os
+import threading
 from types import ModuleType
 
 import attrs
@@ -93,7 +96,7 @@ def plugin_manager(*, built_in: bool = True) -> pluggy.PluginManager:
 
 
 class _BuiltIn:
-    """A built-in factory not loaded yet: calling it (or :func:`_pick`) imports its module."""
+    """A built-in factory not loaded yet: calling it (or a look-up by name) imports its module."""
 
     __slots__ = ("kind", "module", "name")
 
@@ -116,6 +119,30 @@ class _BuiltIn:
         return f"<built-in {self.kind[:-1]} {self.name!r} from {self.module}, not loaded yet>"
 
 
+class _EntryPoints:
+    """The third-party plugins of :func:`registry`, loaded into it once, when first needed."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.loaded = False
+        """True once the entry points have been loaded."""
+
+    def load_into(self, tables: Registry) -> None:
+        """Load every entry point of the group (once) and add its factories to ``tables``.
+
+        Raises ConfigurationError when a third-party plugin registers a name already taken.
+        """
+        with self._lock:
+            if self.loaded:
+                return
+            found = collect(plugin_manager(built_in=False))
+            for kind in KINDS:
+                table = getattr(tables, kind)
+                for name, factory in getattr(found, kind).items():
+                    _register(table, name, factory)
+            self.loaded = True
+
+
 @attrs.frozen
 class Registry:
     """Factories gathered from every plugin, by name."""
@@ -128,36 +155,46 @@ class Registry:
     """Async HTTP transports."""
     runtimes: dict[str, RuntimeFactory]
     """Async runtimes."""
+    entry_points: _EntryPoints | None = attrs.field(default=None, repr=False, eq=False)
+    """Third-party plugins not loaded yet (:func:`registry`), or None when they are in the
+    tables already (:func:`collect`)."""
 
     def store(self, name: str) -> StoreFactory:
         """The store factory called ``name``, or a ConfigurationError listing the known ones."""
-        return _pick("store", name, self.stores)
+        return self._pick("store", name, self.stores)
 
     def transport(self, name: str) -> TransportFactory:
         """The transport factory called ``name``, or a ConfigurationError listing the known ones."""
-        return _pick("transport", name, self.transports)
+        return self._pick("transport", name, self.transports)
 
     def async_transport(self, name: str) -> TransportFactory:
         """The async transport factory called ``name``."""
-        return _pick("async transport", name, self.async_transports)
+        return self._pick("async transport", name, self.async_transports)
 
     def runtime(self, name: str) -> RuntimeFactory:
         """The async runtime called ``name``."""
-        return _pick("runtime", name, self.runtimes)
+        return self._pick("runtime", name, self.runtimes)
 
+    def everything(self) -> Registry:
+        """The registry itself, with the third-party plugins loaded (entry points scanned)."""
+        if self.entry_points is not None:
+            self.entry_points.load_into(self)
+        return self
 
-def _pick(kind: str, name: str, known: dict[str, StoreFactory]) -> StoreFactory:
-    try:
-        factory = known[name]
-    except KeyError:
-        names = ", ".join(sorted(known)) or "none"
-        raise ConfigurationError(
-            f"No {kind} named {name!r} is installed (known: {names}). Install the plugin that "
-            f"provides it, or check {DISABLE_VARIABLE}."
-        ) from None
-    if isinstance(factory, _BuiltIn):
-        factory = known[name] = factory.load()
-    return factory
+    def _pick(self, kind: str, name: str, known: dict[str, StoreFactory]) -> StoreFactory:
+        if name not in known:  # not built in: look among the third-party plugins
+            self.everything()
+        try:
+            factory = known[name]
+        except KeyError:
+            names = ", ".join(sorted(known)) or "none"
+            raise ConfigurationError(
+                f"No {kind} named {name!r} is installed (known: {names}). Install the plugin "
+                f"that provides it, or check {DISABLE_VARIABLE}."
+            ) from None
+        if isinstance(factory, _BuiltIn):
+            factory = known[name] = factory.load()
+        return factory
 
 
 def collect(manager: pluggy.PluginManager) -> Registry:
@@ -175,7 +212,8 @@ def collect(manager: pluggy.PluginManager) -> Registry:
         strict=True,
     ):
         hook(register=functools.partial(_register, table))
-    return Registry(*tables)
+    stores, transports, async_transports, runtimes = tables
+    return Registry(stores, transports, async_transports, runtimes)
 
 
 def _register(table: dict[str, StoreFactory], name: str, factory: StoreFactory) -> None:
@@ -188,13 +226,14 @@ def _register(table: dict[str, StoreFactory], name: str, factory: StoreFactory) 
 def registry() -> Registry:
     """The process's registry, built on first use.
 
-    Third-party plugins are loaded now; a built-in one when one of its names is first used.
+    A built-in plugin is loaded when one of its names is first used; the third-party ones
+    (entry points) when a name the built-in plugins do not have is first asked for, or by
+    :meth:`Registry.everything`.
     """
-    found = collect(plugin_manager(built_in=False))
     blocked = _blocked()
-    tables = dict(zip(KINDS, attrs.astuple(found, recurse=False), strict=True))
+    found = Registry({}, {}, {}, {}, entry_points=_EntryPoints())
     for module_name in DEFAULT_PLUGINS:
         if module_name not in blocked:
             for kind, name in BUILT_IN_NAMES[module_name]:
-                _register(tables[kind], name, _BuiltIn(module_name, kind, name))
+                _register(getattr(found, kind), name, _BuiltIn(module_name, kind, name))
     return found

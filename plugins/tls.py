@@ -1,13 +1,21 @@
-"""What both HTTP transports share: TLS trust, telling TLS failures apart, pool limits."""
+"""What both HTTP transports share: TLS trust, telling TLS failures apart, pool limits.
+
+``ssl`` is imported when a TLS context is first made (the first connection, or a
+``ca_bundle`` checked), not with this module: a manager is built without it.
+"""
 
 from __future__ import annotations
 
 import os
-import ssl
+import sys
+from typing import TYPE_CHECKING
 
 import attrs
 
 from eightyeightpay.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    import ssl
 
 __all__ = [
     "DEFAULT_MAX_CONNECTIONS",
@@ -32,17 +40,11 @@ IDLE_REUSE_SECONDS = 4.0
 TrustKey = tuple[str | None, str | None, str | None]
 """What a TLS context trusts: the ``ca_bundle`` and the ``SSL_CERT_FILE``/``SSL_CERT_DIR``."""
 
-_TORN_DOWN = (
-    ssl.SSLWantReadError,
-    ssl.SSLWantWriteError,
-    ssl.SSLSyscallError,
-    ssl.SSLEOFError,
-    ssl.SSLZeroReturnError,
-)
-
 
 def tls_context(ca_bundle: str | None = None) -> ssl.SSLContext:
     """A verifying TLS context: the system trust store, or only ``ca_bundle`` when given."""
+    import ssl  # on the first TLS connection, not at import
+
     context = ssl.create_default_context(cafile=ca_bundle)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
@@ -69,8 +71,18 @@ def tls_failure(error: BaseException) -> str | None:
     A connection torn down mid-handshake (a reset, an EOF) is not a TLS failure: None.
     The error, its cause and its context are examined, as event loops chain them.
     """
+    ssl = sys.modules.get("ssl")
+    if ssl is None:  # never imported: no TLS connection was made, and nothing failed in one
+        return None
+    torn_down = (
+        ssl.SSLWantReadError,
+        ssl.SSLWantWriteError,
+        ssl.SSLSyscallError,
+        ssl.SSLEOFError,
+        ssl.SSLZeroReturnError,
+    )
     for reason in (error, error.__cause__, error.__context__):
-        if isinstance(reason, ssl.SSLError) and not isinstance(reason, _TORN_DOWN):
+        if isinstance(reason, ssl.SSLError) and not isinstance(reason, torn_down):
             why = getattr(reason, "verify_message", None) or getattr(reason, "reason", None)
             return str(why) if why else "handshake failed"
     return None
@@ -126,6 +138,8 @@ def trust_key(ca_bundle: str | None) -> TrustKey:
 
 def ca_bundle_problem(path: str) -> str | None:
     """Why ``path`` cannot be used as a CA bundle (a PEM file of CA certificates), or None."""
+    import ssl  # the bundle is loaded into a TLS context: TLS is in use
+
     try:
         shared_tls_context((path, os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")))
     except FileNotFoundError:

@@ -34,7 +34,6 @@ import itertools
 import math
 import os
 import socket
-import ssl
 import threading
 import time
 import weakref
@@ -69,6 +68,8 @@ from .tls import (
 )
 
 if TYPE_CHECKING:
+    import ssl
+
     from urllib3.connection import HTTPConnection
 
 __all__ = ["DEFAULT_MAX_CONNECTIONS", "Urllib3Transport", "process_pools"]

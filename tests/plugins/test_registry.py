@@ -128,6 +128,42 @@ def test_a_threaded_manager_with_the_memory_store_loads_no_async_or_fleet_plugin
     for plugin in ("h11_transport", "redis_store", "memcached_store", "runtimes"):
         assert f"eightyeightpay.plugins.{plugin}" not in loaded
     assert "eightyeightpay.plugins.urllib3_transport" in loaded
+    # Deferred too: the entry-point scan (importlib.metadata), TLS until a connection is
+    # made, and telemetry unless it is given.
+    for module in ("importlib.metadata", "ssl", "eightyeightpay.adapters.telemetry"):
+        assert module not in loaded
+
+
+def test_entry_points_are_scanned_only_for_a_name_no_built_in_plugin_has() -> None:
+    code = (
+        "import sys\n"
+        "from eightyeightpay.errors import ConfigurationError\n"
+        "from eightyeightpay.plugins.registry import registry\n"
+        "found = registry()\n"
+        "found.store('memory'); found.transport('urllib3'); found.runtime('asyncio')\n"
+        "assert 'importlib.metadata' not in sys.modules\n"
+        "try:\n"
+        "    found.store('nope')\n"
+        "except ConfigurationError as error:\n"
+        "    assert 'memory' in str(error) and 'redis' in str(error)\n"
+        "assert 'importlib.metadata' in sys.modules\n"
+        "assert found.entry_points is not None and found.entry_points.loaded\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert result.stdout.strip() == "ok", result.stderr
+
+
+def test_a_third_party_name_is_found_by_the_registry_after_built_in_look_ups(
+    third_party: pathlib.Path,
+) -> None:
+    found = registry()
+    assert found.store("memory")() is MemoryStore.process_wide()
+    assert "acme" not in found.stores  # not scanned yet
+    assert found.store("acme")().name == "acme"
+    assert "acme" in found.everything().stores
 
 
 def test_a_built_in_plugin_is_loaded_when_its_name_is_first_used() -> None:
