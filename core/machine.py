@@ -680,7 +680,8 @@ class TokenMachine:
         )
         if wait > 0:
             # The share binds only while the store is down: the process looks at the store
-            # again after its backoff, not when its share frees (most of an hour at worst).
+            # again after its backoff (not when its share frees, most of an hour at worst),
+            # or when its share frees if that comes first: not a backoff's length later.
             return self._failed(flight, RateLimited(wait, local=True), now=now, share=True)
         return (yield from self._send(flight, now, alone=True))
 
@@ -840,7 +841,8 @@ class TokenMachine:
 
         A 429 (88Pay's, or the fleet budget's wait) holds the next send back for its
         ``retry_after`` at least; a refusal of this process's degraded-mode ``share`` does
-        not, since the store's return ends it.
+        not, since the store's return ends it: it holds the next attempt back for the
+        backoff or until the share frees (its ``retry_after``), whichever ends first.
         """
         if (
             isinstance(error, TransportError)
@@ -854,6 +856,8 @@ class TokenMachine:
         self.failures += 1
         server_wait = error.retry_after if isinstance(error, RateLimited) and not share else None
         delay = backoff_delay(self.failures, self.rng, self.policy, retry_after=server_wait)
+        if share and isinstance(error, RateLimited):
+            delay = min(delay, error.retry_after)
         self.blocked_until = max(self.blocked_until, now + delay)
         if isinstance(error, RateLimited | RetryableError):
             error.retry_after = delay

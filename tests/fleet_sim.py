@@ -28,6 +28,7 @@ from eightyeightpay.governor import RateWindow
 from eightyeightpay.machine import (
     Effect,
     Exchange,
+    Pause,
     Refresh,
     Result,
     SendTokenRequest,
@@ -38,7 +39,7 @@ from eightyeightpay.machine import (
     Unavailable,
     Wait,
 )
-from eightyeightpay.policy import Policy
+from eightyeightpay.policy import Deadline, Policy, call_deadline
 from eightyeightpay.tokens import Token
 
 
@@ -153,6 +154,7 @@ class SimProcess:
         self.sleeping = False
         self.served = 0
         self.waited = 0
+        self.settled: dict[int, Settled] = {}  # how each flight ended, by number
 
     def ask(self) -> Token | EightyEightPayError | None:
         """A caller asks: the decision's outcome (None: it must wait for the flight)."""
@@ -189,8 +191,73 @@ class SimProcess:
             self.effect = self.steps.send(result)
         except StopIteration as stop:
             self.steps, self.effect = None, None
+            self.settled[stop.value.flight.number] = stop.value
             return stop.value
         return None
+
+
+class SimCaller:
+    """One caller of ``process`` that calls ``get_token()`` with the policy's deadline again
+    and again, ``every`` seconds apart, as a manager's driver runs it: it pauses, waits for
+    flights, retries within its deadline and fails with the error the driver would raise."""
+
+    def __init__(self, process: SimProcess, every: float = 0.02) -> None:
+        self.process = process
+        self.every = every
+        self.next_at = 0.0
+        self.until: Deadline | None = None  # the deadline of the call under way
+        self.resume_at: float | None = None  # pausing until then
+        self.waiting: Refresh | Wait | None = None  # waiting for this flight
+        self.failed: list[tuple[float, EightyEightPayError]] = []  # (when, error)
+        self.served = 0
+
+    def tick(self) -> None:
+        """Go on with the call under way, or start the next one when it is time."""
+        machine, now = self.process.machine, self.process.clock()
+        if self.until is None:
+            if now < self.next_at:
+                return
+            self.until = call_deadline(machine.policy, now, None)
+        if self.resume_at is not None:
+            if now < self.resume_at:
+                return
+            self.resume_at = None
+        if self.waiting is not None:
+            settled = self.process.settled.get(self.waiting.flight.number)
+            if settled is None:
+                if now >= self.waiting.until:
+                    self._end(now, machine.gave_up(self.waiting))
+                return
+            self.waiting = None
+            if settled.error is not None:
+                if not machine.may_retry(settled.error, now, self.until):
+                    self._end(now, settled.error)
+                    return
+            elif settled.token is not None and now < settled.token.usable_until:
+                self._end(now, None)
+                return
+        self._decide(now, self.until)
+
+    def _decide(self, now: float, until: Deadline) -> None:
+        decision = self.process.machine.decide_and_start(now, until)
+        if isinstance(decision, Refresh | ServeAndRefresh):
+            self.process.steps = self.process.machine.refresh(decision.flight)
+            self.process.effect = next(self.process.steps)
+        if isinstance(decision, Serve | ServeAndRefresh):
+            self._end(now, None)
+        elif isinstance(decision, Unavailable):
+            self._end(now, decision.error)
+        elif isinstance(decision, Pause):
+            self.resume_at = decision.until
+        else:
+            self.waiting = decision
+
+    def _end(self, now: float, error: EightyEightPayError | None) -> None:
+        self.until, self.next_at = None, now + self.every
+        if error is None:
+            self.served += 1
+        else:
+            self.failed.append((now, error))
 
 
 def perform(store: SimStore, effect: FleetEffect, clock: Callable[[], float]) -> Result:

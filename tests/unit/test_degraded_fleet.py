@@ -20,7 +20,7 @@ from eightyeightpay.plugins.sandbox import (
     SandboxTransport,
 )
 from eightyeightpay.policy import Policy
-from tests.fleet_sim import SimProcess, SimStore
+from tests.fleet_sim import SimCaller, SimProcess, SimStore
 
 CREDENTIALS = Credentials(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID)
 
@@ -28,7 +28,7 @@ CREDENTIALS = Credentials(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID)
 class Fleet:
     """``count`` processes over one simulated store and one emulator, on one fake clock."""
 
-    def __init__(self, count: int, policy: Policy, seed: int) -> None:
+    def __init__(self, count: int, policy: Policy, seed: int, *, callers: bool = False) -> None:
         self.clock = FakeClock()
         self.policy = policy
         self.sandbox = Sandbox(
@@ -46,6 +46,9 @@ class Fleet:
         ]
         self.sends: list[tuple[float, bool]] = []  # (time, sent alone while the store failed)
         self.failed: list[EightyEightPayError] = []
+        # With callers, each process has one caller keeping the policy's deadline (as a
+        # manager's get_token() does) instead of asking once per step and failing fast.
+        self.callers = [SimCaller(p) for p in self.processes] if callers else []
 
     def send(self, effect: SendTokenRequest) -> Exchange:
         sender = next(p for p in self.processes if p.effect is effect)
@@ -60,13 +63,20 @@ class Fleet:
         """Every process asked every ``step`` seconds, its flight stepped to its end."""
         for _ in range(round(seconds / step)):
             self.clock.advance(step)
-            for process in self.processes:
+            for caller in self.callers:
+                caller.tick()
+            for process in self.processes if not self.callers else ():
                 outcome = process.ask()
                 if isinstance(outcome, EightyEightPayError):
                     self.failed.append(outcome)
             for _ in range(8):
                 for process in self.processes:
                     process.step(self.store, self.send)
+            for caller in self.callers:
+                caller.tick()  # a flight that just settled: its callers take its outcome now
+        for caller in self.callers:
+            self.failed.extend(error for _, error in caller.failed)
+            caller.failed.clear()
 
     def most_alone_in_any(self, span: float) -> int:
         alone = sorted(t for t, degraded in self.sends if degraded)
@@ -171,3 +181,29 @@ def test_a_spent_share_holds_only_while_the_store_is_down() -> None:
     assert fleet.failed == []  # the fleet's budget (about 30 of 100 spent) serves them
     assert len(fleet.sends) - sent <= 6  # one token per refresh for the whole fleet again
     assert fleet.sandbox.stats()["rate_limited"] == 0
+
+
+@pytest.mark.parametrize("deadline", [10.0, 10.5])
+def test_held_back_for_its_share_a_process_sends_when_the_share_frees(deadline: float) -> None:
+    """88Pay's real limits and tokens, 8 processes, the store down 2 minutes, each process
+    with one caller keeping its deadline. A process's share is 1 token a minute, and a
+    token is usable for 50 s: each process is without a usable token for 10 s of each
+    minute (the margin), and its callers pause until its share frees. A refusal for the
+    share held the next attempt back for the backoff, which by then had grown past the
+    share's end (up to 16 s later): callers failed for seconds on end. Now the attempt
+    comes when the share frees. With a deadline just over the 10 s gap no call fails; with
+    the default 10 s, only a call that came at the very start of a gap does (its deadline
+    ends when the share frees), at most one per token sent alone."""
+    fleet = Fleet(8, Policy(deadline=deadline), seed=6, callers=True)
+    fleet.run(75.0)
+    assert [p.machine.members for p in fleet.processes] == [8] * 8
+    fleet.store.down = True
+    fleet.run(120.0)
+    alone = [t for t, degraded in fleet.sends if degraded]
+    assert len(alone) >= 16  # each process's first and second token of its own
+    assert fleet.sandbox.stats()["rate_limited"] == 0
+    assert all(isinstance(error, RateLimited) and error.local for error in fleet.failed)
+    if deadline > 10.0:
+        assert fleet.failed == []
+    else:
+        assert len(fleet.failed) <= len(alone)
