@@ -332,7 +332,10 @@ class TokenMachine:
         self.members = 1
         """Processes sharing this key's budget, as the store last counted them (1 unknown).
 
-        In degraded mode this process keeps to ``1/members`` of each rate limit."""
+        In degraded mode this process keeps to ``1/members`` of each rate limit. For a token
+        lifetime after the store comes back the count does not fall: the store may have lost
+        its members, and the fleet rejoins over that lifetime."""
+        self._recount_at = -math.inf  # until then, a lower count from the store is not taken
         self._spread_for: float | None = None  # expires_at of the token whose refresh was spread
         self._spread_until = -math.inf
         self.tally = Tally()
@@ -548,11 +551,17 @@ class TokenMachine:
             read = yield from self._ride_out(key, read, self._spread(flight, read.now))
         if not isinstance(read, SharedRead):
             return (yield from self._alone(flight, read))
+        if self.degraded:
+            # Back from working alone: the store may have lost the fleet's members (a restart)
+            # and they rejoin over a lifetime, each at its next refresh; until then a lower
+            # count is a fleet still rejoining, not a smaller fleet.
+            self._recount_at = read.now + self.policy.expected_lifetime
         joined = yield JoinFleet(
             key, self.instance, MEMBERSHIP_LIFETIMES * self.policy.expected_lifetime
         )
         if isinstance(joined, Members):
-            self.members = joined.count
+            recounting = joined.now < self._recount_at
+            self.members = max(self.members, joined.count) if recounting else joined.count
         if self.books[TOKEN_BUDGET].unsynced:
             # Back from working alone: put this process's sends back into the fleet's budget
             # now, not only when it next reserves (the fleet may refresh through another).

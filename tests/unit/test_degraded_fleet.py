@@ -207,3 +207,26 @@ def test_held_back_for_its_share_a_process_sends_when_the_share_frees(deadline: 
         assert fleet.failed == []
     else:
         assert len(fleet.failed) <= len(alone)
+
+
+def test_the_fleet_is_not_undercounted_while_it_rejoins_a_store_that_lost_it() -> None:
+    """A store that comes back empty (a Redis restarted without persistence) has lost the
+    fleet's members, and they rejoin one by one, each at its next refresh: the first back
+    counted 1, 2, 3... and, if the store failed again within that lifetime, kept to a
+    share of 10, 5, 3... of the limits together: 429s. A process back from working alone
+    now keeps its larger count for a lifetime."""
+    fleet = Fleet(8, Policy().compressed(10), seed=7)
+    fleet.run(8.0)
+    fleet.store.down = True
+    fleet.run(12.0, step=0.01)
+    fleet.store.down = False
+    fleet.store.restart()
+    fleet.run(1.0, step=0.01)  # some of the fleet back through the store, not all
+    assert 0 < len(fleet.store.members) < 8
+    fleet.store.down = True
+    sent = len(fleet.sends)
+    fleet.run(12.0, step=0.01)
+    assert [p.machine.members for p in fleet.processes] == [8] * 8
+    alone = sorted(t for t, degraded in fleet.sends[sent:] if degraded)
+    assert max(sum(1 for u in alone if t <= u < t + 6.0) for t in alone) <= 8
+    assert fleet.sandbox.stats()["rate_limited"] == 0
