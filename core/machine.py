@@ -191,8 +191,11 @@ class Notice:
 
     A failing background refresh is one WARNING per failure streak, with the time the
     current token has left; the token running out during the streak is one ERROR; the first
-    success after either is one INFO. Messages hold no secret: merchant id, error class,
-    seconds.
+    success after either is one INFO. A refresh held back for this process's share of the
+    limits while the fleet store is down is not a failure: one WARNING per streak (the time
+    left, when the share allows a request), an ERROR only once a caller fails for want of a
+    token, and one INFO when a refresh goes through. Messages hold no secret: merchant id,
+    error class, counts, seconds.
     """
 
     level: str
@@ -355,7 +358,10 @@ class TokenMachine:
         self._probe_at = -math.inf  # working alone: when an API call next tries the store
         self.notices: list[Notice] = []
         """What the driver should log, taken with :meth:`take_notices`."""
-        self._trouble = ""  # "", "warned" (a refresh failed) or "ran out" (the token expired)
+        # "" (no trouble), "warned" (a refresh failed), "ran out" (then the token expired),
+        # "held" (a refresh was held back for this process's share) or "held failing" (then
+        # a caller failed for want of a token).
+        self._trouble = ""
         self._numbers = 0
         self._awaiting = False  # a send whose exchange has not come back
         self._send_time: float | None = None
@@ -399,8 +405,10 @@ class TokenMachine:
             definite = now < self.blocked_until and not is_transient(self.last_error)
             if deadline.fits(retry_at) and not definite:
                 return Pause(retry_at)
+            self._callers_fail(now, retry_at)
             return Unavailable(self._unavailable_error(now, retry_at), retry_at)
         if not deadline.may_start(now):
+            self._callers_fail(now, now)
             return Unavailable(Deadline.too_late("a token request could start", sent=False), now)
         self.tally = self.tally.caller_waited()
         flight = self._start(now, background=False)
@@ -452,9 +460,13 @@ class TokenMachine:
         with at least :data:`~eightyeightpay.policy.MIN_ATTEMPT` of the caller's deadline
         ``until`` left (never for a fail-fast call). The caller then decides again: it
         pauses until that time, or joins the request another waiter of the same flight
-        started.
+        started. Otherwise the caller fails, which may leave a :class:`Notice`.
         """
-        return is_transient(error) and until.fits(max(now, self._send_allowed_at(now)))
+        retry_at = max(now, self._send_allowed_at(now))
+        if is_transient(error) and until.fits(retry_at):
+            return True
+        self._callers_fail(now, retry_at)
+        return False
 
     def _governed_at(self, now: float) -> float:
         policy = self.policy
@@ -836,11 +848,15 @@ class TokenMachine:
         if self.token is None or token.expires_at >= self.token.expires_at:
             self.token = token
         if self._trouble:
+            merchant, attempts = self.credentials.merchant_id, self.failures
             self.notices.append(
                 Notice(
                     "info",
-                    f"token refresh for {self.credentials.merchant_id} recovered after "
-                    f"{self.failures} failed attempt(s)",
+                    f"token refresh for {merchant} went through after {attempts} attempt(s) "
+                    "held back for this process's share of 88Pay's token limits"
+                    if self._trouble.startswith("held")
+                    else f"token refresh for {merchant} recovered after {attempts} failed "
+                    "attempt(s)",
                 )
             )
             self._trouble = ""
@@ -871,21 +887,60 @@ class TokenMachine:
         self.failures += 1
         server_wait = error.retry_after if isinstance(error, RateLimited) and not share else None
         delay = backoff_delay(self.failures, self.rng, self.policy, retry_after=server_wait)
-        if share and isinstance(error, RateLimited):
-            delay = min(delay, error.retry_after)
+        share_wait = error.retry_after if share and isinstance(error, RateLimited) else None
+        if share_wait is not None:
+            delay = min(delay, share_wait)
         self.blocked_until = max(self.blocked_until, now + delay)
         if isinstance(error, RateLimited | RetryableError):
             error.retry_after = delay
         self.last_error = error
-        self._notice_failure(error, now, delay)
+        if share_wait is not None:
+            self._notice_held(now, delay, share_wait)
+        else:
+            self._notice_failure(error, now, delay)
         return Settled(flight, None, error)
+
+    def _notice_held(self, now: float, delay: float, share_wait: float) -> None:
+        """A refresh held back for this process's share: one WARNING, not a failure's."""
+        token, policy, members = self.token, self.policy, self.members
+        if token is None or self._trouble:
+            return
+        self._trouble = "held"
+        left = token.usable_until - now
+        self.notices.append(
+            Notice(
+                "warning",
+                f"token refresh for {self.credentials.merchant_id} held back: the fleet store "
+                "is down and this process keeps to its share of 88Pay's token limits "
+                f"({policy.per_minute // members} a minute and {policy.per_hour // members} an "
+                f"hour, for {members} processes); "
+                + (f"the current token has {left:.1f} s left" if left > 0 else "no usable token")
+                + f"; next attempt in {delay:.1f} s, the share allows a request in "
+                f"{share_wait:.1f} s; callers wait for it within their deadline",
+            )
+        )
+
+    def _callers_fail(self, now: float, retry_at: float) -> None:
+        """A caller fails for want of a token while refreshes are held back for the share."""
+        if self._trouble != "held":
+            return
+        self._trouble = "held failing"
+        self.notices.append(
+            Notice(
+                "error",
+                f"calls for {self.credentials.merchant_id} fail: the token ran out while this "
+                "process keeps to its share of 88Pay's token limits (the fleet store is down); "
+                f"a token can next be requested in {max(0.0, retry_at - now):.1f} s, later "
+                "than those calls' deadline",
+            )
+        )
 
     def _notice_failure(self, error: EightyEightPayError, now: float, delay: float) -> None:
         token, merchant, kind = self.token, self.credentials.merchant_id, type(error).__name__
         if token is None:
             return
         left = token.usable_until - now
-        if left > 0 and not self._trouble:
+        if left > 0 and self._trouble in ("", "held"):
             self._trouble = "warned"
             self.notices.append(
                 Notice(
@@ -894,7 +949,7 @@ class TokenMachine:
                     f"{left:.1f} s left; next attempt allowed in {delay:.1f} s",
                 )
             )
-        elif left <= 0 and self._trouble == "warned":
+        elif left <= 0 and self._trouble in ("warned", "held"):
             self._ran_out(token)
 
     def _ran_out(self, token: Token) -> None:

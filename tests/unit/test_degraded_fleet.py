@@ -217,6 +217,60 @@ def outage_with_callers(deadline: float) -> Fleet:
     return fleet
 
 
+@pytest.mark.parametrize("deadline", [10.0, 10.5])
+def test_a_refresh_held_back_for_the_share_warns_and_errs_only_when_calls_fail(
+    deadline: float,
+) -> None:
+    """Held back for its share, a refresh has not failed, and a token running out meanwhile
+    does not fail callers that can wait for the share: one WARNING per streak saying so, an
+    ERROR only for a process one of whose calls did fail, one INFO when a refresh goes
+    through. It logged "refresh failed" and, when the token ran out, "calls fail until one
+    succeeds" while its callers were pausing."""
+    fleet = outage_with_callers(deadline)
+    fleet.store.down = False
+    fleet.run(60.0)
+    for process, caller in zip(fleet.processes, fleet.callers, strict=True):
+        notices = process.machine.take_notices()
+        levels = [notice.level for notice in notices]
+        warnings = [n.message for n in notices if n.level == "warning"]
+        errors = [n.message for n in notices if n.level == "error"]
+        assert warnings and all("held back" in message for message in warnings)
+        assert all("calls for" in message and "fail:" in message for message in errors)
+        assert bool(errors) == bool(caller.failed)
+        assert levels.count("info") == len(warnings) >= len(errors)
+        assert levels[-1] == "info"  # the store is back: every streak ended
+        for notice in notices:
+            assert "ran out because" not in notice.message
+            assert DEFAULT_API_KEY not in notice.message
+            token = process.machine.token
+            assert token is not None and token.access_token not in notice.message
+    if deadline > 10.0:
+        assert not any(caller.failed for caller in fleet.callers)
+
+
+def test_the_fleet_is_not_undercounted_while_it_rejoins_a_store_that_lost_it() -> None:
+    """A store that comes back empty (a Redis restarted without persistence) has lost the
+    fleet's members, and they rejoin one by one, each at its next refresh: the first back
+    counted 1, 2, 3... and, if the store failed again within that lifetime, kept to a
+    share of 10, 5, 3... of the limits together: 429s. A process back from working alone
+    now keeps its larger count for a lifetime."""
+    fleet = Fleet(8, Policy().compressed(10), seed=7)
+    fleet.run(8.0)
+    fleet.store.down = True
+    fleet.run(12.0, step=0.01)
+    fleet.store.down = False
+    fleet.store.restart()
+    fleet.run(1.0, step=0.01)  # some of the fleet back through the store, not all
+    assert 0 < len(fleet.store.members) < 8
+    fleet.store.down = True
+    sent = len(fleet.sends)
+    fleet.run(12.0, step=0.01)
+    assert [p.machine.members for p in fleet.processes] == [8] * 8
+    alone = sorted(t for t, degraded in fleet.sends[sent:] if degraded)
+    assert max(sum(1 for u in alone if t <= u < t + 6.0) for t in alone) <= 8
+    assert fleet.sandbox.stats()["rate_limited"] == 0
+
+
 def test_a_share_freeing_is_counted_from_the_answer_of_the_send_it_waited_for() -> None:
     """A process sends alone again the moment its share frees, a minute after its last
     send; 88Pay counts a request when it arrives. Counted from the moment it was sent, a
