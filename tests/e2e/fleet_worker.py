@@ -111,6 +111,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="rounds of calls (api)")
     parser.add_argument("--deadline", type=float, default=0.0, help="each API call's (api)")
     parser.add_argument("--duration", type=float, default=0.0)
+    parser.add_argument(
+        "--token-deadline", type=float, default=None, help="each get_token()'s (steady)"
+    )
     parser.add_argument("--compress", type=float, default=1.0, help="Policy.compressed factor")
     args = parser.parse_args()
     policy = Policy().compressed(args.compress)
@@ -163,7 +166,7 @@ def main() -> None:
                     break
             while args.mode != "api":
                 try:
-                    recorder.saw(manager.get_token())
+                    recorder.saw(manager.get_token(args.token_deadline))
                 except EightyEightPayError as error:
                     recorder.failed(error)
                 recorder.watch_sends()
@@ -190,7 +193,7 @@ def main() -> None:
                 break
         while args.mode != "api":
             try:
-                recorder.saw(await manager.get_token())
+                recorder.saw(await manager.get_token(args.token_deadline))
             except EightyEightPayError as error:
                 recorder.failed(error)
             recorder.watch_sends()

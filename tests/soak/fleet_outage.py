@@ -4,9 +4,10 @@ Not part of the default test run (it takes about five minutes).
 ``python -m tests.soak.fleet_outage`` starts a redis-server on a free loopback port and the
 HTTPS emulator with 88Pay's own figures (60 s tokens, 10 token requests a minute and 100 an
 hour), runs 8 processes of tests/e2e/fleet_worker.py (threads, asyncio and trio mixed, each
-calling ``get_token()`` every 20 ms with the default policy and deadline), kills Redis
-(SIGKILL: connections refused at once) after ``--healthy`` seconds, starts it again
-``--down`` seconds later (120 by default) and lets the fleet run ``--after`` seconds more.
+calling ``get_token()`` every 20 ms with the default policy and deadline, or ``--deadline``
+seconds), kills Redis (SIGKILL: connections refused at once) after ``--healthy`` seconds,
+starts it again ``--down`` seconds later (120 by default) and lets the fleet run
+``--after`` seconds more.
 It prints the token requests (before, during and after the outage), the 429s the emulator
 answered, the calls that failed by error type, the tokens handed out past their expiry, and
 how far apart the processes' first refreshes alone were; ``--json FILE`` writes the same.
@@ -25,17 +26,23 @@ from tests.e2e.workers import TimedSandbox, Workers
 from tests.servers import RedisServer
 
 
-def outage(healthy: float, down: float, after: float, processes: int) -> dict[str, Any]:
-    """Run the fleet through one outage; what the emulator and the processes saw."""
+def outage(
+    healthy: float, down: float, after: float, processes: int, deadline: float | None = None
+) -> dict[str, Any]:
+    """Run the fleet through one outage; what the emulator and the processes saw.
+
+    ``deadline`` is each ``get_token()``'s (None: the policy's, 10 s).
+    """
     redis = RedisServer()
     redis.start()
     sandbox = TimedSandbox()
     try:
         with SandboxServer(sandbox, tls=True) as server:
             duration = healthy + down + after
-            with Workers(
-                server, redis.url, processes, "--mode", "steady", "--duration", str(duration)
-            ) as workers:
+            options: tuple[str, ...] = ("--mode", "steady", "--duration", str(duration))
+            if deadline is not None:
+                options += ("--token-deadline", str(deadline))
+            with Workers(server, redis.url, processes, *options) as workers:
                 workers.go()
                 time.sleep(healthy)
                 down_at = time.time()
@@ -55,6 +62,7 @@ def outage(healthy: float, down: float, after: float, processes: int) -> dict[st
     first_round = alone[:processes]
     return {
         "processes": processes,
+        "deadline_s": deadline,
         "healthy_s": healthy,
         "down_s": round(up_at - down_at, 1),
         "after_s": after,
@@ -83,9 +91,12 @@ def main() -> None:
     parser.add_argument("--healthy", type=float, default=75.0, help="seconds before the kill")
     parser.add_argument("--down", type=float, default=120.0, help="seconds Redis stays down")
     parser.add_argument("--after", type=float, default=75.0, help="seconds after the restart")
+    parser.add_argument(
+        "--deadline", type=float, help="each get_token()'s, in seconds (default: the policy's)"
+    )
     parser.add_argument("--json", help="write the report here")
     args = parser.parse_args()
-    report = outage(args.healthy, args.down, args.after, args.processes)
+    report = outage(args.healthy, args.down, args.after, args.processes, args.deadline)
     for name, value in report.items():
         print(f"{name}: {value}")
     if args.json:
