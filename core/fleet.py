@@ -393,6 +393,10 @@ class StoreFault:
     """True when waiting a moment will not cure it: the call did not answer within its
     deadline (rather than failing fast), or failed in a way a failover does not explain (a
     TLS failure). The machine then works alone at once, without the failover grace."""
+    misconfigured: bool = False
+    """True when the store refused this process's configuration (a wrong password, a
+    database that does not exist, a missing TLS file): no failover or restart cures it,
+    so the core does not wait for the store to come back before working alone."""
 
 
 # --------------------------------------------------------------------------- performing

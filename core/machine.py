@@ -332,8 +332,11 @@ class TokenMachine:
         """True while the shared store is failing and the machine works alone."""
         self.degraded_since: float | None = None
         """When the store started failing, while :attr:`degraded`."""
-        self.members = 1
-        """Processes sharing this key's budget, as the store last counted them (1 unknown).
+        self.members = policy.assumed_fleet_size
+        """Processes sharing this key's budget, as the store last counted them; until it has
+        counted them once, :attr:`~eightyeightpay.policy.Policy.assumed_fleet_size` (a
+        process that never reached its store does not know its fleet's size, and must not
+        take itself to be alone).
 
         In degraded mode this process keeps to ``1/members`` of each rate limit. For a token
         lifetime after the store comes back the count does not fall: the store may have lost
@@ -623,6 +626,16 @@ class TokenMachine:
         yield ReleaseLock(key, owner)
         return settled
 
+    def _store_answered(self, result: Result) -> None:
+        """Note how an API call's reservation ended: an answer from the store ends degraded mode.
+
+        A token read through the store ends it too; the driver logs the store's return at
+        the same answer, so :meth:`stats` and the log agree. A fault does not start it:
+        only a token refresh decides to work alone.
+        """
+        if not isinstance(result, StoreFault):
+            self.degraded, self.degraded_since = False, None
+
     def _ride_out(
         self, key: CacheKey, fault: StoreFault, due: float
     ) -> Generator[Effect, Result, SharedRead | StoreFault]:
@@ -638,7 +651,14 @@ class TokenMachine:
         if due > fault.now:
             until = min(until, due)
         read: Result = fault
-        while isinstance(read, StoreFault) and not read.stalled and read.now < until and tries:
+        # A configuration mistake (misconfigured) is not waited out: no failover cures it.
+        while (
+            isinstance(read, StoreFault)
+            and not read.stalled
+            and not read.misconfigured
+            and read.now < until
+            and tries
+        ):
             tries -= 1  # bounded by count too: a clock that does not move cannot hold us here
             yield Sleep(min(step, until - read.now))
             read = yield ReadShared(key)
@@ -993,6 +1013,7 @@ class TokenMachine:
             result = yield ReadShared(api_calls_key(self.credentials.cache_key))
             if isinstance(result, SharedRead):
                 now = result.now
+                self._store_answered(result)
                 if result.cooldown > 0 or not kept:
                     self.api_alone = False
                     self.api_blocked_until = max(self.api_blocked_until, now + result.cooldown)

@@ -96,6 +96,20 @@ class Policy:
     """
     fleet_poll_interval: float = 0.05
     """Seconds between looks at a shared store while another process refreshes."""
+    assumed_fleet_size: int = 10
+    """Processes a fleet-store process assumes share its merchant's budget until the store
+    has counted them: it keeps to ``1/assumed_fleet_size`` of each limit (rounded down) while
+    it works alone without ever having reached the store (an outage or a configuration
+    mistake at start-up). Once the store has counted the fleet, the count is used instead.
+
+    The default, 10, is 88Pay's per-minute token limit: the largest fleet in which every
+    process can still have a share (1 token request a minute, 10 an hour), so a fleet of
+    up to 10 processes that starts without its store never draws a 429. The cost is
+    availability: such a process gets a token at most once a minute (10 an hour), and its
+    callers get a local :class:`~eightyeightpay.errors.RateLimited` in between. Set it to
+    your fleet's real size (or more) to trade neither away needlessly; a value above
+    :attr:`per_minute` leaves a process that never reached the store no share at all (it
+    sends nothing until it does). A count, not a time: :meth:`compressed` keeps it."""
 
     @lead.default
     def _derived_lead(self) -> float:
@@ -128,6 +142,12 @@ class Policy:
             raise InvalidPolicy(
                 "expected_lifetime, request_timeout, backoff_initial, minute_span and hour_span "
                 "must be > 0."
+            )
+        size = self.assumed_fleet_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise InvalidPolicy(
+                f"Policy.assumed_fleet_size must be a whole number of processes, at least 1, "
+                f"not {size!r}."
             )
         if self.backoff_cap < self.backoff_initial:
             raise InvalidPolicy("Policy.backoff_cap must be at least backoff_initial.")
@@ -171,7 +191,8 @@ class Policy:
         of ``eightyeightpay sandbox --token-lifetime 6 --token-limit 10/6 --token-limit
         100/360``. Backoff, timeouts, the call deadline and the store poll interval are
         network times and stay, and so do the API-call windows (``api_per_minute``,
-        ``api_per_hour``: the sandbox's ``api_limits``). Raises
+        ``api_per_hour``: the sandbox's ``api_limits``) and :attr:`assumed_fleet_size` (a
+        count of processes: each limit's count stays, so each share does too). Raises
         :class:`~eightyeightpay.errors.InvalidPolicy` when ``factor`` is not a positive finite
         number, or would leave tokens less than :data:`MIN_COMPRESSED_LIFETIME` of life (a
         factor over 60 for the default policy).

@@ -61,6 +61,7 @@ class SimStore:
         self.operations = 0
         self.members: dict[str, float] = {}
         self.stalls = False  # while down: calls time out (True) rather than fail fast
+        self.misconfigured = False  # while down: calls are refused for a configuration mistake
 
     def _touch(self) -> float:
         if self.down:
@@ -265,5 +266,7 @@ def perform(store: SimStore, effect: FleetEffect, clock: Callable[[], float]) ->
     try:
         value = getattr(store, name)(*args)
     except StoreDown:
-        return StoreFault("StoreDown", clock(), stalled=store.stalls)
+        return StoreFault(
+            "StoreDown", clock(), stalled=store.stalls, misconfigured=store.misconfigured
+        )
     return store_result(effect, value, clock())
