@@ -348,17 +348,20 @@ def store_outcome(
     effect: FleetEffect, value: object, clock: Callable[[], float], health: StoreHealth | None
 ) -> Result:
     """The core's result for what a store call gave back, noted in the store's health."""
+    fix: str | None = None
     if isinstance(value, Exception):
         late = isinstance(value, _Late)
         detail = str(value) if late else fault_detail(value)
         # A TLS failure is a setting to fix, not a failover: no grace of reading again.
         lasting = late or tls_failure(value) is not None
-        result: Result = StoreFault(detail, clock(), stalled=lasting)
+        if not late and health is not None:
+            fix = health.misconfiguration(value)
+        result: Result = StoreFault(detail, clock(), stalled=lasting, misconfigured=fix is not None)
     else:
         result = store_result(effect, value, clock())
     if health is not None:
         if isinstance(result, StoreFault):
-            health.failed(result.detail)
+            health.failed(result.detail, fix)
         else:
             health.succeeded()
     return result

@@ -97,7 +97,7 @@ OFFLINE = (
     "environment matches key",
     "HTTPS",
 )
-ONLINE = ("host reachable", "TLS valid", "token obtained", "second call cached")
+ONLINE = ("host reachable", "TLS valid", "token obtained", "second call cached", "store reachable")
 RENEWAL = "token renewed"
 CHECKLIST = (*OFFLINE, *ONLINE, RENEWAL)
 """The name of every check, in order (``token renewed`` is run only with ``full``)."""
@@ -277,9 +277,34 @@ def run_doctor(
                 "a second token request was sent",
                 "Share one manager per process (and a fleet store across processes).",
             )
+        _store(report, manager, store_name)
         if full and not report.blocked:
             _renewal(report, manager, token)
     return report.finish()
+
+
+def _store(report: _Report, manager: TokenManager, store_name: str) -> None:
+    """Whether the fleet store answered the token's refresh (its calls never raise)."""
+    health = manager._fleet_store.health if manager._fleet_store is not None else None
+    if health is None:
+        report.ok("store reachable", f"{store_name} store (this process only, nothing shared)")
+    elif health.healthy and manager.stats().store_mode == "healthy":
+        report.ok("store reachable", f"{store_name} store answered; the fleet shares the token")
+    elif health.fix:
+        report.fail(
+            "store reachable",
+            f"the {store_name} store refused this configuration ({health.detail})",
+            f"{health.fix[0].upper()}{health.fix[1:]}.",
+        )
+    else:
+        report.fail(
+            "store reachable",
+            f"the {store_name} store did not answer ({health.detail or 'unknown'}); the token "
+            "was requested alone",
+            "Check that the store runs and that its URL's host and port reach it "
+            "(EIGHTY_EIGHT_PAY_REDIS_URL, EIGHTY_EIGHT_PAY_MEMCACHED). Until it answers, each "
+            "process keeps to a share of the rate limits.",
+        )
 
 
 def _said(error: EightyEightPayError) -> str:

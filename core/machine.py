@@ -529,11 +529,10 @@ class TokenMachine:
         )
         self._awaiting = False
         assert isinstance(exchange, Exchange)
-        if alone and exchange.response is not None and exchange.now > now:
-            # 88Pay counted the request at some moment before its answer came back: the share
-            # counts it then, so that the next send alone, timed at the moment the share
-            # frees, never reaches 88Pay within a minute of this one, however late this one
-            # arrived and however early the next.
+        if exchange.response is not None and exchange.now > now:
+            # 88Pay counts the request when it arrives, at the latest when its answer came
+            # back: the windows count it then, so that a slow request (a first connection)
+            # and a quick next one never fall into one of 88Pay's windows together.
             self.window = self.window.forget(now).record(exchange.now, self.policy.hour_span)
         if exchange.response is not None:
             try:

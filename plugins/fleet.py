@@ -37,6 +37,7 @@ __all__ = [
     "Sealer",
     "StoreHealth",
     "fault_detail",
+    "misconfiguration",
     "tls_failure",
 ]
 
@@ -50,23 +51,58 @@ log = logging.getLogger("eightyeightpay")
 
 
 class StoreHealth:
-    """Logs a store's outage once when it starts and once when it ends, never per call."""
+    """Logs a store's outage once when it starts and once when it ends, never per call.
 
-    def __init__(self, name: str) -> None:
+    A fault that is a configuration mistake (see :func:`misconfiguration`) is logged at
+    ERROR, once per outage, with its fix; other faults at WARNING.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        classify: Callable[[BaseException], str | None] | None = None,
+    ) -> None:
         self._name = name
+        self._classify = classify or misconfiguration
         self._lock = threading.Lock()
         self.healthy = True
         """False from the first failure until the next success."""
         self.outages = 0
         """How many outages were seen."""
+        self.detail = ""
+        """What the last failure was (no secret), while not :attr:`healthy`."""
+        self.fix = ""
+        """How to fix the configuration mistake of the current outage, if it is one."""
 
-    def failed(self, detail: str) -> None:
-        """Note a failure; log it if it starts an outage."""
+    def misconfiguration(self, error: BaseException) -> str | None:
+        """The fix for ``error`` when it is a configuration mistake of this store, else None."""
+        return self._classify(error)
+
+    def failed(self, detail: str, fix: str | None = None) -> None:
+        """Note a failure (``fix``: it is a configuration mistake); log what starts an outage.
+
+        A configuration mistake is logged at ERROR with its fix, once per outage, also when
+        the outage started as an ordinary failure (the store came back with a password).
+        """
         with self._lock:
             starting, self.healthy = self.healthy, False
             if starting:
                 self.outages += 1
-        if starting:
+                self.fix = ""
+            first_mistake = fix is not None and not self.fix
+            if fix is not None:
+                self.fix = fix
+            self.detail = detail
+        if first_mistake:
+            log.error(
+                "%s store refused this process's configuration (%s): %s. Until it is fixed, "
+                "each process serves from its local cache and keeps to a share of the rate "
+                "limits",
+                self._name,
+                detail,
+                fix,
+            )
+        elif starting:
             log.warning(
                 "%s store unavailable (%s); each process serves from its local cache and "
                 "single flight until it is back",
@@ -80,6 +116,7 @@ class StoreHealth:
             return
         with self._lock:
             ending, self.healthy = not self.healthy, True
+            self.detail, self.fix = "", ""
         if ending:
             log.warning("%s store reachable again; the fleet shares tokens again", self._name)
 
@@ -116,6 +153,43 @@ def tls_failure(error: BaseException) -> str | None:
                 "certificate settings"
             )
         seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    """``error`` and the exceptions it was raised from or during (at most 8)."""
+    chain: list[BaseException] = []
+    seen: BaseException | None = error
+    while seen is not None and len(chain) < 8:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    return chain
+
+
+def misconfiguration(error: BaseException) -> str | None:
+    """The fix when a store client's ``error`` is a configuration mistake, else None.
+
+    What no failover or restart cures: a TLS file that is missing or unreadable, a server
+    certificate not signed by the CA given, an option the client refuses (a ``TypeError``
+    when it connects: a TLS option on a plain ``redis://`` URL). Stores add their own
+    (:meth:`FleetStore.misconfiguration`). The fix names settings, never their values.
+    """
+    for seen in _chain(error):
+        if isinstance(seen, FileNotFoundError | PermissionError | IsADirectoryError):
+            return (
+                "a file the store client was given (ssl_ca_certs, ssl_certfile, ssl_keyfile) is "
+                "missing or unreadable; correct the path in the URL or the client's options"
+            )
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return (
+                "the server's certificate was not verified; give the client the CA that signed "
+                "it (ssl_ca_certs=... or ?ssl_ca_certs=... in a rediss:// URL)"
+            )
+        if isinstance(seen, TypeError):
+            return (
+                "the store client refused one of its options; check the URL's query "
+                "parameters (TLS options such as ssl_ca_certs need a rediss:// URL)"
+            )
     return None
 
 
@@ -251,8 +325,16 @@ class FleetStore(ProcessBound):
         self._local = MemoryStore()
         self.instance = uuid.uuid4().hex[:12]
         """This process's name in lock fencing values."""
-        self.health = StoreHealth(self.name)
+        self.health = StoreHealth(self.name, self.misconfiguration)
         """Outage tracking for this store."""
+
+    def misconfiguration(self, error: BaseException) -> str | None:
+        """The fix when ``error`` is a configuration mistake (see :func:`misconfiguration`).
+
+        A store adds its client's own (a refused password, a database that does not exist)
+        and calls this for the rest; the fix never holds a secret.
+        """
+        return misconfiguration(error)
 
     def _start_afresh(self) -> None:
         self.instance = uuid.uuid4().hex[:12]

@@ -112,6 +112,24 @@ return 0
 """
 
 
+_REDIS_MISTAKES = {
+    "auth": (
+        "Redis refused the password or user; put the right ones in the URL "
+        "(redis://:PASSWORD@host:port/db, or redis://USER:PASSWORD@... for an ACL user) or in "
+        f"{REDIS_URL_VARIABLE}"
+    ),
+    "acl": (
+        "the Redis ACL user lacks a permission the store needs; grant it the key pattern "
+        "and commands of the ACL recipe in docs/stores.md"
+    ),
+    "db": (
+        "the database number at the end of the URL (/N) does not exist on this server; use "
+        "one below its 'databases' setting (a Redis Cluster has only /0)"
+    ),
+}
+"""Fixes for Redis's configuration mistakes (no value of the URL is ever repeated)."""
+
+
 @attrs.frozen
 class RedisKeys:
     """The keys of one cache key, sharing one hash tag. None of them holds the API key."""
@@ -471,6 +489,24 @@ class RedisStore(FleetStore):
         count it as an outage."""
         self._sync: _Operations | None = None
         self._lock = threading.Lock()
+
+    def misconfiguration(self, error: BaseException) -> str | None:
+        """The fix when ``error`` is a configuration mistake, else None.
+
+        Redis's own: a refused password or user, an ACL without a permission the store
+        needs, a database number the server does not have; and those of every store
+        (:func:`~eightyeightpay.plugins.fleet.misconfiguration`).
+        """
+        from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
+
+        said = str(error)  # read, never logged: it may quote the URL
+        if isinstance(error, NoPermissionError) or said.startswith("NOPERM"):
+            return _REDIS_MISTAKES["acl"]
+        if isinstance(error, AuthenticationError) or said.startswith(("NOAUTH", "WRONGPASS")):
+            return _REDIS_MISTAKES["auth"]
+        if isinstance(error, ResponseError) and "DB index" in said:
+            return _REDIS_MISTAKES["db"]
+        return super().misconfiguration(error)
 
     def _options(self) -> dict[str, Any]:
         return {"socket_timeout": self._timeout, "socket_connect_timeout": self._timeout}

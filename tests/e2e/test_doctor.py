@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from eightyeightpay.adapters.doctor import Check, run_doctor
+from eightyeightpay.plugins import redis_store
 from eightyeightpay.plugins.sandbox import (
     DEFAULT_API_KEY,
     DEFAULT_MERCHANT_ID,
@@ -13,6 +14,7 @@ from eightyeightpay.plugins.sandbox import (
     Sandbox,
     SandboxServer,
 )
+from tests.servers import RedisServer
 
 
 def env(key: str, merchant: str, url: str | None) -> dict[str, str]:
@@ -112,6 +114,7 @@ CHECKLIST = [
     "TLS valid",
     "token obtained",
     "second call cached",
+    "store reachable",
 ]
 
 
@@ -160,3 +163,55 @@ def test_an_ssl_cert_file_that_cannot_be_loaded_is_named_when_tls_fails() -> Non
         check = by_name(run_doctor({**values, "SSL_CERT_FILE": "/nonexistent.pem"}))["TLS valid"]
     assert check.status == "fail"
     assert check.detail.endswith("; SSL_CERT_FILE=/nonexistent.pem does not exist"), check.detail
+
+
+@pytest.mark.parametrize(
+    ("path", "detail", "fix"),
+    [
+        (None, "did not answer (ConnectionError)", "Check that the store runs"),
+        ("/99", "refused this configuration (ResponseError)", "/N"),
+        (
+            "/0?ssl_ca_certs=/nonexistent-ca.pem",
+            "refused this configuration (TypeError)",
+            "rediss://",
+        ),
+    ],
+    ids=["unreachable", "no-such-db", "tls-option-on-redis-url"],
+)
+def test_a_failing_fleet_store_fails_its_row(
+    redis_server: RedisServer,
+    monkeypatch: pytest.MonkeyPatch,
+    path: str | None,
+    detail: str,
+    fix: str,
+) -> None:
+    """The token is still obtained (alone, within a share of the limits): only the store's
+    row fails, and with it the command's exit code."""
+    url = "redis://127.0.0.1:1/9" if path is None else redis_server.url.removesuffix("/0") + path
+    monkeypatch.setenv("EIGHTY_EIGHT_PAY_REDIS_URL", url)  # the store reads the process's
+    monkeypatch.setattr(redis_store, "_process_stores", {})  # and is built once per process
+    with SandboxServer(Sandbox(), tls=True) as server:
+        values = env(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, server.url)
+        values |= {"EIGHTY_EIGHT_PAY_STORE": "redis"}
+        checks = run_doctor(values, ca_bundle=ca(server))
+    assert [c.name for c in checks] == CHECKLIST
+    failed = [c for c in checks if c.status == "fail"]
+    assert [c.name for c in failed] == ["store reachable"], checks
+    assert detail in failed[0].detail and fix in failed[0].fix
+    assert "nonexistent-ca" not in failed[0].detail + failed[0].fix  # no value of the URL
+
+
+def test_a_healthy_fleet_store_passes_its_row(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EIGHTY_EIGHT_PAY_REDIS_URL", redis_server.url)
+    monkeypatch.setattr(redis_store, "_process_stores", {})
+    with SandboxServer(Sandbox(), tls=True) as server:
+        values = env(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, server.url)
+        values |= {
+            "EIGHTY_EIGHT_PAY_STORE": "redis",
+            "EIGHTY_EIGHT_PAY_REDIS_URL": redis_server.url,
+        }
+        checks = by_name(run_doctor(values, ca_bundle=ca(server)))
+    assert checks["store reachable"].status == "ok", checks["store reachable"]
+    assert "redis store answered" in checks["store reachable"].detail
