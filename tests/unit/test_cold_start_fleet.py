@@ -11,7 +11,7 @@ import random
 import pytest
 
 from eightyeightpay.errors import InvalidPolicy, RateLimited
-from eightyeightpay.fleet import BudgetResult, StoreFault
+from eightyeightpay.fleet import BudgetResult, ReadShared, SharedRead, StoreFault
 from eightyeightpay.machine import Result, TokenMachine
 from eightyeightpay.policy import Policy
 from tests.unit.test_degraded_fleet import CREDENTIALS, Fleet
@@ -99,13 +99,18 @@ def test_a_store_failing_fast_at_start_is_ridden_out_first() -> None:
     assert fleet.sends == []
 
 
-def _reserve_api(machine: TokenMachine, now: float, answer: Result) -> float:
-    """Run one API call's reservation at ``now``, the store answering every call ``answer``."""
+def _reserve_api(machine: TokenMachine, now: float, *, up: bool) -> float:
+    """Run one API call's reservation at ``now``, the store answering (``up``) or failing."""
     steps = machine.reserve_api(now)
     try:
-        next(steps)
+        effect = next(steps)
         for _ in range(10):
-            steps.send(answer)
+            answer: Result = StoreFault("ConnectionError", now)
+            if up and isinstance(effect, ReadShared):
+                answer = SharedRead(None, 0.0, 0.0, now)
+            elif up:
+                answer = BudgetResult(0.0, now, "epoch-1")
+            effect = steps.send(answer)
     except StopIteration as done:
         return float(done.value)
     raise AssertionError("the reservation did not end")
@@ -117,9 +122,9 @@ def test_an_api_answer_from_the_store_ends_degraded_mode() -> None:
     429's cool-down can hold off for most of an hour)."""
     machine = TokenMachine(CREDENTIALS, Policy(), random.Random(1), fleet=True)
     machine.degraded, machine.degraded_since = True, 5.0
-    _reserve_api(machine, 10.0, StoreFault("ConnectionError", 10.0))
+    _reserve_api(machine, 10.0, up=False)
     assert machine.stats(10.0).store_mode == "degraded"  # a fault does not end it
-    _reserve_api(machine, 12.0, BudgetResult(0.0, 12.0, "epoch-1"))
+    _reserve_api(machine, 12.0, up=True)
     stats = machine.stats(12.0)
     assert stats.store_mode == "healthy" and stats.degraded_since is None
 
