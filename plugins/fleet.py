@@ -174,6 +174,8 @@ def misconfiguration(error: BaseException) -> str | None:
     when it connects: a TLS option on a plain ``redis://`` URL). Stores add their own
     (:meth:`FleetStore.misconfiguration`). The fix names settings, never their values.
     """
+    import ssl  # here, on a failure only: building a store does not load ssl
+
     for seen in _chain(error):
         if isinstance(seen, FileNotFoundError | PermissionError | IsADirectoryError):
             return (
