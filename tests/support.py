@@ -20,6 +20,7 @@ from eightyeightpay.api import (
     Now,
     ReserveApiCall,
     SendApiRequest,
+    api_call,
 )
 from eightyeightpay.credentials import Credentials
 from eightyeightpay.errors import EightyEightPayError
@@ -157,6 +158,23 @@ class FakeApiDriver:
 
     def answer(self, request: HttpRequest, timeout: float) -> object:
         raise NotImplementedError
+
+    def charge(
+        self, path: str, until: Deadline, *, timeout: float = 30.0
+    ) -> ApiResponse | Exception:
+        """A POST of ``{"amount": 1}`` to ``path`` within ``until``, on the machine's policy."""
+        return self.run(
+            api_call(
+                "https://api-sandbox.88pay.io",
+                "POST",
+                path,
+                json={"amount": 1},
+                until=until,
+                policy=self.machine.policy,
+                rng=random.Random(2),
+                timeout=timeout,
+            )
+        )
 
     def run(self, steps: Generator[ApiEffect, Any, ApiResponse]) -> ApiResponse | Exception:
         """The call's answer, or the typed error it ended with."""

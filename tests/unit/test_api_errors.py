@@ -82,17 +82,7 @@ class Driver(FakeApiDriver):
         return self.script(len(self.sends))
 
     def call(self, path: str, deadline: float = POLICY.deadline) -> object:
-        return self.run(
-            api_call(
-                "https://api-sandbox.88pay.io",
-                "POST",
-                path,
-                json={"amount": 1},
-                until=call_deadline(POLICY, self.now, deadline),
-                policy=POLICY,
-                rng=random.Random(2),
-            )
-        )
+        return self.charge(path, call_deadline(POLICY, self.now, deadline))
 
 
 def scripted(*answers: Answer) -> Callable[[int], Answer]:

@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 
 from eightyeightpay.api import (
     ApiResponse,
-    api_call,
 )
 from eightyeightpay.errors import (
     ConnectError,
@@ -260,18 +259,7 @@ class Timeline(FakeApiDriver):
         return HttpResponse(int(kind), (), b'{"status":"Success","code":200,"data":{}}')
 
     def run_call(self, path: str, deadline: Deadline, timeout: float) -> ApiResponse | Exception:
-        return self.run(
-            api_call(
-                "https://api-sandbox.88pay.io",
-                "POST",
-                path,
-                json={"amount": 1},
-                until=deadline,
-                policy=POLICY,
-                rng=random.Random(2),
-                timeout=timeout,
-            )
-        )
+        return self.charge(path, deadline, timeout=timeout)
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
