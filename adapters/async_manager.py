@@ -46,7 +46,13 @@ from eightyeightpay.ports import AsyncFleetOperations, AsyncRuntime, AsyncTransp
 from eightyeightpay.tokens import Token
 
 from .base import EnvConstructible, ManagerBase, transport_options
-from .common import FlightRun, aperform_api_governor, drop_flight, log_notices
+from .common import (
+    FlightRun,
+    aperform_api_governor,
+    drop_flight,
+    log_notices,
+    perform_api_governor,
+)
 from .config import read_environment
 from .lifecycle import default_clock
 
@@ -256,6 +262,12 @@ class _AsyncManager(ManagerBase):
             elif isinstance(effect, Sleep):
                 await self._sleep(effect.seconds)
                 run.give(None)
+            elif self._fleet is None:  # the governor, with no store to ask: decided at once
+                run.give(
+                    perform_api_governor(
+                        self._slot, effect, self._clock, None, self._store_deadline, self._health
+                    )
+                )
             else:  # the governor: a reservation, a 429's cool-down, the time
                 run.give(
                     await aperform_api_governor(

@@ -16,6 +16,7 @@ import contextlib
 import time
 import weakref
 from collections.abc import AsyncGenerator, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
@@ -30,7 +31,7 @@ from eightyeightpay.errors import (
     RequestTimeout,
     TLSError,
 )
-from eightyeightpay.http import HttpRequest, HttpResponse
+from eightyeightpay.http import Headers, HttpRequest, HttpResponse
 from eightyeightpay.ports import AsyncRuntime, AsyncStream, Lot
 
 from .hookspecs import TransportFactory, hookimpl
@@ -67,15 +68,49 @@ class _Origin:
 PoolKey = tuple[_Origin, TrustKey]
 
 
+class _CheckedHeaders:
+    """h11's checked form of the header lists sent lately, by host and header pairs.
+
+    h11 validates every header name and value of every request it sends (two regular
+    expressions each), which costs more than the rest of the transport's own work on a call;
+    a manager sends the same headers on every call while its token lasts. An h11
+    ``Request``'s headers, passed to the next ``Request``, are taken as they are. The
+    entries hold a token, like the manager's own cache, and are dropped on close.
+    """
+
+    __slots__ = ("_recent",)
+
+    LIMIT = 8
+
+    def __init__(self) -> None:
+        self._recent: dict[tuple[str, Headers], Any] = {}
+
+    def of(self, host_header: str, headers: Headers) -> Any:
+        """Headers for an h11 ``Request`` to ``host_header``: the pairs, then checked once."""
+        key = (host_header, headers)
+        checked = self._recent.get(key)
+        if checked is None:
+            if len(self._recent) >= self.LIMIT:  # a new token, or bodies of many lengths
+                self._recent.clear()
+            pairs = [("Host", host_header), *headers]
+            checked = h11.Request(method="GET", target="/", headers=pairs).headers
+            self._recent[key] = checked
+        return checked
+
+    def clear(self) -> None:
+        """Drop every entry (and the tokens in them)."""
+        self._recent.clear()
+
+
 class _Connection:
     def __init__(self, stream: AsyncStream) -> None:
         self.stream = stream
         self.protocol = h11.Connection(our_role=h11.CLIENT, max_incomplete_event_size=65536)
         self.idle_since = time.monotonic()
 
-    async def exchange(self, request: HttpRequest, host_header: str) -> HttpResponse:
+    async def exchange(self, request: HttpRequest, headers: Any) -> HttpResponse:
+        """Send ``request`` with ``headers`` (from :class:`_CheckedHeaders`); read the answer."""
         target = request.path.encode()
-        headers = [("Host", host_header), *request.headers]
         data = (
             self.protocol.send(h11.Request(method=request.method, target=target, headers=headers))
             or b""
@@ -278,6 +313,7 @@ class AsyncHttp11Transport:
             OSError,
             *runtime.broken_stream_errors,
         )
+        self._checked = _CheckedHeaders()
         self._closed = False
 
     async def send(self, request: HttpRequest, *, timeout: float) -> HttpResponse:
@@ -299,7 +335,8 @@ class AsyncHttp11Transport:
                 if connection is None:
                     connection = await self._connect(origin, host)
                 sent = True
-                response = await connection.exchange(request, host)
+                headers = self._checked.of(host, request.headers)
+                response = await connection.exchange(request, headers)
         except BaseException as error:
             if taken and pool is not None:  # cancelled too: the connection's state is unknown
                 await pool.release(connection, keep=False)
@@ -358,6 +395,7 @@ class AsyncHttp11Transport:
         Pools of other event loops are left to their loop, which closes them when it ends.
         """
         self._closed = True
+        self._checked.clear()
         if self._generation != _current().generation:
             return
         joined, self._joined = self._joined, weakref.WeakKeyDictionary()
