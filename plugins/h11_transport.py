@@ -12,6 +12,7 @@ one). A forked child starts with no pool: the parent's streams are never used th
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import time
 import weakref
@@ -151,14 +152,32 @@ class _Connection:
         return False
 
 
-class _Pool:
-    """The connections of one event loop to one origin: at most ``cap`` open at once."""
+class _Turn:
+    """A caller queued for a connection, parked on a lot of its own until handed one."""
 
-    def __init__(self, key: PoolKey, cap: int, lot: Lot) -> None:
+    __slots__ = ("connection", "granted", "lot")
+
+    def __init__(self, lot: Lot) -> None:
+        self.lot = lot
+        self.granted = False
+        self.connection: _Connection | None = None
+
+
+class _Pool:
+    """The connections of one event loop to one origin: at most ``cap`` open at once.
+
+    A connection given back while callers queue is handed to the one that queued first,
+    with no round through the idle list: the task giving it back runs on and would
+    otherwise take it again for its next call before the woken caller ran, which then
+    queued anew at the back (1,000 tasks on 10 connections starved some past their
+    deadline).
+    """
+
+    def __init__(self, key: PoolKey, cap: int) -> None:
         self.key = key
         self.cap = cap
-        self.lot = lot
         self.idle: list[_Connection] = []
+        self.turns: collections.deque[_Turn] = collections.deque()
         self.open = 0  # idle and in use
         self.opened = 0
         self.queued = 0
@@ -168,44 +187,63 @@ class _Pool:
     async def acquire(self, runtime: AsyncRuntime, patience: float) -> _Connection | None:
         """A live idle connection, or None: the caller may open one (its place is reserved).
 
-        Beyond the cap, parks until a connection comes back, for ``patience`` seconds at
-        most (then TimeoutError: nothing was sent). An idle connection the peer has closed
-        (or written to unasked) is dropped before anything is sent on it, and the next one
-        is tried.
+        Beyond the cap, queues until a connection is handed over, for ``patience`` seconds
+        at most (then TimeoutError: nothing was sent). An idle connection the peer has
+        closed (or written to unasked) is dropped before anything is sent on it, and the
+        next one is tried.
         """
-        waited = False
-        give_up_at = time.monotonic() + patience
-        while True:
-            while self.idle:
-                connection = self.idle.pop()
-                fresh = time.monotonic() - connection.idle_since < IDLE_REUSE_SECONDS
-                if fresh and not connection.stream.is_stale():
-                    return connection
-                self.open -= 1
-                await _discard(connection)
-            if self.open < self.cap:
-                self.open += 1
-                self.opened += 1
-                return None
-            if not waited:
-                waited = True
-                self.queued += 1
-            try:
-                async with runtime.deadline(max(0.0, give_up_at - time.monotonic())):
-                    await self.lot.park()
-            except BaseException:
-                self.lot.unpark()  # a turn given to a cancelled caller goes to the next
-                raise
+        while self.idle:
+            connection = self.idle.pop()
+            fresh = time.monotonic() - connection.idle_since < IDLE_REUSE_SECONDS
+            if fresh and not connection.stream.is_stale():
+                return connection
+            self.open -= 1
+            await _discard(connection)
+        if self.open < self.cap:
+            self.open += 1
+            self.opened += 1
+            return None
+        turn = _Turn(runtime.lot())
+        self.turns.append(turn)
+        self.queued += 1
+        try:
+            async with runtime.deadline(patience):
+                await turn.lot.park()
+        except BaseException:
+            if turn.granted:  # handed over as it was cancelled or timed out: pass it on
+                await self.release(turn.connection, keep=turn.connection is not None)
+            else:
+                self.turns.remove(turn)
+            raise
+        return turn.connection
 
     async def release(self, connection: _Connection | None, *, keep: bool) -> None:
         """Give back a connection (None: one that could not be opened)."""
         if keep and connection is not None and not self.closed:
-            self.idle.append(connection)
-            self.lot.unpark()
+            if self.turns:
+                self._hand(connection)
+            else:
+                self.idle.append(connection)
             return
-        self.open -= 1
-        self.lot.unpark()
+        if self.turns:  # its place goes to the first in the queue, who opens a new one
+            self.opened += 1
+            self._hand(None)
+        else:
+            self.open -= 1
         await _discard(connection)
+
+    def raise_cap(self, cap: int) -> None:
+        """Allow ``cap`` connections; the new places go to callers in the queue first."""
+        self.cap = cap
+        while self.turns and self.open < cap:
+            self.open += 1
+            self.opened += 1
+            self._hand(None)
+
+    def _hand(self, connection: _Connection | None) -> None:
+        turn = self.turns.popleft()
+        turn.connection, turn.granted = connection, True
+        turn.lot.unpark()
 
     async def close(self) -> None:
         """Close the idle connections; those in use are closed when they come back."""
@@ -366,9 +404,9 @@ class AsyncHttp11Transport:
         key = (origin, self._trust)
         pool = loop_pools.pools.get(key)
         if pool is None:
-            pool = loop_pools.pools[key] = _Pool(key, self._cap, self._runtime.lot())
+            pool = loop_pools.pools[key] = _Pool(key, self._cap)
         elif pool.cap < self._cap:
-            pool.cap = self._cap
+            pool.raise_cap(self._cap)
         pool.users += 1
         self._joined.setdefault(loop, {})[origin] = pool
         return pool

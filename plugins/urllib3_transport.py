@@ -28,6 +28,7 @@ when a transport is built: constructing a manager stays cheap.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import heapq
 import itertools
@@ -184,14 +185,33 @@ def _shut(connection: HTTPConnection | None) -> None:
             socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
+class _Turn:
+    """A caller queued for a connection: its lock is released when it is handed one."""
+
+    __slots__ = ("connection", "granted", "lock")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.lock.acquire()
+        self.granted = False
+        self.connection: HTTPConnection | None = None
+
+
 class _HostPool:
-    """The connections of this process to one origin: at most ``cap`` open at once."""
+    """The connections of this process to one origin: at most ``cap`` open at once.
+
+    A connection given back while callers queue is handed to the one that queued first,
+    with no round through the idle list: a woken caller always has its connection, and
+    the caller giving it back cannot take it again ahead of the queue (with a condition
+    variable it usually did, and the woken caller found nothing and slept again).
+    """
 
     def __init__(self, key: PoolKey, cap: int) -> None:
         self.key = key
         self.cap = cap
-        self.condition = threading.Condition(threading.Lock())
+        self.lock = threading.Lock()
         self.idle: list[tuple[float, HTTPConnection]] = []
+        self.turns: collections.deque[_Turn] = collections.deque()
         self.open = 0  # idle and in use
         self.opened = 0
         self.queued = 0
@@ -205,45 +225,75 @@ class _HostPool:
     def acquire(self, deadline: float, host: str, timeout: float) -> HTTPConnection | None:
         """An idle connection, or None: the caller may open one (its place is reserved).
 
-        Beyond the cap, waits until a connection comes back or ``deadline`` passes
+        Beyond the cap, queues until a connection is handed over or ``deadline`` passes
         (RequestTimeout, never sent).
         """
-        with self.condition:
-            waited = False
-            while True:
-                idle = self.idle
-                while idle:
-                    since, connection = idle.pop()
-                    if time.monotonic() - since < IDLE_REUSE_SECONDS and connection.is_connected:
-                        return connection
-                    self.open -= 1
-                    connection.close()
-                if self.open < self.cap:
-                    self.open += 1
-                    self.opened += 1
-                    return None
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise RequestTimeout(host, timeout, may_have_been_sent=False)
-                if not waited:
-                    waited = True
-                    self.queued += 1
-                self.condition.wait(left)
+        with self.lock:
+            idle = self.idle
+            while idle:
+                since, connection = idle.pop()
+                if time.monotonic() - since < IDLE_REUSE_SECONDS and connection.is_connected:
+                    return connection
+                self.open -= 1
+                connection.close()
+            if self.open < self.cap:
+                self.open += 1
+                self.opened += 1
+                return None
+            turn = _Turn()
+            self.turns.append(turn)
+            self.queued += 1
+        try:
+            handed = turn.lock.acquire(timeout=max(0.0, deadline - time.monotonic()))
+        except BaseException:  # interrupted (KeyboardInterrupt): pass on what it was given
+            if self._leave(turn):
+                self.release(turn.connection, keep=turn.connection is not None)
+            raise
+        if not handed and not self._leave(turn):
+            raise RequestTimeout(host, timeout, may_have_been_sent=False)
+        return turn.connection
+
+    def _leave(self, turn: _Turn) -> bool:
+        """True if ``turn`` was handed its connection after all; else it leaves the queue."""
+        with self.lock:
+            if not turn.granted:
+                self.turns.remove(turn)
+            return turn.granted
 
     def release(self, connection: HTTPConnection | None, *, keep: bool) -> None:
         """Give back a connection (None: one that could not be opened)."""
-        with self.condition:
+        with self.lock:
             if keep and connection is not None and not connection.is_closed and not self.closed:
-                self.idle.append((time.monotonic(), connection))
+                if self.turns:
+                    self._hand(connection)
+                else:
+                    self.idle.append((time.monotonic(), connection))
+                return
+            if connection is not None:
+                connection.close()
+            if self.turns:  # its place goes to the first in the queue, who opens a new one
+                self.opened += 1
+                self._hand(None)
             else:
                 self.open -= 1
-                if connection is not None:
-                    connection.close()
-            self.condition.notify()
+
+    def raise_cap(self, cap: int) -> None:
+        """Allow ``cap`` connections; the new places go to callers in the queue first."""
+        with self.lock:
+            self.cap = cap
+            while self.turns and self.open < cap:
+                self.open += 1
+                self.opened += 1
+                self._hand(None)
+
+    def _hand(self, connection: HTTPConnection | None) -> None:
+        turn = self.turns.popleft()
+        turn.connection, turn.granted = connection, True
+        turn.lock.release()
 
     def close_idle(self) -> None:
         """Close the idle connections (the last transport using the pool closed)."""
-        with self.condition:
+        with self.lock:
             self.closed = True
             idle, self.idle = self.idle, []
             self.open -= len(idle)
@@ -258,6 +308,7 @@ class _HostPool:
         parent's stays open, and nothing is sent (no close_notify, no shutdown).
         """
         idle, self.idle = self.idle, []
+        self.turns = collections.deque()  # the parent's queued callers are not here
         for _, connection in idle:
             sock, connection.sock = connection.sock, None
             if sock is not None:
@@ -266,7 +317,7 @@ class _HostPool:
 
     def stats(self) -> PoolStats:
         """Counts of this pool."""
-        with self.condition:
+        with self.lock:
             idle = len(self.idle)
             return PoolStats(self.cap, self.open, self.open - idle, idle, self.opened, self.queued)
 
@@ -286,9 +337,7 @@ class _Process:
             if pool is None:
                 pool = self.pools[key] = _HostPool(key, cap)
             elif pool.cap < cap:
-                with pool.condition:
-                    pool.cap = cap
-                    pool.condition.notify_all()
+                pool.raise_cap(cap)
             pool.users += 1
             return pool
 
