@@ -352,16 +352,16 @@ class AsyncHttp11Transport:
             *runtime.broken_stream_errors,
         )
         self._checked = _CheckedHeaders()
+        self._origins: dict[str, tuple[_Origin, str]] = {}
+        # The pool of the last send, for the next on the same loop and origin.
+        self._last: tuple[weakref.ref[object], _Origin, _Pool] | None = None
         self._closed = False
 
     async def send(self, request: HttpRequest, *, timeout: float) -> HttpResponse:
         """Send ``request`` within ``timeout`` seconds; return the whole response."""
         if self._closed:
             raise ManagerClosed()
-        parts = urlsplit(request.url)
-        default_port = 443 if parts.scheme == "https" else 80
-        origin = _Origin(parts.scheme, parts.hostname or "", parts.port or default_port)
-        host = parts.netloc
+        origin, host = self._origin_of(request.url)
         sent = taken = False
         connection: _Connection | None = None
         pool: _Pool | None = None
@@ -386,16 +386,41 @@ class AsyncHttp11Transport:
         await pool.release(connection, keep=connection.reusable() and not self._closed)
         return response
 
+    def _origin_of(self, url: str) -> tuple[_Origin, str]:
+        """The origin of ``url`` and its ``Host`` header, parsed once per scheme and host."""
+        # Everything before the path's first '/' holds the whole scheme and host part.
+        end = url.find("/", url.find("//") + 2)
+        prefix = url if end < 0 else url[:end]
+        known = self._origins.get(prefix)
+        if known is None:
+            parts = urlsplit(url)
+            default_port = 443 if parts.scheme == "https" else 80
+            origin = _Origin(parts.scheme, parts.hostname or "", parts.port or default_port)
+            if len(self._origins) >= 16:
+                self._origins.clear()
+            known = self._origins[prefix] = (origin, parts.netloc)
+        return known
+
     async def _pool(self, origin: _Origin) -> _Pool:
         """The running loop's pool for ``origin``, joined on first use (anew after a fork)."""
         process = _current()
+        loop = self._runtime.loop_key()
+        last = self._last
+        if (
+            last is not None
+            and last[1] is origin
+            and last[0]() is loop
+            and self._generation == process.generation
+            and not last[2].closed
+        ):
+            return last[2]
         if self._generation != process.generation:
             self._joined = weakref.WeakKeyDictionary()
             self._generation = process.generation
-        loop = self._runtime.loop_key()
         joined = self._joined.get(loop)
         pool = joined.get(origin) if joined is not None else None
         if pool is not None and not pool.closed:
+            self._last = (weakref.ref(loop), origin, pool)
             return pool
         loop_pools = process.loops.get(loop)
         if loop_pools is None:
@@ -409,6 +434,7 @@ class AsyncHttp11Transport:
             pool.raise_cap(self._cap)
         pool.users += 1
         self._joined.setdefault(loop, {})[origin] = pool
+        self._last = (weakref.ref(loop), origin, pool)
         return pool
 
     async def _connect(self, origin: _Origin, host: str) -> _Connection:
@@ -437,6 +463,7 @@ class AsyncHttp11Transport:
         if self._generation != _current().generation:
             return
         joined, self._joined = self._joined, weakref.WeakKeyDictionary()
+        self._last = None
         try:
             loop = self._runtime.loop_key()
         except RuntimeError:

@@ -111,11 +111,16 @@ class _AsyncioWaiter:
         return await self._future
 
 
-def _readable(fileno: int) -> bool:
-    """True if the descriptor has something to read (bytes, or the peer's end) right now."""
+def _readable(fileno: int) -> Callable[[], bool]:
+    """A probe: True if the descriptor has something to read (bytes, or the peer's end) now.
+
+    One poll object per stream, registered once: a kept-alive stream is probed before each
+    reuse.
+    """
     poller = select.poll()
     poller.register(fileno, select.POLLIN | select.POLLERR | select.POLLHUP)
-    return bool(poller.poll(0))
+    poll = poller.poll
+    return lambda: bool(poll(0))
 
 
 class _AsyncioLot:
@@ -142,12 +147,13 @@ class _AsyncioStream:
         self._reader = reader
         self._writer = writer
         sock = writer.transport.get_extra_info("socket")
-        self._fileno: int = sock.fileno() if sock is not None else -1
+        fileno: int = sock.fileno() if sock is not None else -1
+        self._readable = _readable(fileno) if fileno >= 0 else None
 
     def is_stale(self) -> bool:
         if self._writer.transport.is_closing() or self._reader.at_eof():
             return True
-        return self._fileno < 0 or _readable(self._fileno)
+        return self._readable is None or self._readable()
 
     async def send_all(self, data: bytes) -> None:
         self._writer.write(data)
@@ -579,10 +585,10 @@ class _TrioLot:
 class _TrioStream:
     def __init__(self, stream: trio.abc.Stream, fileno: int) -> None:
         self._stream = stream
-        self._fileno = fileno
+        self._readable = _readable(fileno)
 
     def is_stale(self) -> bool:
-        return _readable(self._fileno)
+        return self._readable()
 
     async def send_all(self, data: bytes) -> None:
         await self._stream.send_all(data)

@@ -185,3 +185,26 @@ def test_a_closed_transport_keeps_no_token() -> None:
     assert held_while_open  # the walk can see the checked headers while the transport is open
     leftover: Any = [s for s in _reachable_strings(transport) if secret in s]
     assert leftover == []
+
+
+def test_calls_to_two_hosts_in_turn_each_go_to_their_own_host_on_their_own_pool() -> None:
+    async def scenario() -> tuple[list[int], dict[str, Any]]:
+        first, second = _Recorder(), _Recorder()
+        urls = [await first.start(), await second.start()]
+        transport = AsyncHttp11Transport(AsyncioRuntime())
+        try:
+            for n in range(10):
+                url = urls[n % 2]
+                request = _request(url, "tok", extra={"X-Call": str(n)})
+                assert (await transport.send(request, timeout=5.0)).status == 200
+            stats = {name: (s.opened, s.open) for name, s in transport.pool_stats().items()}
+        finally:
+            await transport.aclose()
+            await first.stop()
+            await second.stop()
+        calls = [int(h["x-call"]) for h in first.seen] + [int(h["x-call"]) for h in second.seen]
+        return calls, stats
+
+    calls, stats = asyncio.run(scenario())
+    assert calls == [0, 2, 4, 6, 8, 1, 3, 5, 7, 9]
+    assert sorted(stats.values()) == [(1, 1), (1, 1)]  # one connection each, kept alive
