@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,46 +69,37 @@ def load(f: dict[str, Any]) -> list[str]:
     return lines
 
 
-def cached(f: dict[str, Any]) -> list[str]:
-    """The cached path against its yardstick in each run (ns per call, unrounded ratio)."""
+def _per_run(f: dict[str, Any], section: str, cell: Callable[[dict[str, Any]], str]) -> list[str]:
+    """One row per runtime and contender of ``section``, one ``cell`` per run."""
     runs = _runs(f)
     lines = [
         "| runtime | contender | " + " | ".join(f"run {n}" for n in range(1, len(runs) + 1)) + " |",
         "|---|---|" + "---|" * len(runs),
     ]
-    for runtime, figures in runs[0]["cached"].items():
-        yardstick = figures["yardstick"]
+    for runtime, figures in runs[0][section].items():
         for name in figures:
             if name == "yardstick":
                 continue
-            cells = []
-            for run in runs:
-                value = run["cached"][runtime][name]
-                cells.append(f"{value['ns_per_call']:.1f} ns ({value['vs_yardstick']:.4f}x)")
-            label = f"{name} (yardstick)" if name == yardstick else name
-            lines.append(f"| {runtime} | {label} | {' | '.join(cells)} |")
+            cells = " | ".join(cell(run[section][runtime][name]) for run in runs)
+            label = f"{name} (yardstick)" if name == figures["yardstick"] else name
+            lines.append(f"| {runtime} | {label} | {cells} |")
     return lines
+
+
+def cached(f: dict[str, Any]) -> list[str]:
+    """The cached path against its yardstick in each run (ns per call, unrounded ratio)."""
+    return _per_run(
+        f, "cached", lambda value: f"{value['ns_per_call']:.1f} ns ({value['vs_yardstick']:.4f}x)"
+    )
 
 
 def overhead(f: dict[str, Any]) -> list[str]:
     """``request()`` against its transport alone and the raw client, each run."""
-    runs = _runs(f)
-    lines = [
-        "| runtime | contender | " + " | ".join(f"run {n}" for n in range(1, len(runs) + 1)) + " |",
-        "|---|---|" + "---|" * len(runs),
-    ]
-    for runtime, figures in runs[0]["overhead"].items():
-        for name in figures:
-            if name == "yardstick":
-                continue
-            cells = []
-            for run in runs:
-                value = run["overhead"][runtime][name]
-                cells.append(
-                    f"{value['us_per_call']:.1f} µs (ours/this {value['ours_vs_this']:.4f})"
-                )
-            lines.append(f"| {runtime} | {name} | {' | '.join(cells)} |")
-    return lines
+    return _per_run(
+        f,
+        "overhead",
+        lambda value: f"{value['us_per_call']:.1f} µs (ours/this {value['ours_vs_this']:.4f})",
+    )
 
 
 def imports(f: dict[str, Any]) -> list[str]:
