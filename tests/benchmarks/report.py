@@ -158,7 +158,7 @@ def targets(f: dict[str, Any]) -> list[str]:
 SECTIONS = {
     "Per call, one caller (median of interleaved rounds; µs per call)": per_call,
     "Load: 64 threads or 1,000 asyncio tasks calling for 10 s": load,
-    "Cached path (ns per call; ratio to the yardstick, unrounded to 4 places)": cached,
+    "Cached path (ns per call; ratio to the yardstick, to 4 places)": cached,
     "request() against its transport alone and the raw client (µs per call)": overhead,
     "Import and construction (fresh interpreters, median ms)": imports,
     "Waiting callers and context switches": waiters,
