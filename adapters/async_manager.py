@@ -51,7 +51,6 @@ from .common import (
     aperform_api_governor,
     drop_flight,
     log_notices,
-    perform_api_governor,
 )
 from .config import read_environment
 from .lifecycle import default_clock
@@ -263,11 +262,7 @@ class _AsyncManager(ManagerBase):
                 await self._sleep(effect.seconds)
                 run.give(None)
             elif self._fleet is None:  # the governor, with no store to ask: decided at once
-                run.give(
-                    perform_api_governor(
-                        self._slot, effect, self._clock, None, self._store_deadline, self._health
-                    )
-                )
+                run.give(self._govern(effect, None))
             else:  # the governor: a reservation, a 429's cool-down, the time
                 run.give(
                     await aperform_api_governor(

@@ -9,7 +9,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Self
 
-from eightyeightpay.api import api_call
+from eightyeightpay.api import ApiCoolDown, ApiPermit, Now, ReserveApiCall, api_call
 from eightyeightpay.credentials import Credentials
 from eightyeightpay.errors import ConfigurationError, ManagerClosed, NotPicklable
 from eightyeightpay.fleet import API_BUDGET, TOKEN_BUDGET
@@ -18,10 +18,11 @@ from eightyeightpay.plugins.fleet import DEFAULT_STORE_DEADLINE, FleetStore, Sto
 from eightyeightpay.plugins.memory import MemoryStore, Slot
 from eightyeightpay.plugins.registry import Registry, registry
 from eightyeightpay.policy import Policy, Rng, call_deadline
+from eightyeightpay.ports import FleetOperations
 from eightyeightpay.stats import Stats
 from eightyeightpay.tokens import Token
 
-from .common import CLOSED, ApiCallRun, Closed
+from .common import CLOSED, ApiCallRun, Closed, perform_api_governor
 from .config import build_credentials, read_environment
 from .lifecycle import EnvRecipe, cache_clock, not_picklable
 
@@ -204,6 +205,18 @@ class ManagerBase:
         )
         trace = self._observer.api_call(method, path) if self._observer is not None else None
         return ApiCallRun(steps, self.invalidate, trace)
+
+    def _govern(
+        self, effect: ReserveApiCall | ApiCoolDown | Now, operations: FleetOperations | None
+    ) -> ApiPermit | float:
+        """Perform an API governor effect of ``request()`` on blocking store operations.
+
+        ``operations`` is None when there is no fleet store: the governor then decides at
+        once, with nothing to read or write.
+        """
+        return perform_api_governor(
+            self._slot, effect, self._clock, operations, self._store_deadline, self._health
+        )
 
     def invalidate(self, token: Token) -> bool:
         """Stop using ``token`` (the API rejected it). A newer token is never dropped."""

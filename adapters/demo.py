@@ -67,21 +67,25 @@ def _stampede(manager: TokenManager, threads: int) -> set[str]:
     return {token.fingerprint for token in seen}
 
 
+def _on_fake_clock(sandbox: Sandbox, clock: FakeClock, **options: Any) -> TokenManager:
+    """A threaded manager on the in-process emulator ``sandbox`` and the fake ``clock``."""
+    return TokenManager(
+        DEFAULT_API_KEY,
+        DEFAULT_MERCHANT_ID,
+        transport=SandboxTransport(sandbox, clock),
+        clock=clock,
+        store=MemoryStore(),
+        **options,
+    )
+
+
 def _simulated_hour(say: Say) -> None:
     """Refresh-ahead over a simulated hour: in-process emulator and a fake clock."""
     clock = FakeClock()
     sandbox = Sandbox()
     background = ManualBackground()
     expired = waited = 0
-    with TokenManager(
-        DEFAULT_API_KEY,
-        DEFAULT_MERCHANT_ID,
-        transport=SandboxTransport(sandbox, clock),
-        clock=clock,
-        background=background,
-        store=MemoryStore(),
-        rng=random.Random(1),
-    ) as manager:
+    with _on_fake_clock(sandbox, clock, background=background, rng=random.Random(1)) as manager:
         for _ in range(3600 * 10):
             clock.advance(0.1)
             before = sandbox.stats()["token_requests"]
@@ -113,13 +117,7 @@ def _rate_limit(say: Say) -> None:
             b'exceeded. Please try again later.","retry_after":30}',
         )
     )
-    with TokenManager(
-        DEFAULT_API_KEY,
-        DEFAULT_MERCHANT_ID,
-        transport=SandboxTransport(sandbox, clock),
-        clock=clock,
-        store=MemoryStore(),
-    ) as manager:
+    with _on_fake_clock(sandbox, clock) as manager:
         answers = []
         for _ in range(50):
             try:

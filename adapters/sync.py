@@ -45,7 +45,7 @@ from eightyeightpay.ports import FleetOperations, Transport
 from eightyeightpay.tokens import Token
 
 from .base import EnvConstructible, ManagerBase, transport_options
-from .common import FlightRun, drop_flight, log_notices, perform_api_governor
+from .common import FlightRun, drop_flight, log_notices
 from .lifecycle import RefreshHandle, default_clock, refresh_worker
 
 if TYPE_CHECKING:  # imported with telemetry=, not with the manager
@@ -409,16 +409,7 @@ class TokenManager(ManagerBase, EnvConstructible):
                 self._sleep(effect.seconds)
                 run.give(None)
             else:  # the governor: a reservation, a 429's cool-down, the time
-                run.give(
-                    perform_api_governor(
-                        self._slot,
-                        effect,
-                        self._clock,
-                        self._fleet,
-                        self._store_deadline,
-                        self._health,
-                    )
-                )
+                run.give(self._govern(effect, self._fleet))
         assert run.response is not None
         return run.response
 

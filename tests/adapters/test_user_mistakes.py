@@ -6,6 +6,7 @@ import asyncio
 import pathlib
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 import trio
@@ -16,16 +17,14 @@ from eightyeightpay import (
     DEFAULT_MERCHANT_ID,
     AsyncTokenManager,
     ConfigurationError,
-    FakeClock,
     InvalidCredentials,
     MalformedCredentials,
     MemoryStore,
-    Sandbox,
     SandboxServer,
-    SandboxTransport,
     TokenManager,
     open_trio_token_manager,
 )
+from eightyeightpay.adapters.pytest_plugin import FakeWorld
 
 
 @pytest.mark.parametrize("kind", ["missing", "directory", "not pem"])
@@ -136,15 +135,11 @@ BAD_BODIES: list[object] = [
 CHARGE_PATH = "/api/transactions/charges"
 
 
-def test_a_mistaken_deadline_or_body_is_refused_on_every_path_threads() -> None:
-    clock, sandbox = FakeClock(), Sandbox()
-    with TokenManager(
-        DEFAULT_API_KEY,
-        DEFAULT_MERCHANT_ID,
-        transport=SandboxTransport(sandbox, clock),
-        clock=clock,
-        store=MemoryStore(),
-    ) as manager:
+def test_a_mistaken_deadline_or_body_is_refused_on_every_path_threads(
+    eightyeightpay_fake: FakeWorld,
+) -> None:
+    sandbox = eightyeightpay_fake.sandbox
+    with eightyeightpay_fake.manager() as manager:
         for deadline in BAD_DEADLINES:  # on a cold cache, which needs a token request
             with pytest.raises(ConfigurationError, match="deadline must be"):
                 manager.get_token(deadline=deadline)  # type: ignore[arg-type]
@@ -177,8 +172,8 @@ def test_a_mistaken_deadline_or_body_is_refused_on_every_path_async() -> None:
                 with pytest.raises(ConfigurationError, match="json= cannot be sent"):
                     await manager.request("POST", CHARGE_PATH, json=body)
 
-        async def on_asyncio() -> None:
-            async with AsyncTokenManager(
+        async def on(opener: Any) -> None:  # AsyncTokenManager, or trio's opener
+            async with opener(
                 DEFAULT_API_KEY,
                 DEFAULT_MERCHANT_ID,
                 base_url=url,
@@ -187,16 +182,6 @@ def test_a_mistaken_deadline_or_body_is_refused_on_every_path_async() -> None:
             ) as manager:
                 await exercise(manager)
 
-        async def on_trio() -> None:
-            async with open_trio_token_manager(
-                DEFAULT_API_KEY,
-                DEFAULT_MERCHANT_ID,
-                base_url=url,
-                ca_bundle=ca_file,
-                store=MemoryStore(),
-            ) as manager:
-                await exercise(manager)  # type: ignore[arg-type]
-
-        asyncio.run(on_asyncio())
-        trio.run(on_trio)
+        asyncio.run(on(AsyncTokenManager))
+        trio.run(on, open_trio_token_manager)
         assert server.sandbox.stats()["api_requests"] == 0
