@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, bisect_right
 
 import attrs
 
@@ -14,26 +15,39 @@ HOUR = 3600.0
 
 @attrs.frozen
 class RateWindow:
-    """Send times of token requests within the last hour, oldest first.
+    """Send times within the last hour (token requests, or API calls), oldest first.
 
     Rolling windows are stricter than fixed ones: keeping at most ``per_minute`` sends in
     every 60 s span also keeps them within every calendar minute the server may count.
     """
 
     sends: tuple[float, ...] = ()
-    """Monotonic times of the sends still inside the hour window."""
+    """Monotonic times of the sends still inside the hour window, in ascending order.
+
+    Every question below finds the window's edges by bisection, so a full hour (1,000
+    API calls at 88Pay's limit) costs a few comparisons, not a scan per call.
+    """
 
     def record(self, now: float, hour: float = HOUR) -> RateWindow:
-        """The window after a send at ``now``, keeping the sends of the last ``hour`` seconds."""
-        kept = tuple(t for t in self.sends if t > now - hour)
-        return RateWindow((*kept, now))
+        """The window after a send at ``now``, keeping the sends of the last ``hour`` seconds.
+
+        ``now`` takes its place in time order (a send reported late, such as a fleet's
+        backfill, may be older than the last one).
+        """
+        sends = self.sends
+        start = bisect_right(sends, now - hour)
+        if not sends or sends[-1] <= now:
+            return RateWindow((sends[start:] if start else sends) + (now,))
+        at = max(start, bisect_right(sends, now))
+        return RateWindow((*sends[start:at], now, *sends[at:]))
 
     def forget(self, sent: float) -> RateWindow:
         """The window without the send at ``sent`` (a request that never left)."""
-        sends = list(self.sends)
-        if sent in sends:
-            sends.remove(sent)
-        return RateWindow(tuple(sends))
+        sends = self.sends
+        at = bisect_left(sends, sent)
+        if at == len(sends) or sends[at] != sent:
+            return self
+        return RateWindow(sends[:at] + sends[at + 1 :])
 
     def next_allowed(
         self,
@@ -48,18 +62,20 @@ class RateWindow:
         The windows span ``minute_span`` and ``hour_span`` seconds (shorter for a compressed
         :class:`~eightyeightpay.policy.Policy`).
         """
-        hour = [t for t in self.sends if t > now - hour_span]
-        minute = [t for t in hour if t > now - minute_span]
+        sends = self.sends
+        total = len(sends)
+        hour_start = bisect_right(sends, now - hour_span)
+        minute_start = bisect_right(sends, now - minute_span, hour_start)
         earliest = now
-        if len(minute) >= per_minute:
-            earliest = max(earliest, _leaves(minute[len(minute) - per_minute], minute_span))
-        if len(hour) >= per_hour:
-            earliest = max(earliest, _leaves(hour[len(hour) - per_hour], hour_span))
+        if total - minute_start >= per_minute:
+            earliest = max(earliest, _leaves(sends[total - per_minute], minute_span))
+        if total - hour_start >= per_hour:
+            earliest = max(earliest, _leaves(sends[total - per_hour], hour_span))
         return earliest
 
     def count(self, now: float, span: float) -> int:
         """Sends in the ``span`` seconds up to ``now``."""
-        return sum(1 for t in self.sends if t > now - span)
+        return len(self.sends) - bisect_right(self.sends, now - span)
 
 
 def _leaves(sent: float, span: float) -> float:

@@ -199,6 +199,47 @@ def test_backoff_stays_within_bounds(attempt: int, u: float, retry_after: float 
         assert delay >= retry_after
 
 
+_TIMES = st.floats(0, 8_000, allow_nan=False)
+
+
+@given(
+    st.lists(_TIMES, max_size=120),
+    _TIMES,
+    st.integers(1, 12),
+    st.integers(1, 40),
+    st.sampled_from([(60.0, 3600.0), (6.0, 360.0), (0.5, 30.0)]),
+)
+def test_governor_window_answers_as_a_full_scan_does(
+    times: list[float], now: float, per_minute: int, per_hour: int, spans: tuple[float, float]
+) -> None:
+    """The window's bisections answer exactly what scanning every send answers."""
+    minute_span, hour_span = spans
+    window = RateWindow()
+    for t in times:  # in any order: a send reported late takes its place in time
+        window = window.record(t, hour_span)
+    sends = list(window.sends)
+    assert sends == sorted(sends)
+    hour = [t for t in sends if t > now - hour_span]
+    minute = [t for t in hour if t > now - minute_span]
+    expected = now
+    if len(minute) >= per_minute:
+        expected = max(expected, minute[len(minute) - per_minute] + minute_span)
+    if len(hour) >= per_hour:
+        expected = max(expected, hour[len(hour) - per_hour] + hour_span)
+    allowed = window.next_allowed(now, per_minute, per_hour, minute_span, hour_span)
+    assert allowed == expected or (allowed > expected and allowed - expected <= 1e-9 * expected)
+    assert window.count(now, minute_span) == len(minute)
+    assert window.count(now, hour_span) == len(hour)
+    recorded = window.record(now, hour_span).sends
+    assert list(recorded) == sorted([t for t in sends if t > now - hour_span] + [now])
+    if sends:
+        gone = sends[len(sends) // 2]
+        left = list(sends)
+        left.remove(gone)
+        assert list(window.forget(gone).sends) == left
+    assert window.forget(-1.0) == window
+
+
 @given(st.lists(st.floats(0, 20_000, allow_nan=False), max_size=300))
 def test_governor_never_allows_a_send_that_breaks_a_window(wishes: list[float]) -> None:
     """Whatever times senders ask for, sending at next_allowed keeps both rolling windows."""
