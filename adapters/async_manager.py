@@ -102,6 +102,7 @@ class _AsyncManager(ManagerBase):
         self._fleet: AsyncFleetOperations | None = (
             runtime.fleet_operations(fleet) if fleet else None
         )
+        self._governs_at_once = self._fleet is None
         self._runtime = runtime
         self._sleep: Callable[[float], Awaitable[object]] = sleep or runtime.sleep
         """Waits a backoff or a cool-down; a test on a fake clock passes one that moves it."""
@@ -130,13 +131,6 @@ class _AsyncManager(ManagerBase):
         if memo.clock is clock and memo.since <= clock() < memo.until:
             return memo.token  # type: ignore[return-value]  # a memo with a clock has a token
         return await self._get_token_slowly(call_deadline(self.policy, self._clock(), deadline))
-
-    async def _token_within(self, until: Deadline) -> Token:
-        """``get_token()`` for a call whose deadline is already counted (``request()``)."""
-        token = self._cache.snapshot
-        if token is not None and self._clock() < token.fresh_until:
-            return token
-        return await self._get_token_slowly(until)
 
     async def _get_token_slowly(self, until: Deadline) -> Token:
         self._check_process()
@@ -247,23 +241,21 @@ class _AsyncManager(ManagerBase):
         ``TokenManager.request`` documents: the core decides them for every runtime.
         """
         run = self._api_call(method, path, json, headers, deadline)
-        while (effect := run.next()) is not None:
-            if isinstance(effect, NeedToken):
-                try:
-                    run.give(await self._token_within(effect.until))
-                except EightyEightPayError as error:
-                    run.fail(error)
-            elif isinstance(effect, SendApiRequest):
+        while (effect := run.next()) is not None:  # the rest is performed in the run
+            if isinstance(effect, SendApiRequest):
                 try:
                     run.received(await self._transport.send(effect.request, timeout=effect.timeout))
                 except TransportError as error:
                     run.received(error)
+            elif isinstance(effect, NeedToken):  # none fresh in the cache
+                try:
+                    run.give(await self._get_token_slowly(effect.until))
+                except EightyEightPayError as error:
+                    run.fail(error)
             elif isinstance(effect, Sleep):
                 await self._sleep(effect.seconds)
                 run.give(None)
-            elif self._fleet is None:  # the governor, with no store to ask: decided at once
-                run.give(self._govern(effect, None))
-            else:  # the governor: a reservation, a 429's cool-down, the time
+            else:  # the governor with a fleet store to ask (without one, the run performs it)
                 run.give(
                     await aperform_api_governor(
                         self._slot,

@@ -9,7 +9,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Self
 
-from eightyeightpay.api import ApiCoolDown, ApiPermit, Now, ReserveApiCall, api_call
+from eightyeightpay.api import ApiCoolDown, ApiPermit, ReserveApiCall, api_call
 from eightyeightpay.credentials import Credentials
 from eightyeightpay.errors import ConfigurationError, ManagerClosed, NotPicklable
 from eightyeightpay.fleet import API_BUDGET, TOKEN_BUDGET
@@ -50,6 +50,11 @@ class ManagerBase:
     """Refresh windows, limits and backoff."""
     timeout: float
     """Seconds an API call made by ``request()`` may take."""
+    _blocking_fleet: FleetOperations | None = None
+    """The fleet store's blocking operations (the threaded manager's), or None."""
+    _governs_at_once: bool = True
+    """Whether ``request()``'s governor effects are performed without awaiting (by
+    :meth:`_govern`): always for the threaded manager, without a fleet store for the others."""
 
     def _configure(
         self,
@@ -204,18 +209,35 @@ class ManagerBase:
             timeout=self.timeout,
         )
         trace = self._observer.api_call(method, path) if self._observer is not None else None
-        return ApiCallRun(steps, self.invalidate, trace)
+        return ApiCallRun(
+            steps,
+            self.invalidate,
+            trace,
+            clock=self._clock,
+            fresh_token=self._fresh_token,
+            govern=self._govern if self._governs_at_once else None,
+        )
 
-    def _govern(
-        self, effect: ReserveApiCall | ApiCoolDown | Now, operations: FleetOperations | None
-    ) -> ApiPermit | float:
+    def _fresh_token(self) -> Token | None:
+        """The cached token while it is fresh, else None (the slow path decides then)."""
+        token = self._cache.snapshot
+        if token is not None and self._clock() < token.fresh_until:
+            return token
+        return None
+
+    def _govern(self, effect: ReserveApiCall | ApiCoolDown) -> ApiPermit | float:
         """Perform an API governor effect of ``request()`` on blocking store operations.
 
-        ``operations`` is None when there is no fleet store: the governor then decides at
-        once, with nothing to read or write.
+        The threaded manager's store operations block; a manager without a fleet store
+        has none to call: the governor then decides at once, with nothing to read or write.
         """
         return perform_api_governor(
-            self._slot, effect, self._clock, operations, self._store_deadline, self._health
+            self._slot,
+            effect,
+            self._clock,
+            self._blocking_fleet,
+            self._store_deadline,
+            self._health,
         )
 
     def invalidate(self, token: Token) -> bool:

@@ -390,7 +390,7 @@ def _governed(
 
 def perform_api_governor(
     slot: Slot,
-    effect: ReserveApiCall | ApiCoolDown | Now,
+    effect: ReserveApiCall | ApiCoolDown,
     clock: Callable[[], float],
     operations: FleetOperations | None,
     deadline: float,
@@ -398,15 +398,19 @@ def perform_api_governor(
 ) -> ApiPermit | float:
     """Perform the API call protocol's governor effects on blocking operations.
 
-    :class:`ReserveApiCall` answers an :class:`ApiPermit`, :class:`ApiCoolDown` and
-    :class:`Now` the time. The core's
+    :class:`ReserveApiCall` answers an :class:`ApiPermit`, :class:`ApiCoolDown` the time.
+    The core's
     :meth:`~eightyeightpay.machine.TokenMachine.reserve_api` and
     :meth:`~eightyeightpay.machine.TokenMachine.api_cool_down` decide, under the slot's
     lock; with a fleet store they ask for the fleet's API budget and cool-down, which are
     read and written here, outside the lock, each call within the store's ``deadline``.
     """
-    if isinstance(effect, Now):
-        return clock()
+    machine = slot.machine
+    if not machine.fleet and type(effect) is ReserveApiCall:  # nothing to ask: no generator
+        with slot.lock:
+            now = clock()
+            wait = machine.reserve_api_locally(now)
+            return ApiPermit(now, wait, *machine.api_hold(now)) if wait > 0 else ApiPermit(now, 0.0)
     with slot.lock:
         steps = _governor_steps(slot, effect, clock())
         step = _step(steps, None)
@@ -421,7 +425,7 @@ def perform_api_governor(
 
 async def aperform_api_governor(
     slot: Slot,
-    effect: ReserveApiCall | ApiCoolDown | Now,
+    effect: ReserveApiCall | ApiCoolDown,
     clock: Callable[[], float],
     operations: AsyncFleetOperations | None,
     deadline: float,
@@ -429,8 +433,6 @@ async def aperform_api_governor(
     runtime: AsyncRuntime,
 ) -> ApiPermit | float:
     """:func:`perform_api_governor` on async operations."""
-    if isinstance(effect, Now):
-        return clock()
     with slot.lock:
         steps = _governor_steps(slot, effect, clock())
         step = _step(steps, None)
@@ -452,9 +454,12 @@ def _step(
         return float(done.value)
 
 
-DriverEffect = NeedToken | SendApiRequest | Sleep | ReserveApiCall | ApiCoolDown | Now
+DriverEffect = NeedToken | SendApiRequest | Sleep | ReserveApiCall | ApiCoolDown
 """The API call effects a driver performs itself (the governor's through
 :func:`perform_api_governor`); :class:`ApiCallRun` does the rest."""
+
+Governor = Callable[[ReserveApiCall | ApiCoolDown], ApiPermit | float]
+"""Performs a governor effect at once (blocking store operations, or none)."""
 
 
 class ApiCallRun:
@@ -463,9 +468,14 @@ class ApiCallRun:
     Use: ``while (effect := run.next()) is not None:`` perform ``effect`` (a
     :data:`DriverEffect`) and hand back its result with :meth:`received` (a send's),
     :meth:`give` (any other's) or, for a token that could not be had, :meth:`fail`; then
-    return :attr:`response`. Invalidating the token and the call's telemetry (its sends, a
-    hold by the governor, its end in an error) are done here. An error the protocol ends
-    with propagates from :meth:`next`.
+    return :attr:`response`. An error the protocol ends with propagates from :meth:`next`.
+
+    What needs no waiting is performed here, so that the driver sees only what it must
+    await or block on: the time (``clock``), a token the cache holds fresh
+    (``fresh_token``; a :class:`~eightyeightpay.api.NeedToken` reaches the driver only when
+    it returns None), the governor when ``govern`` is given (a driver whose store calls
+    block, or that has no store), invalidating the token, and the call's telemetry (its
+    sends, a hold by the governor, its end in an error).
     """
 
     def __init__(
@@ -473,10 +483,17 @@ class ApiCallRun:
         steps: Generator[ApiEffect, Any, ApiResponse],
         invalidate: Callable[[Token], bool],
         trace: ApiCallTrace | None,
+        *,
+        clock: Callable[[], float],
+        fresh_token: Callable[[], Token | None],
+        govern: Governor | None,
     ) -> None:
         self._steps = steps
         self._invalidate = invalidate
         self._trace = trace
+        self._clock = clock
+        self._fresh_token = fresh_token
+        self._govern = govern
         self._result: Any = None
         self._failure: EightyEightPayError | None = None
         self._span: object = None
@@ -485,13 +502,11 @@ class ApiCallRun:
 
     def next(self) -> DriverEffect | None:
         """The next effect for the driver to perform, or None when the call has its answer."""
+        send = self._steps.send
         while True:
             failure, self._failure = self._failure, None
             try:
-                if failure is not None:
-                    effect = self._steps.throw(failure)
-                else:
-                    effect = self._steps.send(self._result)
+                effect = send(self._result) if failure is None else self._steps.throw(failure)
             except StopIteration as done:
                 self.response = done.value
                 return None
@@ -499,14 +514,25 @@ class ApiCallRun:
                 if self._trace is not None:
                     self._trace.ended(error)
                 raise
-            if isinstance(effect, InvalidateToken):
-                self._result = self._invalidate(effect.token)
+            kind = type(effect)
+            if kind is SendApiRequest:
+                if self._trace is not None:
+                    self._span = self._trace.sending(effect.request)  # type: ignore[union-attr]
+                return effect  # type: ignore[return-value]
+            if kind is Now:
+                self._result = self._clock()
+            elif kind is NeedToken:
+                self._result = self._fresh_token()
+                if self._result is None:
+                    return effect  # type: ignore[return-value]
+            elif kind is InvalidateToken:
+                self._result = self._invalidate(effect.token)  # type: ignore[union-attr]
                 if self._trace is not None:
                     self._trace.invalidated()
+            elif self._govern is not None and (kind is ReserveApiCall or kind is ApiCoolDown):
+                self.give(self._govern(effect))  # type: ignore[arg-type]
             else:
-                if isinstance(effect, SendApiRequest) and self._trace is not None:
-                    self._span = self._trace.sending(effect.request)
-                return effect
+                return effect  # type: ignore[return-value]
 
     def give(self, result: object) -> None:
         """The result of the effect :meth:`next` returned last (a send's: :meth:`received`)."""

@@ -193,6 +193,7 @@ class TokenManager(ManagerBase, EnvConstructible):
             telemetry=telemetry,
         )
         self._fleet: FleetOperations | None = fleet.operations() if fleet else None
+        self._blocking_fleet = self._fleet
         built = transport_options(transport, max_connections)
         self._transport: Transport = transport or stores.transport("urllib3")(
             ca_bundle=ca_bundle, **built
@@ -229,13 +230,6 @@ class TokenManager(ManagerBase, EnvConstructible):
         if memo.clock is clock and memo.since <= clock() < memo.until:
             return memo.token  # type: ignore[return-value]  # a memo with a clock has a token
         return self._get_token_slowly(call_deadline(self.policy, self._clock(), deadline))
-
-    def _token_within(self, until: Deadline) -> Token:
-        """``get_token()`` for a call whose deadline is already counted (``request()``)."""
-        token = self._cache.snapshot
-        if token is not None and self._clock() < token.fresh_until:
-            return token
-        return self._get_token_slowly(until)
 
     def _get_token_slowly(self, until: Deadline) -> Token:
         self._check_process()
@@ -394,22 +388,21 @@ class TokenManager(ManagerBase, EnvConstructible):
         reached the server (a charge) is never sent twice; its error says so.
         """
         run = self._api_call(method, path, json, headers, deadline)
-        while (effect := run.next()) is not None:
-            if isinstance(effect, NeedToken):
-                try:
-                    run.give(self._token_within(effect.until))
-                except EightyEightPayError as error:
-                    run.fail(error)
-            elif isinstance(effect, SendApiRequest):
+        while (effect := run.next()) is not None:  # the rest is performed in the run
+            if isinstance(effect, SendApiRequest):
                 try:
                     run.received(self._transport.send(effect.request, timeout=effect.timeout))
                 except TransportError as error:
                     run.received(error)
-            elif isinstance(effect, Sleep):
+            elif isinstance(effect, NeedToken):  # none fresh in the cache
+                try:
+                    run.give(self._get_token_slowly(effect.until))
+                except EightyEightPayError as error:
+                    run.fail(error)
+            else:
+                assert isinstance(effect, Sleep)
                 self._sleep(effect.seconds)
                 run.give(None)
-            else:  # the governor: a reservation, a 429's cool-down, the time
-                run.give(self._govern(effect, self._fleet))
         assert run.response is not None
         return run.response
 

@@ -27,6 +27,7 @@ from .fleet import Sleep
 from .http import Headers, HttpRequest, HttpResponse, header
 from .policy import Deadline, Policy, Rng, backoff_delay
 from .tokens import Token, error_envelope, parse_retry_after
+from .wire import loads
 
 __all__ = [
     "ApiCoolDown",
@@ -201,7 +202,7 @@ def read_api_response(response: HttpResponse) -> ApiResponse:
     parsed: Any = None
     if response.body:
         try:
-            parsed = jsonlib.loads(response.body)
+            parsed = loads(response.body)
         except (ValueError, UnicodeDecodeError, RecursionError):
             parsed = None
     data: Any = None
@@ -252,7 +253,7 @@ def _readable(response: ApiResponse) -> bool:
     if response.json is not None or not response.body:
         return True
     try:
-        jsonlib.loads(response.body)
+        loads(response.body)
     except (ValueError, UnicodeDecodeError, RecursionError):
         return False
     return True

@@ -352,6 +352,9 @@ class TokenMachine:
         """API calls of the last hour, for 88Pay's 60/minute and 1,000/hour API limits."""
         self.api_blocked_until = -math.inf
         """No API call before this time (an API 429's cool-down)."""
+        # A policy without API limits keeps only a 429's cool-down.
+        self._api_kept = policy.api_per_minute is not None or policy.api_per_hour is not None
+        self._api_limits = (policy.api_per_minute or _UNLIMITED, policy.api_per_hour or _UNLIMITED)
         self.books: dict[Purpose, FleetBook] = {TOKEN_BUDGET: FleetBook(), API_BUDGET: FleetBook()}
         """Per fleet budget: the store's epoch as last seen and own sends it lacks."""
         self.api_alone = False
@@ -999,15 +1002,13 @@ class TokenMachine:
         the limits (as for tokens) and to its own cool-down, and tries the store again
         every :data:`STORE_PROBE_INTERVAL` seconds. Without a store nothing is yielded.
         """
-        policy = self.policy
-        kept = policy.api_per_minute is not None or policy.api_per_hour is not None
-        limits = (policy.api_per_minute or _UNLIMITED, policy.api_per_hour or _UNLIMITED)
-        allowed = self.api_blocked_until
-        if kept:  # a policy without API limits keeps only a 429's cool-down
-            allowed = max(allowed, self.api_window.next_allowed(now, *limits))
+        if not self.fleet:
+            return self.reserve_api_locally(now)
+        kept, limits = self._api_kept, self._api_limits
+        allowed = self._api_allowed(now)
         if allowed > now:
             return allowed - now
-        if self.fleet and (not self.api_alone or now >= self._probe_at):
+        if not self.api_alone or now >= self._probe_at:
             self._probe_at = now + STORE_PROBE_INTERVAL
             result = yield ReadShared(api_calls_key(self.credentials.cache_key))
             if isinstance(result, SharedRead):
@@ -1028,13 +1029,30 @@ class TokenMachine:
             self.api_alone = True
         if not kept:
             return 0.0
-        if self.fleet:  # working alone: this process's share of the limits
-            wait = self._share_wait(self.api_window, now, (*limits, MINUTE, HOUR))
-            if wait > 0:
-                return wait
-            self._unsynced(API_BUDGET, now)
+        wait = self._share_wait(self.api_window, now, (*limits, MINUTE, HOUR))  # working alone
+        if wait > 0:
+            return wait
+        self._unsynced(API_BUDGET, now)
         self.api_window = self.api_window.record(now)
         return 0.0
+
+    def reserve_api_locally(self, now: float) -> float:
+        """:meth:`reserve_api` for a machine without a fleet store: decided at once.
+
+        Returns the seconds to wait first (0: the call may be sent, and is counted).
+        """
+        allowed = self._api_allowed(now)
+        if allowed > now:
+            return allowed - now
+        if self._api_kept:
+            self.api_window = self.api_window.record(now)
+        return 0.0
+
+    def _api_allowed(self, now: float) -> float:
+        """When this process's own cool-down and the policy's API limits allow a call."""
+        if not self._api_kept:
+            return self.api_blocked_until
+        return max(self.api_blocked_until, self.api_window.next_allowed(now, *self._api_limits))
 
     def api_hold(self, now: float) -> tuple[str, str]:
         """Why API calls are held back at ``now``, and by whom: ``(cause, scope)``.

@@ -132,10 +132,32 @@ def _describe(error: Exception) -> str:
     return str(error)[:300]
 
 
+_DECODER = json.JSONDecoder()
+
+
+def loads(body: bytes) -> Any:
+    """``json.loads(body)``: the same value, or the same error.
+
+    The usual answer (UTF-8, the value alone, with no whitespace around it) is decoded
+    straight by the C scanner; anything else (a byte order mark, UTF-16, whitespace, a
+    body that is not JSON) goes to ``json.loads``, which decides it. That skips, per API
+    call, ``json.loads``' encoding detection and its two regular-expression scans for
+    whitespace (about 1.8 us against 0.7 us for a 100-byte envelope).
+    """
+    try:
+        text = body.decode()
+        value, end = _DECODER.raw_decode(text)
+    except ValueError:  # UnicodeDecodeError is one
+        return json.loads(body)
+    if end != len(text):
+        return json.loads(body)
+    return value
+
+
 def parse_json(body: bytes, *, status: int | None = None) -> Any:
     """Decode a JSON body or raise :class:`MalformedResponse`."""
     try:
-        return json.loads(body)
+        return loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):
         size = len(body)
         raise MalformedResponse(

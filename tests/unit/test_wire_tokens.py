@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -19,7 +21,7 @@ from eightyeightpay import (
 )
 from eightyeightpay.http import HttpResponse
 from eightyeightpay.tokens import interpret_token_response
-from eightyeightpay.wire import read_jwt_claims
+from eightyeightpay.wire import loads, read_jwt_claims
 from tests.support import CREDENTIALS, error_response, jwt, ok_response, token_body
 
 POLICY = Policy()
@@ -151,3 +153,39 @@ def test_any_retry_after_header_gives_seconds_or_nothing(value: str, wall: float
     response = HttpResponse(429, (("Retry-After", value),), b"")
     seconds = parse_retry_after(response, None, wall)
     assert seconds is None or 0 <= seconds < 86400 * 2
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+def _outcome(body: bytes, decode: Callable[[bytes], Any]) -> tuple[str, Any]:
+    try:
+        return "value", decode(body)
+    except (ValueError, RecursionError) as error:
+        return "error", type(error)
+
+
+_AROUND = ["", " ", "\n\t", "\r\n", "x", "}", "\x00", "\ufeff"]
+_ENCODINGS = ["utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-32"]
+
+
+@given(_JSON)
+def test_the_fast_json_decode_answers_as_json_loads(value: object) -> None:
+    """wire.loads gives json.loads' value, or the same kind of error, for any JSON value with
+    anything around it (whitespace, extra data, a byte order mark), in any encoding."""
+    text = json.dumps(value, ensure_ascii=False)
+    for before in _AROUND:
+        for after in _AROUND:
+            for encoding in _ENCODINGS:
+                body = (before + text + after).encode(encoding)
+                assert _outcome(body, loads) == _outcome(body, json.loads), body
+
+
+@given(st.binary(max_size=40))
+def test_the_fast_json_decode_answers_any_bytes_as_json_loads(body: bytes) -> None:
+    """wire.loads gives json.loads' value, or the same kind of error, for any bytes."""
+    assert _outcome(body, loads) == _outcome(body, json.loads)
