@@ -3,8 +3,9 @@
     python -m tests.benchmarks.report docs/performance.json
 
 Prints Markdown: the per-call and load tables of every run, the cached path and request
-overhead of every run, import and construction, waiters and context switches, the one-run
-benchmarks as the run printed them, and every target with the figure that decides it.
+overhead of every run, import and construction, waiters and context switches, the API
+governor with a full hour of sends, the one-run benchmarks as the run printed them, and
+every target with the figure that decides it.
 Nothing is typed in by hand: the page's tables are this output.
 """
 
@@ -138,6 +139,18 @@ def waiters(f: dict[str, Any]) -> list[str]:
     return lines
 
 
+def governor(f: dict[str, Any]) -> list[str]:
+    """The API governor's reservation per call with a full hour of sends."""
+    g = f["governor"]
+    lines = ["| reservation | µs per call | ratio to the full scan |", "|---|---:|---:|"]
+    lines += [
+        f"| {name} | {value['us_per_call']:.2f} | {value['vs_full_scan']:.4f} |"
+        for name, value in g.items()
+        if isinstance(value, dict)
+    ]
+    return [*lines, "", f"{g['sends_in_hour']} sends in the hour's window."]
+
+
 def one_run(f: dict[str, Any]) -> list[str]:
     """The stampede, simulated hour, fleet and fleet simulation as the run printed them."""
     text = _table(f).splitlines()
@@ -162,6 +175,7 @@ SECTIONS = {
     "request() against its transport alone and the raw client (µs per call)": overhead,
     "Import and construction (fresh interpreters, median ms)": imports,
     "Waiting callers and context switches": waiters,
+    "The API governor at 88Pay's limits (µs per reservation)": governor,
     "The one-run benchmarks (token requests spent)": one_run,
     "Targets (met only when every run meets it)": targets,
 }

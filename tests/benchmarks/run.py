@@ -27,6 +27,7 @@ from . import (
     cached,
     fleet,
     fleet_sim,
+    governor,
     imports,
     load,
     overhead,
@@ -279,6 +280,14 @@ def _table(f: Figures) -> str:
     for runtime, value in f["waiters"].items():
         lines.append(f"{runtime:8} {json.dumps(value)}")
     lines.append(f"threads  switches per request(): {f['switches']['switches_per_call']:.3f}")
+    g = f["governor"]
+    section(f"The API governor's reservation, {g['sends_in_hour']} sends in the hour")
+    for name, value in g.items():
+        if isinstance(value, dict):
+            lines.append(
+                f"{name:28} {value['us_per_call']:>8.2f} us/call  "
+                f"vs full scan {value['vs_full_scan']:.4f}"
+            )
     for number, run in enumerate(f["runs"], 1):
         sizes = run["load"]["sizes"]
         section(
@@ -325,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     step("waiting callers, context switches")
     figures["waiters"] = waiters.run()
     figures["switches"] = switches.run(args.quick)
+    step("the API governor at 88Pay's limits")
+    figures["governor"] = governor.run(args.quick)
     figures["runs"] = []
     for number in range(1, runs + 1):
         step(f"run {number} of {runs}: cached path")
