@@ -478,6 +478,19 @@ class ApiCallRun:
     sends, a hold by the governor, its end in an error).
     """
 
+    __slots__ = (
+        "_clock",
+        "_failure",
+        "_fresh_token",
+        "_govern",
+        "_invalidate",
+        "_result",
+        "_span",
+        "_steps",
+        "_trace",
+        "response",
+    )
+
     def __init__(
         self,
         steps: Generator[ApiEffect, Any, ApiResponse],
@@ -502,37 +515,46 @@ class ApiCallRun:
 
     def next(self) -> DriverEffect | None:
         """The next effect for the driver to perform, or None when the call has its answer."""
-        send = self._steps.send
-        while True:
-            failure, self._failure = self._failure, None
-            try:
-                effect = send(self._result) if failure is None else self._steps.throw(failure)
-            except StopIteration as done:
-                self.response = done.value
-                return None
-            except BaseException as error:
-                if self._trace is not None:
-                    self._trace.ended(error)
-                raise
-            kind = type(effect)
-            if kind is SendApiRequest:
-                if self._trace is not None:
-                    self._span = self._trace.sending(effect.request)  # type: ignore[union-attr]
-                return effect  # type: ignore[return-value]
-            if kind is Now:
-                self._result = self._clock()
-            elif kind is NeedToken:
-                self._result = self._fresh_token()
-                if self._result is None:
-                    return effect  # type: ignore[return-value]
-            elif kind is InvalidateToken:
-                self._result = self._invalidate(effect.token)  # type: ignore[union-attr]
-                if self._trace is not None:
-                    self._trace.invalidated()
-            elif self._govern is not None and (kind is ReserveApiCall or kind is ApiCoolDown):
-                self.give(self._govern(effect))  # type: ignore[arg-type]
+        steps = self._steps
+        trace = self._trace
+        try:
+            if self._failure is not None:
+                failure, self._failure = self._failure, None
+                effect = steps.throw(failure)
             else:
-                return effect  # type: ignore[return-value]
+                effect = steps.send(self._result)
+            while True:  # perform here what needs no waiting; hand the driver the rest
+                kind = type(effect)
+                if kind is SendApiRequest:
+                    if trace is not None:
+                        self._span = trace.sending(effect.request)  # type: ignore[union-attr]
+                    return effect  # type: ignore[return-value]
+                if kind is Now:
+                    effect = steps.send(self._clock())
+                elif kind is NeedToken:
+                    token = self._fresh_token()
+                    if token is None:
+                        return effect  # type: ignore[return-value]
+                    effect = steps.send(token)
+                elif kind is InvalidateToken:
+                    dropped = self._invalidate(effect.token)  # type: ignore[union-attr]
+                    if trace is not None:
+                        trace.invalidated()
+                    effect = steps.send(dropped)
+                elif self._govern is not None and (kind is ReserveApiCall or kind is ApiCoolDown):
+                    answer = self._govern(effect)  # type: ignore[arg-type]
+                    if trace is not None and type(answer) is ApiPermit:
+                        trace.governed(answer)
+                    effect = steps.send(answer)
+                else:
+                    return effect  # type: ignore[return-value]
+        except StopIteration as done:
+            self.response = done.value
+            return None
+        except BaseException as error:
+            if trace is not None:
+                trace.ended(error)
+            raise
 
     def give(self, result: object) -> None:
         """The result of the effect :meth:`next` returned last (a send's: :meth:`received`)."""

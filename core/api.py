@@ -24,7 +24,7 @@ from .errors import (
     Unprocessable,
 )
 from .fleet import Sleep
-from .http import Headers, HttpRequest, HttpResponse, header
+from .http import Headers, HttpRequest, HttpResponse, header, request_of
 from .policy import Deadline, Policy, Rng, backoff_delay
 from .tokens import Token, error_envelope, parse_retry_after
 from .wire import loads
@@ -100,6 +100,10 @@ def check_call(method: str, path: str) -> str:
     or a control character. :func:`api_call` checks before it asks for a token, so a
     mistaken call spends no token request.
     """
+    if type(method) is str and type(path) is str:
+        verb = _CHECKED.get((method, path))
+        if verb is not None:
+            return verb
     # isprintable() is False for any control character (CR, LF, tab, NUL...) in one C pass.
     if (
         not isinstance(path, str)
@@ -115,7 +119,17 @@ def check_call(method: str, path: str) -> str:
     verb = method.upper() if isinstance(method, str) else ""
     if not verb.isalpha():
         raise ConfigurationError(f"{method!r} is not an HTTP method.")
+    if type(method) is str and type(path) is str:
+        if len(_CHECKED) >= _CHECKED_LIMIT:
+            _CHECKED.clear()
+        _CHECKED[method, path] = verb
     return verb
+
+
+_CHECKED: dict[tuple[str, str], str] = {}
+"""Calls found fit to send lately, with their verb: an application sends a few paths again
+and again. Only a pure function's answers are kept, so sharing them between threads is safe."""
+_CHECKED_LIMIT = 256
 
 
 _OWN_HEADERS = frozenset({"authorization", "x-session-id", "content-type", "content-length"})
@@ -148,20 +162,30 @@ def encode_json(value: Any) -> bytes:
 
 
 def _extra_headers(headers: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
-    """The caller's headers, less those the library sets; a line break in one is refused."""
+    """The caller's headers, less those the library sets; a line break in one is refused.
+
+    A value that is not a string is sent as its ``str()``; a name that is not a string
+    raises :class:`~eightyeightpay.errors.ConfigurationError`.
+    """
     if not headers:
         return ()
-    extra = tuple((k, v) for k, v in headers.items() if k.lower() not in _OWN_HEADERS)
-    for name, value in extra:
-        if any(c in f"{name}{value}" for c in "\r\n"):
+    extra: list[tuple[str, str]] = []
+    for name, value in headers.items():
+        if not isinstance(name, str):
+            raise ConfigurationError(f"Header name {name!r} is not a string.")
+        if name.lower() in _OWN_HEADERS:
+            continue
+        text = value if isinstance(value, str) else str(value)
+        if "\r" in name or "\n" in name or "\r" in text or "\n" in text:
             raise ConfigurationError(f"Header {name!r} holds a line break; refusing to send it.")
-    return extra
+        extra.append((str(name), str(text)))
+    return tuple(extra)
 
 
 def _authenticated(
     url: str, token: Token, verb: str, body: bytes, extra: tuple[tuple[str, str], ...]
 ) -> HttpRequest:
-    return HttpRequest(
+    return request_of(
         verb,
         url,
         (
@@ -206,16 +230,17 @@ def read_api_response(response: HttpResponse) -> ApiResponse:
         except (ValueError, UnicodeDecodeError, RecursionError):
             parsed = None
     data: Any = None
-    outcome = message = None
-    code = None
-    if isinstance(parsed, dict):
-        data = parsed.get("data")
-        if isinstance(parsed.get("status"), str):
-            outcome = parsed["status"]
-        if isinstance(parsed.get("code"), int) and not isinstance(parsed.get("code"), bool):
-            code = parsed["code"]
-        if isinstance(parsed.get("message"), str):
-            message = parsed["message"]
+    outcome = message = code = None
+    if type(parsed) is dict:
+        data, outcome, code, message = (
+            parsed.get("data"),
+            parsed.get("status"),
+            parsed.get("code"),
+            parsed.get("message"),
+        )
+        outcome = outcome if type(outcome) is str else None
+        code = code if type(code) is int else None  # a bool is not a code
+        message = message if type(message) is str else None
     return ApiResponse(
         response.status, response.headers, data, outcome, code, message, parsed, response.body
     )

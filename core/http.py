@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 import attrs
 
-__all__ = ["HttpRequest", "HttpResponse", "header"]
+__all__ = ["HttpRequest", "HttpResponse", "header", "request_of", "response_of"]
 
 Headers = tuple[tuple[str, str], ...]
 
@@ -92,3 +92,33 @@ class HttpResponse:
     def __repr__(self) -> str:
         # The body of a token response holds the token: never show it.
         return f"HttpResponse({self.status}, body={len(self.body)} bytes)"
+
+
+_new = object.__new__
+_set = object.__setattr__  # how a frozen attrs class sets its own fields
+
+
+def request_of(method: str, url: str, headers: Headers, body: bytes) -> HttpRequest:
+    """``HttpRequest(method, url, headers, body)``, the converter's check skipped.
+
+    For ``headers`` already a tuple of ``(str, str)`` pairs, as the library builds them:
+    checking every pair again costs about 0.25 us of each API call.
+    """
+    request = _new(HttpRequest)
+    _set(request, "method", method)
+    _set(request, "url", url)
+    _set(request, "headers", headers)
+    _set(request, "body", body)
+    return request
+
+
+def response_of(status: int, headers: Headers, body: bytes) -> HttpResponse:
+    """``HttpResponse(status, headers, body)``, the converter's check skipped.
+
+    For ``headers`` already a tuple of ``(str, str)`` pairs, as a transport reads them.
+    """
+    response = _new(HttpResponse)
+    _set(response, "status", status)
+    _set(response, "headers", headers)
+    _set(response, "body", body)
+    return response

@@ -56,6 +56,18 @@ class Token:
     """Until this monotonic time the token may be handed out (expiry minus the margin)."""
     merchant_id: str
     """The merchant in the token's claims."""
+    _auth: Headers = attrs.field(
+        init=False,
+        repr=False,
+        default=attrs.Factory(
+            lambda token: (
+                ("Authorization", f"Bearer {token.access_token}"),
+                ("x-session-id", token.session_id),
+            ),
+            takes_self=True,
+        ),
+    )
+    # Built once per token: each call then sends the same strings, whose hashes are kept.
 
     @classmethod
     def issue(
@@ -100,11 +112,11 @@ class Token:
         return self.expires_at - now
 
     def auth_headers(self) -> Headers:
-        """The headers every API call carries."""
-        return (
-            ("Authorization", f"Bearer {self.access_token}"),
-            ("x-session-id", self.session_id),
-        )
+        """The headers every API call carries (88Pay API reference, authentication).
+
+        ``Authorization: Bearer <token>`` and ``x-session-id``, built once per token.
+        """
+        return self._auth
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Token) and other.access_token == self.access_token

@@ -32,7 +32,7 @@ from eightyeightpay.errors import (
     RequestTimeout,
     TLSError,
 )
-from eightyeightpay.http import Headers, HttpRequest, HttpResponse
+from eightyeightpay.http import Headers, HttpRequest, HttpResponse, response_of
 from eightyeightpay.ports import AsyncRuntime, AsyncStream, Lot
 
 from .hookspecs import TransportFactory, hookimpl
@@ -140,7 +140,7 @@ class _Connection:
                         f"the body is larger than {MAX_BODY_BYTES} bytes", status=status
                     )
             elif isinstance(event, h11.EndOfMessage):
-                return HttpResponse(status, tuple(response_headers), bytes(body))
+                return response_of(status, tuple(response_headers), bytes(body))
             elif isinstance(event, h11.ConnectionClosed):
                 raise h11.RemoteProtocolError("connection closed before the response ended")
 

@@ -51,7 +51,7 @@ from eightyeightpay.errors import (
     RequestTimeout,
     TLSError,
 )
-from eightyeightpay.http import HttpRequest, HttpResponse
+from eightyeightpay.http import HttpRequest, HttpResponse, response_of
 
 from .hookspecs import TransportFactory, hookimpl
 from .process import OnEachChild
@@ -454,7 +454,7 @@ class Urllib3Transport:
             )
             raw = connection.getresponse()
             body = _read_body(raw, deadline, host, timeout)
-            response = HttpResponse(raw.status, tuple(raw.headers.items()), body)
+            response = response_of(raw.status, tuple(raw.headers.items()), body)
         except BaseException as error:
             watchdog.disarm(watch)
             self._ended(connection)

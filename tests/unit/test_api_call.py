@@ -26,7 +26,7 @@ from eightyeightpay.api import (
 )
 from eightyeightpay.errors import Unauthorized
 from eightyeightpay.fleet import Sleep
-from eightyeightpay.http import HttpResponse
+from eightyeightpay.http import HttpRequest, HttpResponse
 from eightyeightpay.policy import call_deadline
 from tests.support import jwt
 
@@ -124,3 +124,54 @@ def test_a_mistaken_call_is_refused_before_it_asks_for_a_token(method: str, path
     )
     with pytest.raises(ConfigurationError):
         next(steps)  # the first steps would spend an API call and a token for nothing
+
+
+def test_a_callers_headers_go_out_as_strings_after_the_librarys_own() -> None:
+    """The request equals one built through HttpRequest's converter; values become str()."""
+    steps = api_call(
+        "https://api.88pay.io",
+        "POST",
+        "/api/balance",
+        headers={"X-Trace": "abc", "X-Attempt": 2, "content-type": "text/plain"},  # type: ignore[dict-item]
+        until=call_deadline(POLICY, 0.0, 10.0),
+        policy=POLICY,
+        rng=random.Random(0),
+    )
+    assert isinstance(next(steps), ReserveApiCall)
+    assert isinstance(steps.send(ApiPermit(0.0, 0.0)), NeedToken)
+    given = token(1)
+    assert isinstance(steps.send(given), Now)
+    sent = steps.send(0.0)
+    assert isinstance(sent, SendApiRequest)
+    expected = HttpRequest(
+        "POST",
+        "https://api.88pay.io/api/balance",
+        {
+            **dict(given.auth_headers()),
+            "Content-Type": "application/json",
+            "Content-Length": "0",
+            "X-Trace": "abc",
+            "X-Attempt": "2",
+        },
+    )
+    assert sent.request == expected
+    assert all(type(k) is str and type(v) is str for k, v in sent.request.headers)
+
+
+@pytest.mark.parametrize(
+    "headers", [{"X-Bad": "a\r\nInjected: 1"}, {"X-Bad\n": "a"}, {b"X-Bytes": "a"}, {7: "a"}]
+)
+def test_a_header_that_cannot_be_sent_is_refused_before_anything_is_spent(
+    headers: dict[Any, Any],
+) -> None:
+    steps = api_call(
+        "https://api.88pay.io",
+        "POST",
+        "/api/balance",
+        headers=headers,
+        until=call_deadline(POLICY, 0.0, 10.0),
+        policy=POLICY,
+        rng=random.Random(0),
+    )
+    with pytest.raises(ConfigurationError):
+        next(steps)
