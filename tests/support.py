@@ -9,6 +9,8 @@ import threading
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
+import attrs
+
 from eightyeightpay import MemoryStore
 from eightyeightpay.api import (
     ApiCoolDown,
@@ -25,6 +27,7 @@ from eightyeightpay.api import (
 from eightyeightpay.credentials import Credentials
 from eightyeightpay.errors import EightyEightPayError
 from eightyeightpay.fleet import Sleep
+from eightyeightpay.governor import HOUR, MINUTE, RateWindow
 from eightyeightpay.http import HttpRequest, HttpResponse
 from eightyeightpay.machine import TokenMachine
 from eightyeightpay.plugins.sandbox import SandboxServer
@@ -210,3 +213,35 @@ class FakeApiDriver:
                 case InvalidateToken():
                     self.invalidated += 1
                     result = True
+
+
+@attrs.frozen
+class ScanningWindow(RateWindow):
+    """A :class:`RateWindow` answering by scanning every send (the governor before it
+    bisected): the unit tests' oracle and the governor benchmark's yardstick."""
+
+    def record(self, now: float, hour: float = HOUR) -> ScanningWindow:
+        """The window after a send at ``now``: every send is compared, the tuple rebuilt."""
+        return ScanningWindow((*(t for t in self.sends if t > now - hour), now))
+
+    def next_allowed(
+        self,
+        now: float,
+        per_minute: int,
+        per_hour: int,
+        minute_span: float = MINUTE,
+        hour_span: float = HOUR,
+    ) -> float:
+        """As :meth:`RateWindow.next_allowed`, from two scans of the sends."""
+        hour = [t for t in self.sends if t > now - hour_span]
+        minute = [t for t in hour if t > now - minute_span]
+        earliest = now
+        if len(minute) >= per_minute:
+            earliest = max(earliest, minute[len(minute) - per_minute] + minute_span)
+        if len(hour) >= per_hour:
+            earliest = max(earliest, hour[len(hour) - per_hour] + hour_span)
+        return earliest
+
+    def count(self, now: float, span: float) -> int:
+        """As :meth:`RateWindow.count`, from a scan of the sends."""
+        return sum(1 for t in self.sends if t > now - span)

@@ -24,12 +24,11 @@ import random
 import time
 from collections.abc import Callable
 
-import attrs
-
-from eightyeightpay.governor import HOUR, MINUTE, RateWindow
+from eightyeightpay.governor import HOUR, RateWindow
 from eightyeightpay.machine import TokenMachine
 from eightyeightpay.plugins.sandbox import DEFAULT_API_KEY, DEFAULT_MERCHANT_ID
 from eightyeightpay.policy import Policy
+from tests.support import ScanningWindow
 
 from .common import Figures, interleaved, ratio
 
@@ -37,33 +36,6 @@ SPACING = 3.7
 """Seconds between calls: 973 an hour, just under 88Pay's 1,000/hour API limit."""
 SENDS = int(HOUR / SPACING)
 """Sends in a full hour at that pace."""
-
-
-@attrs.frozen
-class ScanningWindow(RateWindow):
-    """A :class:`RateWindow` answering by scanning every send (the governor before bisection)."""
-
-    def record(self, now: float, hour: float = HOUR) -> ScanningWindow:
-        """The window after a send at ``now``: every send is compared, the tuple rebuilt."""
-        return ScanningWindow((*(t for t in self.sends if t > now - hour), now))
-
-    def next_allowed(
-        self,
-        now: float,
-        per_minute: int,
-        per_hour: int,
-        minute_span: float = MINUTE,
-        hour_span: float = HOUR,
-    ) -> float:
-        """As :meth:`RateWindow.next_allowed`, from two scans of the sends."""
-        hour = [t for t in self.sends if t > now - hour_span]
-        minute = [t for t in hour if t > now - minute_span]
-        earliest = now
-        if len(minute) >= per_minute:
-            earliest = max(earliest, minute[len(minute) - per_minute] + minute_span)
-        if len(hour) >= per_hour:
-            earliest = max(earliest, hour[len(hour) - per_hour] + hour_span)
-        return earliest
 
 
 def _machine(policy: Policy, window: type[RateWindow]) -> TokenMachine:

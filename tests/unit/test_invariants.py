@@ -31,7 +31,7 @@ from eightyeightpay.machine import (
     Wait,
 )
 from eightyeightpay.policy import Policy, backoff_delay
-from tests.support import CREDENTIALS, error_response, ok_response
+from tests.support import CREDENTIALS, ScanningWindow, error_response, ok_response
 
 OUTCOMES = st.sampled_from(
     ["ok", "short", "500", "429", "429-bare", "reset", "refused", "401", "garbage"]
@@ -219,19 +219,14 @@ def test_governor_window_answers_as_a_full_scan_does(
         window = window.record(t, hour_span)
     sends = list(window.sends)
     assert sends == sorted(sends)
-    hour = [t for t in sends if t > now - hour_span]
-    minute = [t for t in hour if t > now - minute_span]
-    expected = now
-    if len(minute) >= per_minute:
-        expected = max(expected, minute[len(minute) - per_minute] + minute_span)
-    if len(hour) >= per_hour:
-        expected = max(expected, hour[len(hour) - per_hour] + hour_span)
+    scan = ScanningWindow(window.sends)
+    expected = scan.next_allowed(now, per_minute, per_hour, minute_span, hour_span)
     allowed = window.next_allowed(now, per_minute, per_hour, minute_span, hour_span)
     assert allowed == expected or (allowed > expected and allowed - expected <= 1e-9 * expected)
-    assert window.count(now, minute_span) == len(minute)
-    assert window.count(now, hour_span) == len(hour)
+    assert window.count(now, minute_span) == scan.count(now, minute_span)
+    assert window.count(now, hour_span) == scan.count(now, hour_span)
     recorded = window.record(now, hour_span).sends
-    assert list(recorded) == sorted([t for t in sends if t > now - hour_span] + [now])
+    assert list(recorded) == sorted(scan.record(now, hour_span).sends)
     if sends:
         gone = sends[len(sends) // 2]
         left = list(sends)
