@@ -31,23 +31,14 @@ CONTENDERS = ("eightyeightpay", "transport alone", "raw h11", "aiohttp")
 
 
 async def _calls(name: str, count: int, emulator: dict[str, Any]) -> None:
-    from eightyeightpay.http import HttpRequest
-
-    from .load import PATH, _async_call
+    from .load import _async_call
+    from .overhead import transport_alone
 
     call, close, manager = await _async_call(
         "eightyeightpay" if name == "transport alone" else name, emulator
     )
     if name == "transport alone":
-        token = await manager.get_token()
-        headers = (*token.auth_headers(), ("Content-Type", "application/json"))
-        request = HttpRequest("POST", emulator["url"] + PATH, (*headers, ("Content-Length", "0")))
-        transport = manager._transport
-
-        async def alone() -> object:
-            return json.loads((await transport.send(request, timeout=30.0)).body)
-
-        call = alone
+        call = await transport_alone(manager)
     for _ in range(20 + count):
         await call()
     await close()

@@ -40,10 +40,9 @@ from eightyeightpay import AsyncTokenManager, TokenManager
 from eightyeightpay.plugins.sandbox import DEFAULT_API_KEY, DEFAULT_MERCHANT_ID
 
 from .common import Figures, rotations
-from .overhead import ungoverned
+from .overhead import PATH, ungoverned
 from .serve import emulator_process
 
-PATH = f"/api/balance?id={DEFAULT_MERCHANT_ID}"
 UNCAPPED = 1_000_000
 THREADS = 64
 TASKS = 1000

@@ -126,6 +126,19 @@ def _async_pair(
     return {"eightyeightpay request()": ours, TRANSPORT_ALONE: transport_alone, "raw h11": raw}
 
 
+async def transport_alone(manager: Any) -> Callable[[], Awaitable[object]]:
+    """One exchange of ``manager``'s own async transport, its body parsed: the request is
+    built once, with the manager's current token (the split between transport and protocol)."""
+    token = await manager.get_token()
+    request = build_api_request(manager.credentials.base_url, token, "POST", PATH)
+    transport = manager._transport
+
+    async def alone() -> object:
+        return json.loads((await transport.send(request, timeout=30.0)).body)
+
+    return alone
+
+
 def on_runtime(runtime: str, emulator: dict[str, Any], rounds: int, calls: int) -> Figures:
     """``await request()`` against a raw h11 exchange, on asyncio or trio."""
     ca_file = emulator["ca_file"]

@@ -33,7 +33,7 @@ from eightyeightpay.http import HttpRequest, HttpResponse
 from eightyeightpay.plugins.sandbox import DEFAULT_API_KEY, DEFAULT_MERCHANT_ID
 
 from .common import Figures, rotations
-from .overhead import PATH, ungoverned
+from .overhead import PATH, transport_alone, ungoverned
 from .serve import emulator_process
 
 BODY = json.dumps(
@@ -98,7 +98,7 @@ async def _measure(emulator: dict[str, Any], rounds: int, calls: int) -> Figures
     finally:
         manager._transport = real
     try:
-        in_place = await _in_place(manager, emulator)
+        in_place = await _in_place(manager)
     finally:
         await manager.aclose()
     return {
@@ -111,14 +111,8 @@ async def _measure(emulator: dict[str, Any], rounds: int, calls: int) -> Figures
     }
 
 
-async def _in_place(manager: AsyncTokenManager, emulator: dict[str, Any]) -> Figures:
-    token = await manager.get_token()
-    headers = (*token.auth_headers(), ("Content-Type", "application/json"))
-    request = HttpRequest("POST", emulator["url"] + PATH, (*headers, ("Content-Length", "0")))
-    transport = manager._transport
-
-    async def alone() -> object:
-        return json.loads((await transport.send(request, timeout=30.0)).body)
+async def _in_place(manager: AsyncTokenManager) -> Figures:
+    alone = await transport_alone(manager)
 
     async def ours() -> object:
         return (await manager.request("POST", PATH)).json
