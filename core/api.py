@@ -483,11 +483,11 @@ def api_call(
         permit = yield _RESERVE
         assert isinstance(permit, ApiPermit)
         if permit.wait > 0:
+            held = ApiRateLimited(None, retry_after=permit.wait, local=True, failed_request=label)
             if not until.fits(permit.now + permit.wait):
-                raise ApiRateLimited(
-                    None, retry_after=permit.wait, local=True, failed_request=label
-                )
-            yield Sleep(permit.wait)
+                raise held
+            if (yield from _slept(permit.wait, permit.now)):
+                raise held
             continue
         try:
             token: Token = yield NeedToken(until)
@@ -534,11 +534,22 @@ def api_call(
         failures += 1
         delay = backoff_delay(failures, rng, policy, retry_after=server_wait)
         now = yield _NOW
-        if not until.fits(now + delay):
+        if not until.fits(now + delay) or (yield from _slept(delay, now)):
             if isinstance(error, ApiRateLimited | RetryableError):
                 error.retry_after = max(error.retry_after, delay)
             raise error
-        yield Sleep(delay)
+
+
+def _slept(seconds: float, now: float) -> Generator[ApiEffect, Any, bool]:
+    """Sleep ``seconds`` from ``now``; True when the clock did not move meanwhile.
+
+    Only a fake clock whose sleep does not move it stays put (a manager built on a
+    ``FakeClock`` without ``sleep=``): the call's deadline would then never come, and the
+    call would wait for ever, so it ends as at its deadline.
+    """
+    yield Sleep(seconds)
+    later: float = yield _NOW
+    return later <= now
 
 
 def _token_failure(failure: EightyEightPayError, label: str, *, sent: bool) -> EightyEightPayError:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from eightyeightpay import (
+    ApiRateLimited,
     ApiResponse,
     ConfigurationError,
     ConnectError,
@@ -175,3 +176,33 @@ def test_a_header_that_cannot_be_sent_is_refused_before_anything_is_spent(
     )
     with pytest.raises(ConfigurationError):
         next(steps)
+
+
+def _on_a_frozen_clock(steps: Generator[Any, Any, ApiResponse], wait: float) -> list[str]:
+    """Drive ``steps`` on a clock no sleep moves: the governor holds the first send ``wait``
+    seconds (0: not at all), and every send is answered 429."""
+    seen: list[str] = []
+    result: Any = None
+    while True:
+        effect = steps.send(result)
+        seen.append(type(effect).__name__)
+        if len(seen) > 50:
+            raise AssertionError(f"the call never ends: {seen}")
+        if isinstance(effect, ReserveApiCall):
+            result = ApiPermit(0.0, wait)
+            wait = 0.0
+        elif isinstance(effect, NeedToken):
+            result = token(1)
+        elif isinstance(effect, SendApiRequest):
+            result = HttpResponse(429, (("Retry-After", "1"),))
+        else:
+            result = 0.0 if isinstance(effect, Now) else None
+
+
+@pytest.mark.parametrize("wait", [0.0, 5.0])
+def test_a_call_whose_sleeps_do_not_move_its_clock_ends_as_at_its_deadline(wait: float) -> None:
+    """A FakeClock without sleep=: each sleep leaves the time where it was, so the deadline
+    would never come; the call ends after one sleep with the error its deadline would give."""
+    with pytest.raises(ApiRateLimited) as raised:
+        _on_a_frozen_clock(call(deadline=30.0), wait)
+    assert raised.value.local is (wait > 0)
