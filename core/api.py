@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json as jsonlib
+import re
 from collections.abc import Generator, Mapping
 from typing import Any
 
@@ -109,15 +110,17 @@ def check_call(method: str, path: str) -> str:
         not isinstance(path, str)
         or not path.startswith("/")
         or path.startswith("//")
+        or not path.isascii()
         or not path.isprintable()
         or " " in path
     ):
         raise ConfigurationError(
-            f"The API path {path!r} must start with a single '/' and hold no whitespace, "
-            "for example '/api/transactions/charges'."
+            f"The API path {path!r} must start with a single '/' and hold no whitespace and "
+            "no character outside ASCII (percent-encode it), for example "
+            "'/api/transactions/charges'."
         )
     verb = method.upper() if isinstance(method, str) else ""
-    if not verb.isalpha():
+    if not (verb.isascii() and verb.isalpha()):
         raise ConfigurationError(f"{method!r} is not an HTTP method.")
     if type(method) is str and type(path) is str:
         if len(_CHECKED) >= _CHECKED_LIMIT:
@@ -134,6 +137,16 @@ _CHECKED_LIMIT = 256
 
 _OWN_HEADERS = frozenset({"authorization", "x-session-id", "content-type", "content-length"})
 """Headers the library sets on every call; a caller's own value for one of them is dropped."""
+
+_FRAMING_HEADERS = frozenset(
+    {"host", "transfer-encoding", "connection", "keep-alive", "te", "trailer", "upgrade"}
+)
+"""Headers the HTTP client sets to route and frame the call; a caller's is refused."""
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+"""A header name: an RFC 9110 token (ASCII letters, digits and a few marks)."""
+_FIELD_VALUE = re.compile(r"(?:[\x21-\x7e]+(?:[ \t]+[\x21-\x7e]+)*)?")
+"""A header value every transport sends alike: visible ASCII, spaces or tabs only inside."""
 
 
 def encode_json(value: Any) -> bytes:
@@ -161,24 +174,51 @@ def encode_json(value: Any) -> bytes:
         ) from None
 
 
-def _extra_headers(headers: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
-    """The caller's headers, less those the library sets; a line break in one is refused.
+def _extra_headers(headers: object) -> tuple[tuple[str, str], ...]:
+    """The caller's headers, less those the library sets, checked before anything is spent.
 
-    A value that is not a string is sent as its ``str()``; a name that is not a string
-    raises :class:`~eightyeightpay.errors.ConfigurationError`.
+    A value may be a string or an int (sent as its decimal). Raises
+    :class:`~eightyeightpay.errors.ConfigurationError` for ``headers`` that is not a mapping,
+    a name that is not an HTTP token (a string of ASCII letters, digits and ``!#$%&'*+.^_`|~-``),
+    a header the HTTP client sets itself (``Host``, ``Transfer-Encoding``, ``Connection``...),
+    and a value that is not a string or an int or that holds what HTTP cannot carry alike on
+    every transport: a line break or another control character, whitespace at either end,
+    a character outside ASCII (encode it first).
     """
     if not headers:
         return ()
+    if not isinstance(headers, Mapping):
+        raise ConfigurationError(
+            f"headers= must be a dict of header names to values, not {type(headers).__name__}."
+        )
     extra: list[tuple[str, str]] = []
     for name, value in headers.items():
-        if not isinstance(name, str):
-            raise ConfigurationError(f"Header name {name!r} is not a string.")
-        if name.lower() in _OWN_HEADERS:
+        if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+            raise ConfigurationError(
+                f"Header name {name!r} is not an HTTP header name (ASCII letters, digits and "
+                "!#$%&'*+.^_`|~- only)."
+            )
+        lowered = name.lower()
+        if lowered in _OWN_HEADERS:
             continue
-        text = value if isinstance(value, str) else str(value)
-        if "\r" in name or "\n" in name or "\r" in text or "\n" in text:
-            raise ConfigurationError(f"Header {name!r} holds a line break; refusing to send it.")
-        extra.append((str(name), str(text)))
+        if lowered in _FRAMING_HEADERS:
+            raise ConfigurationError(
+                f"Header {name!r} routes or frames the call, which the HTTP client does; "
+                "it cannot be given."
+            )
+        if type(value) is int:
+            value = str(value)
+        if not isinstance(value, str):
+            raise ConfigurationError(
+                f"The value of header {name!r} is a {type(value).__name__}: give a str (or an int)."
+            )
+        if not _FIELD_VALUE.fullmatch(value):
+            raise ConfigurationError(
+                f"The value of header {name!r} holds a line break, another control character, "
+                "whitespace at an end or a character outside ASCII; refusing to send it "
+                "(encode it first, for example with urllib.parse.quote)."
+            )
+        extra.append((name, str(value)))
     return tuple(extra)
 
 
@@ -274,9 +314,14 @@ def may_replay(request: HttpRequest, error: EightyEightPayError) -> bool:
 
 
 def _readable(response: ApiResponse) -> bool:
-    """False for a non-empty body that is not JSON (``json`` is None only then, or for ``null``)."""
-    if response.json is not None or not response.body:
+    """False for a body that is not JSON, an empty one too (but for a 204 or 205).
+
+    ``json`` is None only then, or for a body of ``null``.
+    """
+    if response.json is not None:
         return True
+    if not response.body:
+        return response.status in (204, 205)
     try:
         loads(response.body)
     except (ValueError, UnicodeDecodeError, RecursionError):
@@ -509,7 +554,7 @@ def api_call(
             server_wait = None
         else:
             response = read_api_response(answer)
-            unreadable = response.ok and not _readable(response)
+            unreadable = response.ok and verb != "HEAD" and not _readable(response)
             if response.status < 400 and not unreadable:
                 return response
             if response.status == 401 and not replayed:

@@ -25,7 +25,7 @@ from eightyeightpay.api import (
     SendApiRequest,
     api_call,
 )
-from eightyeightpay.errors import Unauthorized
+from eightyeightpay.errors import MalformedResponse, Unauthorized
 from eightyeightpay.fleet import Sleep
 from eightyeightpay.http import HttpRequest, HttpResponse
 from eightyeightpay.policy import call_deadline
@@ -103,7 +103,7 @@ def test_a_second_401_is_raised_not_replayed_again() -> None:
 
 
 def test_a_call_that_never_left_is_sent_once_more_after_a_backoff() -> None:
-    response, seen = drive(call(), [ConnectError("h", "refused"), HttpResponse(200)])
+    response, seen = drive(call(), [ConnectError("h", "refused"), HttpResponse(200, (), b"{}")])
     assert response.status == 200
     assert seen == ["token sess_1", "send sess_1", "sleep", "token sess_2", "send sess_2"]
 
@@ -113,7 +113,15 @@ def test_a_call_that_never_left_is_not_retried_past_the_deadline() -> None:
         drive(call(deadline=0.0), [ConnectError("h", "refused"), HttpResponse(200)])
 
 
-@pytest.mark.parametrize(("method", "path"), [("POST", "api/balance"), ("P0ST", "/api/balance")])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "api/balance"),
+        ("P0ST", "/api/balance"),
+        ("PÖST", "/api/balance"),
+        ("POST", "/api/bälance"),
+    ],
+)
 def test_a_mistaken_call_is_refused_before_it_asks_for_a_token(method: str, path: str) -> None:
     steps = api_call(
         "https://api-sandbox.88pay.io",
@@ -160,7 +168,25 @@ def test_a_callers_headers_go_out_as_strings_after_the_librarys_own() -> None:
 
 
 @pytest.mark.parametrize(
-    "headers", [{"X-Bad": "a\r\nInjected: 1"}, {"X-Bad\n": "a"}, {b"X-Bytes": "a"}, {7: "a"}]
+    "headers",
+    [
+        {"X-Bad": "a\r\nInjected: 1"},
+        {"X-Bad\n": "a"},
+        {b"X-Bytes": "a"},
+        {7: "a"},
+        {"X-Note": "café"},  # outside ASCII: urllib3 and h11 would each fail differently
+        {"X-Nul": "a\x00b"},
+        {"X Foo": "v"},
+        {"": "v"},
+        {"Authorization ": "x"},  # past the filter of the library's own, once
+        {"Host": "elsewhere.example"},
+        {"transfer-encoding": "chunked"},
+        {"X-None": None},
+        {"X-Bytes": b"abc"},
+        {"X-Flag": True},
+        {"X-Lead": " a"},
+        [("X-Pairs", "a")],
+    ],
 )
 def test_a_header_that_cannot_be_sent_is_refused_before_anything_is_spent(
     headers: dict[Any, Any],
@@ -206,3 +232,13 @@ def test_a_call_whose_sleeps_do_not_move_its_clock_ends_as_at_its_deadline(wait:
     with pytest.raises(ApiRateLimited) as raised:
         _on_a_frozen_clock(call(deadline=30.0), wait)
     assert raised.value.local is (wait > 0)
+
+
+def test_a_2xx_with_an_empty_body_is_malformed_and_may_have_been_processed() -> None:
+    """88Pay answers every call with an envelope: an empty 2xx (a cut-off body) tells
+    nobody whether the charge was made; a 204 says there is no body, and is an answer."""
+    with pytest.raises(MalformedResponse) as raised:
+        drive(call(), [HttpResponse(200)])
+    assert raised.value.may_have_been_processed
+    response, _ = drive(call(), [HttpResponse(204)])
+    assert response.status == 204 and response.json is None
