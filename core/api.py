@@ -505,9 +505,9 @@ def api_call(
 ) -> Generator[ApiEffect, Any, ApiResponse]:
     """The protocol of one authenticated call: yields effects, returns a 2xx/3xx answer.
 
-    ``until`` is the call's deadline. Each send is reserved with the API governor first
-    (60/minute, 1,000/hour, a 429's cool-down) and goes out with ``timeout`` seconds (the
-    manager's) cut to the time left; with less than
+    ``until`` is the call's deadline. Each send is reserved with the API governor (60/minute,
+    1,000/hour, a 429's cool-down) once its token is in hand, just before it goes out with
+    ``timeout`` seconds (the manager's) cut to the time left; with less than
     :data:`~eightyeightpay.policy.MIN_ATTEMPT` left it is not sent and
     :class:`~eightyeightpay.errors.DeadlineExceeded` is raised. What is retried within the
     deadline, with the jittered backoff: a call that provably never left; a 429 (88Pay did
@@ -525,6 +525,13 @@ def api_call(
     sent = False  # the call may have reached 88Pay
     replayed = False  # the one 401 replay is spent
     while True:
+        try:
+            token: Token = yield NeedToken(until)
+        except EightyEightPayError as failure:
+            raise _token_failure(failure, label, sent=sent) from None
+        # Reserved once the token is in hand, so that the send follows its reservation at
+        # once: reserved before a token request of 5 s, a send would count in the window 5 s
+        # before 88Pay saw it, and 61 could reach 88Pay in one of its minutes.
         permit = yield _RESERVE
         assert isinstance(permit, ApiPermit)
         if permit.wait > 0:
@@ -534,12 +541,8 @@ def api_call(
             if (yield from _slept(permit.wait, permit.now)):
                 raise held
             continue
-        try:
-            token: Token = yield NeedToken(until)
-        except EightyEightPayError as failure:
-            raise _token_failure(failure, label, sent=sent) from None
         request = _authenticated(base_url + path, token, verb, body, extra)
-        now = yield _NOW
+        now = permit.now
         if not until.may_start(now):
             late = Deadline.too_late(f"{label} could be sent", sent=sent)
             late.failed_request = label
