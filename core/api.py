@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json as jsonlib
+import math
 import re
 from collections.abc import Generator, Mapping
 from typing import Any
@@ -524,6 +525,11 @@ def api_call(
     failures = 0
     sent = False  # the call may have reached 88Pay
     replayed = False  # the one 401 replay is spent
+    # When the call's sleeps have ended at the latest. Time is never read as earlier than
+    # that: a fake clock whose sleep does not move it (a manager on a FakeClock without
+    # sleep=) would otherwise never reach the deadline, and a call that must wait would
+    # wait for ever. On a real clock it changes nothing.
+    awake = -math.inf
     while True:
         try:
             token: Token = yield NeedToken(until)
@@ -534,15 +540,16 @@ def api_call(
         # before 88Pay saw it, and 61 could reach 88Pay in one of its minutes.
         permit = yield _RESERVE
         assert isinstance(permit, ApiPermit)
+        now = max(permit.now, awake)
         if permit.wait > 0:
-            held = ApiRateLimited(None, retry_after=permit.wait, local=True, failed_request=label)
-            if not until.fits(permit.now + permit.wait):
-                raise held
-            if (yield from _slept(permit.wait, permit.now)):
-                raise held
+            if not until.fits(now + permit.wait):
+                raise ApiRateLimited(
+                    None, retry_after=permit.wait, local=True, failed_request=label
+                )
+            yield Sleep(permit.wait)
+            awake = now + permit.wait
             continue
         request = _authenticated(base_url + path, token, verb, body, extra)
-        now = permit.now
         if not until.may_start(now):
             late = Deadline.too_late(f"{label} could be sent", sent=sent)
             late.failed_request = label
@@ -581,23 +588,13 @@ def api_call(
             raise error
         failures += 1
         delay = backoff_delay(failures, rng, policy, retry_after=server_wait)
-        now = yield _NOW
-        if not until.fits(now + delay) or (yield from _slept(delay, now)):
+        now = max((yield _NOW), awake)
+        if not until.fits(now + delay):
             if isinstance(error, ApiRateLimited | RetryableError):
                 error.retry_after = max(error.retry_after, delay)
             raise error
-
-
-def _slept(seconds: float, now: float) -> Generator[ApiEffect, Any, bool]:
-    """Sleep ``seconds`` from ``now``; True when the clock did not move meanwhile.
-
-    Only a fake clock whose sleep does not move it stays put (a manager built on a
-    ``FakeClock`` without ``sleep=``): the call's deadline would then never come, and the
-    call would wait for ever, so it ends as at its deadline.
-    """
-    yield Sleep(seconds)
-    later: float = yield _NOW
-    return later <= now
+        yield Sleep(delay)
+        awake = now + delay
 
 
 def _token_failure(failure: EightyEightPayError, label: str, *, sent: bool) -> EightyEightPayError:

@@ -88,7 +88,7 @@ def _targets(f: Figures) -> list[tuple[str, str, bool]]:
             )
             text = (
                 f"{figures['token_requests']} requests, "
-                f"{figures['callers_waited_after_first_token']} waited, "
+                f"{figures['callers_waited_after_first_token']} waited after the first token, "
                 f"{figures['rate_limited_429']} 429, {figures['expired_tokens_used']} expired"
             )
             rows.append((f"simulated hour, {name}", text, ok))
