@@ -11,7 +11,7 @@ import hashlib
 import ipaddress
 import re
 from enum import Enum
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import attrs
 
@@ -139,7 +139,29 @@ def _check_merchant_id(_instance: object, _attribute: object, value: str) -> Non
 
 
 def _normalise_url(value: str) -> str:
-    return value.strip().rstrip("/") if isinstance(value, str) else value
+    """``value`` in one spelling per API host, so that a host has one token cache and budget.
+
+    Surrounding whitespace and a trailing slash go, the scheme and host are put in lower
+    case, and a default port (443 for https, 80 for http) is dropped. A URL that is not an
+    http(s) URL with a host, or that names a user, is left as it is, for the checks that
+    refuse it with a message showing it as given.
+    """
+    if not isinstance(value, str):
+        return value
+    url = value.strip().rstrip("/")
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        return url
+    host = parts.hostname
+    if scheme not in ("https", "http") or not host or has_userinfo(url):
+        return url
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None and port != (443 if scheme == "https" else 80):
+        netloc = f"{netloc}:{port}"
+    return urlunsplit((scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 @attrs.frozen(repr=False)

@@ -85,6 +85,28 @@ def test_rotated_key_or_other_host_never_shares_a_cache_key() -> None:
     assert API_KEY not in str(a)
 
 
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        SANDBOX_URL.upper().replace("HTTPS://", "https://"),
+        SANDBOX_URL + ":443",
+        SANDBOX_URL + ":443/",
+        " HTTPS" + SANDBOX_URL[5:] + " ",
+    ],
+)
+def test_one_api_host_spelled_differently_shares_one_cache_key(spelling: str) -> None:
+    """One host, one token cache and one pair of budgets: case, a default port and a
+    trailing slash are spelling, not another host."""
+    assert Credentials(API_KEY, MERCHANT, spelling).base_url == SANDBOX_URL
+    assert (
+        Credentials(API_KEY, MERCHANT, spelling).cache_key
+        == Credentials(API_KEY, MERCHANT).cache_key
+    )
+    other_port = Credentials(API_KEY, MERCHANT, SANDBOX_URL + ":8443")
+    assert other_port.base_url == SANDBOX_URL + ":8443"
+    assert other_port.cache_key != Credentials(API_KEY, MERCHANT).cache_key
+
+
 def test_environment_variables_are_read_and_trimmed() -> None:
     config = read_environment(
         {
