@@ -43,6 +43,7 @@ from .tls import (
     MAX_BODY_BYTES,
     QUEUE_SHARE,
     PoolStats,
+    QueueOrder,
     TrustKey,
     connection_cap,
     shared_tls_context,
@@ -163,7 +164,7 @@ class _Turn:
         self.connection: _Connection | None = None
 
 
-class _Pool:
+class _Pool(QueueOrder):
     """The connections of one event loop to one origin: at most ``cap`` open at once.
 
     A connection given back while callers queue is handed to the one that queued first,
@@ -177,8 +178,8 @@ class _Pool:
         self.key = key
         self.cap = cap
         self.idle: list[_Connection] = []
-        self.turns: collections.deque[_Turn] = collections.deque()
-        self.open = 0  # idle and in use
+        self.turns = collections.deque()
+        self.open = 0
         self.opened = 0
         self.queued = 0
         self.users = 0
@@ -232,17 +233,7 @@ class _Pool:
             self.open -= 1
         await _discard(connection)
 
-    def raise_cap(self, cap: int) -> None:
-        """Allow ``cap`` connections; the new places go to callers in the queue first."""
-        self.cap = cap
-        while self.turns and self.open < cap:
-            self.open += 1
-            self.opened += 1
-            self._hand(None)
-
-    def _hand(self, connection: _Connection | None) -> None:
-        turn = self.turns.popleft()
-        turn.connection, turn.granted = connection, True
+    def _wake(self, turn: _Turn) -> None:
         turn.lot.unpark()
 
     async def close(self) -> None:

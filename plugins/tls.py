@@ -6,9 +6,10 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -171,3 +172,38 @@ class PoolStats:
     """Connections opened since the pool was made (each a TCP connect and TLS handshake)."""
     queued: int
     """Callers that had to wait for a connection because the pool was at its cap."""
+
+
+class QueueOrder:
+    """The pools' queue order: at most :attr:`cap` connections open, first come first served.
+
+    Both transports' pools share it. A queued caller is a turn with ``connection`` and
+    ``granted``; a pool says how a turn is woken (:meth:`_wake`: a lock released, a task
+    unparked) and calls :meth:`_hand` with a connection given back, or None for a place to
+    open one in.
+    """
+
+    cap: int
+    """Most connections open at once, in use and idle."""
+    open: int
+    """Connections open now (idle and in use), and places handed out to open one."""
+    opened: int
+    """Connections opened, and places handed out to open one, since the pool was made."""
+    turns: collections.deque[Any]
+    """The callers queued, first first."""
+
+    def raise_cap(self, cap: int) -> None:
+        """Allow ``cap`` connections; the new places go to callers in the queue first."""
+        self.cap = cap
+        while self.turns and self.open < cap:
+            self.open += 1
+            self.opened += 1
+            self._hand(None)
+
+    def _hand(self, connection: object) -> None:
+        turn = self.turns.popleft()
+        turn.connection, turn.granted = connection, True
+        self._wake(turn)
+
+    def _wake(self, turn: Any) -> None:
+        raise NotImplementedError

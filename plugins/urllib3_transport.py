@@ -61,6 +61,7 @@ from .tls import (
     MAX_BODY_BYTES,
     QUEUE_SHARE,
     PoolStats,
+    QueueOrder,
     TrustKey,
     connection_cap,
     shared_tls_context,
@@ -197,7 +198,7 @@ class _Turn:
         self.connection: HTTPConnection | None = None
 
 
-class _HostPool:
+class _HostPool(QueueOrder):
     """The connections of this process to one origin: at most ``cap`` open at once.
 
     A connection given back while callers queue is handed to the one that queued first,
@@ -211,8 +212,8 @@ class _HostPool:
         self.cap = cap
         self.lock = threading.Lock()
         self.idle: list[tuple[float, HTTPConnection]] = []
-        self.turns: collections.deque[_Turn] = collections.deque()
-        self.open = 0  # idle and in use
+        self.turns = collections.deque()
+        self.open = 0
         self.opened = 0
         self.queued = 0
         self.users = 0
@@ -280,15 +281,9 @@ class _HostPool:
     def raise_cap(self, cap: int) -> None:
         """Allow ``cap`` connections; the new places go to callers in the queue first."""
         with self.lock:
-            self.cap = cap
-            while self.turns and self.open < cap:
-                self.open += 1
-                self.opened += 1
-                self._hand(None)
+            super().raise_cap(cap)
 
-    def _hand(self, connection: HTTPConnection | None) -> None:
-        turn = self.turns.popleft()
-        turn.connection, turn.granted = connection, True
+    def _wake(self, turn: _Turn) -> None:
         turn.lock.release()
 
     def close_idle(self) -> None:
