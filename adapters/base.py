@@ -216,6 +216,7 @@ class ManagerBase:
             clock=self._clock,
             fresh_token=self._fresh_token,
             govern=self._govern if self._governs_at_once else None,
+            ended=self._api_send_ended,
         )
 
     def _fresh_token(self) -> Token | None:
@@ -224,6 +225,12 @@ class ManagerBase:
         if token is not None and self._clock() < token.fresh_until:
             return token
         return None
+
+    def _api_send_ended(self, reserved_at: float) -> None:
+        """A send of ``request()`` reserved at ``reserved_at`` ended: counted now."""
+        slot = self._slot
+        with slot.lock:
+            slot.machine.api_send_ended(reserved_at, self._clock())
 
     def _govern(self, effect: ReserveApiCall | ApiCoolDown) -> ApiPermit | float:
         """Perform an API governor effect of ``request()`` on blocking store operations.

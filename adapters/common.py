@@ -20,6 +20,7 @@ from eightyeightpay.api import (
     ApiEffect,
     ApiPermit,
     ApiResponse,
+    ApiSendEnded,
     InvalidateToken,
     NeedToken,
     Now,
@@ -376,12 +377,12 @@ def _governor_steps(
 
 
 def _governed(
-    slot: Slot, effect: ApiEffect, answer: float, clock: Callable[[], float]
+    slot: Slot, effect: ApiEffect, answer: float, clock: Callable[[], float], counted_at: float
 ) -> ApiPermit | float:
     if not isinstance(effect, ReserveApiCall):
         return answer
-    if answer <= 0:
-        return ApiPermit(clock(), answer)
+    if answer <= 0:  # the time the governor counted the send at (ApiSendEnded moves it)
+        return ApiPermit(counted_at, answer)
     with slot.lock:
         now = clock()
         cause, scope = slot.machine.api_hold(now)
@@ -414,13 +415,15 @@ def perform_api_governor(
     with slot.lock:
         steps = _governor_steps(slot, effect, clock())
         step = _step(steps, None)
+        counted_at = machine.api_reserved_at
     while not isinstance(step, float):
         assert operations is not None  # only a fleet machine asks for the store
         value = call_store(step, operations, deadline)
         result = store_outcome(step, value, clock, health)
         with slot.lock:
             step = _step(steps, result)
-    return _governed(slot, effect, step, clock)
+            counted_at = machine.api_reserved_at
+    return _governed(slot, effect, step, clock, counted_at)
 
 
 async def aperform_api_governor(
@@ -433,16 +436,19 @@ async def aperform_api_governor(
     runtime: AsyncRuntime,
 ) -> ApiPermit | float:
     """:func:`perform_api_governor` on async operations."""
+    machine = slot.machine
     with slot.lock:
         steps = _governor_steps(slot, effect, clock())
         step = _step(steps, None)
+        counted_at = machine.api_reserved_at
     while not isinstance(step, float):
         assert operations is not None
         value = await acall_store(step, operations, runtime, deadline)
         result = store_outcome(step, value, clock, health)
         with slot.lock:
             step = _step(steps, result)
-    return _governed(slot, effect, step, clock)
+            counted_at = machine.api_reserved_at
+    return _governed(slot, effect, step, clock, counted_at)
 
 
 def _step(
@@ -474,12 +480,14 @@ class ApiCallRun:
     await or block on: the time (``clock``), a token the cache holds fresh
     (``fresh_token``; a :class:`~eightyeightpay.api.NeedToken` reaches the driver only when
     it returns None), the governor when ``govern`` is given (a driver whose store calls
-    block, or that has no store), invalidating the token, and the call's telemetry (its
+    block, or that has no store), a send's end for the governor's window (``ended``, with
+    the send's reservation time), invalidating the token, and the call's telemetry (its
     sends, a hold by the governor, its end in an error).
     """
 
     __slots__ = (
         "_clock",
+        "_ended",
         "_failure",
         "_fresh_token",
         "_govern",
@@ -500,9 +508,11 @@ class ApiCallRun:
         clock: Callable[[], float],
         fresh_token: Callable[[], Token | None],
         govern: Governor | None,
+        ended: Callable[[float], None],
     ) -> None:
         self._steps = steps
         self._invalidate = invalidate
+        self._ended = ended
         self._trace = trace
         self._clock = clock
         self._fresh_token = fresh_token
@@ -529,7 +539,10 @@ class ApiCallRun:
                     if trace is not None:
                         self._span = trace.sending(effect.request)  # type: ignore[union-attr]
                     return effect  # type: ignore[return-value]
-                if kind is Now:
+                if kind is ApiSendEnded:
+                    self._ended(effect.reserved_at)  # type: ignore[union-attr]
+                    effect = steps.send(None)
+                elif kind is Now:
                     effect = steps.send(self._clock())
                 elif kind is NeedToken:
                     token = self._fresh_token()

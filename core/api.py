@@ -36,6 +36,7 @@ __all__ = [
     "ApiEffect",
     "ApiPermit",
     "ApiResponse",
+    "ApiSendEnded",
     "InvalidateToken",
     "NeedToken",
     "Now",
@@ -458,7 +459,8 @@ class ApiPermit:
     """
 
     now: float
-    """Monotonic time of the answer."""
+    """Monotonic time of the answer: with ``wait`` 0, the time the send is counted at
+    until it ends (:class:`ApiSendEnded`)."""
     wait: float
     """Seconds until a send is allowed (0: reserved, send now)."""
     cause: str = ""
@@ -479,12 +481,31 @@ class ApiCoolDown:
 
 
 @attrs.frozen
+class ApiSendEnded:
+    """Effect: the send reserved at ``reserved_at`` has ended; send back None.
+
+    Its answer came back, or its exchange failed: the API governor counts it now, when
+    88Pay had it at the latest.
+    """
+
+    reserved_at: float
+    """The send's :attr:`ApiPermit.now`."""
+
+
+@attrs.frozen
 class Now:
     """Effect: send back the monotonic time."""
 
 
 ApiEffect = (
-    NeedToken | SendApiRequest | InvalidateToken | ReserveApiCall | ApiCoolDown | Now | Sleep
+    NeedToken
+    | SendApiRequest
+    | ApiSendEnded
+    | InvalidateToken
+    | ReserveApiCall
+    | ApiCoolDown
+    | Now
+    | Sleep
 )
 """What an API call asks its driver to do."""
 
@@ -555,6 +576,9 @@ def api_call(
             late.failed_request = label
             raise late
         answer = yield SendApiRequest(request, until.budget(now, timeout))
+        # Counted at its end: a send that waited for a connection reached 88Pay after its
+        # reservation, and must not leave the window before it leaves 88Pay's.
+        yield ApiSendEnded(permit.now)
         error: EightyEightPayError
         if isinstance(answer, TransportError):
             error = answer

@@ -49,6 +49,15 @@ class RateWindow:
             return self
         return RateWindow(sends[:at] + sends[at + 1 :])
 
+    def move(self, sent: float, to: float, hour: float = HOUR) -> RateWindow:
+        """The window with the send at ``sent`` counted at ``to`` instead.
+
+        For a send known to have reached 88Pay later than it was counted (its answer came
+        back at ``to``): the count stays the same. Unchanged when no send is at ``sent``.
+        """
+        moved = self.forget(sent)
+        return self if moved is self else moved.record(to, hour)
+
     def next_allowed(
         self,
         now: float,

@@ -352,6 +352,9 @@ class TokenMachine:
         """API calls of the last hour, for 88Pay's 60/minute and 1,000/hour API limits."""
         self.api_blocked_until = -math.inf
         """No API call before this time (an API 429's cool-down)."""
+        self.api_reserved_at = -math.inf
+        """When the last send :attr:`api_window` counted was counted (an
+        :class:`~eightyeightpay.api.ApiPermit`'s time)."""
         # A policy without API limits keeps only a 429's cool-down.
         self._api_kept = policy.api_per_minute is not None or policy.api_per_hour is not None
         self._api_limits = (policy.api_per_minute or _UNLIMITED, policy.api_per_hour or _UNLIMITED)
@@ -536,7 +539,7 @@ class TokenMachine:
             # 88Pay counts the request when it arrives, at the latest when its answer came
             # back: the windows count it then, so that a slow request (a first connection)
             # and a quick next one never fall into one of 88Pay's windows together.
-            self.window = self.window.forget(now).record(exchange.now, self.policy.hour_span)
+            self.window = self.window.move(now, exchange.now, self.policy.hour_span)
         if exchange.response is not None:
             try:
                 token = interpret_token_response(
@@ -1024,7 +1027,7 @@ class TokenMachine:
                 self.api_alone = False
                 if result.wait > 0:
                     return result.wait
-                self.api_window = self.api_window.record(now)
+                self._count_api_send(now)
                 return 0.0
             self.api_alone = True
         if not kept:
@@ -1033,7 +1036,7 @@ class TokenMachine:
         if wait > 0:
             return wait
         self._unsynced(API_BUDGET, now)
-        self.api_window = self.api_window.record(now)
+        self._count_api_send(now)
         return 0.0
 
     def reserve_api_locally(self, now: float) -> float:
@@ -1045,8 +1048,27 @@ class TokenMachine:
         if allowed > now:
             return allowed - now
         if self._api_kept:
-            self.api_window = self.api_window.record(now)
+            self._count_api_send(now)
         return 0.0
+
+    def _count_api_send(self, now: float) -> None:
+        self.api_window = self.api_window.record(now)
+        self.api_reserved_at = now
+
+    def api_send_ended(self, reserved_at: float, now: float) -> None:
+        """The send reserved at ``reserved_at`` (its permit's time) ended at ``now``.
+
+        Its answer came back, or its exchange failed, at ``now``. 88Pay counts a call when
+        it arrives, at the latest when its answer comes back, so the window counts the send
+        then (as it does a token request): a send that waited in the transport for a
+        connection, or for one to be opened, would otherwise leave this window before it
+        left 88Pay's, and the next minute's sends could draw a 429. The count stays the
+        same. With a fleet store the fleet's budget keeps the send at its reservation (on
+        the store's clock); this process's own window, which decides while the store
+        fails, moves.
+        """
+        if now > reserved_at:
+            self.api_window = self.api_window.move(reserved_at, now)
 
     def _api_allowed(self, now: float) -> float:
         """When this process's own cool-down and the policy's API limits allow a call."""

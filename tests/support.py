@@ -17,6 +17,7 @@ from eightyeightpay.api import (
     ApiEffect,
     ApiPermit,
     ApiResponse,
+    ApiSendEnded,
     InvalidateToken,
     NeedToken,
     Now,
@@ -193,7 +194,8 @@ class FakeApiDriver:
             failure = None
             match effect:
                 case ReserveApiCall():
-                    result = ApiPermit(self.now, local_wait(self.machine.reserve_api(self.now)))
+                    wait = local_wait(self.machine.reserve_api(self.now))
+                    result = ApiPermit(self.now, wait)
                 case NeedToken(until):
                     try:
                         result = self.token(until)
@@ -213,6 +215,9 @@ class FakeApiDriver:
                 case InvalidateToken():
                     self.invalidated += 1
                     result = True
+                case ApiSendEnded(reserved_at):
+                    self.machine.api_send_ended(reserved_at, self.now)
+                    result = None
 
 
 @attrs.frozen

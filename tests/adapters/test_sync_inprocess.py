@@ -16,6 +16,7 @@ from eightyeightpay import (
 )
 from eightyeightpay.adapters.sync import ThreadBackground, TokenManager
 from eightyeightpay.errors import ConfigurationError, ConnectError, ConnectionLost
+from eightyeightpay.http import HttpRequest, HttpResponse
 from eightyeightpay.plugins.memory import MemoryStore
 from eightyeightpay.plugins.sandbox import (
     DEFAULT_API_KEY,
@@ -282,3 +283,35 @@ def test_a_failing_background_refresh_logs_one_warning_with_the_time_left(
     for record in caplog.records:
         assert token.access_token not in record.getMessage()
         assert DEFAULT_API_KEY not in record.getMessage()
+
+
+def test_a_call_that_waited_for_a_connection_is_counted_when_it_reached_88pay(
+    inproc: InProcess,
+) -> None:
+    """The first of 60 calls waits 5 s inside its transport (a pool at its cap) before it
+    reaches 88Pay. 60.5 s after its reservation, only 55.5 s after 88Pay counted it, the
+    61st call waits for 88Pay's minute to end instead of drawing a 429."""
+
+    class LateFirstCall:
+        def __init__(self) -> None:
+            self.waited = False
+
+        def send(self, request: HttpRequest, *, timeout: float) -> HttpResponse:
+            if not self.waited and "/api/balance" in request.url:
+                self.waited = True
+                inproc.clock.advance(5.0)  # no connection free for 5 s
+            return inproc.transport.send(request, timeout=timeout)
+
+        def close(self) -> None:
+            inproc.transport.close()
+
+    manager = inproc.manager(transport=LateFirstCall())
+    start = inproc.clock()
+    for _ in range(60):
+        assert manager.request("POST", BALANCE).status == 200
+    assert inproc.clock() == start + 5.0
+    inproc.clock.advance(55.5)
+    assert manager.request("POST", BALANCE).status == 200
+    assert inproc.stat("api_requests") == 61
+    assert inproc.stat("rate_limited") == 0
+    assert inproc.clock() >= start + 65.0  # it went out once the first call left 88Pay's minute

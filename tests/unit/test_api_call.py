@@ -18,6 +18,7 @@ from eightyeightpay import (
 )
 from eightyeightpay.api import (
     ApiPermit,
+    ApiSendEnded,
     InvalidateToken,
     NeedToken,
     Now,
@@ -67,6 +68,10 @@ def drive(
             result = None
         elif isinstance(effect, Now):
             result = now
+        elif isinstance(effect, ApiSendEnded):
+            assert effect.reserved_at == now  # the permit's time: the send's reservation
+            seen.append("ended")
+            result = None
         else:
             assert isinstance(effect, SendApiRequest)
             seen.append(f"send {effect.request.header('x-session-id')}")
@@ -91,9 +96,11 @@ def test_a_401_invalidates_exactly_that_token_and_replays_once_with_a_new_one() 
     assert seen == [
         "token sess_1",
         "send sess_1",
+        "ended",
         "invalidate sess_1",
         "token sess_2",
         "send sess_2",
+        "ended",
     ]
 
 
@@ -105,7 +112,15 @@ def test_a_second_401_is_raised_not_replayed_again() -> None:
 def test_a_call_that_never_left_is_sent_once_more_after_a_backoff() -> None:
     response, seen = drive(call(), [ConnectError("h", "refused"), HttpResponse(200, (), b"{}")])
     assert response.status == 200
-    assert seen == ["token sess_1", "send sess_1", "sleep", "token sess_2", "send sess_2"]
+    assert seen == [
+        "token sess_1",
+        "send sess_1",
+        "ended",
+        "sleep",
+        "token sess_2",
+        "send sess_2",
+        "ended",
+    ]
 
 
 def test_a_call_that_never_left_is_not_retried_past_the_deadline() -> None:
@@ -267,3 +282,18 @@ def test_a_send_is_reserved_once_its_token_is_in_hand() -> None:
         else:
             result = now if isinstance(effect, Now) else None
     assert reserved_at == sent_at == [5.0]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [HttpResponse(200, (), b"{}"), ConnectError("api.88pay.io", "reset")],
+    ids=["answered", "broken"],
+)
+def test_each_send_reports_its_end_with_its_reservation_time(answer: object) -> None:
+    """After every send, answered or broken, the protocol says the send has ended, with the
+    time its permit counted it at, before anything else: the governor counts it then."""
+    steps = call()
+    assert isinstance(next(steps), NeedToken)
+    assert isinstance(steps.send(token(1)), ReserveApiCall)
+    assert isinstance(steps.send(ApiPermit(7.5, 0.0)), SendApiRequest)
+    assert steps.send(answer) == ApiSendEnded(7.5)

@@ -3,6 +3,7 @@ never a broken rate window, backoff within its bounds."""
 
 from __future__ import annotations
 
+import heapq
 import random
 
 import pytest
@@ -233,6 +234,50 @@ def test_governor_window_answers_as_a_full_scan_does(
         left.remove(gone)
         assert list(window.forget(gone).sends) == left
     assert window.forget(-1.0) == window
+    if sends:  # a send counted later: the count stays, the order holds
+        moved = window.move(sends[0], now, hour_span).sends
+        left = sorted([*sends[1:], now])
+        assert list(moved) == [t for t in left if t > now - hour_span]
+    assert window.move(-1.0, now) == window
+
+
+@given(
+    st.lists(
+        st.tuples(st.floats(0, 900, allow_nan=False), st.floats(0, 59.5, allow_nan=False)),
+        max_size=80,
+    ),
+    st.booleans(),
+)
+def test_api_sends_that_reach_88pay_late_never_break_its_windows(
+    calls: list[tuple[float, float]], at_the_end: bool
+) -> None:
+    """API calls wished for at any times, each taking under a minute from its reservation
+    to its answer (a wait for a connection, a slow server): wherever in that time 88Pay
+    counts each one (here: at its reservation, or at its answer), no rolling minute or hour
+    of 88Pay's holds more than the limits. Counting a send at its reservation only, a send
+    that waited left the window before it left 88Pay's."""
+    machine = TokenMachine(CREDENTIALS, Policy(api_per_minute=5, api_per_hour=20), random.Random(1))
+    events = [(wish, 0, i) for i, (wish, _) in enumerate(calls)]  # (time, 0 reserve / 1 end, i)
+    heapq.heapify(events)
+    reserved: dict[int, float] = {}
+    arrivals: list[float] = []
+    while events:
+        now, kind, i = heapq.heappop(events)
+        if kind == 1:
+            machine.api_send_ended(reserved[i], now)
+            continue
+        wait = machine.reserve_api_locally(now)
+        if wait > 0:
+            heapq.heappush(events, (now + wait, 0, i))
+            continue
+        reserved[i] = now
+        end = now + calls[i][1]
+        arrivals.append(end if at_the_end else now)
+        heapq.heappush(events, (end, 1, i))
+    for a in arrivals:
+        assert sum(1 for b in arrivals if a - 60 < b <= a) <= 5
+        assert sum(1 for b in arrivals if a - 3600 < b <= a) <= 20
+    assert machine.api_window.count(900 + 3600, 3600) <= 20
 
 
 @given(st.lists(st.floats(0, 20_000, allow_nan=False), max_size=300))
