@@ -229,8 +229,9 @@ class ManagerBase:
     def _api_send_ended(self, reserved_at: float) -> None:
         """A send of ``request()`` reserved at ``reserved_at`` ended: counted now."""
         slot = self._slot
-        with slot.lock:
-            slot.machine.api_send_ended(reserved_at, self._clock())
+        if slot.machine.api_window.sends:  # else nothing is counted (no API limits kept)
+            with slot.lock:
+                slot.machine.api_send_ended(reserved_at, self._clock())
 
     def _govern(self, effect: ReserveApiCall | ApiCoolDown) -> ApiPermit | float:
         """Perform an API governor effect of ``request()`` on blocking store operations.
