@@ -508,7 +508,7 @@ class ApiCallRun:
         clock: Callable[[], float],
         fresh_token: Callable[[], Token | None],
         govern: Governor | None,
-        ended: Callable[[float], None],
+        ended: Callable[[ApiSendEnded], None],
     ) -> None:
         self._steps = steps
         self._invalidate = invalidate
@@ -540,7 +540,7 @@ class ApiCallRun:
                         self._span = trace.sending(effect.request)  # type: ignore[union-attr]
                     return effect  # type: ignore[return-value]
                 if kind is ApiSendEnded:
-                    self._ended(effect.reserved_at)  # type: ignore[union-attr]
+                    self._ended(effect)  # type: ignore[arg-type]
                     effect = steps.send(None)
                 elif kind is Now:
                     effect = steps.send(self._clock())

@@ -485,11 +485,14 @@ class ApiSendEnded:
     """Effect: the send reserved at ``reserved_at`` has ended; send back None.
 
     Its answer came back, or its exchange failed: the API governor counts it now, when
-    88Pay had it at the latest.
+    88Pay had it at the latest, or forgets it if it provably never left this process.
     """
 
     reserved_at: float
     """The send's :attr:`ApiPermit.now`."""
+    left: bool = True
+    """False when the send provably never left this process (a connection that could not
+    be opened: ``may_have_been_sent`` False): 88Pay never saw it."""
 
 
 @attrs.frozen
@@ -578,7 +581,8 @@ def api_call(
         answer = yield SendApiRequest(request, until.budget(now, timeout))
         # Counted at its end: a send that waited for a connection reached 88Pay after its
         # reservation, and must not leave the window before it leaves 88Pay's.
-        yield ApiSendEnded(permit.now)
+        left = not isinstance(answer, TransportError) or answer.may_have_been_sent
+        yield ApiSendEnded(permit.now, left)
         error: EightyEightPayError
         if isinstance(answer, TransportError):
             error = answer

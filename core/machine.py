@@ -1055,7 +1055,7 @@ class TokenMachine:
         self.api_window = self.api_window.record(now)
         self.api_reserved_at = now
 
-    def api_send_ended(self, reserved_at: float, now: float) -> None:
+    def api_send_ended(self, reserved_at: float, now: float, *, left: bool = True) -> None:
         """The send reserved at ``reserved_at`` (its permit's time) ended at ``now``.
 
         Its answer came back, or its exchange failed, at ``now``. 88Pay counts a call when
@@ -1065,9 +1065,13 @@ class TokenMachine:
         left 88Pay's, and the next minute's sends could draw a 429. The count stays the
         same. With a fleet store the fleet's budget keeps the send at its reservation (on
         the store's clock); this process's own window, which decides while the store
-        fails, moves.
+        fails, moves. A send that provably never ``left`` this process (its connection could
+        not be opened) is taken out of the window, as a token request is: 88Pay never saw
+        it, and a retry counts anew.
         """
-        if now > reserved_at:
+        if not left:
+            self.api_window = self.api_window.forget(reserved_at)
+        elif now > reserved_at:
             self.api_window = self.api_window.move(reserved_at, now)
 
     def _api_allowed(self, now: float) -> float:

@@ -215,8 +215,8 @@ class FakeApiDriver:
                 case InvalidateToken():
                     self.invalidated += 1
                     result = True
-                case ApiSendEnded(reserved_at):
-                    self.machine.api_send_ended(reserved_at, self.now)
+                case ApiSendEnded(reserved_at, left):
+                    self.machine.api_send_ended(reserved_at, self.now, left=left)
                     result = None
 
 

@@ -315,3 +315,15 @@ def test_a_call_that_waited_for_a_connection_is_counted_when_it_reached_88pay(
     assert inproc.stat("api_requests") == 61
     assert inproc.stat("rate_limited") == 0
     assert inproc.clock() >= start + 65.0  # it went out once the first call left 88Pay's minute
+
+
+def test_a_call_that_never_left_gives_its_place_in_the_minute_back(inproc: InProcess) -> None:
+    """Three refused connections (nothing reached 88Pay) and a retry, then 59 more calls:
+    all 60 calls go out within the minute; the refused attempts count for nothing."""
+    inproc.sandbox.inject(Fault.refuse(), path="/api/balance", times=3)
+    manager = inproc.manager()
+    start = inproc.clock()
+    for _ in range(60):
+        assert manager.request("POST", BALANCE).status == 200
+    assert inproc.stat("api_requests") == 60
+    assert inproc.clock() - start < 10  # the first call's backoff only: nobody waited a minute

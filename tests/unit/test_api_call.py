@@ -26,7 +26,7 @@ from eightyeightpay.api import (
     SendApiRequest,
     api_call,
 )
-from eightyeightpay.errors import MalformedResponse, Unauthorized
+from eightyeightpay.errors import ConnectionLost, MalformedResponse, Unauthorized
 from eightyeightpay.fleet import Sleep
 from eightyeightpay.http import HttpRequest, HttpResponse
 from eightyeightpay.policy import call_deadline
@@ -285,15 +285,20 @@ def test_a_send_is_reserved_once_its_token_is_in_hand() -> None:
 
 
 @pytest.mark.parametrize(
-    "answer",
-    [HttpResponse(200, (), b"{}"), ConnectError("api.88pay.io", "reset")],
-    ids=["answered", "broken"],
+    ("answer", "left"),
+    [
+        (HttpResponse(200, (), b"{}"), True),
+        (ConnectionLost("api.88pay.io", "reset"), True),
+        (ConnectError("api.88pay.io", "refused"), False),
+    ],
+    ids=["answered", "broken", "never-left"],
 )
-def test_each_send_reports_its_end_with_its_reservation_time(answer: object) -> None:
-    """After every send, answered or broken, the protocol says the send has ended, with the
-    time its permit counted it at, before anything else: the governor counts it then."""
+def test_each_send_reports_its_end_with_its_reservation_time(answer: object, left: bool) -> None:
+    """After every send the protocol says the send has ended, with the time its permit
+    counted it at, before anything else: the governor counts it then, or forgets it when
+    it provably never left (a connection refused)."""
     steps = call()
     assert isinstance(next(steps), NeedToken)
     assert isinstance(steps.send(token(1)), ReserveApiCall)
     assert isinstance(steps.send(ApiPermit(7.5, 0.0)), SendApiRequest)
-    assert steps.send(answer) == ApiSendEnded(7.5)
+    assert steps.send(answer) == ApiSendEnded(7.5, left)
