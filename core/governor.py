@@ -55,8 +55,16 @@ class RateWindow:
         For a send known to have reached 88Pay later than it was counted (its answer came
         back at ``to``): the count stays the same. Unchanged when no send is at ``sent``.
         """
-        moved = self.forget(sent)
-        return self if moved is self else moved.record(to, hour)
+        sends = self.sends
+        at = bisect_left(sends, sent)
+        if at == len(sends) or sends[at] != sent:
+            return self
+        if sends[-1] <= to:  # the usual case: the latest answer; one new tuple
+            start = bisect_right(sends, to - hour)
+            if start > at:
+                return RateWindow((*sends[start:], to))
+            return RateWindow((*sends[start:at], *sends[at + 1 :], to))
+        return RateWindow(sends[:at] + sends[at + 1 :]).record(to, hour)
 
     def next_allowed(
         self,

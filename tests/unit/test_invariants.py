@@ -234,9 +234,10 @@ def test_governor_window_answers_as_a_full_scan_does(
         left.remove(gone)
         assert list(window.forget(gone).sends) == left
     assert window.forget(-1.0) == window
-    if sends:  # a send counted later: the count stays, the order holds
-        moved = window.move(sends[0], now, hour_span).sends
-        left = sorted([*sends[1:], now])
+    for at in {0, len(sends) // 2, len(sends) - 1} if sends else ():
+        # a send counted later (or earlier): the others stay, the order holds
+        moved = window.move(sends[at], now, hour_span).sends
+        left = sorted([*sends[:at], *sends[at + 1 :], now])
         assert list(moved) == [t for t in left if t > now - hour_span]
     assert window.move(-1.0, now) == window
 
