@@ -13,7 +13,6 @@ from eightyeightpay.api import ApiCoolDown, ApiPermit, ApiSendEnded, ReserveApiC
 from eightyeightpay.credentials import Credentials
 from eightyeightpay.errors import ConfigurationError, ManagerClosed, NotPicklable
 from eightyeightpay.fleet import API_BUDGET, TOKEN_BUDGET
-from eightyeightpay.governor import HOUR, MINUTE
 from eightyeightpay.plugins.fleet import DEFAULT_STORE_DEADLINE, FleetStore, StoreHealth
 from eightyeightpay.plugins.memory import MemoryStore, Slot
 from eightyeightpay.plugins.registry import Registry, registry
@@ -177,7 +176,7 @@ class ManagerBase:
         try:
             minute, hour = operations.spent(key, TOKEN_BUDGET, policy.minute_span, policy.hour_span)
             stats = stats.with_fleet_spend(int(minute), int(hour))
-            minute, hour = operations.spent(key, API_BUDGET, MINUTE, HOUR)
+            minute, hour = operations.spent(key, API_BUDGET, policy.minute_span, policy.hour_span)
             stats = stats.with_fleet_api_spend(int(minute), int(hour))
         except Exception as error:  # the store is down or cannot count: local figures stand
             log.debug("the fleet's spend is unknown (%s)", type(error).__name__)

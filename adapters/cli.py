@@ -623,8 +623,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=_rate_limit("--token-limit"),
         metavar="LIMIT/SECONDS",
         help="token requests allowed per sliding window, repeatable (default 10/60 and "
-        "100/3600, 88Pay's); a compressed run scales them with --token-lifetime, e.g. "
-        "--token-lifetime 6 --token-limit 10/6 --token-limit 100/360",
+        "100/3600, 88Pay's); a compressed run scales them and --api-limit with "
+        "--token-lifetime, e.g. --token-lifetime 6 --token-limit 10/6 --token-limit 100/360 "
+        "--api-limit 60/6 --api-limit 1000/360 (Policy.compressed(10))",
     )
     sandbox.add_argument(
         "--api-limit",

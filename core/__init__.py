@@ -93,6 +93,7 @@ if TYPE_CHECKING:
         registry,
     )
     from .plugins.sandbox import (
+        API_RATE_LIMITS,
         DEFAULT_API_KEY,
         DEFAULT_MERCHANT_ID,
         IP_BLOCKED_API_KEY,
@@ -260,6 +261,7 @@ _LAZY: dict[str, str] = {
     **{
         name: "eightyeightpay.plugins.sandbox"
         for name in (
+            "API_RATE_LIMITS",
             "DEFAULT_API_KEY",
             "DEFAULT_MERCHANT_ID",
             "IP_BLOCKED_API_KEY",
@@ -286,6 +288,7 @@ _LAZY: dict[str, str] = {
 where the module calls it otherwise)."""
 
 __all__ = [
+    "API_RATE_LIMITS",
     "DEFAULT_API_KEY",
     "DEFAULT_MERCHANT_ID",
     "DEFAULT_PLUGINS",

@@ -1,4 +1,7 @@
-"""The rate governor: 88Pay's token limits kept as rolling windows over this side's sends."""
+"""The rate governor: 88Pay's limits kept as rolling windows over this side's sends.
+
+One governor for both budgets: the token requests' and the API calls'.
+"""
 
 from __future__ import annotations
 

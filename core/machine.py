@@ -51,7 +51,7 @@ from .fleet import (
     WriteShared,
     api_calls_key,
 )
-from .governor import HOUR, MINUTE, RateWindow
+from .governor import RateWindow
 from .http import HttpRequest, HttpResponse
 from .policy import Deadline, Policy, Rng, backoff_delay
 from .stats import OUTCOMES, Stats, Tally
@@ -349,7 +349,8 @@ class TokenMachine:
         self.store_deadline = store_deadline
         """Seconds one store call may take before the driver counts it as a fault."""
         self.api_window = RateWindow()
-        """API calls of the last hour, for 88Pay's 60/minute and 1,000/hour API limits."""
+        """API calls of the last hour, for 88Pay's 60/minute and 1,000/hour API limits (the
+        windows span the policy's ``minute_span`` and ``hour_span``, as the token limits')."""
         self.api_blocked_until = -math.inf
         """No API call before this time (an API 429's cool-down)."""
         self.api_reserved_at = -math.inf
@@ -357,7 +358,12 @@ class TokenMachine:
         :class:`~eightyeightpay.api.ApiPermit`'s time)."""
         # A policy without API limits keeps only a 429's cool-down.
         self._api_kept = policy.api_per_minute is not None or policy.api_per_hour is not None
-        self._api_limits = (policy.api_per_minute or _UNLIMITED, policy.api_per_hour or _UNLIMITED)
+        self._api_limits: Limits = (
+            policy.api_per_minute or _UNLIMITED,
+            policy.api_per_hour or _UNLIMITED,
+            policy.minute_span,
+            policy.hour_span,
+        )
         self.books: dict[Purpose, FleetBook] = {TOKEN_BUDGET: FleetBook(), API_BUDGET: FleetBook()}
         """Per fleet budget: the store's epoch as last seen and own sends it lacks."""
         self.api_alone = False
@@ -995,7 +1001,8 @@ class TokenMachine:
         """Reserve one API call at ``now``; returns the seconds to wait first (0: go).
 
         0 means the call may be sent and is counted; otherwise the seconds until one may be
-        (88Pay's 60/minute and 1,000/hour API limits, or a 429's cool-down). With a fleet
+        (88Pay's 60/minute and 1,000/hour API limits, over windows of the policy's
+        ``minute_span`` and ``hour_span`` seconds, or a 429's cool-down). With a fleet
         store the budget and the cool-down are the fleet's: the reservation first reads the
         fleet's API cool-down (a :class:`~eightyeightpay.fleet.ReadShared` of
         :func:`~eightyeightpay.fleet.api_calls_key`; while one runs, its seconds left are
@@ -1021,7 +1028,7 @@ class TokenMachine:
                     self.api_alone = False
                     self.api_blocked_until = max(self.api_blocked_until, now + result.cooldown)
                     return result.cooldown
-                result = yield from self._reserve_in_fleet(API_BUDGET, now, (*limits, MINUTE, HOUR))
+                result = yield from self._reserve_in_fleet(API_BUDGET, now, limits)
             now = result.now
             if isinstance(result, BudgetResult):
                 self.api_alone = False
@@ -1032,7 +1039,7 @@ class TokenMachine:
             self.api_alone = True
         if not kept:
             return 0.0
-        wait = self._share_wait(self.api_window, now, (*limits, MINUTE, HOUR))  # working alone
+        wait = self._share_wait(self.api_window, now, limits)  # working alone
         if wait > 0:
             return wait
         self._unsynced(API_BUDGET, now)
@@ -1052,7 +1059,7 @@ class TokenMachine:
         return 0.0
 
     def _count_api_send(self, now: float) -> None:
-        self.api_window = self.api_window.record(now)
+        self.api_window = self.api_window.record(now, self.policy.hour_span)
         self.api_reserved_at = now
 
     def api_send_ended(self, reserved_at: float, now: float, *, left: bool = True) -> None:
@@ -1072,7 +1079,7 @@ class TokenMachine:
         if not left:
             self.api_window = self.api_window.forget(reserved_at)
         elif now > reserved_at:
-            self.api_window = self.api_window.move(reserved_at, now)
+            self.api_window = self.api_window.move(reserved_at, now, self.policy.hour_span)
 
     def _api_allowed(self, now: float) -> float:
         """When this process's own cool-down and the policy's API limits allow a call."""
@@ -1157,8 +1164,8 @@ class TokenMachine:
             per_hour=policy.per_hour,
             store_mode=mode,
             degraded_since=self.degraded_since if self.degraded else None,
-            api_minute_spent=self.api_window.count(now, MINUTE),
-            api_hour_spent=self.api_window.count(now, HOUR),
+            api_minute_spent=self.api_window.count(now, policy.minute_span),
+            api_hour_spent=self.api_window.count(now, policy.hour_span),
             api_per_minute=policy.api_per_minute,
             api_per_hour=policy.api_per_hour,
             api_cool_down_remaining=max(0.0, self.api_blocked_until - now),

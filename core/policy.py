@@ -62,16 +62,22 @@ class Policy:
     per_hour: int = 100
     """Token requests allowed per rolling hour (88Pay: 100)."""
     minute_span: float = 60.0
-    """Seconds the ``per_minute`` window spans (60; shorter only in a compressed policy)."""
+    """Seconds every short rate window spans: the ``per_minute`` token requests' and the
+    ``api_per_minute`` API calls' (60 at 88Pay for both; shorter only in a compressed
+    policy)."""
     hour_span: float = 3600.0
-    """Seconds the ``per_hour`` window spans (3600; shorter only in a compressed policy)."""
+    """Seconds every long rate window spans: the ``per_hour`` token requests' and the
+    ``api_per_hour`` API calls' (3600 at 88Pay for both; shorter only in a compressed
+    policy)."""
     api_per_minute: int | None = 60
-    """API calls (``request()``) allowed per rolling minute per merchant (88Pay: 60).
+    """API calls (``request()``) allowed per rolling minute (:attr:`minute_span` seconds)
+    per merchant (88Pay: 60).
 
     None (with :attr:`api_per_hour` None) keeps no API limit on this side: only for an
     emulator without limits, such as the benchmarks'."""
     api_per_hour: int | None = 1000
-    """API calls allowed per rolling hour per merchant (88Pay: 1,000); None: see above."""
+    """API calls allowed per rolling hour (:attr:`hour_span` seconds) per merchant (88Pay:
+    1,000); None: see above."""
     backoff_initial: float = 1.0
     """First backoff after a failed token request, in seconds."""
     backoff_cap: float = 60.0
@@ -183,16 +189,19 @@ class Policy:
         return SECONDS_PER_HOUR / self.refresh_period
 
     def compressed(self, factor: float) -> Policy:
-        """A copy whose token clock runs ``factor`` times faster, for time-compressed tests.
+        """A copy whose clock runs ``factor`` times faster, for time-compressed tests.
 
-        The token's expected life, the margin, the lead and the spans of both rate windows
-        are divided by ``factor``; the request counts stay. ``Policy().compressed(10)``
-        expects 6 s tokens and allows 10 token requests per 6 s and 100 per 360 s, the scale
-        of ``eightyeightpay sandbox --token-lifetime 6 --token-limit 10/6 --token-limit
-        100/360``. Backoff, timeouts, the call deadline and the store poll interval are
-        network times and stay, and so do the API-call windows (``api_per_minute``,
-        ``api_per_hour``: the sandbox's ``api_limits``) and :attr:`assumed_fleet_size` (a
-        count of processes: each limit's count stays, so each share does too). Raises
+        The token's expected life, the margin, the lead and the spans of the rate windows
+        (:attr:`minute_span` and :attr:`hour_span`, which the token requests' and the API
+        calls' limits share) are divided by ``factor``; every count stays, so every limit is
+        compressed in proportion and none grants a burst 88Pay would refuse.
+        ``Policy().compressed(10)`` expects 6 s tokens and allows 10 token requests per 6 s
+        and 100 per 360 s, and 60 API calls per 6 s and 1,000 per 360 s: the scale of
+        ``eightyeightpay sandbox --token-lifetime 6 --token-limit 10/6 --token-limit 100/360
+        --api-limit 60/6 --api-limit 1000/360``. Backoff, timeouts, the call deadline and the
+        store poll interval are network times and stay, and so does
+        :attr:`assumed_fleet_size` (a count of processes: each limit's count stays, so each
+        share does too). Raises
         :class:`~eightyeightpay.errors.InvalidPolicy` when ``factor`` is not a positive finite
         number, or would leave tokens less than :data:`MIN_COMPRESSED_LIFETIME` of life (a
         factor over 60 for the default policy).

@@ -173,9 +173,9 @@ class Stats:
     """The whole fleet's token requests in the rolling hour, as :attr:`fleet_minute_spent`."""
     api_minute_spent: int = 0
     """API calls (``request()`` sends, each reserved with the API governor) this process
-    made in the rolling minute (60 s)."""
+    made in the rolling minute (60 s; ``Policy.minute_span``)."""
     api_hour_spent: int = 0
-    """API calls this process made in the rolling hour (3600 s)."""
+    """API calls this process made in the rolling hour (3600 s; ``Policy.hour_span``)."""
     api_per_minute: int | None = None
     """The API calls allowed per minute (88Pay: 60 per merchant; ``Policy.api_per_minute``);
     None when the policy keeps no such limit."""

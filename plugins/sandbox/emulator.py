@@ -548,8 +548,11 @@ class Sandbox:
     ) -> None:
         """Build an emulator; its defaults are 88Pay's documented lifetime and limits.
 
-        Real-time tests that shorten ``token_lifetime`` may raise ``token_limits`` in
-        proportion, so that a compressed hour keeps the documented ratio of tokens to limits.
+        ``token_limits`` and ``api_limits`` are the token requests' and the API calls'
+        limits, each a tuple of :class:`RateLimit` (a count per window of seconds). Real-time
+        tests that shorten ``token_lifetime`` shorten the windows of both in proportion, so
+        that a compressed hour keeps the documented ratio of tokens to limits, as
+        ``Policy.compressed`` does on the library's side.
         """
         if isinstance(token_lifetime, bool) or not isinstance(token_lifetime, int):
             raise TypeError("token_lifetime is a whole number of seconds")

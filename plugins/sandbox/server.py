@@ -21,6 +21,7 @@ from typing import Any
 from eightyeightpay.http import HttpRequest
 
 from .emulator import TOKEN_PATH, ConnectionFault, Fault, Sandbox
+from .http_limits import MAX_LINE
 from .tls import DEFAULT_HOSTNAMES, TestCertificates, make_test_ca
 
 __all__ = ["CONTROL_PREFIX", "SandboxServer"]
@@ -30,7 +31,6 @@ CONTROL_PREFIX = "/_sandbox/"
 
 _SocketLike = socket.socket
 _MAX_BODY = 1 << 20
-_MAX_LINE = 1 << 16
 
 
 def _abort(connection: _SocketLike) -> None:
@@ -188,20 +188,20 @@ class _Handler(BaseHTTPRequestHandler):
         parts: list[bytes] = []
         total = 0
         while True:
-            line = self.rfile.readline(_MAX_LINE)
+            line = self.rfile.readline(MAX_LINE)
             try:
                 size = int(line.split(b";", 1)[0].strip(), 16)
             except ValueError:
                 return None
             if size == 0:
-                while self.rfile.readline(_MAX_LINE) not in (b"\r\n", b"\n", b""):
+                while self.rfile.readline(MAX_LINE) not in (b"\r\n", b"\n", b""):
                     pass  # trailers are ignored
                 return b"".join(parts)
             total += size
             if size < 0 or total > _MAX_BODY:
                 return None
             parts.append(self.rfile.read(size))
-            self.rfile.readline(_MAX_LINE)
+            self.rfile.readline(MAX_LINE)
 
     def _write(
         self,

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
 
 from eightyeightpay.errors import ConnectError, ConnectionLost, RequestTimeout
 from eightyeightpay.http import HttpRequest, HttpResponse
 
 from .emulator import ConnectionFault, Sandbox
+from .http_limits import URLLIB3_ADDS, refusal
 
 __all__ = ["SandboxTransport"]
 
@@ -30,12 +31,27 @@ class SandboxTransport:
     :class:`~eightyeightpay.errors.ConnectError`, and a truncated answer (fewer bytes than its
     ``Content-Length``) :class:`~eightyeightpay.errors.ConnectionLost`, as the urllib3 and h11
     transports report it over the wire. The transport counts nothing: the sandbox does.
+
+    A request the sandbox server would refuse before its emulator sees it is answered here
+    as the server answers it, and never reaches the sandbox (nor its counters): a request
+    line over 65,536 bytes ``414``; a header line over 65,536 bytes, or more than 99
+    header fields, ``431`` (see :mod:`~eightyeightpay.plugins.sandbox.http_limits`). The
+    fields counted are the request's own and ``client_adds``, those the HTTP client this
+    transport stands in for adds: by default the urllib3 transport's (``Host``,
+    ``Accept-Encoding``, ``User-Agent``), as the threaded managers send.
     """
 
-    def __init__(self, sandbox: Sandbox, clock: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self,
+        sandbox: Sandbox,
+        clock: Callable[[], float] | None = None,
+        *,
+        client_adds: Sequence[str] = URLLIB3_ADDS,
+    ) -> None:
         self._sandbox = sandbox
         self._clock: Callable[[], float] = clock if clock is not None else time.time
         self._closed = threading.Event()
+        self._client_adds = tuple(client_adds)
 
     @property
     def sandbox(self) -> Sandbox:
@@ -46,11 +62,15 @@ class SandboxTransport:
         """Hand ``request`` to the sandbox and return its answer or raise a transport error.
 
         After :meth:`close` every send raises :class:`~eightyeightpay.errors.ConnectError`
-        (nothing is sent).
+        (nothing is sent). A request too large for the sandbox server is answered ``414`` or
+        ``431`` as the server answers it (see the class).
         """
         host = _host(request.url)
         if self._closed.is_set():
             raise ConnectError(host, "the sandbox transport is closed")
+        refused = refusal(request, self._client_adds)
+        if refused is not None:
+            return refused
         reply = self._sandbox.handle(request, now=self._clock())
         if reply.connection_fault is ConnectionFault.REFUSE or reply.response is None:
             raise ConnectError(host, "connection refused")

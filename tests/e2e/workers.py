@@ -11,7 +11,9 @@ from typing import Any, Self
 
 from eightyeightpay.http import HttpRequest
 from eightyeightpay.plugins.sandbox import (
+    API_RATE_LIMITS,
     TOKEN_PATH,
+    TOKEN_RATE_LIMITS,
     RateLimit,
     Sandbox,
     SandboxReply,
@@ -22,8 +24,9 @@ RUNTIMES = ("sync", "asyncio", "trio") * 3
 
 # Real-time runs use 6 s tokens (a tenth of 88Pay's 60 s) so that three lifetimes take 20 s.
 # Every limit is compressed by the same factor on both sides: the emulator allows 10 token
-# requests per 6 s and 100 per 360 s, and the workers' Policy.compressed(10) governs the
-# same windows, so the run keeps 88Pay's ratio of token life to rate limit.
+# requests per 6 s and 100 per 360 s, 60 API calls per 6 s and 1,000 per 360 s, and the
+# workers' Policy.compressed(10) governs the same windows, so the run keeps 88Pay's ratio
+# of token life to rate limits.
 FACTOR = 10
 LIFETIME = 60 // FACTOR
 COMPRESSED = ("--compress", str(FACTOR))
@@ -54,10 +57,12 @@ class TimedSandbox(Sandbox):
 
 
 def compressed_sandbox() -> TimedSandbox:
-    """An emulator with 88Pay's token life and token limits all divided by FACTOR."""
+    """An emulator with 88Pay's token life and the windows of its limits (token requests
+    and API calls) all divided by FACTOR."""
     return TimedSandbox(
         token_lifetime=LIFETIME,
-        token_limits=(RateLimit(10, 60.0 / FACTOR), RateLimit(100, 3600.0 / FACTOR)),
+        token_limits=tuple(RateLimit(r.limit, r.window / FACTOR) for r in TOKEN_RATE_LIMITS),
+        api_limits=tuple(RateLimit(r.limit, r.window / FACTOR) for r in API_RATE_LIMITS),
     )
 
 

@@ -1,4 +1,9 @@
-"""One face over the three managers, so each scenario is written once and run on all."""
+"""One face over the three managers, so each scenario is written once and run on all.
+
+A scenario runs against the in-process sandbox (the default) or, with ``over_http=True``,
+against the same emulator served by a loopback ``SandboxServer`` on the same fake clock,
+through the managers' own HTTP transports (urllib3 for the threaded manager, h11 for the
+asyncio and trio ones): what both paths answer alike can be asserted once for both."""
 
 from __future__ import annotations
 
@@ -20,11 +25,14 @@ from eightyeightpay.plugins.sandbox import (
     DEFAULT_MERCHANT_ID,
     FakeClock,
     Sandbox,
+    SandboxServer,
     SandboxTransport,
 )
 from eightyeightpay.plugins.sandbox.async_transport import AsyncSandboxTransport
 
 RUNTIMES = ("sync", "asyncio", "trio")
+PATHS = ("in-process", "http")
+"""How a scenario reaches the emulator: an in-process transport, or loopback HTTP."""
 
 
 class Harness:
@@ -106,17 +114,41 @@ async def open_harness(
     clock: FakeClock,
     api_key: str,
     merchant_id: str,
+    *,
+    over_http: bool = False,
     **extra: Any,
 ) -> AsyncIterator[Harness]:
     options: dict[str, Any] = {"clock": clock, "store": MemoryStore(), "rng": random.Random(5)}
     options.update(extra)
+    with contextlib.ExitStack() as stack:
+        if over_http:
+            server = stack.enter_context(SandboxServer(sandbox, clock=clock))
+            options.update(base_url=server.url, allow_http_loopback=True)
+        async with _open_manager(
+            runtime, sandbox, clock, api_key, merchant_id, over_http, options
+        ) as h:
+            yield h
+
+
+@contextlib.asynccontextmanager
+async def _open_manager(
+    runtime: str,
+    sandbox: Sandbox,
+    clock: FakeClock,
+    api_key: str,
+    merchant_id: str,
+    over_http: bool,
+    options: dict[str, Any],
+) -> AsyncIterator[Harness]:
+    """The manager of ``runtime`` on the in-process transport, or its own over HTTP."""
     if runtime == "sync":
         background = ManualBackground()
         options.setdefault("sleep", clock.advance)  # a manager's wait moves the fake time
+        if not over_http:
+            options["transport"] = SandboxTransport(sandbox, clock)
         with TokenManager(
             api_key,
             merchant_id,
-            transport=SandboxTransport(sandbox, clock),
             background=background,
             **options,
         ) as sync_manager:
@@ -128,12 +160,9 @@ async def open_harness(
             await asyncio.sleep(0)
 
         options.setdefault("sleep", asyncio_sleep)
-        async with AsyncTokenManager(
-            api_key,
-            merchant_id,
-            transport=AsyncSandboxTransport(sandbox, clock),
-            **options,
-        ) as asyncio_manager:
+        if not over_http:
+            options["transport"] = AsyncSandboxTransport(sandbox, clock)
+        async with AsyncTokenManager(api_key, merchant_id, **options) as asyncio_manager:
             yield Harness(runtime, asyncio_manager, sandbox, clock, None)
     else:
 
@@ -142,12 +171,9 @@ async def open_harness(
             await trio.sleep(0)
 
         options.setdefault("sleep", trio_sleep)
-        async with open_trio_token_manager(
-            api_key,
-            merchant_id,
-            transport=AsyncSandboxTransport(sandbox, clock),
-            **options,
-        ) as trio_manager:
+        if not over_http:
+            options["transport"] = AsyncSandboxTransport(sandbox, clock)
+        async with open_trio_token_manager(api_key, merchant_id, **options) as trio_manager:
             yield Harness(runtime, trio_manager, sandbox, clock, None)
 
 
@@ -162,14 +188,18 @@ def run_scenario(
     api_key: str = DEFAULT_API_KEY,
     merchant_id: str = DEFAULT_MERCHANT_ID,
     clock: FakeClock | None = None,
+    over_http: bool = False,
     **options: Any,
 ) -> None:
-    """Run ``scenario`` against a fresh harness of ``runtime`` (``options`` go to the manager)."""
+    """Run ``scenario`` against a fresh harness of ``runtime`` (``options`` go to the manager),
+    in-process or, with ``over_http``, through a loopback ``SandboxServer``."""
     world = sandbox or Sandbox()
     clock = clock or FakeClock()
 
     async def main() -> None:
-        async with open_harness(runtime, world, clock, api_key, merchant_id, **options) as harness:
+        async with open_harness(
+            runtime, world, clock, api_key, merchant_id, over_http=over_http, **options
+        ) as harness:
             await scenario(harness)
 
     if runtime == "trio":

@@ -76,16 +76,22 @@ class BuiltInStoreContract(StoreContract):
     def test_a_compressed_policys_fleet_figures_count_its_windows(
         self, fleet: ContractFleet
     ) -> None:
-        """Policy.compressed(60): 10 per 1 s and 100 per 60 s; the fleet's send leaves the
-        short window after a second, as the policy counts it (not after 60 s)."""
+        """Policy.compressed(60): 10 token requests and 60 API calls per 1 s, 100 and 1,000
+        per 60 s; the fleet's sends leave the short window after a second, as the policy
+        counts them (not after 60 s), the API calls' as the token requests'."""
+        from eightyeightpay.plugins.sandbox import DEFAULT_MERCHANT_ID
+
         policy = Policy().compressed(60)
         sender = fleet.process(policy=policy)
-        sender.get_token()
-        assert sender.stats(fleet=True).fleet_minute_spent == 1
+        sender.request("POST", f"/api/balance?id={DEFAULT_MERCHANT_ID}")
+        now = sender.stats(fleet=True)
+        assert (now.fleet_minute_spent, now.fleet_api_minute_spent) == (1, 1)
         time.sleep(1.1)
         later = sender.stats(fleet=True)
         assert (later.fleet_minute_spent, later.fleet_hour_spent) == (0, 1)
         assert (later.minute_spent, later.hour_spent) == (0, 1)
+        assert (later.fleet_api_minute_spent, later.fleet_api_hour_spent) == (0, 1)
+        assert (later.api_minute_spent, later.api_hour_spent) == (0, 1)
 
 
 class TestRedisStoreContract(BuiltInStoreContract):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gc
+import http.client
 import json
+import socket
 import ssl
 import threading
 import time
@@ -17,6 +19,7 @@ import urllib3
 from cryptography import x509
 from urllib3.exceptions import NewConnectionError, ProtocolError, ReadTimeoutError, SSLError
 
+from eightyeightpay.http import HttpRequest
 from eightyeightpay.plugins.sandbox import (
     CA_COMMON_NAME,
     DEFAULT_API_KEY,
@@ -27,6 +30,7 @@ from eightyeightpay.plugins.sandbox import (
     Fault,
     Sandbox,
     SandboxServer,
+    http_limits,
     make_test_ca,
 )
 
@@ -391,3 +395,64 @@ def test_a_chunked_request_body_is_read_in_full(server: SandboxServer) -> None:
     assert response.status == 200
     assert get_token(http, server).status == 503
     assert get_token(http, server).status == 200
+
+
+# ------------------------------------------------ what http.server refuses, and the in-process
+
+
+def raw_exchange(server: SandboxServer, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send ``request`` as raw bytes over plain HTTP; the status, headers and body back."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as connection:
+        connection.sendall(request)
+        reader = connection.makefile("rb")
+        status = int(reader.readline().split()[1])
+        headers: dict[str, str] = {}
+        while (line := reader.readline()) not in (b"\r\n", b""):
+            name, value = line.decode("latin-1").split(":", 1)
+            headers[name.lower()] = value.strip()
+        body = reader.read(int(headers["content-length"]))
+    return status, headers, body
+
+
+def wire(method: str, target: str, headers: list[tuple[str, str]]) -> bytes:
+    lines = [f"{method} {target} HTTP/1.1", *(f"{n}: {v}" for n, v in headers), "", ""]
+    return "\r\n".join(lines).encode()
+
+
+def test_the_size_limits_are_http_clients() -> None:
+    """The numbers the in-process transports mirror are the ones http.server reads with."""
+    assert http_limits.MAX_LINE == http.client._MAXLINE  # type: ignore[attr-defined]
+    assert http_limits.MAX_HEADER_LINES == http.client._MAXHEADERS  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("case", "status"),
+    [("long line", 431), ("many fields", 431), ("long target", 414), ("fits", 401)],
+)
+def test_the_in_process_refusal_is_the_servers_answer(case: str, status: int) -> None:
+    """The same request, as raw bytes to the server and to ``refusal()``: the same status,
+    content type and HTML body (the server's ``send_error`` page), and a fitting request
+    (99 fields of 65,536-byte lines at most) refused by neither."""
+    target, fields = "/api/balance", [("Host", "127.0.0.1")]
+    if case == "long line":
+        fields.append(("X-Pad", "a" * (http_limits.MAX_LINE - len("X-Pad: \r\n") + 1)))
+    elif case == "many fields":
+        fields += [(f"X-H{i}", "v") for i in range(http_limits.MAX_HEADER_LINES - 1)]
+    elif case == "long target":
+        target += "?pad=" + "a" * http_limits.MAX_LINE
+    else:
+        fields.append(("X-Pad", "a" * (http_limits.MAX_LINE - len("X-Pad: \r\n"))))
+        fields += [(f"X-H{i}", "v") for i in range(http_limits.MAX_HEADER_LINES - 3)]
+    request = HttpRequest("POST", f"http://127.0.0.1{target}", tuple(fields[1:]))
+    with SandboxServer(Sandbox()) as served:
+        over_http = raw_exchange(served, wire("POST", target, fields))
+    in_process = http_limits.refusal(request, ("Host",))
+    assert over_http[0] == status
+    if in_process is None:
+        assert status == 401  # the emulator's answer: no credentials were sent
+        return
+    assert in_process.status == status
+    assert in_process.header("Content-Type") == over_http[1]["content-type"]
+    assert in_process.header("Connection") == over_http[1]["connection"] == "close"
+    assert in_process.body == over_http[2]
+    assert f"Error code: {status}".encode() in in_process.body
