@@ -244,9 +244,14 @@ class _AsyncManager(ManagerBase):
         while (effect := run.next()) is not None:  # the rest is performed in the run
             if isinstance(effect, SendApiRequest):
                 try:
-                    run.received(await self._transport.send(effect.request, timeout=effect.timeout))
+                    response = await self._transport.send(effect.request, timeout=effect.timeout)
                 except TransportError as error:
                     run.received(error)
+                except BaseException as error:  # cancelled, or closed, in flight
+                    run.cut(error)
+                    raise
+                else:
+                    run.received(response)
             elif isinstance(effect, NeedToken):  # none fresh in the cache
                 try:
                     run.give(await self._get_token_slowly(effect.until))

@@ -518,7 +518,7 @@ class ApiCallRun:
         self._fresh_token = fresh_token
         self._govern = govern
         self._result: Any = None
-        self._failure: EightyEightPayError | None = None
+        self._failure: BaseException | None = None
         self._span: object = None
         self.response: ApiResponse | None = None
         """The call's answer, once :meth:`next` has returned None."""
@@ -584,6 +584,20 @@ class ApiCallRun:
     def fail(self, error: EightyEightPayError) -> None:
         """The token the last effect asked for could not be had: the core says which failed."""
         self._failure = error
+
+    def cut(self, error: BaseException) -> None:
+        """The send :meth:`next` returned last ended without an answer: ``error`` stopped it.
+
+        A cancellation, or the manager closing (its transport raised
+        :class:`~eightyeightpay.errors.ManagerClosed`). The core counts the send in the API
+        window as ended now (a ``ManagerClosed`` says whether it left), then raises: the
+        cancellation as it is, a ``ManagerClosed`` saying what became of the call.
+        """
+        if self._trace is not None:
+            self._trace.received(self._span, error)
+        self._failure = error
+        effect = self.next()
+        raise AssertionError(f"the protocol went on after its send was cut: {effect!r}")
 
 
 def drop_flight(slot: Slot, flight: Flight) -> None:

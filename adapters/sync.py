@@ -391,9 +391,14 @@ class TokenManager(ManagerBase, EnvConstructible):
         while (effect := run.next()) is not None:  # the rest is performed in the run
             if isinstance(effect, SendApiRequest):
                 try:
-                    run.received(self._transport.send(effect.request, timeout=effect.timeout))
+                    response = self._transport.send(effect.request, timeout=effect.timeout)
                 except TransportError as error:
                     run.received(error)
+                except BaseException as error:  # closed (or interrupted) in flight
+                    run.cut(error)
+                    raise
+                else:
+                    run.received(response)
             elif isinstance(effect, NeedToken):  # none fresh in the cache
                 try:
                     run.give(self._get_token_slowly(effect.until))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json as jsonlib
 import math
 import re
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from typing import Any
 
 import attrs
@@ -18,6 +18,7 @@ from .errors import (
     ConfigurationError,
     EightyEightPayError,
     MalformedResponse,
+    ManagerClosed,
     NotFound,
     PermissionDenied,
     RetryableError,
@@ -117,18 +118,39 @@ def check_call(method: str, path: str) -> str:
         or " " in path
     ):
         raise ConfigurationError(
-            f"The API path {path!r} must start with a single '/' and hold no whitespace and "
-            "no character outside ASCII (percent-encode it), for example "
-            "'/api/transactions/charges'."
+            f"The API path {_unfit(path, _fits_a_path)} It must start with a single '/' and "
+            "hold no whitespace and no character outside ASCII (percent-encode it), for "
+            "example '/api/transactions/charges'."
         )
     verb = method.upper() if isinstance(method, str) else ""
     if not (verb.isascii() and verb.isalpha()):
-        raise ConfigurationError(f"{method!r} is not an HTTP method.")
+        shown = repr(method) if isinstance(method, str) and len(method) <= 12 else "given"
+        raise ConfigurationError(f"The method {shown} is not an HTTP method.")
     if type(method) is str and type(path) is str:
         if len(_CHECKED) >= _CHECKED_LIMIT:
             _CHECKED.clear()
         _CHECKED[method, path] = verb
     return verb
+
+
+def _fits_a_path(at: int, character: str) -> bool:
+    return character.isascii() and character.isprintable() and character != " "
+
+
+def _unfit(text: object, fits: Callable[[int, str], bool]) -> str:
+    """What is wrong with ``text``, naming one character at most.
+
+    A path or a header name given by mistake may hold a token (a pasted header line),
+    which no message repeats.
+    """
+    if not isinstance(text, str):
+        return f"is a {type(text).__name__}, not a str."
+    for at, character in enumerate(text):
+        if not fits(at, character):
+            return f"({len(text)} characters) holds {character!r} at position {at}."
+    if text.startswith("//"):
+        return "starts with '//'."
+    return "is empty." if not text else "does not start with '/'."
 
 
 _CHECKED: dict[tuple[str, str], str] = {}
@@ -176,6 +198,10 @@ def encode_json(value: Any) -> bytes:
         ) from None
 
 
+def _fits_a_name(at: int, character: str) -> bool:
+    return _TOKEN.fullmatch(character) is not None
+
+
 def _extra_headers(headers: object) -> tuple[tuple[str, str], ...]:
     """The caller's headers, less those the library sets, checked before anything is spent.
 
@@ -197,8 +223,8 @@ def _extra_headers(headers: object) -> tuple[tuple[str, str], ...]:
     for name, value in headers.items():
         if not isinstance(name, str) or not _TOKEN.fullmatch(name):
             raise ConfigurationError(
-                f"Header name {name!r} is not an HTTP header name (ASCII letters, digits and "
-                "!#$%&'*+.^_`|~- only)."
+                f"A header name {_unfit(name, _fits_a_name)} Header names are ASCII letters, "
+                "digits and !#$%&'*+.^_`|~- only."
             )
         lowered = name.lower()
         if lowered in _OWN_HEADERS:
@@ -578,7 +604,15 @@ def api_call(
             late = Deadline.too_late(f"{label} could be sent", sent=sent)
             late.failed_request = label
             raise late
-        answer = yield SendApiRequest(request, until.budget(now, timeout))
+        try:
+            answer = yield SendApiRequest(request, until.budget(now, timeout))
+        except GeneratorExit:
+            raise
+        except BaseException as cut:  # cancelled, or the manager closed, without an answer
+            closed = yield from _cut_short(cut, permit.now, label, sent=sent)
+            if closed is None:
+                raise
+            raise closed from None
         # Counted at its end: a send that waited for a connection reached 88Pay after its
         # reservation, and must not leave the window before it leaves 88Pay's.
         left = not isinstance(answer, TransportError) or answer.may_have_been_sent
@@ -623,6 +657,25 @@ def api_call(
             raise error
         yield Sleep(delay)
         awake = now + delay
+
+
+def _cut_short(
+    cut: BaseException, reserved_at: float, label: str, *, sent: bool
+) -> Generator[ApiEffect, Any, ManagerClosed | None]:
+    """A send ended without its answer: the caller was cancelled, or the manager closed.
+
+    Whether it left is unknown unless the transport said (a :class:`ManagerClosed` says
+    whether the request had been sent): counted at the time it was cut, it never leaves the
+    API window before 88Pay's. Returns the ``ManagerClosed`` to raise, saying what became of
+    the call over all its attempts; None for anything else (a cancellation goes on as it is).
+    """
+    if not isinstance(cut, ManagerClosed):
+        yield ApiSendEnded(reserved_at)
+        return None
+    yield ApiSendEnded(reserved_at, cut.may_have_been_processed)
+    closed = ManagerClosed(may_have_been_processed=sent or cut.may_have_been_processed)
+    closed.failed_request = label
+    return closed
 
 
 def _token_failure(failure: EightyEightPayError, label: str, *, sent: bool) -> EightyEightPayError:

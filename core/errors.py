@@ -424,10 +424,24 @@ class MalformedResponse(EightyEightPayError):
 
 
 class ManagerClosed(EightyEightPayError):
-    """The token manager was closed; open a new one."""
+    """The token manager was closed; open a new one.
 
-    def __init__(self) -> None:
-        super().__init__("This token manager is closed; create a new one to make requests.")
+    ``may_have_been_processed`` is True when closing cut a call whose request had been sent
+    (its answer never came): 88Pay may have carried it out, so look it up before sending it
+    again.
+    """
+
+    def __init__(self, *, may_have_been_processed: bool = False) -> None:
+        if may_have_been_processed:
+            message = (
+                "This token manager was closed while the call was in flight: its request had "
+                "been sent and may have been processed. Look it up before sending it again, "
+                "with a new token manager."
+            )
+        else:
+            message = "This token manager is closed; create a new one to make requests."
+        super().__init__(message)
+        self.may_have_been_processed = may_have_been_processed
 
 
 def is_transient(error: EightyEightPayError | None) -> bool:

@@ -404,8 +404,9 @@ class Urllib3Transport:
         self._closed = False
         self._finalizer: weakref.finalize[Any, Any] | None = None
         self._lock = threading.Lock()
-        self._exchanges: set[HTTPConnection] = set()
-        """Connections of this transport with an exchange under way (for :meth:`close`)."""
+        self._exchanges: dict[HTTPConnection, int] = {}
+        """Connections of this transport with an exchange under way (for :meth:`close`), with
+        the process generation they were sent in: a forked child inherits its parent's."""
 
     def send(self, request: HttpRequest, *, timeout: float) -> HttpResponse:
         """Send ``request``; return the complete response within ``timeout`` seconds."""
@@ -434,7 +435,7 @@ class Urllib3Transport:
         watchdog = process.watchdog
         watch = watchdog.arm(deadline, connection)
         with self._lock:
-            self._exchanges.add(connection)
+            self._exchanges[connection] = process.generation
             closed = self._closed  # closed since the check above: close() missed this one
         try:
             if closed:
@@ -454,8 +455,10 @@ class Urllib3Transport:
             watchdog.disarm(watch)
             self._ended(connection)
             pool.release(connection, keep=False)
+            if isinstance(error, ManagerClosed):  # closed before anything was sent
+                raise
             if self._closed and isinstance(error, Exception):  # close() cut the exchange
-                raise ManagerClosed() from None
+                raise ManagerClosed(may_have_been_processed=True) from None
             if isinstance(error, EightyEightPayError) and not watch.fired:
                 raise
             if not isinstance(error, Exception):
@@ -470,7 +473,7 @@ class Urllib3Transport:
 
     def _ended(self, connection: HTTPConnection) -> None:
         with self._lock:
-            self._exchanges.discard(connection)
+            self._exchanges.pop(connection, None)
 
     def _join(self, process: _Process, origin: Origin) -> _HostPool:
         """Start using the process's pool for ``origin`` (anew after a fork)."""
@@ -517,13 +520,17 @@ class Urllib3Transport:
 
         An exchange of this transport under way (a request waiting on a silent server) is
         cut at once: its socket is shut, and its ``send`` raises
-        :class:`~eightyeightpay.errors.ManagerClosed` instead of waiting for its timeout. The
+        :class:`~eightyeightpay.errors.ManagerClosed` (``may_have_been_processed`` True: the
+        request had been sent) instead of waiting for its timeout. The
         pools' other connections, which other transports may be using, are left alone. The
         deadline thread ends once no transport of the process is open. Idempotent.
         """
+        generation = _current().generation
         with self._lock:
             self._closed = True
-            cut = list(self._exchanges)
+            # Only this process's: the socket of an exchange the parent had under way when it
+            # forked is the parent's too, and shutting it would cut the parent's call.
+            cut = [c for c, sent_in in self._exchanges.items() if sent_in == generation]
         for connection in cut:
             _shut(connection)
         if self._finalizer is not None:

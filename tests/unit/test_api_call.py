@@ -26,7 +26,7 @@ from eightyeightpay.api import (
     SendApiRequest,
     api_call,
 )
-from eightyeightpay.errors import ConnectionLost, MalformedResponse, Unauthorized
+from eightyeightpay.errors import ConnectionLost, MalformedResponse, ManagerClosed, Unauthorized
 from eightyeightpay.fleet import Sleep
 from eightyeightpay.http import HttpRequest, HttpResponse
 from eightyeightpay.policy import call_deadline
@@ -302,3 +302,97 @@ def test_each_send_reports_its_end_with_its_reservation_time(answer: object, lef
     assert isinstance(steps.send(token(1)), ReserveApiCall)
     assert isinstance(steps.send(ApiPermit(7.5, 0.0)), SendApiRequest)
     assert steps.send(answer) == ApiSendEnded(7.5, left)
+
+
+@pytest.mark.parametrize(
+    ("cut", "left"),
+    [
+        (ManagerClosed(may_have_been_processed=True), True),
+        (ManagerClosed(), False),
+        (KeyboardInterrupt(), True),
+    ],
+    ids=["closed-in-flight", "closed-before-sending", "interrupted"],
+)
+def test_a_send_cut_without_its_answer_ends_in_the_window_then_raises(
+    cut: BaseException, left: bool
+) -> None:
+    """A send stopped by a cancellation or by closing: the governor hears that it ended
+    (counted now; forgotten if it provably never left), then the call raises. A
+    cancellation goes on as it was; ManagerClosed says what became of the call."""
+    steps = call()
+    assert isinstance(next(steps), NeedToken)
+    assert isinstance(steps.send(token(1)), ReserveApiCall)
+    assert isinstance(steps.send(ApiPermit(7.5, 0.0)), SendApiRequest)
+    assert steps.throw(cut) == ApiSendEnded(7.5, left)
+    with pytest.raises(type(cut)) as raised:
+        steps.send(None)
+    if isinstance(cut, ManagerClosed):
+        closed = raised.value
+        assert isinstance(closed, ManagerClosed)
+        assert closed.may_have_been_processed is left
+        assert closed.failed_request == "POST /api/transactions/charges"
+    else:
+        assert raised.value is cut
+
+
+def test_a_call_closed_before_its_resend_says_the_first_send_may_have_been_processed() -> None:
+    """A balance read broke after it may have been sent, and its retry is cut by close
+    before it is sent: the call as a whole may have been processed."""
+    steps = api_call(
+        "https://api.88pay.io",
+        "POST",
+        "/api/balance",
+        until=call_deadline(POLICY, 0.0, 10.0),
+        policy=POLICY,
+        rng=random.Random(0),
+    )
+    effect = next(steps)
+    answers: list[object] = [ConnectionLost("api.88pay.io", "reset")]
+    while True:
+        if isinstance(effect, NeedToken):
+            effect = steps.send(token(1))
+        elif isinstance(effect, ReserveApiCall):
+            effect = steps.send(ApiPermit(0.0, 0.0))
+        elif isinstance(effect, SendApiRequest):
+            if not answers:
+                break
+            effect = steps.send(answers.pop())
+        else:
+            effect = steps.send(0.0 if isinstance(effect, Now) else None)
+    assert steps.throw(ManagerClosed()) == ApiSendEnded(0.0, False)
+    with pytest.raises(ManagerClosed) as raised:
+        steps.send(None)
+    assert raised.value.may_have_been_processed
+
+
+SECRET = "eyJhbGciOiJFUzI1NiJ9.c2VjcmV0.c2ln"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers", "says"),
+    [
+        ("POST", f"/api/balance?token= {SECRET}", None, "' ' at position 19"),
+        ("POST", f"api/{SECRET}", None, "does not start with '/'"),
+        ("POST", f"//{SECRET}", None, "starts with '//'"),
+        (f"POST {SECRET}", "/api/balance", None, "method given"),
+        ("POST", "/api/balance", {f"Authorization: Bearer {SECRET}": "x"}, "':' at position 13"),
+    ],
+)
+def test_a_refused_path_method_or_header_name_is_not_repeated_in_the_error(
+    method: str, path: str, headers: dict[str, str] | None, says: str
+) -> None:
+    """A token pasted where it does not belong (a whole header line as a name, a path with
+    a query) is refused without repeating it: the message names one character at most."""
+    steps = api_call(
+        "https://api.88pay.io",
+        method,
+        path,
+        headers=headers,
+        until=call_deadline(POLICY, 0.0, 10.0),
+        policy=POLICY,
+        rng=random.Random(0),
+    )
+    with pytest.raises(ConfigurationError) as raised:
+        next(steps)
+    assert SECRET not in str(raised.value) and SECRET not in repr(raised.value)
+    assert says in str(raised.value)
