@@ -25,6 +25,7 @@ from .errors import (
     TransportError,
     Unauthorized,
     Unprocessable,
+    was_not_sent,
 )
 from .fleet import Sleep
 from .http import Headers, HttpRequest, HttpResponse, header, request_of
@@ -665,12 +666,14 @@ def _cut_short(
     """A send ended without its answer: the caller was cancelled, or the manager closed.
 
     Whether it left is unknown unless the transport said (a :class:`ManagerClosed` says
-    whether the request had been sent): counted at the time it was cut, it never leaves the
-    API window before 88Pay's. Returns the ``ManagerClosed`` to raise, saying what became of
-    the call over all its attempts; None for anything else (a cancellation goes on as it is).
+    whether the request had been sent; a cancellation may carry
+    :func:`~eightyeightpay.errors.note_not_sent`'s note): counted at the time it was cut, it
+    never leaves the API window before 88Pay's; never sent, it is forgotten. Returns the
+    ``ManagerClosed`` to raise, saying what became of the call over all its attempts; None
+    for anything else (a cancellation goes on as it is).
     """
     if not isinstance(cut, ManagerClosed):
-        yield ApiSendEnded(reserved_at)
+        yield ApiSendEnded(reserved_at, not was_not_sent(cut))
         return None
     yield ApiSendEnded(reserved_at, cut.may_have_been_processed)
     closed = ManagerClosed(may_have_been_processed=sent or cut.may_have_been_processed)

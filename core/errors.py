@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Self, TypeVar
 
 __all__ = [
+    "NOT_SENT",
     "AccessDenied",
     "ApiError",
     "ApiRateLimited",
@@ -40,6 +41,8 @@ __all__ = [
     "Unauthorized",
     "Unprocessable",
     "is_transient",
+    "note_not_sent",
+    "was_not_sent",
 ]
 
 
@@ -452,3 +455,25 @@ def is_transient(error: EightyEightPayError | None) -> bool:
     errors are definite: retrying cannot help.
     """
     return isinstance(error, RetryableError | MalformedResponse | RateLimited)
+
+
+NOT_SENT = "eightyeightpay: stopped before its request was sent; 88Pay never saw it"
+"""The note (PEP 678) on a cancellation or an interrupt that stopped a send before its request
+was written (see :func:`note_not_sent`)."""
+
+
+def note_not_sent(stopped: BaseException) -> None:
+    """Say on ``stopped`` (a cancellation, an interrupt) that no byte of the request left.
+
+    A transport calls it before re-raising what stopped its ``send`` while it waited for a
+    connection or opened one: the API governor then takes the send out of its windows
+    (88Pay never saw it) instead of counting it as a send that may have arrived. The note
+    also shows in a traceback. Once per exception.
+    """
+    if not was_not_sent(stopped):
+        stopped.add_note(NOT_SENT)
+
+
+def was_not_sent(stopped: BaseException) -> bool:
+    """Whether a transport said (:func:`note_not_sent`) that ``stopped`` came before sending."""
+    return NOT_SENT in getattr(stopped, "__notes__", ())

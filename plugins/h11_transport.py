@@ -31,6 +31,7 @@ from eightyeightpay.errors import (
     ManagerClosed,
     RequestTimeout,
     TLSError,
+    note_not_sent,
 )
 from eightyeightpay.http import Headers, HttpRequest, HttpResponse, response_of
 from eightyeightpay.ports import AsyncRuntime, AsyncStream, Lot
@@ -367,6 +368,8 @@ class AsyncHttp11Transport:
                 headers = self._checked.of(host, request.headers)
                 response = await connection.exchange(request, headers)
         except BaseException as error:
+            if not sent and not isinstance(error, Exception):  # cancelled before writing
+                note_not_sent(error)
             if taken and pool is not None:  # cancelled too: the connection's state is unknown
                 await pool.release(connection, keep=False)
             if isinstance(error, TimeoutError):

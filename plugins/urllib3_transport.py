@@ -50,6 +50,7 @@ from eightyeightpay.errors import (
     ManagerClosed,
     RequestTimeout,
     TLSError,
+    note_not_sent,
 )
 from eightyeightpay.http import HttpRequest, HttpResponse, response_of
 
@@ -424,14 +425,19 @@ class Urllib3Transport:
         pool = self._pools.get(origin) if self._generation == process.generation else None
         if pool is None:
             pool = self._join(process, origin)
-        # Queue for a connection for part of the timeout only: what is sent keeps the rest.
-        connection = pool.acquire(deadline - timeout * (1 - QUEUE_SHARE), host, timeout)
-        if connection is None:
-            try:
-                connection = self._connect(pool, host, deadline, timeout)
-            except BaseException:
-                pool.release(None, keep=False)
-                raise
+        try:
+            # Queue for a connection for part of the timeout only: what is sent keeps the rest.
+            connection = pool.acquire(deadline - timeout * (1 - QUEUE_SHARE), host, timeout)
+            if connection is None:
+                try:
+                    connection = self._connect(pool, host, deadline, timeout)
+                except BaseException:
+                    pool.release(None, keep=False)
+                    raise
+        except BaseException as error:
+            if not isinstance(error, Exception):  # interrupted before anything was sent
+                note_not_sent(error)
+            raise
         watchdog = process.watchdog
         watch = watchdog.arm(deadline, connection)
         with self._lock:

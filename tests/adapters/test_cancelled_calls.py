@@ -1,4 +1,5 @@
-"""A call cancelled while its send is out counts in the API window at the time it was cut.
+"""A call cancelled while its send is out counts in the API window at the time it was cut;
+one cancelled before its request was written is not counted.
 
 The cancelled call reached 88Pay 5 s after its reservation and its answer never came: the
 window counts it when it was cut, so the 61st call of that minute waits for 88Pay's minute
@@ -15,7 +16,7 @@ import trio
 from eightyeightpay import DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, MemoryStore
 from eightyeightpay.adapters.async_manager import AsyncTokenManager, open_trio_token_manager
 from eightyeightpay.http import HttpRequest, HttpResponse
-from eightyeightpay.plugins.sandbox import FakeClock, Sandbox
+from eightyeightpay.plugins.sandbox import FakeClock, Fault, Sandbox, SandboxServer
 from eightyeightpay.plugins.sandbox.async_transport import AsyncSandboxTransport
 
 BALANCE = f"/api/balance?id={DEFAULT_MERCHANT_ID}"
@@ -115,3 +116,62 @@ def test_a_trio_call_cancelled_in_flight_counts_when_it_was_cut() -> None:
             _check(sandbox, clock, start)
 
     trio.run(main)
+
+
+def test_asyncio_calls_cancelled_while_queued_for_a_connection_are_not_counted() -> None:
+    """Five calls queue behind a slow one on a pool of one connection and are cancelled
+    before any of them is sent: 88Pay saw one call, and the API window holds one."""
+
+    async def main(url: str) -> int:
+        async with AsyncTokenManager(
+            DEFAULT_API_KEY,
+            DEFAULT_MERCHANT_ID,
+            base_url=url,
+            allow_http_loopback=True,
+            store=MemoryStore(),
+            max_connections=1,
+        ) as manager:
+            await manager.get_token()
+            slow = asyncio.create_task(manager.request("POST", BALANCE))
+            await asyncio.sleep(0.1)
+            queued = [asyncio.create_task(manager.request("POST", BALANCE)) for _ in range(5)]
+            await asyncio.sleep(0.1)
+            for task in queued:
+                task.cancel()
+            results = await asyncio.gather(*queued, return_exceptions=True)
+            assert all(isinstance(r, asyncio.CancelledError) for r in results)
+            assert (await slow).status == 200
+            return manager.stats().api_minute_spent
+
+    with SandboxServer(Sandbox()) as server:
+        server.sandbox.inject(Fault.latency(0.5), path="/api/balance")
+        assert asyncio.run(main(server.url)) == 1
+        assert server.sandbox.stats()["api_requests"] == 1
+
+
+def test_trio_calls_cancelled_while_queued_for_a_connection_are_not_counted() -> None:
+    async def main(url: str) -> int:
+        async with open_trio_token_manager(
+            DEFAULT_API_KEY,
+            DEFAULT_MERCHANT_ID,
+            base_url=url,
+            allow_http_loopback=True,
+            store=MemoryStore(),
+            max_connections=1,
+        ) as manager:
+            await manager.get_token()
+            async with trio.open_nursery() as outer:
+                outer.start_soon(manager.request, "POST", BALANCE)
+                await trio.sleep(0.1)
+                with trio.CancelScope() as scope:
+                    async with trio.open_nursery() as nursery:
+                        for _ in range(5):
+                            nursery.start_soon(manager.request, "POST", BALANCE)
+                        await trio.sleep(0.1)
+                        scope.cancel()
+            return manager.stats().api_minute_spent
+
+    with SandboxServer(Sandbox()) as server:
+        server.sandbox.inject(Fault.latency(0.5), path="/api/balance")
+        assert trio.run(main, server.url) == 1
+        assert server.sandbox.stats()["api_requests"] == 1

@@ -26,7 +26,14 @@ from eightyeightpay.api import (
     SendApiRequest,
     api_call,
 )
-from eightyeightpay.errors import ConnectionLost, MalformedResponse, ManagerClosed, Unauthorized
+from eightyeightpay.errors import (
+    NOT_SENT,
+    ConnectionLost,
+    MalformedResponse,
+    ManagerClosed,
+    Unauthorized,
+    note_not_sent,
+)
 from eightyeightpay.fleet import Sleep
 from eightyeightpay.http import HttpRequest, HttpResponse
 from eightyeightpay.policy import call_deadline
@@ -304,14 +311,22 @@ def test_each_send_reports_its_end_with_its_reservation_time(answer: object, lef
     assert steps.send(answer) == ApiSendEnded(7.5, left)
 
 
+def _noted(error: BaseException) -> BaseException:
+    note_not_sent(error)
+    note_not_sent(error)  # once is enough
+    assert error.__notes__ == [NOT_SENT]
+    return error
+
+
 @pytest.mark.parametrize(
     ("cut", "left"),
     [
         (ManagerClosed(may_have_been_processed=True), True),
         (ManagerClosed(), False),
         (KeyboardInterrupt(), True),
+        (_noted(KeyboardInterrupt()), False),
     ],
-    ids=["closed-in-flight", "closed-before-sending", "interrupted"],
+    ids=["closed-in-flight", "closed-before-sending", "interrupted", "interrupted-unsent"],
 )
 def test_a_send_cut_without_its_answer_ends_in_the_window_then_raises(
     cut: BaseException, left: bool
