@@ -9,7 +9,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Self
 
-from eightyeightpay.api import ApiCoolDown, ApiPermit, ApiSendEnded, ReserveApiCall, api_call
+from eightyeightpay.api import ApiCoolDown, ApiPermit, ReserveApiCall, api_call
 from eightyeightpay.credentials import Credentials
 from eightyeightpay.errors import ConfigurationError, ManagerClosed, NotPicklable
 from eightyeightpay.fleet import API_BUDGET, TOKEN_BUDGET
@@ -225,12 +225,15 @@ class ManagerBase:
             return token
         return None
 
-    def _api_send_ended(self, ended: ApiSendEnded) -> None:
-        """A send of ``request()`` ended: the governor counts it now, or forgets it."""
+    def _api_send_ended(self, reserved_at: float, left: bool) -> None:
+        """A send of ``request()`` reserved at ``reserved_at`` ended: counted now.
+
+        The governor forgets it instead if it never ``left``.
+        """
         slot = self._slot
         if slot.machine.api_window.sends:  # else nothing is counted (no API limits kept)
             with slot.lock:
-                slot.machine.api_send_ended(ended.reserved_at, self._clock(), left=ended.left)
+                slot.machine.api_send_ended(reserved_at, self._clock(), left=left)
 
     def _govern(self, effect: ReserveApiCall | ApiCoolDown) -> ApiPermit | float:
         """Perform an API governor effect of ``request()`` on blocking store operations.

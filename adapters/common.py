@@ -10,6 +10,7 @@ waiter is woken exactly once.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Generator
@@ -20,12 +21,12 @@ from eightyeightpay.api import (
     ApiEffect,
     ApiPermit,
     ApiResponse,
-    ApiSendEnded,
     InvalidateToken,
     NeedToken,
     Now,
     ReserveApiCall,
     SendApiRequest,
+    send_left,
 )
 from eightyeightpay.errors import EightyEightPayError, TransportError
 from eightyeightpay.fleet import (
@@ -381,7 +382,7 @@ def _governed(
 ) -> ApiPermit | float:
     if not isinstance(effect, ReserveApiCall):
         return answer
-    if answer <= 0:  # the time the governor counted the send at (ApiSendEnded moves it)
+    if answer <= 0:  # the time the governor counted the send at (its end moves it)
         return ApiPermit(counted_at, answer)
     with slot.lock:
         now = clock()
@@ -481,8 +482,9 @@ class ApiCallRun:
     (``fresh_token``; a :class:`~eightyeightpay.api.NeedToken` reaches the driver only when
     it returns None), the governor when ``govern`` is given (a driver whose store calls
     block, or that has no store), a send's end for the governor's window (``ended``, with
-    the send's reservation time), invalidating the token, and the call's telemetry (its
-    sends, a hold by the governor, its end in an error).
+    the send's reservation time and whether it left, once :meth:`received` or :meth:`cut`
+    hands in its outcome), invalidating the token, and the call's telemetry (its sends, a
+    hold by the governor, its end in an error).
     """
 
     __slots__ = (
@@ -492,6 +494,7 @@ class ApiCallRun:
         "_fresh_token",
         "_govern",
         "_invalidate",
+        "_reserved_at",
         "_result",
         "_span",
         "_steps",
@@ -508,11 +511,12 @@ class ApiCallRun:
         clock: Callable[[], float],
         fresh_token: Callable[[], Token | None],
         govern: Governor | None,
-        ended: Callable[[ApiSendEnded], None],
+        ended: Callable[[float, bool], None],
     ) -> None:
         self._steps = steps
         self._invalidate = invalidate
         self._ended = ended
+        self._reserved_at = -math.inf
         self._trace = trace
         self._clock = clock
         self._fresh_token = fresh_token
@@ -536,13 +540,11 @@ class ApiCallRun:
             while True:  # perform here what needs no waiting; hand the driver the rest
                 kind = type(effect)
                 if kind is SendApiRequest:
+                    self._reserved_at = effect.reserved_at  # type: ignore[union-attr]
                     if trace is not None:
                         self._span = trace.sending(effect.request)  # type: ignore[union-attr]
                     return effect  # type: ignore[return-value]
-                if kind is ApiSendEnded:
-                    self._ended(effect)  # type: ignore[arg-type]
-                    effect = steps.send(None)
-                elif kind is Now:
+                if kind is Now:
                     effect = steps.send(self._clock())
                 elif kind is NeedToken:
                     token = self._fresh_token()
@@ -576,9 +578,13 @@ class ApiCallRun:
         self._result = result
 
     def received(self, response: HttpResponse | TransportError) -> None:
-        """What the send :meth:`next` returned last got: a response, or its transport error."""
+        """What the send :meth:`next` returned last got: a response, or its transport error.
+
+        The API governor learns that the send ended (``ended``): it counts it now.
+        """
         if self._trace is not None:
             self._trace.received(self._span, response)
+        self._ended(self._reserved_at, send_left(response))
         self._result = response
 
     def fail(self, error: EightyEightPayError) -> None:
@@ -589,12 +595,14 @@ class ApiCallRun:
         """The send :meth:`next` returned last ended without an answer: ``error`` stopped it.
 
         A cancellation, or the manager closing (its transport raised
-        :class:`~eightyeightpay.errors.ManagerClosed`). The core counts the send in the API
-        window as ended now (a ``ManagerClosed`` says whether it left), then raises: the
-        cancellation as it is, a ``ManagerClosed`` saying what became of the call.
+        :class:`~eightyeightpay.errors.ManagerClosed`). The API governor counts the send as
+        ended now, or forgets it if it provably never left
+        (:func:`~eightyeightpay.api.send_left`); then the protocol raises: the cancellation
+        as it is, a ``ManagerClosed`` saying what became of the call.
         """
         if self._trace is not None:
             self._trace.received(self._span, error)
+        self._ended(self._reserved_at, send_left(error))
         self._failure = error
         effect = self.next()
         raise AssertionError(f"the protocol went on after its send was cut: {effect!r}")

@@ -38,7 +38,6 @@ __all__ = [
     "ApiEffect",
     "ApiPermit",
     "ApiResponse",
-    "ApiSendEnded",
     "InvalidateToken",
     "NeedToken",
     "Now",
@@ -51,6 +50,7 @@ __all__ = [
     "is_charge",
     "may_replay",
     "read_api_response",
+    "send_left",
 ]
 
 CHARGES_PATH = "/api/transactions/charges"
@@ -452,9 +452,10 @@ class NeedToken:
 
 @attrs.frozen
 class SendApiRequest:
-    """Effect: send ``request`` within ``timeout`` seconds.
+    """Effect: send ``request`` within ``timeout`` seconds, then report its end.
 
-    Send back the response, or the TransportError raised.
+    Send back the response, or the TransportError raised; throw in what cut it short (a
+    cancellation, :class:`~eightyeightpay.errors.ManagerClosed`).
     """
 
     request: HttpRequest
@@ -462,6 +463,11 @@ class SendApiRequest:
     timeout: float = 30.0
     """Seconds the exchange may take: the call's timeout, cut to the time its deadline has
     left (a fail-fast call's one attempt keeps the whole timeout)."""
+    reserved_at: float = -math.inf
+    """The send's :attr:`ApiPermit.now`. When the send ends (its response, its transport
+    error, or what cut it short), the driver tells the API governor, which counts the send
+    then, when 88Pay had it at the latest:
+    ``TokenMachine.api_send_ended(reserved_at, now, left=send_left(outcome))``."""
 
 
 @attrs.frozen
@@ -487,7 +493,7 @@ class ApiPermit:
 
     now: float
     """Monotonic time of the answer: with ``wait`` 0, the time the send is counted at
-    until it ends (:class:`ApiSendEnded`)."""
+    until it ends (:attr:`SendApiRequest.reserved_at`)."""
     wait: float
     """Seconds until a send is allowed (0: reserved, send now)."""
     cause: str = ""
@@ -508,34 +514,12 @@ class ApiCoolDown:
 
 
 @attrs.frozen
-class ApiSendEnded:
-    """Effect: the send reserved at ``reserved_at`` has ended; send back None.
-
-    Its answer came back, or its exchange failed: the API governor counts it now, when
-    88Pay had it at the latest, or forgets it if it provably never left this process.
-    """
-
-    reserved_at: float
-    """The send's :attr:`ApiPermit.now`."""
-    left: bool = True
-    """False when the send provably never left this process (a connection that could not
-    be opened: ``may_have_been_sent`` False): 88Pay never saw it."""
-
-
-@attrs.frozen
 class Now:
     """Effect: send back the monotonic time."""
 
 
 ApiEffect = (
-    NeedToken
-    | SendApiRequest
-    | ApiSendEnded
-    | InvalidateToken
-    | ReserveApiCall
-    | ApiCoolDown
-    | Now
-    | Sleep
+    NeedToken | SendApiRequest | InvalidateToken | ReserveApiCall | ApiCoolDown | Now | Sleep
 )
 """What an API call asks its driver to do."""
 
@@ -606,18 +590,9 @@ def api_call(
             late.failed_request = label
             raise late
         try:
-            answer = yield SendApiRequest(request, until.budget(now, timeout))
-        except GeneratorExit:
-            raise
-        except BaseException as cut:  # cancelled, or the manager closed, without an answer
-            closed = yield from _cut_short(cut, permit.now, label, sent=sent)
-            if closed is None:
-                raise
-            raise closed from None
-        # Counted at its end: a send that waited for a connection reached 88Pay after its
-        # reservation, and must not leave the window before it leaves 88Pay's.
-        left = not isinstance(answer, TransportError) or answer.may_have_been_sent
-        yield ApiSendEnded(permit.now, left)
+            answer = yield SendApiRequest(request, until.budget(now, timeout), permit.now)
+        except ManagerClosed as closed:  # the manager closed with the send under way
+            raise _closed_under_way(closed, label, sent=sent) from None
         error: EightyEightPayError
         if isinstance(answer, TransportError):
             error = answer
@@ -660,25 +635,30 @@ def api_call(
         awake = now + delay
 
 
-def _cut_short(
-    cut: BaseException, reserved_at: float, label: str, *, sent: bool
-) -> Generator[ApiEffect, Any, ManagerClosed | None]:
-    """A send ended without its answer: the caller was cancelled, or the manager closed.
+def send_left(outcome: object) -> bool:
+    """Whether a send that ended with ``outcome`` may have reached 88Pay.
 
-    Whether it left is unknown unless the transport said (a :class:`ManagerClosed` says
-    whether the request had been sent; a cancellation may carry
-    :func:`~eightyeightpay.errors.note_not_sent`'s note): counted at the time it was cut, it
-    never leaves the API window before 88Pay's; never sent, it is forgotten. Returns the
-    ``ManagerClosed`` to raise, saying what became of the call over all its attempts; None
-    for anything else (a cancellation goes on as it is).
+    ``outcome`` is what the send got: a response (True), a transport error (its
+    ``may_have_been_sent``), a :class:`~eightyeightpay.errors.ManagerClosed` (its
+    ``may_have_been_processed``: whether the request was out) or what else cut it short (a
+    cancellation: True unless the transport noted that nothing was sent, see
+    :func:`~eightyeightpay.errors.note_not_sent`). False only when the send provably never
+    left this process: the API governor then forgets it.
     """
-    if not isinstance(cut, ManagerClosed):
-        yield ApiSendEnded(reserved_at, not was_not_sent(cut))
-        return None
-    yield ApiSendEnded(reserved_at, cut.may_have_been_processed)
-    closed = ManagerClosed(may_have_been_processed=sent or cut.may_have_been_processed)
-    closed.failed_request = label
-    return closed
+    if not isinstance(outcome, BaseException):  # a response: the usual case, first
+        return True
+    if isinstance(outcome, TransportError):
+        return outcome.may_have_been_sent
+    if isinstance(outcome, ManagerClosed):
+        return outcome.may_have_been_processed
+    return not was_not_sent(outcome)
+
+
+def _closed_under_way(closed: ManagerClosed, label: str, *, sent: bool) -> ManagerClosed:
+    """The manager closed during a send: what became of the call over all its attempts."""
+    error = ManagerClosed(may_have_been_processed=sent or closed.may_have_been_processed)
+    error.failed_request = label
+    return error
 
 
 def _token_failure(failure: EightyEightPayError, label: str, *, sent: bool) -> EightyEightPayError:

@@ -17,13 +17,13 @@ from eightyeightpay.api import (
     ApiEffect,
     ApiPermit,
     ApiResponse,
-    ApiSendEnded,
     InvalidateToken,
     NeedToken,
     Now,
     ReserveApiCall,
     SendApiRequest,
     api_call,
+    send_left,
 )
 from eightyeightpay.credentials import Credentials
 from eightyeightpay.errors import EightyEightPayError
@@ -201,8 +201,9 @@ class FakeApiDriver:
                         result = self.token(until)
                     except EightyEightPayError as error:
                         failure = error
-                case SendApiRequest(request, timeout):
+                case SendApiRequest(request, timeout, reserved_at):
                     result = self.answer(request, timeout)
+                    self.machine.api_send_ended(reserved_at, self.now, left=send_left(result))
                 case Sleep(seconds):
                     self.slept.append((self.now, seconds))
                     self.now += seconds
@@ -215,9 +216,6 @@ class FakeApiDriver:
                 case InvalidateToken():
                     self.invalidated += 1
                     result = True
-                case ApiSendEnded(reserved_at, left):
-                    self.machine.api_send_ended(reserved_at, self.now, left=left)
-                    result = None
 
 
 @attrs.frozen

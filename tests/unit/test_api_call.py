@@ -18,13 +18,13 @@ from eightyeightpay import (
 )
 from eightyeightpay.api import (
     ApiPermit,
-    ApiSendEnded,
     InvalidateToken,
     NeedToken,
     Now,
     ReserveApiCall,
     SendApiRequest,
     api_call,
+    send_left,
 )
 from eightyeightpay.errors import (
     NOT_SENT,
@@ -75,12 +75,9 @@ def drive(
             result = None
         elif isinstance(effect, Now):
             result = now
-        elif isinstance(effect, ApiSendEnded):
-            assert effect.reserved_at == now  # the permit's time: the send's reservation
-            seen.append("ended")
-            result = None
         else:
             assert isinstance(effect, SendApiRequest)
+            assert effect.reserved_at == now  # the permit's time: the send's reservation
             seen.append(f"send {effect.request.header('x-session-id')}")
             result = answers.pop(0)
 
@@ -103,11 +100,9 @@ def test_a_401_invalidates_exactly_that_token_and_replays_once_with_a_new_one() 
     assert seen == [
         "token sess_1",
         "send sess_1",
-        "ended",
         "invalidate sess_1",
         "token sess_2",
         "send sess_2",
-        "ended",
     ]
 
 
@@ -122,11 +117,9 @@ def test_a_call_that_never_left_is_sent_once_more_after_a_backoff() -> None:
     assert seen == [
         "token sess_1",
         "send sess_1",
-        "ended",
         "sleep",
         "token sess_2",
         "send sess_2",
-        "ended",
     ]
 
 
@@ -300,15 +293,17 @@ def test_a_send_is_reserved_once_its_token_is_in_hand() -> None:
     ],
     ids=["answered", "broken", "never-left"],
 )
-def test_each_send_reports_its_end_with_its_reservation_time(answer: object, left: bool) -> None:
-    """After every send the protocol says the send has ended, with the time its permit
-    counted it at, before anything else: the governor counts it then, or forgets it when
-    it provably never left (a connection refused)."""
+def test_each_send_carries_its_reservation_time_and_its_outcome_says_if_it_left(
+    answer: object, left: bool
+) -> None:
+    """A send carries the time its permit counted it at, for the governor to count it again
+    when it ends; ``send_left`` says whether it may have reached 88Pay (else forgotten)."""
     steps = call()
     assert isinstance(next(steps), NeedToken)
     assert isinstance(steps.send(token(1)), ReserveApiCall)
-    assert isinstance(steps.send(ApiPermit(7.5, 0.0)), SendApiRequest)
-    assert steps.send(answer) == ApiSendEnded(7.5, left)
+    sent = steps.send(ApiPermit(7.5, 0.0))
+    assert isinstance(sent, SendApiRequest) and sent.reserved_at == 7.5
+    assert send_left(answer) is left
 
 
 def _noted(error: BaseException) -> BaseException:
@@ -328,19 +323,19 @@ def _noted(error: BaseException) -> BaseException:
     ],
     ids=["closed-in-flight", "closed-before-sending", "interrupted", "interrupted-unsent"],
 )
-def test_a_send_cut_without_its_answer_ends_in_the_window_then_raises(
+def test_a_send_cut_without_its_answer_raises_and_says_if_it_left(
     cut: BaseException, left: bool
 ) -> None:
-    """A send stopped by a cancellation or by closing: the governor hears that it ended
-    (counted now; forgotten if it provably never left), then the call raises. A
-    cancellation goes on as it was; ManagerClosed says what became of the call."""
+    """A send stopped by a cancellation or by closing: ``send_left`` tells the governor
+    whether to count it (now) or forget it; the call raises. A cancellation goes on as it
+    was; ManagerClosed says what became of the call."""
     steps = call()
     assert isinstance(next(steps), NeedToken)
     assert isinstance(steps.send(token(1)), ReserveApiCall)
     assert isinstance(steps.send(ApiPermit(7.5, 0.0)), SendApiRequest)
-    assert steps.throw(cut) == ApiSendEnded(7.5, left)
+    assert send_left(cut) is left
     with pytest.raises(type(cut)) as raised:
-        steps.send(None)
+        steps.throw(cut)
     if isinstance(cut, ManagerClosed):
         closed = raised.value
         assert isinstance(closed, ManagerClosed)
@@ -374,9 +369,8 @@ def test_a_call_closed_before_its_resend_says_the_first_send_may_have_been_proce
             effect = steps.send(answers.pop())
         else:
             effect = steps.send(0.0 if isinstance(effect, Now) else None)
-    assert steps.throw(ManagerClosed()) == ApiSendEnded(0.0, False)
     with pytest.raises(ManagerClosed) as raised:
-        steps.send(None)
+        steps.throw(ManagerClosed())
     assert raised.value.may_have_been_processed
 
 
