@@ -21,6 +21,7 @@ from eightyeightpay.api import (
     ApiEffect,
     ApiPermit,
     ApiResponse,
+    ForgetApiSend,
     InvalidateToken,
     NeedToken,
     Now,
@@ -551,6 +552,9 @@ class ApiCallRun:
                     if token is None:
                         return effect  # type: ignore[return-value]
                     effect = steps.send(token)
+                elif kind is ForgetApiSend:
+                    self._ended(effect.reserved_at, False)  # type: ignore[union-attr]
+                    effect = steps.send(None)
                 elif kind is InvalidateToken:
                     dropped = self._invalidate(effect.token)  # type: ignore[union-attr]
                     if trace is not None:

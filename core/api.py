@@ -38,6 +38,7 @@ __all__ = [
     "ApiEffect",
     "ApiPermit",
     "ApiResponse",
+    "ForgetApiSend",
     "InvalidateToken",
     "NeedToken",
     "Now",
@@ -514,12 +515,31 @@ class ApiCoolDown:
 
 
 @attrs.frozen
+class ForgetApiSend:
+    """Effect: the send reserved at ``reserved_at`` will not be made; send back None.
+
+    Too little of the call's deadline was left to send it: the API governor takes it out
+    of its windows.
+    """
+
+    reserved_at: float
+    """The reservation's :attr:`ApiPermit.now`."""
+
+
+@attrs.frozen
 class Now:
     """Effect: send back the monotonic time."""
 
 
 ApiEffect = (
-    NeedToken | SendApiRequest | InvalidateToken | ReserveApiCall | ApiCoolDown | Now | Sleep
+    NeedToken
+    | SendApiRequest
+    | ForgetApiSend
+    | InvalidateToken
+    | ReserveApiCall
+    | ApiCoolDown
+    | Now
+    | Sleep
 )
 """What an API call asks its driver to do."""
 
@@ -586,6 +606,7 @@ def api_call(
             continue
         request = _authenticated(base_url + path, token, verb, body, extra)
         if not until.may_start(now):
+            yield ForgetApiSend(permit.now)  # reserved, but it will not be sent
             late = Deadline.too_late(f"{label} could be sent", sent=sent)
             late.failed_request = label
             raise late

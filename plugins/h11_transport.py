@@ -364,6 +364,8 @@ class AsyncHttp11Transport:
                 taken = True  # a connection, or the place for a new one
                 if connection is None:
                     connection = await self._connect(origin, host)
+                if self._closed:  # closed while this call waited: it is not sent
+                    raise ManagerClosed()
                 sent = True
                 headers = self._checked.of(host, request.headers)
                 response = await connection.exchange(request, headers)

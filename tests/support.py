@@ -17,6 +17,7 @@ from eightyeightpay.api import (
     ApiEffect,
     ApiPermit,
     ApiResponse,
+    ForgetApiSend,
     InvalidateToken,
     NeedToken,
     Now,
@@ -213,6 +214,9 @@ class FakeApiDriver:
                     result = self.now
                 case Now():
                     result = self.now
+                case ForgetApiSend(reserved_at):
+                    self.machine.api_send_ended(reserved_at, self.now, left=False)
+                    result = None
                 case InvalidateToken():
                     self.invalidated += 1
                     result = True

@@ -13,13 +13,14 @@ import random
 
 import trio
 
-from eightyeightpay import DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, MemoryStore
+from eightyeightpay import DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, ManagerClosed, MemoryStore
 from eightyeightpay.adapters.async_manager import AsyncTokenManager, open_trio_token_manager
 from eightyeightpay.http import HttpRequest, HttpResponse
 from eightyeightpay.plugins.sandbox import FakeClock, Fault, Sandbox, SandboxServer
 from eightyeightpay.plugins.sandbox.async_transport import AsyncSandboxTransport
 
 BALANCE = f"/api/balance?id={DEFAULT_MERCHANT_ID}"
+CHARGES = "/api/transactions/charges"
 
 
 class HangsAfterSending:
@@ -175,3 +176,40 @@ def test_trio_calls_cancelled_while_queued_for_a_connection_are_not_counted() ->
         server.sandbox.inject(Fault.latency(0.5), path="/api/balance")
         assert trio.run(main, server.url) == 1
         assert server.sandbox.stats()["api_requests"] == 1
+
+
+def test_a_charge_queued_for_a_connection_when_the_manager_closes_is_not_sent() -> None:
+    """aclose() while a charge waits for the pool's one connection: when the connection
+    comes free the charge is not sent (ManagerClosed, not processed), and nothing is charged."""
+    charge = {
+        "flow": "PAYIN",
+        "method_code": "PSE",
+        "amount": 10,
+        "currency": "COP",
+        "country": "COL",
+    }
+
+    async def main(url: str) -> BaseException | None:
+        manager = AsyncTokenManager(
+            DEFAULT_API_KEY,
+            DEFAULT_MERCHANT_ID,
+            base_url=url,
+            allow_http_loopback=True,
+            store=MemoryStore(),
+            max_connections=1,
+        )
+        await manager.get_token()
+        slow = asyncio.create_task(manager.request("POST", BALANCE))
+        await asyncio.sleep(0.1)
+        queued = asyncio.create_task(manager.request("POST", CHARGES, json=charge))
+        await asyncio.sleep(0.1)
+        await manager.aclose()
+        results = await asyncio.gather(slow, queued, return_exceptions=True)
+        assert not isinstance(results[0], BaseException)
+        return results[1] if isinstance(results[1], BaseException) else None
+
+    with SandboxServer(Sandbox()) as server:
+        server.sandbox.inject(Fault.latency(0.5), path="/api/balance")
+        error = asyncio.run(main(server.url))
+        assert isinstance(error, ManagerClosed) and not error.may_have_been_processed
+        assert server.sandbox.stats()["charges"] == 0

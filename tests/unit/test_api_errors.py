@@ -25,6 +25,7 @@ from eightyeightpay.errors import (
     BadRequest,
     ConnectError,
     ConnectionLost,
+    DeadlineExceeded,
     EightyEightPayError,
     MalformedResponse,
     NotFound,
@@ -34,7 +35,7 @@ from eightyeightpay.errors import (
 )
 from eightyeightpay.http import HttpRequest, HttpResponse
 from eightyeightpay.machine import TokenMachine
-from eightyeightpay.policy import Deadline, call_deadline
+from eightyeightpay.policy import MIN_ATTEMPT, Deadline, call_deadline
 from eightyeightpay.tokens import Token
 from tests.support import CREDENTIALS, FakeApiDriver, jwt
 
@@ -268,3 +269,20 @@ def test_a_call_that_may_have_been_processed_is_never_sent_again_unless_read_onl
     if isinstance(outcome, EightyEightPayError) and path == CHARGES:
         # every error answers it, and truly: True exactly when the charge may have been made
         assert outcome.may_have_been_processed is bool(processed_maybe)
+
+
+def test_a_send_reserved_too_late_to_go_out_is_given_back_to_the_window() -> None:
+    """The token came so late that less than a first attempt's time is left once the send
+    is reserved: the call ends in DeadlineExceeded without sending, and its place in the
+    window is given back (kept, a retry loop at the limit lost a place each time)."""
+
+    class LateToken(Driver):
+        def token(self, until: Deadline) -> Token:
+            self.now = until.at - MIN_ATTEMPT / 2
+            return token()
+
+    driver = LateToken(scripted(OK))
+    outcome = driver.call(BALANCE, deadline=5.0)
+    assert isinstance(outcome, DeadlineExceeded) and not outcome.may_have_been_processed
+    assert driver.sends == []
+    assert driver.machine.api_window.count(driver.now, 60.0) == 0
