@@ -42,7 +42,7 @@ from eightyeightpay.plugins.fleet import FleetStore
 from eightyeightpay.plugins.memory import MemoryStore
 from eightyeightpay.plugins.registry import registry
 from eightyeightpay.policy import Deadline, Policy, Rng, call_deadline, check_deadline
-from eightyeightpay.ports import AsyncFleetOperations, AsyncRuntime, AsyncTransport
+from eightyeightpay.ports import AsyncFleetOperations, AsyncRuntime, AsyncTransport, Lot
 from eightyeightpay.tokens import Token
 
 from .base import EnvConstructible, ManagerBase, transport_options
@@ -104,8 +104,10 @@ class _AsyncManager(ManagerBase):
         )
         self._governs_at_once = self._fleet is None
         self._runtime = runtime
-        self._sleep: Callable[[float], Awaitable[object]] = sleep or runtime.sleep
+        self._sleep: Callable[[float], Awaitable[object]] = sleep or self._nap
         """Waits a backoff or a cool-down; a test on a fake clock passes one that moves it."""
+        self._napping: dict[Lot, object] = {}
+        """The default sleep's waits, with their loop: :meth:`aclose` ends those of its loop."""
         built = transport_options(transport, max_connections)
         self._transport: AsyncTransport = transport or plugins.async_transport("h11")(
             runtime, ca_bundle=ca_bundle, **built
@@ -277,10 +279,35 @@ class _AsyncManager(ManagerBase):
 
     # ------------------------------------------------------------------ lifecycle
 
+    async def _nap(self, seconds: float) -> None:
+        """The runtime's sleep of ``seconds``, ended early by :meth:`aclose` on its loop.
+
+        A call waiting for a backoff, a cool-down or the API limits then goes on at once to
+        find the manager closed (``ManagerClosed``, nothing sent), as the threaded manager's
+        does, instead of holding a shutdown for the rest of its wait.
+        """
+        lot = self._runtime.lot()
+        self._napping[lot] = self._runtime.loop_key()
+        try:
+            async with self._runtime.deadline(seconds):
+                await lot.park()
+        except TimeoutError:
+            pass
+        finally:
+            del self._napping[lot]
+
     async def aclose(self) -> None:
-        """Cancel the manager's tasks and close its connections. Idempotent."""
+        """Cancel the manager's tasks and close its connections. Idempotent.
+
+        A call of this loop waiting for a backoff, a cool-down or the API limits is woken:
+        it raises ``ManagerClosed`` without sending. Calls under way are not cancelled.
+        """
         if not self._mark_closed():
             return
+        loop = self._runtime.loop_key()
+        for lot, napping_on in list(self._napping.items()):
+            if napping_on is loop:
+                lot.unpark()
         await self._runtime.aclose()
         await self._transport.aclose()
         closer = getattr(self._fleet, "aclose", None)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 
 import trio
 
-from eightyeightpay import DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, ManagerClosed, MemoryStore
+from eightyeightpay import DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, ManagerClosed, MemoryStore, Policy
 from eightyeightpay.adapters.async_manager import AsyncTokenManager, open_trio_token_manager
 from eightyeightpay.http import HttpRequest, HttpResponse
 from eightyeightpay.plugins.sandbox import FakeClock, Fault, Sandbox, SandboxServer
@@ -212,4 +213,70 @@ def test_a_charge_queued_for_a_connection_when_the_manager_closes_is_not_sent() 
         server.sandbox.inject(Fault.latency(0.5), path="/api/balance")
         error = asyncio.run(main(server.url))
         assert isinstance(error, ManagerClosed) and not error.may_have_been_processed
+        assert server.sandbox.stats()["charges"] == 0
+
+
+PROMPT = 5.0
+"""How long a call waiting for the API limit may take to end once its manager closes
+(it would otherwise wait about 60 s)."""
+
+
+def test_aclose_ends_a_call_waiting_for_the_api_limit_at_once() -> None:
+    """A manager allowed one API call a minute spends it; the next call waits for the next
+    minute within its 90 s deadline... and the manager closes: the call raises ManagerClosed
+    (not processed) without waiting out the minute, and nothing is charged."""
+    charge = {
+        "flow": "PAYIN",
+        "method_code": "PSE",
+        "amount": 10,
+        "currency": "COP",
+        "country": "COL",
+    }
+
+    async def on_asyncio(url: str) -> tuple[object, float]:
+        manager = AsyncTokenManager(
+            DEFAULT_API_KEY,
+            DEFAULT_MERCHANT_ID,
+            base_url=url,
+            allow_http_loopback=True,
+            store=MemoryStore(),
+            policy=Policy(api_per_minute=1),
+        )
+        await manager.request("POST", BALANCE)
+        waiting = asyncio.create_task(manager.request("POST", CHARGES, json=charge, deadline=90))
+        await asyncio.sleep(0.2)
+        started = time.monotonic()
+        await manager.aclose()
+        [outcome] = await asyncio.gather(waiting, return_exceptions=True)
+        return outcome, time.monotonic() - started
+
+    async def on_trio(url: str) -> tuple[object, float]:
+        outcome: list[object] = []
+        async with open_trio_token_manager(
+            DEFAULT_API_KEY,
+            DEFAULT_MERCHANT_ID,
+            base_url=url,
+            allow_http_loopback=True,
+            store=MemoryStore(),
+            policy=Policy(api_per_minute=1),
+        ) as manager:
+            await manager.request("POST", BALANCE)
+
+            async def waiting() -> None:
+                try:
+                    await manager.request("POST", CHARGES, json=charge, deadline=90)
+                except ManagerClosed as error:
+                    outcome.append(error)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(waiting)
+                await trio.sleep(0.2)
+                started = time.monotonic()
+                await manager.aclose()
+        return outcome[0] if outcome else None, time.monotonic() - started
+
+    with SandboxServer(Sandbox()) as server:
+        for outcome, took in (asyncio.run(on_asyncio(server.url)), trio.run(on_trio, server.url)):
+            assert isinstance(outcome, ManagerClosed) and not outcome.may_have_been_processed
+            assert took < PROMPT
         assert server.sandbox.stats()["charges"] == 0
