@@ -358,7 +358,10 @@ class Unprocessable(ApiError):
 
 
 class ApiRateLimited(ApiError):
-    """429 to an API call, or a call not sent because it would break 60/minute, 1,000/hour.
+    """429 to an API call, or a call not sent because it would break the API limits.
+
+    The limits are the policy's ``api_per_minute`` and ``api_per_hour`` (88Pay's: 60 a
+    minute, 1,000 an hour), and a 429's cool-down.
 
     ``retry_after`` says when the next call may be sent; ``local`` is True when the library
     refused to send (nothing reached 88Pay).
@@ -378,8 +381,9 @@ class ApiRateLimited(ApiError):
         wait = max(0.0, retry_after)
         if local:
             advice = (
-                f"Sending it now would break 88Pay's limit of API calls per merchant (60 a "
-                f"minute, 1,000 an hour, or a 429's cool-down): retry after {wait:.1f} s."
+                f"Sending it now would break the API limits kept for this merchant (the "
+                f"policy's api_per_minute and api_per_hour; 88Pay's are 60 a minute and 1,000 "
+                f"an hour) or a 429's cool-down: retry after {wait:.1f} s."
             )
         else:
             advice = f"Retry after {wait:.1f} s."
