@@ -9,8 +9,11 @@ to end instead of drawing a 429. Deterministic: the in-process sandbox on a fake
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import trio
 
@@ -22,6 +25,7 @@ from eightyeightpay.plugins.sandbox.async_transport import AsyncSandboxTransport
 
 BALANCE = f"/api/balance?id={DEFAULT_MERCHANT_ID}"
 CHARGES = "/api/transactions/charges"
+CHARGE = {"flow": "PAYIN", "method_code": "PSE", "amount": 10, "currency": "COP", "country": "COL"}
 
 
 class HangsAfterSending:
@@ -45,7 +49,30 @@ class HangsAfterSending:
         await self.inner.aclose()
 
 
-def _check(sandbox: Sandbox, clock: FakeClock, start: float) -> None:
+def _in_process(transport: HangsAfterSending, clock: FakeClock) -> dict[str, Any]:
+    """A manager's options on the in-process sandbox, its waits moving the fake clock."""
+
+    async def sleep(seconds: float) -> None:
+        clock.advance(seconds)
+
+    return {
+        "transport": transport,
+        "clock": clock,
+        "sleep": sleep,
+        "store": MemoryStore(),
+        "rng": random.Random(1),
+    }
+
+
+async def _fill_the_minute_then_call(
+    manager: Any, sandbox: Sandbox, clock: FakeClock, start: float
+) -> None:
+    """59 calls more, then one 60.5 s after the cut call's reservation: it must wait for
+    88Pay's minute (the cut call counted at 5 s) and draw no 429."""
+    for _ in range(59):
+        assert (await manager.request("POST", BALANCE)).status == 200
+    clock.advance(60.5 - (clock() - start))
+    assert (await manager.request("POST", BALANCE)).status == 200
     stats = sandbox.stats()
     assert stats["api_requests"] == 61
     assert stats["rate_limited"] == 0
@@ -56,19 +83,8 @@ def test_an_asyncio_call_cancelled_in_flight_counts_when_it_was_cut() -> None:
     async def main() -> None:
         clock, sandbox = FakeClock(), Sandbox()
         transport = HangsAfterSending(sandbox, clock, lambda: asyncio.Event().wait())
-
-        async def sleep(seconds: float) -> None:
-            clock.advance(seconds)
-
-        async with AsyncTokenManager(
-            DEFAULT_API_KEY,
-            DEFAULT_MERCHANT_ID,
-            transport=transport,
-            clock=clock,
-            sleep=sleep,
-            store=MemoryStore(),
-            rng=random.Random(1),
-        ) as manager:
+        options = _in_process(transport, clock)
+        async with AsyncTokenManager(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **options) as manager:
             start = clock()
             cut = asyncio.create_task(manager.request("POST", BALANCE))
             while not transport.hung:
@@ -77,11 +93,7 @@ def test_an_asyncio_call_cancelled_in_flight_counts_when_it_was_cut() -> None:
             cut.cancel()
             await asyncio.gather(cut, return_exceptions=True)
             assert cut.cancelled()
-            for _ in range(59):
-                assert (await manager.request("POST", BALANCE)).status == 200
-            clock.advance(60.5 - (clock() - start))
-            assert (await manager.request("POST", BALANCE)).status == 200
-            _check(sandbox, clock, start)
+            await _fill_the_minute_then_call(manager, sandbox, clock, start)
 
     asyncio.run(main())
 
@@ -90,18 +102,9 @@ def test_a_trio_call_cancelled_in_flight_counts_when_it_was_cut() -> None:
     async def main() -> None:
         clock, sandbox = FakeClock(), Sandbox()
         transport = HangsAfterSending(sandbox, clock, trio.sleep_forever)
-
-        async def sleep(seconds: float) -> None:
-            clock.advance(seconds)
-
+        options = _in_process(transport, clock)
         async with open_trio_token_manager(
-            DEFAULT_API_KEY,
-            DEFAULT_MERCHANT_ID,
-            transport=transport,
-            clock=clock,
-            sleep=sleep,
-            store=MemoryStore(),
-            rng=random.Random(1),
+            DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **options
         ) as manager:
             start = clock()
             with trio.CancelScope() as scope:
@@ -111,13 +114,22 @@ def test_a_trio_call_cancelled_in_flight_counts_when_it_was_cut() -> None:
                         await trio.sleep(0)
                     await trio.sleep(0)
                     scope.cancel()
-            for _ in range(59):
-                assert (await manager.request("POST", BALANCE)).status == 200
-            clock.advance(60.5 - (clock() - start))
-            assert (await manager.request("POST", BALANCE)).status == 200
-            _check(sandbox, clock, start)
+            await _fill_the_minute_then_call(manager, sandbox, clock, start)
 
     trio.run(main)
+
+
+def _over_http(url: str, **more: Any) -> dict[str, Any]:
+    """A manager's options for the sandbox served at ``url`` (plain HTTP on loopback)."""
+    return {"base_url": url, "allow_http_loopback": True, "store": MemoryStore(), **more}
+
+
+@contextlib.contextmanager
+def _slow_balance() -> Iterator[SandboxServer]:
+    """A sandbox server whose first balance call is answered after 0.5 s."""
+    with SandboxServer(Sandbox()) as server:
+        server.sandbox.inject(Fault.latency(0.5), path="/api/balance")
+        yield server
 
 
 def test_asyncio_calls_cancelled_while_queued_for_a_connection_are_not_counted() -> None:
@@ -126,12 +138,7 @@ def test_asyncio_calls_cancelled_while_queued_for_a_connection_are_not_counted()
 
     async def main(url: str) -> int:
         async with AsyncTokenManager(
-            DEFAULT_API_KEY,
-            DEFAULT_MERCHANT_ID,
-            base_url=url,
-            allow_http_loopback=True,
-            store=MemoryStore(),
-            max_connections=1,
+            DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **_over_http(url, max_connections=1)
         ) as manager:
             await manager.get_token()
             slow = asyncio.create_task(manager.request("POST", BALANCE))
@@ -145,8 +152,7 @@ def test_asyncio_calls_cancelled_while_queued_for_a_connection_are_not_counted()
             assert (await slow).status == 200
             return manager.stats().api_minute_spent
 
-    with SandboxServer(Sandbox()) as server:
-        server.sandbox.inject(Fault.latency(0.5), path="/api/balance")
+    with _slow_balance() as server:
         assert asyncio.run(main(server.url)) == 1
         assert server.sandbox.stats()["api_requests"] == 1
 
@@ -154,12 +160,7 @@ def test_asyncio_calls_cancelled_while_queued_for_a_connection_are_not_counted()
 def test_trio_calls_cancelled_while_queued_for_a_connection_are_not_counted() -> None:
     async def main(url: str) -> int:
         async with open_trio_token_manager(
-            DEFAULT_API_KEY,
-            DEFAULT_MERCHANT_ID,
-            base_url=url,
-            allow_http_loopback=True,
-            store=MemoryStore(),
-            max_connections=1,
+            DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **_over_http(url, max_connections=1)
         ) as manager:
             await manager.get_token()
             async with trio.open_nursery() as outer:
@@ -173,8 +174,7 @@ def test_trio_calls_cancelled_while_queued_for_a_connection_are_not_counted() ->
                         scope.cancel()
             return manager.stats().api_minute_spent
 
-    with SandboxServer(Sandbox()) as server:
-        server.sandbox.inject(Fault.latency(0.5), path="/api/balance")
+    with _slow_balance() as server:
         assert trio.run(main, server.url) == 1
         assert server.sandbox.stats()["api_requests"] == 1
 
@@ -182,35 +182,22 @@ def test_trio_calls_cancelled_while_queued_for_a_connection_are_not_counted() ->
 def test_a_charge_queued_for_a_connection_when_the_manager_closes_is_not_sent() -> None:
     """aclose() while a charge waits for the pool's one connection: when the connection
     comes free the charge is not sent (ManagerClosed, not processed), and nothing is charged."""
-    charge = {
-        "flow": "PAYIN",
-        "method_code": "PSE",
-        "amount": 10,
-        "currency": "COP",
-        "country": "COL",
-    }
 
     async def main(url: str) -> BaseException | None:
         manager = AsyncTokenManager(
-            DEFAULT_API_KEY,
-            DEFAULT_MERCHANT_ID,
-            base_url=url,
-            allow_http_loopback=True,
-            store=MemoryStore(),
-            max_connections=1,
+            DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **_over_http(url, max_connections=1)
         )
         await manager.get_token()
         slow = asyncio.create_task(manager.request("POST", BALANCE))
         await asyncio.sleep(0.1)
-        queued = asyncio.create_task(manager.request("POST", CHARGES, json=charge))
+        queued = asyncio.create_task(manager.request("POST", CHARGES, json=CHARGE))
         await asyncio.sleep(0.1)
         await manager.aclose()
         results = await asyncio.gather(slow, queued, return_exceptions=True)
         assert not isinstance(results[0], BaseException)
         return results[1] if isinstance(results[1], BaseException) else None
 
-    with SandboxServer(Sandbox()) as server:
-        server.sandbox.inject(Fault.latency(0.5), path="/api/balance")
+    with _slow_balance() as server:
         error = asyncio.run(main(server.url))
         assert isinstance(error, ManagerClosed) and not error.may_have_been_processed
         assert server.sandbox.stats()["charges"] == 0
@@ -225,25 +212,13 @@ def test_aclose_ends_a_call_waiting_for_the_api_limit_at_once() -> None:
     """A manager allowed one API call a minute spends it; the next call waits for the next
     minute within its 90 s deadline... and the manager closes: the call raises ManagerClosed
     (not processed) without waiting out the minute, and nothing is charged."""
-    charge = {
-        "flow": "PAYIN",
-        "method_code": "PSE",
-        "amount": 10,
-        "currency": "COP",
-        "country": "COL",
-    }
 
     async def on_asyncio(url: str) -> tuple[object, float]:
         manager = AsyncTokenManager(
-            DEFAULT_API_KEY,
-            DEFAULT_MERCHANT_ID,
-            base_url=url,
-            allow_http_loopback=True,
-            store=MemoryStore(),
-            policy=Policy(api_per_minute=1),
+            DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **_over_http(url, policy=Policy(api_per_minute=1))
         )
         await manager.request("POST", BALANCE)
-        waiting = asyncio.create_task(manager.request("POST", CHARGES, json=charge, deadline=90))
+        waiting = asyncio.create_task(manager.request("POST", CHARGES, json=CHARGE, deadline=90))
         await asyncio.sleep(0.2)
         started = time.monotonic()
         await manager.aclose()
@@ -253,18 +228,13 @@ def test_aclose_ends_a_call_waiting_for_the_api_limit_at_once() -> None:
     async def on_trio(url: str) -> tuple[object, float]:
         outcome: list[object] = []
         async with open_trio_token_manager(
-            DEFAULT_API_KEY,
-            DEFAULT_MERCHANT_ID,
-            base_url=url,
-            allow_http_loopback=True,
-            store=MemoryStore(),
-            policy=Policy(api_per_minute=1),
+            DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **_over_http(url, policy=Policy(api_per_minute=1))
         ) as manager:
             await manager.request("POST", BALANCE)
 
             async def waiting() -> None:
                 try:
-                    await manager.request("POST", CHARGES, json=charge, deadline=90)
+                    await manager.request("POST", CHARGES, json=CHARGE, deadline=90)
                 except ManagerClosed as error:
                     outcome.append(error)
 
