@@ -27,7 +27,8 @@ if __name__ == "__main__" or os.path.basename(sys.argv[0] if sys.argv else "") =
     except ValueError:  # imported in a thread other than the main one
         pass
 
-import argparse  # noqa: E402 - after the handler above, which must come first
+import _thread  # noqa: E402 - after the handler above, which must come first
+import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import errno  # noqa: E402
 import io  # noqa: E402
@@ -680,11 +681,31 @@ def _output_failed(error: OSError) -> int:
     return EXIT_ERROR
 
 
+def _deliver_again(unraisable: Any) -> None:
+    """``sys.unraisablehook`` while a command runs: a lost Ctrl-C is delivered again.
+
+    Ctrl-C that lands where Python cannot raise it (a weakref callback, a finalizer) would
+    be printed as "Exception ignored" and lost, and the command would run on; delivered
+    again, it ends the command (130). Delivered from another thread a moment later: raised
+    at once, it would land in this hook, where it is lost too.
+    """
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+        threading.Timer(REDELIVER_AFTER, _thread.interrupt_main).start()
+        return
+    sys.__unraisablehook__(unraisable)
+
+
+REDELIVER_AFTER = 0.05
+"""Seconds after which a lost Ctrl-C is delivered again (see :func:`_deliver_again`)."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns its exit code (``EXIT_CODES``, docs/cli.md), never raises."""
+    hook = sys.unraisablehook
     try:
         if signal.getsignal(signal.SIGINT) is _interrupted_while_loading:
             signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C: 130 from here on
+        sys.unraisablehook = _deliver_again
         _survive_any_encoding()
         code = _run(argv)
         _flush()
@@ -701,6 +722,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             first = first.exceptions[0]
         assert isinstance(first, _OutputFailed)
         return _output_failed(first.error)
+    finally:
+        sys.unraisablehook = hook
     return code
 
 

@@ -14,14 +14,16 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
 import pytest
 
-from eightyeightpay.adapters.cli import EXIT_CODES, cli_message
+from eightyeightpay.adapters.cli import EXIT_CODES, _deliver_again, cli_message
 from eightyeightpay.adapters.config import read_environment
 from eightyeightpay.credentials import Credentials
 from eightyeightpay.errors import (
@@ -389,6 +391,35 @@ def test_ctrl_c_in_the_demo_exits_130_without_a_traceback(after: float) -> None:
             raise
     assert process.returncode == 130, stderr
     assert stderr.strip() == "", stderr
+
+
+def test_a_ctrl_c_lost_in_a_weakref_callback_is_delivered_again(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Ctrl-C that lands in a weakref callback is "ignored" by Python (printed, lost): the
+    demo once ran on to exit 0 that way. While a command runs it is delivered again and
+    raised where the command can end with 130."""
+
+    class Thing:
+        pass
+
+    def callback(_: object) -> None:
+        raise KeyboardInterrupt  # as Ctrl-C raises it, inside the callback
+
+    hook = sys.unraisablehook
+    sys.unraisablehook = _deliver_again
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            thing = Thing()
+            kept = weakref.ref(thing, callback)
+            del thing  # the callback runs now; its KeyboardInterrupt cannot propagate
+            end = time.monotonic() + 10
+            while time.monotonic() < end:  # the Ctrl-C delivered again lands in this loop
+                time.sleep(0.01)
+        assert kept() is None
+    finally:
+        sys.unraisablehook = hook
+    assert "Exception ignored" not in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("command", ["token", "request", "doctor", "sandbox", "demo"])
