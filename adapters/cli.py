@@ -690,9 +690,16 @@ def _deliver_again(unraisable: Any) -> None:
     at once, it would land in this hook, where it is lost too.
     """
     if isinstance(unraisable.exc_value, KeyboardInterrupt):
-        threading.Timer(REDELIVER_AFTER, _thread.interrupt_main).start()
+        again = threading.Timer(REDELIVER_AFTER, _thread.interrupt_main)
+        again.daemon = True
+        _redeliveries.append(again)
+        again.start()
         return
     sys.__unraisablehook__(unraisable)
+
+
+_redeliveries: list[threading.Timer] = []
+"""Lost Ctrl-Cs to deliver again; those still waiting when the command ends are dropped."""
 
 
 REDELIVER_AFTER = 0.05
@@ -724,6 +731,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _output_failed(first.error)
     finally:
         sys.unraisablehook = hook
+        while _redeliveries:  # the command ended first: nothing is left to interrupt
+            _redeliveries.pop().cancel()
     return code
 
 
