@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import trio
@@ -132,19 +132,38 @@ def _slow_balance() -> Iterator[SandboxServer]:
         yield server
 
 
+async def _until(check: Callable[[], bool], sleep: Callable[[float], Awaitable[object]]) -> None:
+    """Poll ``check`` every 10 ms until it holds (10 s at most): no step of a test races."""
+    for _ in range(1000):
+        if check():
+            return
+        await sleep(0.01)
+    raise AssertionError("the condition never held")
+
+
+def _received(server: SandboxServer) -> int:
+    """API calls the sandbox has received (the slow one is then under way)."""
+    return server.sandbox.stats()["api_requests"]
+
+
+def _queued(manager: Any) -> int:
+    """Callers that have queued for a connection of the manager's pools on this loop."""
+    return sum(pool.queued for pool in manager._transport.pool_stats().values())
+
+
 def test_asyncio_calls_cancelled_while_queued_for_a_connection_are_not_counted() -> None:
     """Five calls queue behind a slow one on a pool of one connection and are cancelled
     before any of them is sent: 88Pay saw one call, and the API window holds one."""
 
-    async def main(url: str) -> int:
+    async def main(server: SandboxServer) -> int:
         async with AsyncTokenManager(
-            DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **_over_http(url, max_connections=1)
+            DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **_over_http(server.url, max_connections=1)
         ) as manager:
             await manager.get_token()
             slow = asyncio.create_task(manager.request("POST", BALANCE))
-            await asyncio.sleep(0.1)
+            await _until(lambda: _received(server) == 1, asyncio.sleep)
             queued = [asyncio.create_task(manager.request("POST", BALANCE)) for _ in range(5)]
-            await asyncio.sleep(0.1)
+            await _until(lambda: _queued(manager) == 5, asyncio.sleep)
             for task in queued:
                 task.cancel()
             results = await asyncio.gather(*queued, return_exceptions=True)
@@ -153,29 +172,29 @@ def test_asyncio_calls_cancelled_while_queued_for_a_connection_are_not_counted()
             return manager.stats().api_minute_spent
 
     with _slow_balance() as server:
-        assert asyncio.run(main(server.url)) == 1
+        assert asyncio.run(main(server)) == 1
         assert server.sandbox.stats()["api_requests"] == 1
 
 
 def test_trio_calls_cancelled_while_queued_for_a_connection_are_not_counted() -> None:
-    async def main(url: str) -> int:
+    async def main(server: SandboxServer) -> int:
         async with open_trio_token_manager(
-            DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **_over_http(url, max_connections=1)
+            DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **_over_http(server.url, max_connections=1)
         ) as manager:
             await manager.get_token()
             async with trio.open_nursery() as outer:
                 outer.start_soon(manager.request, "POST", BALANCE)
-                await trio.sleep(0.1)
+                await _until(lambda: _received(server) == 1, trio.sleep)
                 with trio.CancelScope() as scope:
                     async with trio.open_nursery() as nursery:
                         for _ in range(5):
                             nursery.start_soon(manager.request, "POST", BALANCE)
-                        await trio.sleep(0.1)
+                        await _until(lambda: _queued(manager) == 5, trio.sleep)
                         scope.cancel()
             return manager.stats().api_minute_spent
 
     with _slow_balance() as server:
-        assert trio.run(main, server.url) == 1
+        assert trio.run(main, server) == 1
         assert server.sandbox.stats()["api_requests"] == 1
 
 
@@ -183,22 +202,22 @@ def test_a_charge_queued_for_a_connection_when_the_manager_closes_is_not_sent() 
     """aclose() while a charge waits for the pool's one connection: when the connection
     comes free the charge is not sent (ManagerClosed, not processed), and nothing is charged."""
 
-    async def main(url: str) -> BaseException | None:
+    async def main(server: SandboxServer) -> BaseException | None:
         manager = AsyncTokenManager(
-            DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **_over_http(url, max_connections=1)
+            DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, **_over_http(server.url, max_connections=1)
         )
         await manager.get_token()
         slow = asyncio.create_task(manager.request("POST", BALANCE))
-        await asyncio.sleep(0.1)
+        await _until(lambda: _received(server) == 1, asyncio.sleep)
         queued = asyncio.create_task(manager.request("POST", CHARGES, json=CHARGE))
-        await asyncio.sleep(0.1)
+        await _until(lambda: _queued(manager) == 1, asyncio.sleep)
         await manager.aclose()
         results = await asyncio.gather(slow, queued, return_exceptions=True)
         assert not isinstance(results[0], BaseException)
         return results[1] if isinstance(results[1], BaseException) else None
 
     with _slow_balance() as server:
-        error = asyncio.run(main(server.url))
+        error = asyncio.run(main(server))
         assert isinstance(error, ManagerClosed) and not error.may_have_been_processed
         assert server.sandbox.stats()["charges"] == 0
 
@@ -219,7 +238,7 @@ def test_aclose_ends_a_call_waiting_for_the_api_limit_at_once() -> None:
         )
         await manager.request("POST", BALANCE)
         waiting = asyncio.create_task(manager.request("POST", CHARGES, json=CHARGE, deadline=90))
-        await asyncio.sleep(0.2)
+        await _until(lambda: bool(manager._napping), asyncio.sleep)  # waiting for the minute
         started = time.monotonic()
         await manager.aclose()
         [outcome] = await asyncio.gather(waiting, return_exceptions=True)
@@ -240,7 +259,7 @@ def test_aclose_ends_a_call_waiting_for_the_api_limit_at_once() -> None:
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(waiting)
-                await trio.sleep(0.2)
+                await _until(lambda: bool(manager._napping), trio.sleep)
                 started = time.monotonic()
                 await manager.aclose()
         return outcome[0] if outcome else None, time.monotonic() - started
