@@ -61,9 +61,9 @@ def wall(inproc: InProcess, monkeypatch: pytest.MonkeyPatch) -> Wall:
 
 def armed(manager: TokenManager) -> tuple[float, float]:
     """The cache's window on the wall clock: (since, until)."""
-    memo = manager._slot.memo
-    assert memo.token is not None
-    return memo.since, memo.until
+    token, _, since, until = manager._memo_cell.memo
+    assert token is not None
+    return since, until
 
 
 def test_the_default_clock_is_checked_on_time_time_and_an_injected_one_on_itself() -> None:
@@ -81,7 +81,7 @@ def test_the_window_is_at_most_the_lead_and_ends_by_fresh_until(
 ) -> None:
     manager = inproc.manager()
     token = manager.get_token()  # from the token request: nothing armed yet
-    assert manager._slot.memo.token is None
+    assert manager._memo_cell.memo[0] is None
     assert manager.get_token() is token  # the slow path serves it and arms the cache
     since, until = armed(manager)
     lead = token.usable_until - token.fresh_until
@@ -209,16 +209,16 @@ def test_async_managers_arm_and_refuse_alike(runtime: str, wall: Wall, inproc: I
         async with opened as manager:
             token = await manager.get_token()
             assert await manager.get_token() is token
-            since, until = manager._slot.memo.since, manager._slot.memo.until
+            _, _, since, until = manager._memo_cell.memo
             assert since == wall() and until - since == pytest.approx(
                 token.usable_until - token.fresh_until
             )
             wall.step(-1.0)
             assert await manager.get_token() is token
-            assert manager._slot.memo.since == wall()  # refused, then armed again
+            assert manager._memo_cell.memo[2] == wall()  # refused, then armed again
             wall.step(3600.0)
             assert await manager.get_token() is token
-            assert manager._slot.memo.since == wall()
+            assert manager._memo_cell.memo[2] == wall()
         assert inproc.stat("token_requests") == 1
 
     asyncio.run(main()) if runtime == "asyncio" else trio.run(main)
