@@ -76,6 +76,29 @@ def test_the_default_clock_is_checked_on_time_time_and_an_injected_one_on_itself
         assert injected._cache_clock is clock
 
 
+def test_a_manager_reads_only_a_memo_armed_on_its_own_cache_clock(inproc: InProcess) -> None:
+    """Managers sharing a slot on two clocks: each clock has its memo cell, and a new token
+    empties both."""
+    first = inproc.manager()
+    token = first.get_token()
+    assert first.get_token() is token  # the slow path arms the first clock's cell
+    assert first._memo_cell.memo[0] is token
+    other_clock = FakeClock(inproc.clock())
+    other = inproc.manager(clock=other_clock, sleep=other_clock.advance)
+    assert other._memo_cell is not first._memo_cell
+    assert other._memo_cell.memo[0] is None  # nothing armed on its clock yet
+    assert first._memo_cell is inproc.manager()._memo_cell  # same clock, same cell
+
+    # On its own clock the token has expired: the first clock's memo, which still holds,
+    # must not answer for it, and its slow path gets a new token.
+    other_clock.advance(token.expires_at - token.sent_at + 1.0)
+    renewed = other.get_token()
+    assert renewed is not token
+    assert inproc.stat("token_requests") == 2
+    assert first._memo_cell.memo[0] is None  # the new token emptied every cell
+    assert first.get_token() is renewed
+
+
 def test_the_window_is_at_most_the_lead_and_ends_by_fresh_until(
     inproc: InProcess, wall: Wall
 ) -> None:
