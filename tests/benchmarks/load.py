@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import json
 import statistics
@@ -140,24 +141,26 @@ def _close(thing: Any) -> None:
 def _threaded_load(name: str, emulator: dict[str, Any], seconds: float) -> Figures:
     call, owner = _threaded_call(name, emulator)
     call()  # the token, and one connection
-    calls = errors = 0
+    calls = 0
+    errors: collections.Counter[str] = collections.Counter()
     lock = threading.Lock()
     stop = time.monotonic() + seconds
     barrier = threading.Barrier(THREADS + 1)
 
     def worker() -> None:
-        nonlocal calls, errors
-        done = failed = 0
+        nonlocal calls
+        done = 0
+        failed: collections.Counter[str] = collections.Counter()
         barrier.wait()
         while time.monotonic() < stop:
             try:
                 call()
                 done += 1
-            except Exception:
-                failed += 1
+            except Exception as error:
+                failed[_kind(error)] += 1
         with lock:
             calls += done
-            errors += failed
+            errors.update(failed)
 
     threads = [threading.Thread(target=worker) for _ in range(THREADS)]
     for thread in threads:
@@ -183,19 +186,28 @@ def _opened(owner: Any) -> int | None:
     return int(sum(pool.opened for pool in stats().values()))
 
 
+def _kind(error: Exception) -> str:
+    """An error's kind for the figures: its module and class (never its message)."""
+    return f"{type(error).__module__}.{type(error).__qualname__}"
+
+
 def _load_figures(
     calls: int,
-    errors: int,
+    errors: collections.Counter[str],
     wall: float,
     cpu: float,
     peak: int,
     opened: int | None,
     opened_warm: int | None,
 ) -> Figures:
-    """One round's counts, in one client process (summed over rounds by :func:`_combined`)."""
+    """One round's counts, in one client process (summed over rounds by :func:`_combined`).
+
+    ``errors``: the calls that raised, by the error's kind.
+    """
     return {
         "calls": calls,
-        "errors": errors,
+        "errors": sum(errors.values()),
+        "error_kinds": dict(errors),
         "wall_seconds": wall,
         "client_cpu_seconds": cpu,
         "peak_connections": peak,
@@ -217,6 +229,11 @@ def _combined(rounds: list[Figures]) -> Figures:
     return {
         "calls": calls,
         "errors": sum(r["errors"] for r in rounds),
+        "error_kinds": dict(
+            sum(
+                (collections.Counter(r["error_kinds"]) for r in rounds), start=collections.Counter()
+            )
+        ),
         "calls_per_second": calls / wall,
         "client_cpu_us_per_call": sum(r["client_cpu_seconds"] for r in rounds)
         / max(calls, 1)
@@ -305,17 +322,18 @@ async def _async_call(
 async def _asyncio_load(name: str, emulator: dict[str, Any], seconds: float) -> Figures:
     call, close, manager = await _async_call(name, emulator)
     await call()
-    calls = errors = 0
+    calls = 0
+    errors: collections.Counter[str] = collections.Counter()
     stop = time.monotonic() + seconds
 
     async def worker() -> None:
-        nonlocal calls, errors
+        nonlocal calls
         while time.monotonic() < stop:
             try:
                 await call()
                 calls += 1
-            except Exception:
-                errors += 1
+            except Exception as error:
+                errors[_kind(error)] += 1
 
     peak = _Peak(emulator["port"])
     cpu, wall = time.process_time(), time.perf_counter()

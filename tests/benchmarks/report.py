@@ -67,6 +67,16 @@ def load(f: dict[str, Any]) -> list[str]:
                 f"{joined('peak_connections')} | {joined('connections_opened')} | "
                 f"{joined('opened_after_warm_up')} |"
             )
+    kinds = [
+        f"{runtime}, {name}, run {number}: "
+        + ", ".join(f"{count} {kind}" for kind, count in sorted(value["error_kinds"].items()))
+        for number, r in enumerate(runs, start=1)
+        for runtime, figures in r["load"]["load"].items()
+        for name, value in figures.items()
+        if value.get("error_kinds")
+    ]
+    if kinds:
+        lines += ["", "Errors by kind: " + "; ".join(kinds) + "."]
     return lines
 
 
