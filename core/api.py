@@ -588,6 +588,8 @@ def api_call(
     while True:
         try:
             token: Token = yield NeedToken(until)
+        except ManagerClosed as closed:  # closed while the call waited (a backoff, the limits)
+            raise _closed_under_way(closed, label, sent=sent) from None
         except EightyEightPayError as failure:
             raise _token_failure(failure, label, sent=sent) from None
         # Reserved once the token is in hand, so that the send follows its reservation at
@@ -676,7 +678,7 @@ def send_left(outcome: object) -> bool:
 
 
 def _closed_under_way(closed: ManagerClosed, label: str, *, sent: bool) -> ManagerClosed:
-    """The manager closed during a send: what became of the call over all its attempts."""
+    """The manager closed during the call: what became of it over all its attempts."""
     error = ManagerClosed(may_have_been_processed=sent or closed.may_have_been_processed)
     error.failed_request = label
     return error
