@@ -14,7 +14,7 @@ from eightyeightpay.credentials import Credentials
 from eightyeightpay.errors import ConfigurationError, ManagerClosed, NotPicklable
 from eightyeightpay.fleet import API_BUDGET, TOKEN_BUDGET
 from eightyeightpay.plugins.fleet import DEFAULT_STORE_DEADLINE, FleetStore, StoreHealth
-from eightyeightpay.plugins.memory import MemoCell, MemoryStore, Slot
+from eightyeightpay.plugins.memory import MemoryStore, Slot
 from eightyeightpay.plugins.registry import Registry, registry
 from eightyeightpay.policy import Policy, Rng, call_deadline
 from eightyeightpay.ports import FleetOperations
@@ -87,15 +87,14 @@ class ManagerBase:
         plugins = registry()
         chosen = plugins.store(store)() if isinstance(store, str) else store
         self._slot: Slot = chosen.slot(self.credentials, self.policy, rng or random.Random())
-        self._cache: Slot | Closed = self._slot  # the snapshot the API-call path reads
+        self._slot.bind_clock(clock, self.credentials)
+        self._cache: Slot | Closed = self._slot  # what the lock-free paths read
         fleet = chosen if isinstance(chosen, FleetStore) else None
         self._health: StoreHealth | None = fleet.health if fleet else None
         self._fleet_store = fleet
         self._store_deadline = float(getattr(fleet, "deadline", DEFAULT_STORE_DEADLINE))
         self._clock = clock
         self._cache_clock = cache_clock(clock)
-        self._memo_cell = self._slot.memo_cell(self._cache_clock)
-        self._memo: MemoCell | Closed = self._memo_cell  # what the lock-free path reads
         self._closed = False
         store_name = getattr(chosen, "name", type(chosen).__name__)
         self._observer: Observer | None = (
@@ -152,7 +151,7 @@ class ManagerBase:
         if self._closed:
             return False
         self._closed = True
-        self._cache = self._memo = CLOSED
+        self._cache = CLOSED
         return True
 
     def stats(self, *, fleet: bool = False) -> Stats:

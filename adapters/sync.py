@@ -225,7 +225,7 @@ class TokenManager(ManagerBase, EnvConstructible):
         # calls of functions with keyword-only parameters (about 9 % of this path, by callgrind).
         # The memo is checked on the cache clock (time.time() for the default boot clock,
         # see cache_clock); its window was set by the slow path on the boot clock.
-        token, clock, since, until = self._memo.memo
+        token, clock, since, until = self._cache.memo
         if since <= clock() < until:
             return token  # type: ignore[return-value]  # a memo with a window has a token
         return self._get_token_slowly(call_deadline(self.policy, self._clock(), deadline))
@@ -243,7 +243,7 @@ class TokenManager(ManagerBase, EnvConstructible):
                 decision = slot.machine.decide_and_start(now, until)
                 notices = slot.machine.take_notices()
                 if isinstance(decision, Serve):
-                    slot.remember(decision.token, self._clock, self._memo_cell)
+                    slot.remember(decision.token, self._clock, self._cache_clock)
                 elif isinstance(decision, ServeAndRefresh):
                     job = functools.partial(self._run_flight, decision.flight)
                     slot.queue(decision.flight, job)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import weakref
 from collections.abc import Callable
 
 from eightyeightpay.credentials import CacheKey, Credentials
@@ -23,7 +22,7 @@ from eightyeightpay.tokens import Token
 from .hookspecs import StoreFactory, hookimpl
 from .process import ProcessBound
 
-__all__ = ["NO_MEMO", "Memo", "MemoCell", "MemoryStore", "Slot"]
+__all__ = ["NO_MEMO", "Memo", "MemoryStore", "Slot"]
 
 Listener = Callable[[Settled], None]
 log = logging.getLogger("eightyeightpay")
@@ -33,10 +32,11 @@ Memo = tuple[Token | None, Callable[[], float], float, float]
 """The cached path's memo, ``(token, clock, since, until)``: serve ``token`` while
 ``since <= clock() < until``.
 
-The slow path arms it (:meth:`Slot.remember`) after deciding on the manager's clock. ``clock``
-is the cache clock of the managers that read it (``time.time`` for managers on the default
-boot clock); ``since`` is when it was armed and ``until`` when it runs out, both read on
-``clock`` (seconds). The window is at most the token's advisory lead long and ends no later
+The slow path arms it (:meth:`Slot.remember`) after deciding on the managers' clock (one per
+slot, :meth:`Slot.bind_clock`). ``clock`` is the cache clock the memo is checked on
+(``time.time`` for managers on the default boot clock); ``since`` is when it was armed and
+``until`` when it runs out, both read on ``clock`` (seconds): the check is the same whichever
+manager of the slot reads it. The window is at most the token's advisory lead long and ends no later
 than its ``fresh_until``, as the slow path measured it when it armed the memo.
 
 A plain tuple, not a frozen class: the cached path unpacks it into locals, which CPython 3.11
@@ -52,23 +52,6 @@ def _never() -> float:
 NO_MEMO: Memo = (None, _never, 1.0, 0.0)
 """The empty memo: its window is empty (``1.0 <= 0.0`` fails), so every check takes the slow
 path."""
-
-
-class MemoCell:
-    """Where the managers of one slot on one cache clock find their memo.
-
-    Each cache clock has its cell, so a manager reads only a memo armed on its own clock and
-    the cached path needs no check of whose clock the memo is on. A slot keeps its cells
-    while managers hold them (weakly); replacing the slot's token empties every cell.
-    """
-
-    __slots__ = ("__weakref__", "clock", "memo")
-
-    def __init__(self, clock: Callable[[], float]) -> None:
-        self.clock = clock
-        """The cache clock of the managers reading this cell."""
-        self.memo: Memo = NO_MEMO
-        """What the lock-free cached path reads; reset on every change of the slot's token."""
 
 
 class Slot(ProcessBound):
@@ -88,9 +71,11 @@ class Slot(ProcessBound):
         """The core's decisions for this key."""
         self.snapshot: Token | None = None
         """The machine's newest token, readable without the lock."""
-        # The memo cells of the managers on this slot, by id of their cache clock (a clock
-        # need not be hashable); a cell holds its clock, so the id is not reused while it lives.
-        self._cells: weakref.WeakValueDictionary[int, MemoCell] = weakref.WeakValueDictionary()
+        self.memo: Memo = NO_MEMO
+        """What the lock-free cached path reads (see :meth:`remember`); reset on every change
+        of :attr:`snapshot`."""
+        self.clock: Callable[[], float] | None = None
+        """The clock of the slot's managers (:meth:`bind_clock`); None until the first."""
         self._listeners: dict[int, list[Listener]] = {}
         self._queued: tuple[Flight, Callable[[], Settled]] | None = None
 
@@ -148,35 +133,46 @@ class Slot(ProcessBound):
         self.snapshot = self.machine.token
         self._forget_memos()
 
-    def memo_cell(self, cache_clock: Callable[[], float]) -> MemoCell:
-        """The memo cell of the managers that check their cached token on ``cache_clock``."""
+    def bind_clock(self, clock: Callable[[], float], credentials: Credentials) -> None:
+        """Take a manager on ``clock``: the first sets the slot's clock, the others must share it.
+
+        The token's life, the flight's deadline and the rate windows are kept in the slot on
+        one clock; a manager on another clock would read them in its own terms (a token
+        expired in 88Pay's time handed out as fresh, a window that never empties). Raises
+        :class:`~eightyeightpay.errors.ConfigurationError` for a manager on another clock.
+        """
         with self.lock:
-            cell = self._cells.get(id(cache_clock))
-            if cell is None:
-                cell = self._cells[id(cache_clock)] = MemoCell(cache_clock)
-            return cell
+            if self.clock is None:
+                self.clock = clock
+            elif self.clock is not clock:
+                raise ConfigurationError(
+                    f"Another manager in this process already uses {credentials.merchant_id} "
+                    f"at {credentials.base_url} on another clock. Managers sharing "
+                    "credentials share one token and one rate window, kept on one clock: give "
+                    "them the same clock=, or use a private MemoryStore()."
+                )
 
     def _forget_memos(self) -> None:
-        for cell in list(self._cells.values()):
-            cell.memo = NO_MEMO
+        self.memo = NO_MEMO
 
-    def remember(self, token: Token, clock: Callable[[], float], cell: MemoCell) -> None:
-        """Arm ``cell``'s memo for ``token``, just served by the slow path on ``clock``.
+    def remember(
+        self, token: Token, clock: Callable[[], float], cache_clock: Callable[[], float]
+    ) -> None:
+        """Arm :attr:`memo` for ``token``, just served by the slow path on ``clock``.
 
-        The memo is read on the cell's cache clock (see :data:`Memo`): it holds while that
-        clock reads from now until ``min(fresh_until - now, usable_until - fresh_until)``
-        seconds later, ``now`` read on ``clock`` after the cache clock, so that the window
-        ends no later than ``fresh_until`` in ``clock``'s terms. Nothing is armed for a token
-        that is no longer the snapshot (invalidated, replaced) or no longer fresh. Call with
+        The memo is read on ``cache_clock`` (see :data:`Memo`): it holds while that clock
+        reads from now until ``min(fresh_until - now, usable_until - fresh_until)`` seconds
+        later, ``now`` read on ``clock`` after ``cache_clock``, so that the window ends no
+        later than ``fresh_until`` in ``clock``'s terms. Nothing is armed for a token that is
+        no longer the snapshot (invalidated, replaced) or no longer fresh. Call with
         :attr:`lock` held.
         """
-        cache_clock = cell.clock
         since = cache_clock()
         now = clock()
         if token is not self.snapshot or not now < token.fresh_until:
             return
         span = min(token.fresh_until - now, token.usable_until - token.fresh_until)
-        cell.memo = (token, cache_clock, since, since + span)
+        self.memo = (token, cache_clock, since, since + span)
 
 
 class MemoryStore(ProcessBound):

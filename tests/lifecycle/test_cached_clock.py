@@ -22,6 +22,7 @@ import trio
 
 from eightyeightpay import (
     AsyncTokenManager,
+    ConfigurationError,
     FakeClock,
     MemoryStore,
     Token,
@@ -61,7 +62,7 @@ def wall(inproc: InProcess, monkeypatch: pytest.MonkeyPatch) -> Wall:
 
 def armed(manager: TokenManager) -> tuple[float, float]:
     """The cache's window on the wall clock: (since, until)."""
-    token, _, since, until = manager._memo_cell.memo
+    token, _, since, until = manager._slot.memo
     assert token is not None
     return since, until
 
@@ -76,27 +77,35 @@ def test_the_default_clock_is_checked_on_time_time_and_an_injected_one_on_itself
         assert injected._cache_clock is clock
 
 
-def test_a_manager_reads_only_a_memo_armed_on_its_own_cache_clock(inproc: InProcess) -> None:
-    """Managers sharing a slot on two clocks: each clock has its memo cell, and a new token
-    empties both."""
+def test_managers_sharing_a_slot_must_share_its_clock(inproc: InProcess) -> None:
+    """One token and one rate window per slot, kept on one clock: another clock is refused.
+
+    Read on another clock, the slot's times meant a token 88Pay had expired handed out as
+    fresh, or a rate window that never emptied.
+    """
     first = inproc.manager()
     token = first.get_token()
-    assert first.get_token() is token  # the slow path arms the first clock's cell
-    assert first._memo_cell.memo[0] is token
+    assert first.get_token() is token  # armed
     other_clock = FakeClock(inproc.clock())
-    other = inproc.manager(clock=other_clock, sleep=other_clock.advance)
-    assert other._memo_cell is not first._memo_cell
-    assert other._memo_cell.memo[0] is None  # nothing armed on its clock yet
-    assert first._memo_cell is inproc.manager()._memo_cell  # same clock, same cell
-
-    # On its own clock the token has expired: the first clock's memo, which still holds,
-    # must not answer for it, and its slow path gets a new token.
-    other_clock.advance(token.expires_at - token.sent_at + 1.0)
-    renewed = other.get_token()
-    assert renewed is not token
-    assert inproc.stat("token_requests") == 2
-    assert first._memo_cell.memo[0] is None  # the new token emptied every cell
-    assert first.get_token() is renewed
+    with pytest.raises(ConfigurationError) as refused:
+        inproc.manager(clock=other_clock, sleep=other_clock.advance)
+    message = str(refused.value)
+    assert "on another clock" in message and "private MemoryStore()" in message
+    assert DEFAULT_API_KEY not in message
+    assert first.get_token() is token and inproc.stat("token_requests") == 1
+    # The same clock shares the slot; a private store takes any clock.
+    assert inproc.manager()._slot is first._slot
+    own = TokenManager(
+        DEFAULT_API_KEY,
+        DEFAULT_MERCHANT_ID,
+        transport=inproc.transport,
+        clock=other_clock,
+        sleep=other_clock.advance,
+        store=MemoryStore(),
+    )
+    with own:
+        other_clock.advance(token.expires_at - token.sent_at + 1.0)
+        assert own.get_token() is not token
 
 
 def test_the_window_is_at_most_the_lead_and_ends_by_fresh_until(
@@ -104,7 +113,7 @@ def test_the_window_is_at_most_the_lead_and_ends_by_fresh_until(
 ) -> None:
     manager = inproc.manager()
     token = manager.get_token()  # from the token request: nothing armed yet
-    assert manager._memo_cell.memo[0] is None
+    assert manager._slot.memo[0] is None
     assert manager.get_token() is token  # the slow path serves it and arms the cache
     since, until = armed(manager)
     lead = token.usable_until - token.fresh_until
@@ -232,16 +241,16 @@ def test_async_managers_arm_and_refuse_alike(runtime: str, wall: Wall, inproc: I
         async with opened as manager:
             token = await manager.get_token()
             assert await manager.get_token() is token
-            _, _, since, until = manager._memo_cell.memo
+            _, _, since, until = manager._slot.memo
             assert since == wall() and until - since == pytest.approx(
                 token.usable_until - token.fresh_until
             )
             wall.step(-1.0)
             assert await manager.get_token() is token
-            assert manager._memo_cell.memo[2] == wall()  # refused, then armed again
+            assert manager._slot.memo[2] == wall()  # refused, then armed again
             wall.step(3600.0)
             assert await manager.get_token() is token
-            assert manager._memo_cell.memo[2] == wall()
+            assert manager._slot.memo[2] == wall()
         assert inproc.stat("token_requests") == 1
 
     asyncio.run(main()) if runtime == "asyncio" else trio.run(main)
