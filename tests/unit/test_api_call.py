@@ -377,14 +377,7 @@ def test_a_call_closed_before_its_resend_says_the_first_send_may_have_been_proce
 def test_a_call_closed_while_it_waits_for_its_token_names_itself_not_the_token_request() -> None:
     """The manager closed while the call waited (for the API limits, a backoff): the call's
     slow path for a token finds it closed. That is the call's end, not a token failure."""
-    steps = api_call(
-        "https://api.88pay.io",
-        "POST",
-        "/api/transactions/charges",
-        until=call_deadline(POLICY, 0.0, 10.0),
-        policy=POLICY,
-        rng=random.Random(0),
-    )
+    steps = call()
     assert isinstance(next(steps), NeedToken)
     with pytest.raises(ManagerClosed) as raised:
         steps.throw(ManagerClosed())
