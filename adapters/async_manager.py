@@ -109,9 +109,11 @@ class _AsyncManager(ManagerBase):
         self._napping: dict[Lot, object] = {}
         """The default sleep's waits, with their loop: :meth:`aclose` ends those of its loop."""
         built = transport_options(transport, max_connections)
-        self._transport: AsyncTransport = transport or plugins.async_transport("h11")(
+        chosen: AsyncTransport = transport or plugins.async_transport("h11")(
             runtime, ca_bundle=ca_bundle, **built
         )
+        self._join_slot()  # last: a manager that could not be built never holds the slot
+        self._transport = chosen
 
     # ------------------------------------------------------------------ tokens
 

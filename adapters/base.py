@@ -23,7 +23,7 @@ from eightyeightpay.tokens import Token
 
 from .common import CLOSED, ApiCallRun, Closed, perform_api_governor
 from .config import build_credentials, read_environment
-from .lifecycle import EnvRecipe, cache_clock, not_picklable
+from .lifecycle import EnvRecipe, cache_clock, default_clock, not_picklable
 
 if TYPE_CHECKING:
     from .telemetry import Observer, Telemetry
@@ -87,7 +87,6 @@ class ManagerBase:
         plugins = registry()
         chosen = plugins.store(store)() if isinstance(store, str) else store
         self._slot: Slot = chosen.slot(self.credentials, self.policy, rng or random.Random())
-        self._slot.bind_clock(clock, self.credentials)
         self._cache: Slot | Closed = self._slot  # what the lock-free paths read
         fleet = chosen if isinstance(chosen, FleetStore) else None
         self._health: StoreHealth | None = fleet.health if fleet else None
@@ -152,7 +151,16 @@ class ManagerBase:
             return False
         self._closed = True
         self._cache = CLOSED
+        self._slot.leave(self._membership)
         return True
+
+    def _join_slot(self) -> None:
+        """Become one of the slot's managers: the last step of construction (it may fail).
+
+        Raises ConfigurationError when the slot's managers are on another clock.
+        """
+        label = "the default clock" if self._clock is default_clock else _clock_label(self._clock)
+        self._membership = self._slot.join(self._clock, label, self.credentials)
 
     def stats(self, *, fleet: bool = False) -> Stats:
         """The manager's counts and state now: a frozen value, free of secrets.
@@ -308,3 +316,9 @@ def transport_options(transport: object, max_connections: int | None) -> dict[st
             "set the cap on that transport instead."
         )
     return {"max_connections": max_connections}
+
+
+def _clock_label(clock: Callable[[], float]) -> str:
+    """A clock's name for an error message: its function's or its class's, never its value."""
+    name = getattr(clock, "__qualname__", None)
+    return f"clock={name if isinstance(name, str) else type(clock).__qualname__}"

@@ -195,9 +195,9 @@ class TokenManager(ManagerBase, EnvConstructible):
         self._fleet: FleetOperations | None = fleet.operations() if fleet else None
         self._blocking_fleet = self._fleet
         built = transport_options(transport, max_connections)
-        self._transport: Transport = transport or stores.transport("urllib3")(
-            ca_bundle=ca_bundle, **built
-        )
+        chosen: Transport = transport or stores.transport("urllib3")(ca_bundle=ca_bundle, **built)
+        self._join_slot()  # last: a manager that could not be built never holds the slot
+        self._transport = chosen
         self._owns_transport = transport is None
         self._stopping = threading.Event()
         # The default sleep ends at close(): no backoff holds a flight's thread past it.

@@ -33,7 +33,7 @@ Memo = tuple[Token | None, Callable[[], float], float, float]
 ``since <= clock() < until``.
 
 The slow path arms it (:meth:`Slot.remember`) after deciding on the managers' clock (one per
-slot, :meth:`Slot.bind_clock`). ``clock`` is the cache clock the memo is checked on
+slot, :meth:`Slot.join`). ``clock`` is the cache clock the memo is checked on
 (``time.time`` for managers on the default boot clock); ``since`` is when it was armed and
 ``until`` when it runs out, both read on ``clock`` (seconds): the check is the same whichever
 manager of the slot reads it. The window is at most the token's advisory lead long and ends no later
@@ -63,11 +63,12 @@ class Slot(ProcessBound):
     waiters and queued job, and the lock (a parent thread may have held it at the fork).
     """
 
-    def __init__(self, machine: TokenMachine) -> None:
+    def __init__(self, machine: Callable[[], TokenMachine]) -> None:
         super().__init__()
         self.lock = threading.Lock()
         """Guards :attr:`machine` and the listeners; held only for short updates."""
-        self.machine = machine
+        self._new_machine = machine
+        self.machine = machine()
         """The core's decisions for this key."""
         self.snapshot: Token | None = None
         """The machine's newest token, readable without the lock."""
@@ -75,7 +76,9 @@ class Slot(ProcessBound):
         """What the lock-free cached path reads (see :meth:`remember`); reset on every change
         of :attr:`snapshot`."""
         self.clock: Callable[[], float] | None = None
-        """The clock of the slot's managers (:meth:`bind_clock`); None until the first."""
+        """The clock of the slot's managers (:meth:`join`); None until the first."""
+        self._clock_label = ""
+        self._members: set[object] = set()
         self._listeners: dict[int, list[Listener]] = {}
         self._queued: tuple[Flight, Callable[[], Settled]] | None = None
 
@@ -133,24 +136,46 @@ class Slot(ProcessBound):
         self.snapshot = self.machine.token
         self._forget_memos()
 
-    def bind_clock(self, clock: Callable[[], float], credentials: Credentials) -> None:
-        """Take a manager on ``clock``: the first sets the slot's clock, the others must share it.
+    def join(self, clock: Callable[[], float], label: str, credentials: Credentials) -> object:
+        """Take a manager on ``clock``; returns its membership, for :meth:`leave` at its close.
 
-        The token's life, the flight's deadline and the rate windows are kept in the slot on
-        one clock; a manager on another clock would read them in its own terms (a token
-        expired in 88Pay's time handed out as fresh, a window that never empties). Raises
-        :class:`~eightyeightpay.errors.ConfigurationError` for a manager on another clock.
+        ``label`` names the clock in errors. The token's life, the flight's deadline and the
+        rate windows are kept in the slot on one clock: its managers share it. While a manager
+        is in, one on another clock is refused with
+        :class:`~eightyeightpay.errors.ConfigurationError`. Once every manager has left, one
+        on another clock starts the slot afresh (no token, empty windows): the old clock's
+        times mean nothing on the new one.
         """
         with self.lock:
-            if self.clock is None:
-                self.clock = clock
-            elif self.clock is not clock:
-                raise ConfigurationError(
-                    f"Another manager in this process already uses {credentials.merchant_id} "
-                    f"at {credentials.base_url} on another clock. Managers sharing "
-                    "credentials share one token and one rate window, kept on one clock: give "
-                    "them the same clock=, or use a private MemoryStore()."
-                )
+            if self.clock is not None and self.clock != clock:
+                if self._members:
+                    raise ConfigurationError(
+                        f"Another manager in this process uses {credentials.merchant_id} at "
+                        f"{credentials.base_url} on {self._clock_label}; this one is on "
+                        f"{label}. Managers sharing credentials share one token and one rate "
+                        "window, kept on one clock: give them the same clock= object, or give "
+                        "this one a private MemoryStore()."
+                    )
+                self._start_over()
+            self.clock, self._clock_label = clock, label
+            membership = object()
+            self._members.add(membership)
+            return membership
+
+    def leave(self, membership: object) -> None:
+        """The manager of ``membership`` (from :meth:`join`) has closed.
+
+        Takes no lock: it also runs from a manager's finalizer, which the garbage collector
+        may call on a thread that holds :attr:`lock` (a set's discard is atomic).
+        """
+        self._members.discard(membership)
+
+    def _start_over(self) -> None:
+        self.machine = self._new_machine()
+        self.snapshot = None
+        self.memo = NO_MEMO
+        self._listeners = {}
+        self._queued = None
 
     def _forget_memos(self) -> None:
         self.memo = NO_MEMO
@@ -227,7 +252,7 @@ class MemoryStore(ProcessBound):
         with self._lock:
             slot = self._slots.get(key)
             if slot is None:
-                slot = Slot(machine() if machine else TokenMachine(credentials, policy, rng))
+                slot = Slot(machine or (lambda: TokenMachine(credentials, policy, rng)))
                 self._slots[key] = slot
             elif slot.machine.policy != policy:
                 raise ConfigurationError(

@@ -13,6 +13,8 @@ documents ("The cached path's clock").
 from __future__ import annotations
 
 import asyncio
+import gc
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -30,7 +32,7 @@ from eightyeightpay import (
     open_trio_token_manager,
 )
 from eightyeightpay.adapters import lifecycle
-from eightyeightpay.plugins.sandbox import DEFAULT_API_KEY, DEFAULT_MERCHANT_ID
+from eightyeightpay.plugins.sandbox import DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, SandboxTransport
 from eightyeightpay.plugins.sandbox.async_transport import AsyncSandboxTransport
 from tests.conftest import InProcess
 from tests.lifecycle.workers import CHARGE
@@ -78,7 +80,8 @@ def test_the_default_clock_is_checked_on_time_time_and_an_injected_one_on_itself
 
 
 def test_managers_sharing_a_slot_must_share_its_clock(inproc: InProcess) -> None:
-    """One token and one rate window per slot, kept on one clock: another clock is refused.
+    """One token and one rate window per slot, kept on one clock: another clock is refused
+    while a manager is in, and starts the slot afresh once every manager has closed.
 
     Read on another clock, the slot's times meant a token 88Pay had expired handed out as
     fresh, or a rate window that never emptied.
@@ -90,22 +93,56 @@ def test_managers_sharing_a_slot_must_share_its_clock(inproc: InProcess) -> None
     with pytest.raises(ConfigurationError) as refused:
         inproc.manager(clock=other_clock, sleep=other_clock.advance)
     message = str(refused.value)
-    assert "on another clock" in message and "private MemoryStore()" in message
+    assert "on clock=FakeClock; this one is on clock=FakeClock" in message
+    assert "same clock= object" in message and "private MemoryStore()" in message
     assert DEFAULT_API_KEY not in message
     assert first.get_token() is token and inproc.stat("token_requests") == 1
-    # The same clock shares the slot; a private store takes any clock.
+    # The same clock shares the slot; a clock and its now() are two objects.
     assert inproc.manager()._slot is first._slot
-    own = TokenManager(
-        DEFAULT_API_KEY,
-        DEFAULT_MERCHANT_ID,
-        transport=inproc.transport,
-        clock=other_clock,
-        sleep=other_clock.advance,
-        store=MemoryStore(),
-    )
-    with own:
-        other_clock.advance(token.expires_at - token.sent_at + 1.0)
-        assert own.get_token() is not token
+    with pytest.raises(ConfigurationError):
+        inproc.manager(clock=inproc.clock.now)
+    # Two reads of a bound method are equal: the same clock.
+    store = MemoryStore()
+    fresh = SandboxTransport(inproc.sandbox, inproc.clock)
+    options: dict[str, Any] = {"transport": fresh, "store": store}
+    with (
+        TokenManager(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, clock=other_clock.now, **options) as a,
+        TokenManager(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, clock=other_clock.now, **options) as b,
+    ):
+        assert a._slot is b._slot
+    for manager in inproc.managers:
+        manager.close()
+
+    # Every manager has closed: a clock far behind starts the slot afresh. Read on it, the
+    # old clock's window (the minute's token requests, all spent) would never empty.
+    with inproc.manager(transport=SandboxTransport(inproc.sandbox, inproc.clock)) as spender:
+        for _ in range(10):  # the first serves the cached token
+            spender.invalidate(spender.get_token())
+        assert inproc.stat("token_requests") == 10
+    inproc.clock.advance(61.0)  # the sandbox's own minute has passed
+    behind = FakeClock(1_000.0)
+    with inproc.manager(
+        clock=behind, sleep=behind.advance, transport=SandboxTransport(inproc.sandbox, inproc.clock)
+    ) as again:
+        renewed = again.get_token(deadline=0)
+        assert renewed is not token and inproc.stat("token_requests") == 11
+        assert again.get_token() is renewed
+
+
+def test_a_manager_that_could_not_be_built_holds_no_clock(inproc: InProcess) -> None:
+    """A constructor refused after the slot was found (here its transport's options) leaves
+    the slot free for a manager on any clock."""
+    other_clock = FakeClock()
+    with pytest.raises(ConfigurationError, match="max_connections"):
+        TokenManager(
+            DEFAULT_API_KEY,
+            DEFAULT_MERCHANT_ID,
+            store=inproc.store,
+            clock=other_clock,
+            max_connections=0,
+        )
+    with inproc.manager() as manager:
+        assert manager.get_token() is not None
 
 
 def test_the_window_is_at_most_the_lead_and_ends_by_fresh_until(
@@ -261,3 +298,30 @@ def _advancing(clock: FakeClock) -> Callable[[float], Awaitable[None]]:
         clock.advance(seconds)
 
     return sleep
+
+
+def test_a_manager_collected_unclosed_leaves_its_slot_without_its_lock(inproc: InProcess) -> None:
+    """The finalizer of a manager never closed lets go of the slot even on a thread that holds
+    the slot's lock (the garbage collector runs finalizers wherever it runs), and the slot is
+    then free for a manager on another clock."""
+    manager = inproc.manager()
+    slot = manager._slot
+    inproc.managers.remove(manager)
+    finished = threading.Event()
+
+    def collect_holding_the_lock() -> None:
+        nonlocal manager
+        with slot.lock:
+            del manager
+            gc.collect()
+        finished.set()
+
+    with pytest.warns(ResourceWarning, match="never closed"):
+        worker = threading.Thread(target=collect_holding_the_lock, daemon=True)
+        worker.start()
+        assert finished.wait(10.0), "the finalizer waited for the slot's lock"
+    other_clock = FakeClock()
+    with inproc.manager(
+        clock=other_clock, transport=SandboxTransport(inproc.sandbox, other_clock)
+    ) as other:
+        assert other._slot is slot
