@@ -129,8 +129,11 @@ def read_environment(environ: Mapping[str, str] | None = None) -> EnvConfig:
         text = env.get(name, "").strip()
         if not text:
             continue
-        if not text.isdigit() or int(text) < 1:
-            raise ConfigurationError(f"{name} must be a whole number of calls, at least 1.")
+        # ASCII digits only ('²'.isdigit() is True), and few enough for int() to take.
+        if not (text.isascii() and text.isdigit() and len(text) <= 12) or int(text) < 1:
+            raise ConfigurationError(
+                f"{name} must be a whole number of calls, at least 1 (digits 0-9, at most 12)."
+            )
         api_limits[field] = int(text)
     return EnvConfig(
         env[API_KEY_VARIABLE].strip(),

@@ -20,6 +20,7 @@ from eightyeightpay.credentials import (
     Credentials,
     Environment,
     _is_loopback,
+    base_url_problem,
     environment_of,
     has_userinfo,
 )
@@ -35,7 +36,13 @@ from eightyeightpay.plugins.memory import MemoryStore
 from eightyeightpay.plugins.tls import ca_bundle_problem, tls_context, tls_failure
 
 from .cli import CA_BUNDLE_FIX, cli_message
-from .config import API_KEY_VARIABLE, BASE_URL_VARIABLE, MERCHANT_ID_VARIABLE, STORE_VARIABLE
+from .config import (
+    API_KEY_VARIABLE,
+    BASE_URL_VARIABLE,
+    MERCHANT_ID_VARIABLE,
+    STORE_VARIABLE,
+    read_environment,
+)
 from .sync import TokenManager
 
 __all__ = ["CHECKLIST", "Check", "run_doctor"]
@@ -138,6 +145,15 @@ def run_doctor(
         )
         return report.finish()
     assert raw_key is not None and raw_merchant is not None
+    try:  # what from_env() refuses, the application would meet too
+        config = read_environment(environ)
+    except EightyEightPayError as error:
+        report.fail(
+            "variables loaded",
+            str(error),
+            "Fix the variable named (or unset it for the default), as from_env() would refuse it.",
+        )
+        return report.finish()
     report.ok(
         "variables loaded",
         f"{API_KEY_VARIABLE}, {MERCHANT_ID_VARIABLE}"
@@ -198,13 +214,17 @@ def run_doctor(
         )
     else:
         names = {v: k for k, v in ENVIRONMENTS.items()}
-        shown = urlsplit(url).netloc.rpartition("@")[2]  # never a user name or password
-        report.ok("environment matches key", names.get(url, f"custom host {shown}"))
+        if url in names:
+            report.ok("environment matches key", names[url])
+        elif has_userinfo(url) or base_url_problem(url):  # the HTTPS row says what is wrong
+            report.ok("environment matches key", "custom host (see the HTTPS row)")
+        else:
+            report.ok("environment matches key", f"custom host {urlsplit(url).netloc}")
 
-    parts = urlsplit(url)
     _https(report, url, allow_http_loopback)
     if report.blocked:
         return report.finish()
+    parts = urlsplit(url)
     host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
 
     # A bad bundle fails the TLS row whether or not the host answers: no network is needed
@@ -235,16 +255,16 @@ def run_doctor(
         return report.finish()
 
     store_name = environ.get(STORE_VARIABLE, "").strip() or "memory"
+    options: dict[str, object] = {
+        "base_url": url,
+        "ca_bundle": ca_bundle,
+        # the store the token and request commands use: EIGHTY_EIGHT_PAY_STORE, if set
+        "store": store_name if store_name != "memory" else MemoryStore(),
+        "allow_http_loopback": allow_http_loopback,
+    }
+    config.apply(options)  # the API limits, as from_env() reads them
     try:
-        manager = TokenManager(
-            key,
-            merchant,
-            base_url=url,
-            ca_bundle=ca_bundle,
-            # the store the token and request commands use: EIGHTY_EIGHT_PAY_STORE, if set
-            store=store_name if store_name != "memory" else MemoryStore(),
-            allow_http_loopback=allow_http_loopback,
-        )
+        manager = TokenManager(key, merchant, **options)
     except EightyEightPayError as error:
         fix = _fix_for(error)
         if isinstance(error, ConfigurationError) and environ.get(STORE_VARIABLE):
@@ -321,15 +341,20 @@ def _https(report: _Report, url: str, allow_http_loopback: bool) -> None:
             "authenticates with the API key and merchant id, never with the URL.",
         )
         return
+    problem = base_url_problem(url)
+    if problem is not None:
+        report.fail(
+            "HTTPS",
+            problem,
+            f"Set {BASE_URL_VARIABLE} to {PRODUCTION_URL} or {SANDBOX_URL}, or unset it (the "
+            "key's prefix then picks one).",
+        )
+        return
     parts = urlsplit(url)
     host = parts.hostname or ""
-    try:
-        parts.port  # noqa: B018 - raises for a port that is not a number
-    except ValueError:
-        host = ""
-    if parts.scheme == "https" and host:
+    if parts.scheme == "https":
         report.ok("HTTPS", f"https to {host}")
-    elif parts.scheme == "http" and host and _is_loopback(host):
+    elif _is_loopback(host):
         if allow_http_loopback:
             report.ok("HTTPS", f"plain HTTP to {host}, a loopback emulator (--allow-http-loopback)")
         else:
@@ -339,20 +364,13 @@ def _https(report: _Report, url: str, allow_http_loopback: bool) -> None:
                 "88Pay requires HTTPS. For a local emulator on loopback only, pass "
                 "--allow-http-loopback.",
             )
-    elif parts.scheme == "http" and host:
+    else:
         report.fail(
             "HTTPS",
             f"plain HTTP to {host}, which is not a loopback address",
             f"88Pay requires HTTPS: set {BASE_URL_VARIABLE} to an https:// URL. "
             "--allow-http-loopback permits plain HTTP only to a loopback emulator "
             "(127.0.0.1, ::1, localhost).",
-        )
-    else:
-        report.fail(
-            "HTTPS",
-            f"{url!r} is not an https:// URL with a host",
-            f"Set {BASE_URL_VARIABLE} to {PRODUCTION_URL} or {SANDBOX_URL}, or unset it (the "
-            "key's prefix then picks one).",
         )
 
 

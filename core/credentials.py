@@ -11,7 +11,7 @@ import hashlib
 import ipaddress
 import re
 from enum import Enum
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 import attrs
 
@@ -58,6 +58,7 @@ ENVIRONMENTS = {
 
 _KEY = re.compile(r"sk_(test|live)_[\x21-\x7e]{4,}")
 _MERCHANT = re.compile(r"MCH-[A-Z]{3}-[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?")
+_SHOWABLE_MERCHANT = re.compile(r"(?i:mch)[\w-]{0,36}")
 
 
 def mask_api_key(api_key: str) -> str:
@@ -84,7 +85,8 @@ def _is_loopback(host: str) -> bool:
 
 def environment_of(base_url: str) -> Environment:
     """Tell which 88Pay environment ``base_url`` points at."""
-    host = (urlsplit(base_url).hostname or "").lower()
+    parts = _split(base_url)
+    host = ("" if parts is None else parts.hostname or "").lower()
     if host == "api-sandbox.88pay.io":
         return Environment.SANDBOX
     if host == "api.88pay.io":
@@ -102,8 +104,73 @@ USERINFO_REFUSED = (
 
 
 def has_userinfo(url: str) -> bool:
-    """True when ``url`` names a user or password before its host (``user:password@host``)."""
-    return "@" in urlsplit(url).netloc
+    """True when ``url`` names a user or password before its host (``user:password@host``).
+
+    A URL too broken to split (``https://[::1``) counts when it holds an ``@`` anywhere.
+    """
+    parts = _split(url)
+    return "@" in (url if parts is None else parts.netloc)
+
+
+def _split(url: str) -> SplitResult | None:
+    try:
+        return urlsplit(url)
+    except ValueError:  # an unclosed IPv6 bracket, for one
+        return None
+
+
+_MAY_HIDE_A_PASSWORD = re.compile(r"@|:(?!//)(?!\d*(?:/|$))")
+
+
+def shown_url(url: str) -> str:
+    """``url`` quoted for a message, or its length when it could hold a password.
+
+    A mistyped URL is not split as its author meant (``https//user:pw@host``,
+    ``https://host:pw``), so any ``@``, and any ``:`` that starts neither ``://`` nor a port
+    number, keeps the URL out of the message.
+    """
+    if _MAY_HIDE_A_PASSWORD.search(url):
+        return f"given ({len(url)} characters; not shown, as it may hold a password)"
+    return repr(url)
+
+
+def base_url_problem(url: str) -> str | None:
+    """What makes ``url`` unusable as a base URL, or None; never shows a password.
+
+    Checked: an http(s) scheme, a host that is a valid host name (no empty label, none
+    over 63 characters) or address, a port number from 0 to 65535, and no query or
+    fragment (the request's path is appended to the base URL: ``?`` or ``#`` would swallow
+    it, and a query may hold a secret). Userinfo is :func:`has_userinfo`'s to refuse.
+    """
+    parts = _split(url)
+    host = "" if parts is None else parts.hostname or ""
+    try:
+        if parts is not None:
+            parts.port  # noqa: B018 - raises for a port that is not a number from 0 to 65535
+    except ValueError:
+        host = ""
+    if parts is None or parts.scheme not in ("https", "http") or not host:
+        return (
+            f"The base URL {shown_url(url)} is not an https:// URL with a host (and a port "
+            f"number, if any). Use {PRODUCTION_URL} or {SANDBOX_URL} (or "
+            "environment='production'/'sandbox')."
+        )
+    if ":" not in host:  # an IPv6 address has no labels to check
+        try:
+            host.encode("idna")
+        except UnicodeError:
+            return (
+                f"The base URL's host {shown_url(host)} is not a valid host name (an empty "
+                "label, as in 'a..b', or one over 63 characters). Check it for a "
+                f"typo; 88Pay's hosts are {PRODUCTION_URL} and {SANDBOX_URL}."
+            )
+    if "?" in url or "#" in url:
+        return (
+            "The base URL has a query (?…) or a fragment (#…): every request's path is "
+            "appended to the base URL, where they would swallow it. Give the scheme and host "
+            "(and port) only. The URL is not shown, as a query may hold a secret."
+        )
+    return None
 
 
 def _check_text(name: str, value: str, example: str) -> None:
@@ -131,9 +198,15 @@ def _check_api_key(_instance: object, _attribute: object, value: str) -> None:
 def _check_merchant_id(_instance: object, _attribute: object, value: str) -> None:
     _check_text("merchant id", value, "MCH-COL-TEST-12345")
     if not _MERCHANT.fullmatch(value):
-        shown = value if len(value) <= 40 and value.isprintable() else f"{len(value)} characters"
+        # Shown only when it is meant as one: the slot may hold a pasted key or password.
+        if value.startswith("sk_"):
+            shown = "looks like an API key (sk_…; not shown): are the two swapped? It"
+        elif _SHOWABLE_MERCHANT.fullmatch(value):
+            shown = repr(value)
+        else:
+            shown = f"({len(value)} characters; not shown)"
         raise MalformedCredentials(
-            f"The merchant id {shown!r} is not of the form MCH-{{COUNTRY}}-{{ID}} (for example "
+            f"The merchant id {shown} is not of the form MCH-{{COUNTRY}}-{{ID}} (for example "
             "MCH-COL-TEST-12345). Copy it from the 88Pay dashboard."
         )
 
@@ -149,7 +222,9 @@ def _normalise_url(value: str) -> str:
     if not isinstance(value, str):
         return value
     url = value.strip().rstrip("/")
-    parts = urlsplit(url)
+    parts = _split(url)
+    if parts is None:
+        return url
     scheme = parts.scheme.lower()
     try:
         port = parts.port
@@ -202,20 +277,13 @@ class Credentials:
     """Permit plain ``http://`` to a loopback host (local emulators only)."""
 
     def __attrs_post_init__(self) -> None:
-        parts = urlsplit(self.base_url)
         if has_userinfo(self.base_url):  # before any message that shows the URL
             raise ConfigurationError(USERINFO_REFUSED)
+        problem = base_url_problem(self.base_url)
+        if problem is not None:
+            raise InsecureTransport(problem)
+        parts = urlsplit(self.base_url)
         host = parts.hostname or ""
-        try:
-            parts.port  # noqa: B018 - raises for a port that is not a number from 0 to 65535
-        except ValueError:
-            host = ""
-        if parts.scheme not in ("https", "http") or not host:
-            raise InsecureTransport(
-                f"The base URL {self.base_url!r} is not an https:// URL with a host (and a port "
-                "number, if any). Use "
-                f"{PRODUCTION_URL} or {SANDBOX_URL} (or environment='production'/'sandbox')."
-            )
         if parts.scheme == "http" and not (self.allow_http_loopback and _is_loopback(host)):
             raise InsecureTransport(
                 f"Plain HTTP to {host} would send the API key and tokens unencrypted; 88Pay "

@@ -127,6 +127,15 @@ CHECKLIST = [
         (env(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, "http://example.com"), True, "HTTPS"),
         (env(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, "https://127.0.0.1:port"), False, "HTTPS"),
         (env(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, "https://127.0.0.1:1"), False, "host reachable"),
+        (env(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, "https://api..88pay.io"), False, "HTTPS"),
+        (env(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, "https://[::1"), False, "HTTPS"),
+        (env(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, "https://h/?key=k"), False, "HTTPS"),
+        (
+            env(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, None)
+            | {"EIGHTY_EIGHT_PAY_API_PER_MINUTE": "abc"},
+            False,
+            "variables loaded",
+        ),
     ],
 )
 @pytest.mark.parametrize("full", [False, True])
@@ -215,3 +224,26 @@ def test_a_healthy_fleet_store_passes_its_row(
         checks = by_name(run_doctor(values, ca_bundle=ca(server)))
     assert checks["store reachable"].status == "ok", checks["store reachable"]
     assert "redis store answered" in checks["store reachable"].detail
+
+
+def test_a_secret_in_a_mistyped_setting_is_on_no_row() -> None:
+    key, password = "sk_live_9f8e7d6c5b4a3f2e1d0c", "s3cr3t-proxy-pass"
+    for values in (
+        env(key, key, None),  # the key given twice
+        env(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, f"https//user:{password}@api.88pay.io"),
+        env(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, f"https://api.88pay.io:{password}"),
+    ):
+        checks = run_doctor(values)
+        assert any(check.status == "fail" for check in checks)
+        shown = repr(checks)
+        assert key not in shown and password not in shown, shown
+
+
+def test_the_api_limits_from_the_environment_govern_the_doctors_manager() -> None:
+    with SandboxServer(tls=True) as server:
+        values = env(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, server.url)
+        checks = by_name(
+            run_doctor(values | {"EIGHTY_EIGHT_PAY_API_PER_MINUTE": "7"}, ca_bundle=ca(server))
+        )
+    assert checks["second call cached"].status == "ok"
+    assert "API calls 0/7 this minute" in checks["second call cached"].detail, checks

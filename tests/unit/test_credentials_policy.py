@@ -72,6 +72,56 @@ def test_a_base_url_without_a_host_or_with_a_bad_port_is_refused_when_built(url:
         Credentials(API_KEY, MERCHANT, url)
 
 
+def test_a_secret_in_the_merchant_slot_or_a_mistyped_base_url_is_never_quoted() -> None:
+    live_key, password = "sk_live_9f8e7d6c5b4a3f2e1d0c", "s3cr3t-proxy-pass"
+    with pytest.raises(MalformedCredentials, match="looks like an API key") as caught:
+        Credentials(live_key, live_key, PRODUCTION_URL)  # the key given twice
+    assert live_key not in str(caught.value) and "sk_live_9" not in repr(caught.value)
+    with pytest.raises(MalformedCredentials, match=r"\(16 characters; not shown\)"):
+        Credentials(API_KEY, "hunter2:Tr0ub4dr")
+    with pytest.raises(MalformedCredentials, match="'MCH-COL'"):  # meant as one: shown
+        Credentials(API_KEY, "MCH-COL")
+    for url in (
+        f"https//user:{password}@api.88pay.io",
+        f"user:{password}@api.88pay.io",
+        f"https://api.88pay.io:{password}",
+        f"https://user:{password}@[::1",
+    ):
+        with pytest.raises(ConfigurationError) as refused:
+            Credentials(API_KEY, MERCHANT, url)
+        assert password not in str(refused.value), url
+    with pytest.raises(InsecureTransport, match="'ftp://example.com'"):  # nothing to hide
+        Credentials(API_KEY, MERCHANT, "ftp://example.com")
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("https://api..88pay.io", "not a valid host name"),
+        (f"https://{'a' * 64}.88pay.io", "not a valid host name"),
+        ("https://api-sandbox.88pay.io/?key=hunter2", "has a query"),
+        ("https://api-sandbox.88pay.io/#frag", "has a query"),
+        ("https://[::1", "not an https:// URL with a host"),
+    ],
+)
+def test_a_base_url_that_would_misroute_every_request_is_refused_when_built(
+    url: str, said: str
+) -> None:
+    # not at the first request (a raw UnicodeError, or a token request to '/?key=…/api/…')
+    with pytest.raises(InsecureTransport, match=said) as caught:
+        Credentials(API_KEY, MERCHANT, url)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_an_api_limit_variable_must_be_a_few_ascii_digits() -> None:
+    base = {"EIGHTY_EIGHT_PAY_API_KEY": API_KEY, "EIGHTY_EIGHT_PAY_MERCHANT_ID": MERCHANT}
+    for text in ("9" * 5000, "\u00b2", "abc", "0", "-1"):
+        with pytest.raises(ConfigurationError, match="API_PER_MINUTE must be a whole number"):
+            read_environment(base | {"EIGHTY_EIGHT_PAY_API_PER_MINUTE": text})
+    config = read_environment(base | {"EIGHTY_EIGHT_PAY_API_PER_MINUTE": " 120 "})
+    assert config.api_limits == {"api_per_minute": 120}
+
+
 def test_environment_is_inferred_from_the_key_when_not_given() -> None:
     assert build_credentials("sk_live_abcdef123456", MERCHANT).base_url == PRODUCTION_URL
     assert build_credentials(API_KEY, MERCHANT).base_url == SANDBOX_URL
