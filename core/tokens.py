@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import re
 from enum import Enum
 
 import attrs
@@ -164,6 +165,9 @@ def _retry_after_seconds(value: str, wall_now: float | None) -> float | None:
     return max(0.0, when - wall_now)
 
 
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
+"""A value that goes out as an HTTP header value unchanged: printable ASCII, no space."""
+
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 
 
@@ -213,6 +217,15 @@ def interpret_token_response(
             raise MalformedResponse(f"status is {envelope.status!r}, not 'Success'", status=status)
         if not data.access_token or not data.session_id:
             raise MalformedResponse("access_token or session_id is empty", status=status)
+        if not (
+            _HEADER_SAFE.fullmatch(data.access_token) and _HEADER_SAFE.fullmatch(data.session_id)
+        ):
+            # Both go out as header values on every call: refused now, not at each send.
+            raise MalformedResponse(
+                "access_token or session_id holds a character an HTTP header cannot carry "
+                "(a space, a control character or one outside printable ASCII)",
+                status=status,
+            )
         if data.expires_in <= 0:
             raise MalformedResponse(
                 f"expires_in is {data.expires_in:g}, not positive", status=status

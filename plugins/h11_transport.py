@@ -27,7 +27,6 @@ from eightyeightpay.errors import (
     ConnectError,
     ConnectionLost,
     EightyEightPayError,
-    MalformedResponse,
     ManagerClosed,
     RequestTimeout,
     TLSError,
@@ -46,6 +45,7 @@ from .tls import (
     PoolStats,
     QueueOrder,
     TrustKey,
+    body_too_large,
     connection_cap,
     shared_tls_context,
     tls_failure,
@@ -138,9 +138,7 @@ class _Connection:
             elif isinstance(event, h11.Data):
                 body += event.data
                 if len(body) > MAX_BODY_BYTES:
-                    raise MalformedResponse(
-                        f"the body is larger than {MAX_BODY_BYTES} bytes", status=status
-                    )
+                    raise body_too_large(status)
             elif isinstance(event, h11.EndOfMessage):
                 return response_of(status, tuple(response_headers), bytes(body))
             elif isinstance(event, h11.ConnectionClosed):

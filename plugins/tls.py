@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from eightyeightpay.errors import ConfigurationError
+from eightyeightpay.errors import ConfigurationError, MalformedResponse
 
 if TYPE_CHECKING:
     import ssl
@@ -25,6 +25,7 @@ __all__ = [
     "QUEUE_SHARE",
     "PoolStats",
     "TrustKey",
+    "body_too_large",
     "ca_bundle_problem",
     "connection_cap",
     "shared_tls_context",
@@ -35,6 +36,22 @@ __all__ = [
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 """Longest response body read; 88Pay's answers are a few hundred bytes."""
+
+
+def body_too_large(status: int) -> MalformedResponse:
+    """The error for an answer with ``status`` whose body ran past :data:`MAX_BODY_BYTES`.
+
+    An answer came, so the request reached the server: ``may_have_been_processed`` is True
+    whatever the status (a charge answered 200 with a huge body was made).
+    """
+    return MalformedResponse(
+        f"the body is larger than {MAX_BODY_BYTES} bytes; the request was received and may "
+        "have been processed",
+        status=status,
+        may_have_been_processed=True,
+    )
+
+
 IDLE_REUSE_SECONDS = 4.0
 """An idle kept-alive connection older than this is closed rather than reused."""
 

@@ -46,7 +46,6 @@ from eightyeightpay.errors import (
     ConnectError,
     ConnectionLost,
     EightyEightPayError,
-    MalformedResponse,
     ManagerClosed,
     RequestTimeout,
     TLSError,
@@ -64,6 +63,7 @@ from .tls import (
     PoolStats,
     QueueOrder,
     TrustKey,
+    body_too_large,
     connection_cap,
     shared_tls_context,
     tls_failure,
@@ -556,9 +556,7 @@ def _read_body(raw: Any, deadline: float, host: str, timeout: float) -> bytes:
             return b"".join(chunks)
         size += len(chunk)
         if size > MAX_BODY_BYTES:
-            raise MalformedResponse(
-                f"the body is larger than {MAX_BODY_BYTES} bytes", status=raw.status
-            )
+            raise body_too_large(raw.status)
         chunks.append(chunk)
 
 

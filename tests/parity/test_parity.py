@@ -211,6 +211,22 @@ def test_a_charge_processed_then_answered_503_is_never_sent_twice(runtime: str) 
     run_scenario(runtime, scenario)
 
 
+def test_a_charge_answered_with_a_body_past_the_cap_may_have_been_processed(
+    runtime: str,
+) -> None:
+    async def scenario(h: Harness) -> None:
+        await h.get_token()
+        h.sandbox.inject(Fault.malformed(b" " * (5 * 1024 * 1024)), path=CHARGES)
+        with pytest.raises(MalformedResponse) as caught:
+            await h.request("POST", CHARGES, json=CHARGE)
+        error = caught.value
+        assert error.status == 200 and error.may_have_been_processed  # 88Pay answered it
+        assert error.failed_request == f"POST {CHARGES}"
+        assert h.stat("api_requests") == 1
+
+    run_scenario(runtime, scenario, over_http=True)  # the cap is the transports'
+
+
 def test_a_balance_answered_503_once_is_retried_and_returns_200(runtime: str) -> None:
     async def scenario(h: Harness) -> None:
         h.sandbox.inject(Fault.status(503), path="/api/balance")

@@ -67,6 +67,12 @@ def test_extra_fields_are_tolerated() -> None:
         token_body(jwt(merchant="MCH-COL-OTHER-1")),
         json.dumps([1, 2]).encode(),
         token_body(jwt())[:40],
+        # what an HTTP header cannot carry: refused on arrival, not at every call's send
+        token_body(jwt(), session="sess_\u2026"),
+        token_body(jwt(), session="sess_1\r\nX-Injected: yes"),
+        token_body(jwt(), session="sess 1"),
+        token_body(jwt() + "\u2026"),
+        token_body(jwt() + "\r\nX-Injected: yes"),
     ],
 )
 def test_malformed_token_responses_are_typed_errors(body: bytes) -> None:
