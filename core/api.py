@@ -396,9 +396,18 @@ _ADVICE = {
 
 
 def api_error(
-    response: ApiResponse, failed_request: str, *, read_only: bool, wall_now: float | None = None
+    response: ApiResponse,
+    failed_request: str,
+    *,
+    read_only: bool,
+    wall_now: float | None = None,
+    least_cool_down: float = 0.0,
 ) -> ApiError:
-    """The typed error for an API answer with an error status (see ``docs/errors.md``)."""
+    """The typed error for an API answer with an error status (see ``docs/errors.md``).
+
+    A 429's ``retry_after`` is its cool-down: the server's wait (``Retry-After``, or the
+    envelope's), never less than ``least_cool_down`` seconds (the policy's first backoff).
+    """
     status = response.status
     message = response.message or ""
     if status == 429:
@@ -406,14 +415,14 @@ def api_error(
         wait = parse_retry_after(raw, error_envelope(raw), wall_now)
         return ApiRateLimited(
             status,
-            retry_after=wait if wait is not None else 0.0,
+            retry_after=max(wait if wait is not None else 0.0, least_cool_down),
             local=False,
             failed_request=failed_request,
             server_message=message,
             code=response.code,
             response=response,
         )
-    if status >= 500:
+    if 500 <= status <= 599:
         advice = (
             "It changes nothing and was retried within the call's deadline."
             if read_only
@@ -427,6 +436,16 @@ def api_error(
             code=response.code,
             may_have_been_processed=True,
             advice=advice,
+            response=response,
+        )
+    if status > 599:  # outside HTTP's classes: nothing says what became of the call
+        return ApiError(
+            status,
+            failed_request=failed_request,
+            server_message=message,
+            code=response.code,
+            may_have_been_processed=True,
+            advice="A status outside HTTP's classes: look the call up before sending it again.",
             response=response,
         )
     kind = _API_ERRORS.get(status, ApiError)
@@ -640,11 +659,13 @@ def api_call(
             if unreadable:  # a 2xx whose body is not JSON: done or not, nobody can tell
                 error = unreadable_success(response, label)
             else:
-                error = api_error(response, label, read_only=read_only)
+                error = api_error(
+                    response, label, read_only=read_only, least_cool_down=policy.backoff_initial
+                )
             server_wait = None
             if isinstance(error, ApiRateLimited):
                 server_wait = error.retry_after
-                yield ApiCoolDown(max(server_wait, policy.backoff_initial))
+                yield ApiCoolDown(server_wait)
             retryable = isinstance(error, ApiRateLimited) or (
                 error.may_have_been_processed and read_only
             )
@@ -655,7 +676,8 @@ def api_call(
         delay = backoff_delay(failures, rng, policy, retry_after=server_wait)
         now = max((yield _NOW), awake)
         if not until.fits(now + delay):
-            if isinstance(error, ApiRateLimited | RetryableError):
+            # A 429's retry_after is its cool-down, when the next call may go: as said.
+            if isinstance(error, RetryableError):
                 error.retry_after = max(error.retry_after, delay)
             raise error
         yield Sleep(delay)

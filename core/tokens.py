@@ -267,6 +267,6 @@ def token_error(response: HttpResponse, wall_now: float | None = None) -> Eighty
             local=False,
             server_message=message,
         )
-    if status >= 500:
+    if 500 <= status <= 599:
         return ServerError(status, message[:200])
     return MalformedResponse(f"unexpected status {status} from the token endpoint", status=status)

@@ -105,6 +105,7 @@ SERVER_503 = envelope(503, "Service Unavailable")
         (500, ApiServerError, True),
         (502, ApiServerError, True),
         (503, ApiServerError, True),
+        (999, ApiError, True),  # outside HTTP's classes: nothing says it was not done
     ],
 )
 def test_each_envelope_status_maps_to_its_typed_error(
@@ -176,6 +177,19 @@ def test_a_429_is_remembered_other_calls_are_answered_from_the_cool_down() -> No
     error = driver.call(BALANCE, deadline=0)
     assert isinstance(error, ApiRateLimited) and error.local and error.status is None
     assert 0 < error.retry_after <= 30
+    assert len(driver.sends) == 1
+
+
+@pytest.mark.parametrize("said", [{}, {"retry_after": 0}])
+def test_a_429_without_a_usable_wait_says_the_cool_down_it_keeps(said: dict[str, float]) -> None:
+    driver = Driver(scripted(envelope(429, "Rate limit exceeded.", **said), OK))
+    error = driver.call(CHARGES, deadline=0)
+    assert isinstance(error, ApiRateLimited) and not error.local
+    assert error.retry_after == POLICY.backoff_initial  # the cool-down kept after it
+    assert f"Retry after {POLICY.backoff_initial:.1f} s." in str(error)
+    refused = driver.call(BALANCE, deadline=0)  # at once: refused for the rest of it
+    assert isinstance(refused, ApiRateLimited) and refused.local
+    assert refused.retry_after <= error.retry_after
     assert len(driver.sends) == 1
 
 
