@@ -78,7 +78,14 @@ class ManagerBase:
             base_url=base_url,
             allow_http_loopback=allow_http_loopback,
         )
-        self.policy = policy or Policy()
+        if policy is None:
+            policy = Policy()
+        elif not isinstance(policy, Policy):  # a dict of its fields, say
+            raise ConfigurationError(
+                f"policy= must be an eightyeightpay.Policy (for example "
+                f"Policy(api_per_minute=120)), not a {type(policy).__name__}."
+            )
+        self.policy = policy
         if not timeout > 0:  # also refuses NaN
             raise ConfigurationError(
                 f"timeout={timeout!r} must be a positive number of seconds (an API call's limit)."

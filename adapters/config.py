@@ -94,7 +94,9 @@ class EnvConfig:
         if self.api_limits:
             from eightyeightpay.policy import Policy
 
-            options["policy"] = attrs.evolve(options.get("policy") or Policy(), **self.api_limits)
+            given = options.get("policy")
+            if given is None or isinstance(given, Policy):  # anything else is refused when built
+                options["policy"] = attrs.evolve(given or Policy(), **self.api_limits)
 
     def __repr__(self) -> str:
         return f"EnvConfig(merchant_id={self.merchant_id!r}, base_url={self.base_url!r})"

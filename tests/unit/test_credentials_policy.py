@@ -90,7 +90,7 @@ def test_a_secret_in_the_merchant_slot_or_a_mistyped_base_url_is_never_quoted() 
         with pytest.raises(ConfigurationError) as refused:
             Credentials(API_KEY, MERCHANT, url)
         assert password not in str(refused.value), url
-    with pytest.raises(InsecureTransport, match="'ftp://example.com'"):  # nothing to hide
+    with pytest.raises(InsecureTransport, match=r"'ftp://example\.com'"):  # nothing to hide
         Credentials(API_KEY, MERCHANT, "ftp://example.com")
 
 
@@ -192,6 +192,23 @@ def test_default_policy_costs_at_most_74_requests_an_hour() -> None:
 def test_policies_that_cannot_work_are_refused(options: dict[str, float]) -> None:
     with pytest.raises(InvalidPolicy):
         Policy(**options)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("policy", [{"api_per_minute": 120}, {}, 60, "strict"])
+def test_a_policy_that_is_not_a_policy_is_refused_when_the_manager_is_built(
+    policy: object,
+) -> None:
+    from eightyeightpay import MemoryStore, TokenManager
+
+    with pytest.raises(ConfigurationError, match=r"policy= must be an eightyeightpay\.Policy"):
+        TokenManager(API_KEY, MERCHANT, policy=policy, store=MemoryStore())  # type: ignore[arg-type]
+    environ = {
+        "EIGHTY_EIGHT_PAY_API_KEY": API_KEY,
+        "EIGHTY_EIGHT_PAY_MERCHANT_ID": MERCHANT,
+        "EIGHTY_EIGHT_PAY_API_PER_MINUTE": "120",
+    }
+    with pytest.raises(ConfigurationError, match=r"policy= must be an eightyeightpay\.Policy"):
+        TokenManager.from_env(environ, policy=policy, store=MemoryStore())
 
 
 def test_short_lived_tokens_get_proportional_windows() -> None:
