@@ -265,12 +265,30 @@ class ConnectionLost(TransportError):
 class RequestTimeout(TransportError):
     """No complete answer arrived in time."""
 
-    def __init__(self, host: str, timeout: float, *, may_have_been_sent: bool) -> None:
-        super().__init__(
-            f"No answer from {host} within {timeout:g} s. Check the network path and 88Pay's "
-            "status; raise the timeout if the link is slow.",
-            may_have_been_sent=may_have_been_sent,
-        )
+    def __init__(
+        self,
+        host: str,
+        timeout: float,
+        *,
+        may_have_been_sent: bool,
+        pool_cap: int | None = None,
+    ) -> None:
+        if pool_cap is None:
+            message = (
+                f"No answer from {host} within {timeout:g} s. Check the network path and "
+                "88Pay's status; raise the timeout if the link is slow."
+            )
+        else:  # queued behind the calls holding every connection the pool allows
+            message = (
+                f"No connection to {host} came free within {timeout:g} s: all {pool_cap} the "
+                "pool allows (max_connections) were in use by other calls, and this one was "
+                "not sent. Raise max_connections=, or give calls a longer deadline= when this "
+                "many run at once."
+            )
+        super().__init__(message, may_have_been_sent=may_have_been_sent)
+        self.pool_cap = pool_cap
+        """The pool's ``max_connections`` when the time ran out waiting for a connection of
+        it (nothing was sent), else None."""
 
 
 class DeadlineExceeded(RequestTimeout):

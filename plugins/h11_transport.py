@@ -152,6 +152,10 @@ class _Connection:
         return False
 
 
+class _NoConnectionFree(TimeoutError):
+    """A caller's patience ran out in a pool's queue: no connection came free (nothing sent)."""
+
+
 class _Turn:
     """A caller queued for a connection, parked on a lot of its own until handed one."""
 
@@ -209,11 +213,13 @@ class _Pool(QueueOrder):
         try:
             async with runtime.deadline(patience):
                 await turn.lot.park()
-        except BaseException:
+        except BaseException as error:
             if turn.granted:  # handed over as it was cancelled or timed out: pass it on
                 await self.release(turn.connection, keep=turn.connection is not None)
-            else:
-                self.turns.remove(turn)
+                raise
+            self.turns.remove(turn)
+            if isinstance(error, TimeoutError):
+                raise _NoConnectionFree() from None
             raise
         return turn.connection
 
@@ -373,7 +379,8 @@ class AsyncHttp11Transport:
             if taken and pool is not None:  # cancelled too: the connection's state is unknown
                 await pool.release(connection, keep=False)
             if isinstance(error, TimeoutError):
-                raise RequestTimeout(host, timeout, may_have_been_sent=sent) from None
+                cap = pool.cap if isinstance(error, _NoConnectionFree) and pool else None
+                raise RequestTimeout(host, timeout, may_have_been_sent=sent, pool_cap=cap) from None
             if isinstance(error, self._broken) and not isinstance(error, EightyEightPayError):
                 raise ConnectionLost(host, type(error).__name__) from None
             raise

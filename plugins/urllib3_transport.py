@@ -252,7 +252,7 @@ class _HostPool(QueueOrder):
                 self.release(turn.connection, keep=turn.connection is not None)
             raise
         if not handed and not self._leave(turn):
-            raise RequestTimeout(host, timeout, may_have_been_sent=False)
+            raise RequestTimeout(host, timeout, may_have_been_sent=False, pool_cap=self.cap)
         return turn.connection
 
     def _leave(self, turn: _Turn) -> bool:

@@ -158,3 +158,55 @@ def test_max_connections_with_a_transport_of_ones_own_is_refused(server: Sandbox
             transport=Urllib3Transport(),
             **options(server),
         )
+
+
+def no_connection_came_free(error: RequestTimeout) -> str:
+    assert error.pool_cap == 1 and not error.may_have_been_sent
+    assert "came free" in str(error) and "max_connections" in str(error)
+    return "no connection came free"
+
+
+def test_threads_a_call_that_found_no_connection_free_says_so(server: SandboxServer) -> None:
+    with TokenManager(
+        DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, max_connections=1, **options(server)
+    ) as manager:
+        manager.get_token()
+        slow_first_charge(server)
+        first = threading.Thread(
+            target=outcome,
+            args=(lambda: manager.request("POST", "/api/transactions/charges", json=CHARGE),),
+        )
+        first.start()
+        time.sleep(0.05)  # the first holds the only connection past the second's patience
+        with pytest.raises(RequestTimeout) as caught:
+            manager.request("POST", "/api/transactions/charges", json=CHARGE, deadline=0)
+        first.join(10)
+    assert no_connection_came_free(caught.value)
+    assert settle(server) == 1  # only the first was sent
+
+
+def test_asyncio_a_call_that_found_no_connection_free_says_so(server: SandboxServer) -> None:
+    async def main() -> RequestTimeout:
+        async with AsyncTokenManager(
+            DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, max_connections=1, **options(server)
+        ) as manager:
+            await manager.get_token()
+            slow_first_charge(server)
+
+            async def charge(deadline: float | None) -> object:
+                try:
+                    return await manager.request(
+                        "POST", "/api/transactions/charges", json=CHARGE, deadline=deadline
+                    )
+                except RequestTimeout as error:
+                    return error
+
+            first = asyncio.create_task(charge(None))
+            await asyncio.sleep(0.05)
+            second = await charge(0)
+            await first
+            assert isinstance(second, RequestTimeout)
+            return second
+
+    assert no_connection_came_free(asyncio.run(main()))
+    assert settle(server) == 1
