@@ -381,7 +381,10 @@ def _governor_steps(
 def _governed(
     slot: Slot, effect: ApiEffect, answer: float, clock: Callable[[], float], counted_at: float
 ) -> ApiPermit | float:
-    if not isinstance(effect, ReserveApiCall):
+    if not isinstance(effect, ReserveApiCall):  # a 429's cool-down: its notice
+        with slot.lock:
+            notices = slot.machine.take_notices()
+        log_notices(notices)
         return answer
     if answer <= 0:  # the time the governor counted the send at (its end moves it)
         return ApiPermit(counted_at, answer)

@@ -17,8 +17,10 @@ import attrs
 
 from .credentials import CacheKey, Credentials
 from .errors import (
+    AccessDenied,
     DeadlineExceeded,
     EightyEightPayError,
+    InvalidCredentials,
     MalformedResponse,
     RateLimited,
     RequestTimeout,
@@ -968,7 +970,17 @@ class TokenMachine:
 
     def _notice_failure(self, error: EightyEightPayError, now: float, delay: float) -> None:
         token, merchant, kind = self.token, self.credentials.merchant_id, type(error).__name__
-        if token is None:
+        if token is None or token.usable_until <= now:  # callers meet the error
+            needs_a_person = isinstance(error, InvalidCredentials | AccessDenied)
+            if self._trouble == "" or (needs_a_person and self._trouble != "refused"):
+                self._trouble = "refused" if needs_a_person else "failing"
+                self.notices.append(
+                    Notice(
+                        "error" if needs_a_person else "warning",
+                        f"token request for {merchant} failed ({kind}) with no usable token: "
+                        f"calls get the error; next attempt allowed in {delay:.1f} s",
+                    )
+                )
             return
         left = token.usable_until - now
         if left > 0 and self._trouble in ("", "held"):
@@ -1106,6 +1118,15 @@ class TokenMachine:
         an API call before it ends. A store that fails leaves the cool-down this process's
         own. Returns the time after the write (``now`` without a store).
         """
+        if self.api_blocked_until <= now:  # a cool-down begins (not one made longer)
+            self.notices.append(
+                Notice(
+                    "warning",
+                    f"88Pay answered an API call for {self.credentials.merchant_id} with 429: "
+                    f"no API call is sent for {seconds:.1f} s; calls meanwhile wait within "
+                    "their deadline or get ApiRateLimited(local=True)",
+                )
+            )
         self.api_blocked_until = max(self.api_blocked_until, now + seconds)
         if not self.fleet:
             return now

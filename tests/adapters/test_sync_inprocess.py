@@ -9,6 +9,7 @@ import pytest
 
 from eightyeightpay import (
     AccessDenied,
+    ApiRateLimited,
     InvalidCredentials,
     ManagerClosed,
     RateLimited,
@@ -327,3 +328,38 @@ def test_a_call_that_never_left_gives_its_place_in_the_minute_back(inproc: InPro
         assert manager.request("POST", BALANCE).status == 200
     assert inproc.stat("api_requests") == 60
     assert inproc.clock() - start < 10  # the first call's backoff only: nobody waited a minute
+
+
+def test_failures_with_no_token_to_fall_back_on_and_api_429s_are_logged_for_the_operator(
+    inproc: InProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="eightyeightpay")
+    manager = inproc.manager()
+    token = manager.get_token()
+    inproc.clock.advance(120)  # a quiet spell: the token lapsed
+    inproc.sandbox.inject(Fault.status(429, headers={"Retry-After": "40"}))
+    for _ in range(3):  # one WARNING for the streak, not one per caller
+        with pytest.raises(RateLimited):
+            manager.get_token(deadline=0)
+        inproc.clock.advance(5)
+    inproc.clock.advance(60)
+    inproc.sandbox.inject(Fault.status(401))  # a key revoked: a person must act
+    with pytest.raises(InvalidCredentials):
+        manager.get_token(deadline=0)
+    inproc.clock.advance(120)
+    manager.get_token()
+    inproc.sandbox.inject(Fault.status(429, headers={"Retry-After": "30"}), path="/api/balance")
+    with pytest.raises(ApiRateLimited):
+        manager.request("POST", f"/api/balance?id={DEFAULT_MERCHANT_ID}", deadline=0)
+    with pytest.raises(ApiRateLimited):  # refused in the cool-down: not logged again
+        manager.request("POST", f"/api/balance?id={DEFAULT_MERCHANT_ID}", deadline=0)
+    seen = [(r.levelname, r.getMessage()) for r in caplog.records if r.levelno >= logging.INFO]
+    assert [level for level, _ in seen] == ["WARNING", "ERROR", "INFO", "WARNING"], seen
+    assert "failed (RateLimited) with no usable token" in seen[0][1]
+    assert "failed (InvalidCredentials) with no usable token" in seen[1][1]
+    assert "recovered after 2 failed attempt(s)" in seen[2][1]
+    assert "answered an API call" in seen[3][1] and "for 30.0 s" in seen[3][1]
+    assert all(DEFAULT_MERCHANT_ID in message for _, message in seen)
+    for record in caplog.records:
+        assert token.access_token not in record.getMessage()
+        assert DEFAULT_API_KEY not in record.getMessage()
