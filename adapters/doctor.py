@@ -33,6 +33,7 @@ from eightyeightpay.errors import (
     TLSError,
 )
 from eightyeightpay.plugins.memory import MemoryStore
+from eightyeightpay.plugins.registry import registry
 from eightyeightpay.plugins.tls import ca_bundle_problem, tls_context, tls_failure
 
 from .cli import CA_BUNDLE_FIX, cli_message
@@ -268,11 +269,18 @@ def run_doctor(
     except EightyEightPayError as error:
         fix = _fix_for(error)
         if isinstance(error, ConfigurationError) and environ.get(STORE_VARIABLE):
-            fix = (
-                f"Set {STORE_VARIABLE} to a store's registered name (memory, redis, memcached "
-                "or an installed plugin's), or unset it, and check that store's own variables "
-                "(EIGHTY_EIGHT_PAY_REDIS_URL, EIGHTY_EIGHT_PAY_MEMCACHED)."
-            )
+            try:
+                registry().store(store_name)
+            except ConfigurationError:  # no store of that name
+                fix = (
+                    f"Set {STORE_VARIABLE} to a store's registered name (memory, redis, "
+                    "memcached or an installed plugin's), or unset it."
+                )
+            else:  # the store is there; its own settings are wrong
+                fix = (
+                    f"Fix the {store_name} store's own settings as the message says "
+                    "(EIGHTY_EIGHT_PAY_REDIS_URL, EIGHTY_EIGHT_PAY_MEMCACHED or the plugin's)."
+                )
         report.fail("token obtained", _said(error), fix)
         return report.finish()
     with manager:

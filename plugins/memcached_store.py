@@ -417,6 +417,15 @@ def _parse_server(server: str | tuple[str, int]) -> tuple[str, int]:
                 "several separated by commas), for example '127.0.0.1:11211'."
             )
         host, port = host.strip("[]"), int(port_text)
+    if isinstance(host, str) and ("@" in host or "/" in host):
+        # memcached's text protocol has no login: 'user:password@host' is a mistake, and the
+        # store's repr and outage logs would show the password
+        raise ConfigurationError(
+            "A memcached server is 'host:port' only: memcached takes no user name or password "
+            f"(a URL's user:password@ or scheme:// is not read; {MEMCACHED_SERVER_VARIABLE} "
+            "is not shown, as it may hold a password). Use the host and port, and keep "
+            "memcached on a private network."
+        )
     if not host or not isinstance(port, int) or not 0 < port < 65536:
         raise ConfigurationError("A memcached server needs a host and a port from 1 to 65535.")
     return host, port

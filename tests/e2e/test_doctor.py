@@ -247,3 +247,24 @@ def test_the_api_limits_from_the_environment_govern_the_doctors_manager() -> Non
         )
     assert checks["second call cached"].status == "ok"
     assert "API calls 0/7 this minute" in checks["second call cached"].detail, checks
+
+
+@pytest.mark.parametrize(
+    ("store", "extra", "fix"),
+    [
+        ("nosuch", {}, "registered name"),
+        ("redis", {"EIGHTY_EIGHT_PAY_REDIS_URL": "http://127.0.0.1:6379"}, "redis store's own"),
+    ],
+)
+def test_a_store_setting_that_cannot_work_gets_the_fix_for_its_own_mistake(
+    store: str, extra: dict[str, str], fix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in extra.items():  # the stores read their own variables themselves
+        monkeypatch.setenv(name, value)
+    with SandboxServer(tls=True) as server:
+        values = env(DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, server.url)
+        checks = by_name(
+            run_doctor(values | {"EIGHTY_EIGHT_PAY_STORE": store}, ca_bundle=ca(server))
+        )
+    check = checks["token obtained"]
+    assert check.status == "fail" and fix in check.fix, check

@@ -101,6 +101,10 @@ def test_store_memcached_is_registered_and_process_wide(
     assert store.server == (host, port)
     with pytest.raises(ConfigurationError, match="host:port"):
         MemcachedStore("no-port")
+    for server in ("user:s3cr3t-pw@127.0.0.1:11299", "memcache://127.0.0.1:11299"):
+        with pytest.raises(ConfigurationError, match="takes no user name") as caught:
+            MemcachedStore(server)
+        assert "s3cr3t-pw" not in str(caught.value)
     with pytest.raises(ConfigurationError, match="namespace"):
         MemcachedStore(fleet.address, namespace="has space")
 
