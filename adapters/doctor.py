@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
@@ -256,7 +257,7 @@ def run_doctor(
         return report.finish()
 
     store_name = environ.get(STORE_VARIABLE, "").strip() or "memory"
-    options: dict[str, object] = {
+    options: dict[str, Any] = {
         "base_url": url,
         "ca_bundle": ca_bundle,
         # the store the token and request commands use: EIGHTY_EIGHT_PAY_STORE, if set

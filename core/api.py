@@ -635,9 +635,9 @@ def api_call(
             answer = yield SendApiRequest(request, until.budget(now, timeout), permit.now)
         except ManagerClosed as closed:  # the manager closed with the send under way
             raise _closed_under_way(closed, label, sent=sent) from None
-        except MalformedResponse as unreadable:  # an answer came that could not be read
-            unreadable.failed_request = label
-            unreadable.may_have_been_processed = True
+        except MalformedResponse as malformed:  # an answer came that could not be read
+            malformed.failed_request = label
+            malformed.may_have_been_processed = True
             raise
         error: EightyEightPayError
         if isinstance(answer, TransportError):
