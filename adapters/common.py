@@ -58,9 +58,11 @@ from eightyeightpay.plugins.fleet import (
     tls_failure,
 )
 from eightyeightpay.plugins.memory import NO_MEMO, Slot
+from eightyeightpay.plugins.process import first_use
 from eightyeightpay.ports import AsyncFleetOperations, AsyncRuntime, FleetOperations
 from eightyeightpay.stats import outcome_of
 from eightyeightpay.tokens import Token
+from eightyeightpay.wire import converter
 
 if TYPE_CHECKING:
     from .telemetry import ApiCallTrace, FlightTrace, Observer
@@ -117,6 +119,19 @@ class FlightRun:
         """The first effect to perform."""
         merchant = self._slot.machine.credentials.merchant_id
         log.debug("refreshing the token of %s at %s", merchant, self._host)
+        if self._slot.forked_unshared:
+            self._slot.forked_unshared = False
+            policy = self._slot.machine.policy
+            log.warning(
+                "this process was forked from one that used %s with no fleet store: each such "
+                "process requests its own tokens (up to %g an hour each while it is called) "
+                "against the merchant's %d an hour; with two or more processes calling, give "
+                "them a fleet store (store='redis' or 'memcached')",
+                merchant,
+                policy.max_hourly_cost,
+                policy.per_hour,
+            )
+        first_use(converter)  # cattrs, imported outside the slot's lock and never at a fork
         return self.feed(None)
 
     def feed(self, result: Result | None) -> Effect | None:

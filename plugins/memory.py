@@ -81,8 +81,14 @@ class Slot(ProcessBound):
         self._members: set[object] = set()
         self._listeners: dict[int, list[Listener]] = {}
         self._queued: tuple[Flight, Callable[[], Settled]] | None = None
+        self.forked_unshared = False
+        """True in a process forked from one that used this key with no fleet store, until
+        the driver has said so at its first token request (each such process requests its
+        own tokens, against the same merchant's limits)."""
 
     def _start_afresh(self) -> None:
+        used = bool(self._members) or self.machine.token is not None
+        self.forked_unshared = used and not self.machine.fleet
         self.lock = threading.Lock()
         self._listeners = {}
         self._queued = None

@@ -15,18 +15,22 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import weakref
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 __all__ = [
     "ForkAware",
     "OnEachChild",
     "PerProcessClient",
     "ProcessBound",
+    "first_use",
     "forget_in_child",
     "pid",
 ]
+
+T = TypeVar("T")
 
 log = logging.getLogger("eightyeightpay")
 
@@ -96,8 +100,35 @@ def forget_in_child(obj: ForkAware) -> None:
     _objects.add(obj)
 
 
+_first_uses = threading.RLock()
+
+
+def first_use(load: Callable[[], T]) -> T:
+    """``load()``, which may import modules or load a trust store, never halfway at a fork.
+
+    A thread halfway through an import holds that module's import lock; a fork copies the
+    lock held, and the child, whose only thread is the one that forked, waits on it for
+    ever at its first use of the module (OpenSSL's locks, while a trust store loads, the
+    same). The library's lazy first uses (cattrs, urllib3, a TLS context) run under one
+    lock that ``os.fork()`` takes before forking, so a fork waits for the one under way
+    (milliseconds, once per process) and the child inherits none halfway. Reentrant: a
+    first use may make another.
+    """
+    with _first_uses:
+        return load()
+
+
+def _before_fork() -> None:
+    _first_uses.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    _first_uses.release()
+
+
 def _after_fork_in_child() -> None:
-    global _pid
+    global _pid, _first_uses
+    _first_uses = threading.RLock()  # the parent's is held by the fork: this one is free
     _pid = os.getpid()
     for obj in list(_objects):
         try:
@@ -106,7 +137,11 @@ def _after_fork_in_child() -> None:
             log.exception("starting afresh after fork failed for %s", type(obj).__name__)
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+os.register_at_fork(
+    before=_before_fork,
+    after_in_parent=_after_fork_in_parent,
+    after_in_child=_after_fork_in_child,
+)
 
 
 class PerProcessClient(ProcessBound):

@@ -15,6 +15,8 @@ import attrs
 
 from eightyeightpay.errors import ConfigurationError, MalformedResponse
 
+from .process import OnEachChild, first_use
+
 if TYPE_CHECKING:
     import ssl
 
@@ -77,10 +79,20 @@ def shared_tls_context(trust: TrustKey) -> ssl.SSLContext:
     Loading a trust store takes milliseconds; every pool with the same trust shares one
     context (an ``SSLContext`` may be used from any thread, and in a forked child).
     """
+    _contexts_of_this_process.check_process()  # for a fork that skipped the at-fork hooks
     context = _contexts.get(trust)
     if context is None:
-        context = _contexts[trust] = tls_context(trust[0])
+        context = _contexts[trust] = first_use(lambda: tls_context(trust[0]))
     return context
+
+
+def _drop_the_parents_contexts() -> None:
+    # A parent thread may have been inside OpenSSL with a context's lock held (a handshake
+    # verifying a chain) when it forked: the child's first handshake would wait on it.
+    _contexts.clear()
+
+
+_contexts_of_this_process = OnEachChild(_drop_the_parents_contexts)
 
 
 def tls_failure(error: BaseException) -> str | None:

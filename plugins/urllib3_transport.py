@@ -54,7 +54,7 @@ from eightyeightpay.errors import (
 from eightyeightpay.http import HttpRequest, HttpResponse, response_of
 
 from .hookspecs import TransportFactory, hookimpl
-from .process import OnEachChild
+from .process import OnEachChild, first_use
 from .tls import (
     DEFAULT_MAX_CONNECTIONS,
     IDLE_REUSE_SECONDS,
@@ -73,7 +73,7 @@ from .tls import (
 if TYPE_CHECKING:
     import ssl
 
-    from urllib3.connection import HTTPConnection
+    from urllib3.connection import HTTPConnection, HTTPSConnection
 
 __all__ = ["DEFAULT_MAX_CONNECTIONS", "Urllib3Transport", "process_pools"]
 
@@ -501,15 +501,14 @@ class Urllib3Transport:
         self, pool: _HostPool, host: str, deadline: float, timeout: float
     ) -> HTTPConnection:
         """A connected (and, for https, verified) connection; the request is not sent yet."""
-        from urllib3.connection import HTTPConnection, HTTPSConnection
-
+        plain, secure = first_use(_connection_classes)
         scheme, hostname, port = pool.key[0]
         left = max(0.001, deadline - time.monotonic())
         connection: HTTPConnection
         if scheme == "https":
-            connection = HTTPSConnection(hostname, port, timeout=left, ssl_context=pool.tls())
+            connection = secure(hostname, port, timeout=left, ssl_context=pool.tls())
         else:
-            connection = HTTPConnection(hostname, port, timeout=left)
+            connection = plain(hostname, port, timeout=left)
         try:
             connection.connect()
         except Exception as error:
@@ -558,6 +557,12 @@ def _read_body(raw: Any, deadline: float, host: str, timeout: float) -> bytes:
         if size > MAX_BODY_BYTES:
             raise body_too_large(raw.status)
         chunks.append(chunk)
+
+
+def _connection_classes() -> tuple[type[HTTPConnection], type[HTTPSConnection]]:
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+
+    return HTTPConnection, HTTPSConnection
 
 
 def _is_timeout(error: BaseException) -> bool:
