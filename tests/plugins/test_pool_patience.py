@@ -10,9 +10,10 @@ its caller was told it may have been sent (a charge to look up before trying aga
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -59,12 +60,30 @@ def settle(server: SandboxServer) -> int:
     return int(server.sandbox.stats()["charges"])
 
 
-def test_threads(server: SandboxServer) -> None:
+@contextlib.contextmanager
+def one_connection(server: SandboxServer) -> Iterator[TokenManager]:
+    """A threaded manager with one connection and a token; the next charge is slow."""
     with TokenManager(
         DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, max_connections=1, **options(server)
     ) as manager:
         manager.get_token()
         slow_first_charge(server)
+        yield manager
+
+
+@contextlib.asynccontextmanager
+async def one_async_connection(server: SandboxServer, opener: Any) -> AsyncIterator[Any]:
+    """:func:`one_connection` for an async manager ``opener`` makes."""
+    async with opener(
+        DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, max_connections=1, **options(server)
+    ) as manager:
+        await manager.get_token()
+        slow_first_charge(server)
+        yield manager
+
+
+def test_threads(server: SandboxServer) -> None:
+    with one_connection(server) as manager:
         outcomes: dict[str, object] = {}
 
         def charge(name: str) -> None:
@@ -99,11 +118,7 @@ def check(outcomes: dict[str, object], server: SandboxServer) -> None:
 
 def test_asyncio(server: SandboxServer) -> None:
     async def main() -> dict[str, object]:
-        async with AsyncTokenManager(
-            DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, max_connections=1, **options(server)
-        ) as manager:
-            await manager.get_token()
-            slow_first_charge(server)
+        async with one_async_connection(server, AsyncTokenManager) as manager:
 
             async def charge(delay: float) -> object:
                 await asyncio.sleep(delay)
@@ -123,11 +138,7 @@ def test_trio(server: SandboxServer) -> None:
     outcomes: dict[str, object] = {}
 
     async def main() -> None:
-        async with open_trio_token_manager(
-            DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, max_connections=1, **options(server)
-        ) as manager:
-            await manager.get_token()
-            slow_first_charge(server)
+        async with one_async_connection(server, open_trio_token_manager) as manager:
 
             async def charge(name: str, delay: float) -> None:
                 await trio.sleep(delay)
@@ -167,11 +178,7 @@ def no_connection_came_free(error: RequestTimeout) -> str:
 
 
 def test_threads_a_call_that_found_no_connection_free_says_so(server: SandboxServer) -> None:
-    with TokenManager(
-        DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, max_connections=1, **options(server)
-    ) as manager:
-        manager.get_token()
-        slow_first_charge(server)
+    with one_connection(server) as manager:
         first = threading.Thread(
             target=outcome,
             args=(lambda: manager.request("POST", "/api/transactions/charges", json=CHARGE),),
@@ -187,11 +194,7 @@ def test_threads_a_call_that_found_no_connection_free_says_so(server: SandboxSer
 
 def test_asyncio_a_call_that_found_no_connection_free_says_so(server: SandboxServer) -> None:
     async def main() -> RequestTimeout:
-        async with AsyncTokenManager(
-            DEFAULT_API_KEY, DEFAULT_MERCHANT_ID, max_connections=1, **options(server)
-        ) as manager:
-            await manager.get_token()
-            slow_first_charge(server)
+        async with one_async_connection(server, AsyncTokenManager) as manager:
 
             async def charge(deadline: float | None) -> object:
                 try:
