@@ -78,8 +78,12 @@ def test_a_child_of_a_process_that_used_the_memory_store_is_told_at_its_first_re
 
     def child() -> Any:
         records: list[logging.LogRecord] = []
-        handler = logging.Handler()
-        handler.emit = records.append  # type: ignore[method-assign]
+
+        class Kept(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                records.append(record)
+
+        handler = Kept()
         logger = logging.getLogger("eightyeightpay")
         logger.addHandler(handler)
         try:
