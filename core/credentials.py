@@ -134,6 +134,39 @@ def shown_url(url: str) -> str:
     return repr(url)
 
 
+def _unprintable(text: str) -> bool:
+    return any(c.isspace() or not c.isprintable() for c in text)
+
+
+_LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)")  # '_': container and internal names
+
+
+def _is_host(host: str) -> bool:
+    """Whether ``host`` (from ``urlsplit(...).hostname``) is a host name or an IP address."""
+    if ":" in host:  # an IPv6 address, perhaps with a zone
+        try:
+            ipaddress.IPv6Address(host.split("%", 1)[0])
+        except ValueError:
+            return False
+        return True
+    name = host.removesuffix(".")
+    try:
+        encoded = name.encode("idna").decode("ascii").lower()
+        # nameprep drops some characters (a zero-width space): the name must survive the trip
+        if not name.isascii() and encoded.encode("ascii").decode("idna") != name.lower():
+            return False
+    except UnicodeError:  # an empty label, or one over 63 characters
+        return False
+    labels = encoded.split(".")
+    if all(label.isdigit() for label in labels):  # an IPv4 address, or nothing
+        try:
+            ipaddress.IPv4Address(name)
+        except ValueError:
+            return False
+        return True
+    return len(encoded) <= 253 and all(_LABEL.fullmatch(label) for label in labels)
+
+
 def base_url_problem(url: str) -> str | None:
     """What makes ``url`` unusable as a base URL, or None; never shows a password.
 
@@ -142,6 +175,11 @@ def base_url_problem(url: str) -> str | None:
     fragment (the request's path is appended to the base URL: ``?`` or ``#`` would swallow
     it, and a query may hold a secret). Userinfo is :func:`has_userinfo`'s to refuse.
     """
+    if _unprintable(url):
+        return (
+            f"The base URL {shown_url(url)} holds a space or a control character (a tab, a "
+            "newline: often a copy-paste or .env artefact). Remove it."
+        )
     parts = _split(url)
     host = "" if parts is None else parts.hostname or ""
     try:
@@ -155,15 +193,13 @@ def base_url_problem(url: str) -> str | None:
             f"number, if any). Use {PRODUCTION_URL} or {SANDBOX_URL} (or "
             "environment='production'/'sandbox')."
         )
-    if ":" not in host:  # an IPv6 address has no labels to check
-        try:
-            host.encode("idna")
-        except UnicodeError:
-            return (
-                f"The base URL's host {shown_url(host)} is not a valid host name (an empty "
-                "label, as in 'a..b', or one over 63 characters). Check it for a "
-                f"typo; 88Pay's hosts are {PRODUCTION_URL} and {SANDBOX_URL}."
-            )
+    if not _is_host(host):
+        return (
+            f"The base URL's host {shown_url(host)} is not a valid host name or address "
+            "(labels of letters, digits and hyphens, none empty, as in 'a..b', or over 63 "
+            "characters; a dotted address of four numbers to 255). Check it for a typo; "
+            f"88Pay's hosts are {PRODUCTION_URL} and {SANDBOX_URL}."
+        )
     if "?" in url or "#" in url:
         return (
             "The base URL has a query (?…) or a fragment (#…): every request's path is "
@@ -199,8 +235,8 @@ def _check_merchant_id(_instance: object, _attribute: object, value: str) -> Non
     _check_text("merchant id", value, "MCH-COL-TEST-12345")
     if not _MERCHANT.fullmatch(value):
         # Shown only when it is meant as one: the slot may hold a pasted key or password.
-        if value.startswith("sk_"):
-            shown = "looks like an API key (sk_…; not shown): are the two swapped? It"
+        if "sk_" in value.lower():  # a pasted key, alone or run together with the id
+            shown = "looks like it holds an API key (sk_…; not shown): are the two swapped? It"
         elif _SHOWABLE_MERCHANT.fullmatch(value):
             shown = repr(value)
         else:
@@ -223,7 +259,7 @@ def _normalise_url(value: str) -> str:
         return value
     url = value.strip().rstrip("/")
     parts = _split(url)
-    if parts is None:
+    if parts is None or _unprintable(url):  # urlsplit drops tabs and newlines: keep them
         return url
     scheme = parts.scheme.lower()
     try:

@@ -280,7 +280,7 @@ class RequestTimeout(TransportError):
             )
         else:  # queued behind the calls holding every connection the pool allows
             message = (
-                f"No connection to {host} came free within {timeout:g} s: all {pool_cap} the "
+                f"No connection to {host} came free within {timeout:.2f} s: all {pool_cap} the "
                 "pool allows (max_connections) were in use by other calls, and this one was "
                 "not sent. Raise max_connections=, or give calls a longer deadline= when this "
                 "many run at once."

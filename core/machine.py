@@ -355,6 +355,7 @@ class TokenMachine:
         windows span the policy's ``minute_span`` and ``hour_span``, as the token limits')."""
         self.api_blocked_until = -math.inf
         """No API call before this time (an API 429's cool-down)."""
+        self._api_429_at = -math.inf  # the last API 429's cool-down start: streaks of them
         self.api_reserved_at = -math.inf
         """When the last send :attr:`api_window` counted was counted (an
         :class:`~eightyeightpay.api.ApiPermit`'s time)."""
@@ -1118,7 +1119,9 @@ class TokenMachine:
         an API call before it ends. A store that fails leaves the cool-down this process's
         own. Returns the time after the write (``now`` without a store).
         """
-        if self.api_blocked_until <= now:  # a cool-down begins (not one made longer)
+        # One notice per streak: 429s less than a minute apart (a limit spent elsewhere
+        # draws one after each short cool-down) are one streak.
+        if now - self._api_429_at > self.policy.minute_span:
             self.notices.append(
                 Notice(
                     "warning",
@@ -1127,6 +1130,7 @@ class TokenMachine:
                     "their deadline or get ApiRateLimited(local=True)",
                 )
             )
+        self._api_429_at = now
         self.api_blocked_until = max(self.api_blocked_until, now + seconds)
         if not self.fleet:
             return now

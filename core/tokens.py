@@ -269,4 +269,8 @@ def token_error(response: HttpResponse, wall_now: float | None = None) -> Eighty
         )
     if 500 <= status <= 599:
         return ServerError(status, message[:200])
-    return MalformedResponse(f"unexpected status {status} from the token endpoint", status=status)
+    return MalformedResponse(
+        f"unexpected status {status} from the token endpoint",
+        status=status,
+        may_have_been_processed=status > 599,  # outside HTTP's classes: nobody can tell
+    )

@@ -379,8 +379,11 @@ class AsyncHttp11Transport:
             if taken and pool is not None:  # cancelled too: the connection's state is unknown
                 await pool.release(connection, keep=False)
             if isinstance(error, TimeoutError):
-                cap = pool.cap if isinstance(error, _NoConnectionFree) and pool else None
-                raise RequestTimeout(host, timeout, may_have_been_sent=sent, pool_cap=cap) from None
+                if isinstance(error, _NoConnectionFree) and pool is not None:
+                    raise RequestTimeout(
+                        host, timeout * QUEUE_SHARE, may_have_been_sent=False, pool_cap=pool.cap
+                    ) from None
+                raise RequestTimeout(host, timeout, may_have_been_sent=sent) from None
             if isinstance(error, self._broken) and not isinstance(error, EightyEightPayError):
                 raise ConnectionLost(host, type(error).__name__) from None
             raise

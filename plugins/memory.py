@@ -168,6 +168,11 @@ class Slot(ProcessBound):
             self._members.add(membership)
             return membership
 
+    @property
+    def has_members(self) -> bool:
+        """Whether a manager that joined is still open."""
+        return bool(self._members)
+
     def leave(self, membership: object) -> None:
         """The manager of ``membership`` (from :meth:`join`) has closed.
 
@@ -261,10 +266,16 @@ class MemoryStore(ProcessBound):
                 slot = Slot(machine or (lambda: TokenMachine(credentials, policy, rng)))
                 self._slots[key] = slot
             elif slot.machine.policy != policy:
+                who = (
+                    "Another manager in this process already uses"
+                    if slot.has_members
+                    else "A manager closed earlier in this process used"
+                )
                 raise ConfigurationError(
-                    f"Another manager in this process already uses {credentials.merchant_id} at "
-                    f"{credentials.base_url} with a different policy. Managers sharing "
-                    "credentials must share the policy, or use a private MemoryStore()."
+                    f"{who} {credentials.merchant_id} at {credentials.base_url} with a different "
+                    "policy; the process keeps one policy, and one rate window, per merchant and "
+                    "base URL for as long as it runs. Managers sharing credentials must share "
+                    "the policy, or use a private MemoryStore()."
                 )
             return slot
 

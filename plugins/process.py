@@ -30,7 +30,7 @@ __all__ = [
     "pid",
 ]
 
-T = TypeVar("T")
+_T = TypeVar("_T")
 
 log = logging.getLogger("eightyeightpay")
 
@@ -103,7 +103,7 @@ def forget_in_child(obj: ForkAware) -> None:
 _first_uses = threading.RLock()
 
 
-def first_use(load: Callable[[], T]) -> T:
+def first_use(load: Callable[[], _T]) -> _T:
     """``load()``, which may import modules or load a trust store, never halfway at a fork.
 
     A thread halfway through an import holds that module's import lock; a fork copies the

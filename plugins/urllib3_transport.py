@@ -252,7 +252,9 @@ class _HostPool(QueueOrder):
                 self.release(turn.connection, keep=turn.connection is not None)
             raise
         if not handed and not self._leave(turn):
-            raise RequestTimeout(host, timeout, may_have_been_sent=False, pool_cap=self.cap)
+            raise RequestTimeout(
+                host, timeout * QUEUE_SHARE, may_have_been_sent=False, pool_cap=self.cap
+            )
         return turn.connection
 
     def _leave(self, turn: _Turn) -> bool:

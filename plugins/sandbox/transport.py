@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from eightyeightpay.errors import ConnectError, ConnectionLost, RequestTimeout
 from eightyeightpay.http import HttpRequest, HttpResponse
 
+from ..tls import MAX_BODY_BYTES, body_too_large
 from .emulator import ConnectionFault, Sandbox
 from .http_limits import URLLIB3_ADDS, refusal
 
@@ -85,6 +86,8 @@ class SandboxTransport:
             # As over the wire: the headers announced the whole body, half of it arrived,
             # then the connection closed; an HTTP client reports that, never a short body.
             raise ConnectionLost(host, "the connection closed before the whole body arrived")
+        if len(reply.response.body) > MAX_BODY_BYTES:  # as the network transports stop reading
+            raise body_too_large(reply.response.status)
         return reply.response
 
     def _wait(self, seconds: float) -> None:

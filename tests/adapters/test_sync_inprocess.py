@@ -363,3 +363,25 @@ def test_failures_with_no_token_to_fall_back_on_and_api_429s_are_logged_for_the_
     for record in caplog.records:
         assert token.access_token not in record.getMessage()
         assert DEFAULT_API_KEY not in record.getMessage()
+
+
+def test_api_429s_less_than_a_minute_apart_are_one_streak_and_one_warning(
+    inproc: InProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="eightyeightpay")
+    manager = inproc.manager()
+    manager.get_token()
+    balance = f"/api/balance?id={DEFAULT_MERCHANT_ID}"
+
+    def drawn_429s(count: int) -> None:
+        for _ in range(count):  # no Retry-After: a 1 s cool-down, then a 429 again
+            inproc.sandbox.inject(Fault.status(429), path="/api/balance")
+            with pytest.raises(ApiRateLimited):
+                manager.request("POST", balance, deadline=0)
+            inproc.clock.advance(2)
+
+    drawn_429s(20)  # 40 s of a limit spent elsewhere: one streak
+    assert len(caplog.records) == 1, [r.getMessage() for r in caplog.records]
+    inproc.clock.advance(61)  # a quiet minute ends it
+    drawn_429s(1)
+    assert len(caplog.records) == 2

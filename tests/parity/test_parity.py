@@ -211,8 +211,9 @@ def test_a_charge_processed_then_answered_503_is_never_sent_twice(runtime: str) 
     run_scenario(runtime, scenario)
 
 
+@pytest.mark.parametrize("over_http", [True, False])
 def test_a_charge_answered_with_a_body_past_the_cap_may_have_been_processed(
-    runtime: str,
+    runtime: str, over_http: bool
 ) -> None:
     async def scenario(h: Harness) -> None:
         await h.get_token()
@@ -224,7 +225,7 @@ def test_a_charge_answered_with_a_body_past_the_cap_may_have_been_processed(
         assert error.failed_request == f"POST {CHARGES}"
         assert h.stat("api_requests") == 1
 
-    run_scenario(runtime, scenario, over_http=True)  # the cap is the transports'
+    run_scenario(runtime, scenario, over_http=over_http)  # the network's and the sandbox's
 
 
 def test_a_balance_answered_503_once_is_retried_and_returns_200(runtime: str) -> None:

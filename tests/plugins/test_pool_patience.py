@@ -174,6 +174,7 @@ def test_max_connections_with_a_transport_of_ones_own_is_refused(server: Sandbox
 def no_connection_came_free(error: RequestTimeout) -> str:
     assert error.pool_cap == 1 and not error.may_have_been_sent
     assert "came free" in str(error) and "max_connections" in str(error)
+    assert f"within {TIMEOUT / 2:.2f} s" in str(error)  # its wait: half the attempt's timeout
     return "no connection came free"
 
 

@@ -74,13 +74,17 @@ def test_a_base_url_without_a_host_or_with_a_bad_port_is_refused_when_built(url:
 
 def test_a_secret_in_the_merchant_slot_or_a_mistyped_base_url_is_never_quoted() -> None:
     live_key, password = "sk_live_9f8e7d6c5b4a3f2e1d0c", "s3cr3t-proxy-pass"
-    with pytest.raises(MalformedCredentials, match="looks like an API key") as caught:
+    with pytest.raises(MalformedCredentials, match="looks like it holds an API key") as caught:
         Credentials(live_key, live_key, PRODUCTION_URL)  # the key given twice
     assert live_key not in str(caught.value) and "sk_live_9" not in repr(caught.value)
     with pytest.raises(MalformedCredentials, match=r"\(16 characters; not shown\)"):
         Credentials(API_KEY, "hunter2:Tr0ub4dr")
     with pytest.raises(MalformedCredentials, match="'MCH-COL'"):  # meant as one: shown
         Credentials(API_KEY, "MCH-COL")
+    for run_together in ("MCH-" + live_key, "MCH-COL-TEST-12345" + live_key):
+        with pytest.raises(MalformedCredentials, match="holds an API key") as caught:
+            Credentials(live_key, run_together, PRODUCTION_URL)
+        assert live_key not in str(caught.value)
     for url in (
         f"https//user:{password}@api.88pay.io",
         f"user:{password}@api.88pay.io",
@@ -102,6 +106,16 @@ def test_a_secret_in_the_merchant_slot_or_a_mistyped_base_url_is_never_quoted() 
         ("https://api-sandbox.88pay.io/?key=hunter2", "has a query"),
         ("https://api-sandbox.88pay.io/#frag", "has a query"),
         ("https://[::1", "not an https:// URL with a host"),
+        ("https://ho st", "space or a control character"),
+        ("https://ho\tst", "space or a control character"),
+        ("https://ho\u200bst.com", "space or a control character"),
+        ("https://\ufb01le.com", "not a valid host name"),  # a ligature nameprep rewrites
+        ("https://api.88pay.io;x", "not a valid host name"),
+        ("https://-bad-.com", "not a valid host name"),
+        ("https://ex%41mple.com", "not a valid host name"),
+        ("https://999.1.1.1", "not a valid host name"),
+        ("https://1.2.3.4.5", "not a valid host name"),
+        ("https://[zz::1]", "not an https:// URL with a host"),
     ],
 )
 def test_a_base_url_that_would_misroute_every_request_is_refused_when_built(
@@ -111,6 +125,25 @@ def test_a_base_url_that_would_misroute_every_request_is_refused_when_built(
     with pytest.raises(InsecureTransport, match=said) as caught:
         Credentials(API_KEY, MERCHANT, url)
     assert "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://API-Sandbox.88pay.io/",
+        "https://b\u00fccher.de",
+        "https://xn--bcher-kva.de",
+        "https://example.com.",
+        "https://[::1]:8443",
+        "https://[fe80::1%25eth0]:8443",
+        "https://127.0.0.1:1",
+        "https://localhost:65535",
+        "https://proxy.internal/v1",
+        "https://payments_emulator:8443",
+    ],
+)
+def test_every_kind_of_host_a_base_url_may_name_is_accepted(url: str) -> None:
+    assert Credentials(API_KEY, MERCHANT, url).base_url
 
 
 def test_an_api_limit_variable_must_be_a_few_ascii_digits() -> None:
@@ -255,3 +288,17 @@ def test_the_governor_keeps_the_compressed_windows() -> None:
     assert window.next_allowed(6.05, 10, 100, 6.0, 360.0) == 6.05
     assert window.next_allowed(6.05, 100, 10, 6.0, 360.0) == pytest.approx(360.0)
     assert window.record(400.0, 360.0).sends == (400.0,)
+
+
+def test_a_policy_is_kept_for_a_key_after_its_managers_close_and_the_refusal_says_so() -> None:
+    from eightyeightpay import MemoryStore, TokenManager
+
+    store = MemoryStore()
+    TokenManager(API_KEY, MERCHANT, store=store).close()
+    with pytest.raises(ConfigurationError, match="A manager closed earlier in this process"):
+        TokenManager(API_KEY, MERCHANT, store=store, policy=Policy(api_per_minute=1))
+    with (
+        TokenManager(API_KEY, MERCHANT, store=store),
+        pytest.raises(ConfigurationError, match="Another manager in this process already"),
+    ):
+        TokenManager(API_KEY, MERCHANT, store=store, policy=Policy(api_per_minute=1))

@@ -80,6 +80,16 @@ def test_malformed_token_responses_are_typed_errors(body: bytes) -> None:
         interpret(HttpResponse(200, (), body))
 
 
+@pytest.mark.parametrize(("status", "processed"), [(302, False), (600, True), (999, True)])
+def test_an_unexpected_token_status_is_malformed_and_above_599_may_have_been_processed(
+    status: int, processed: bool
+) -> None:
+    with pytest.raises(MalformedResponse) as caught:
+        interpret(error_response(status, "odd"))
+    assert caught.value.status == status
+    assert caught.value.may_have_been_processed is processed
+
+
 def test_documented_errors_map_to_their_types_with_causes() -> None:
     with pytest.raises(InvalidCredentials, match="sandbox key"):
         interpret(error_response(401, "Invalid API key or merchant ID"))
