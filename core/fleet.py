@@ -18,6 +18,7 @@ import attrs
 from .credentials import CacheKey
 from .errors import MalformedResponse
 from .governor import HOUR, MINUTE, RateWindow
+from .http import header_safe
 from .wire import structure
 
 __all__ = [
@@ -79,8 +80,10 @@ def decode_stored(raw: bytes | str | None) -> StoredToken | None:
         token = structure(data, StoredToken)
     except (ValueError, UnicodeDecodeError, RecursionError, MalformedResponse):
         return None
-    if not token.access_token or not token.session_id or not 0 < token.lifetime < 86400:
+    if not 0 < token.lifetime < 86400:
         return None
+    if not (header_safe(token.access_token) and header_safe(token.session_id)):
+        return None  # empty, or what no header can carry (from an older writer): not a token
     return token
 
 

@@ -6,11 +6,20 @@ They carry bytes, never open sockets. A transport turns an :class:`HttpRequest` 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 import attrs
 
-__all__ = ["HttpRequest", "HttpResponse", "header", "request_of", "response_of"]
+__all__ = ["HttpRequest", "HttpResponse", "header", "header_safe", "request_of", "response_of"]
+
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
+
+
+def header_safe(value: str) -> bool:
+    """Whether ``value`` goes out as an HTTP header value unchanged: printable ASCII, no space."""
+    return _HEADER_SAFE.fullmatch(value) is not None
+
 
 Headers = tuple[tuple[str, str], ...]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import re
 from enum import Enum
 
 import attrs
@@ -17,7 +16,7 @@ from .errors import (
     RateLimited,
     ServerError,
 )
-from .http import Headers, HttpResponse
+from .http import Headers, HttpResponse, header_safe
 from .policy import Policy
 from .wire import ErrorEnvelope, TokenEnvelope, parse_json, read_jwt_claims, structure
 
@@ -137,21 +136,27 @@ def parse_retry_after(
     """Seconds to wait from a 429: the ``Retry-After`` header or the body's ``retry_after``.
 
     The header may be delay-seconds or an HTTP-date; a date is read against ``wall_now``
-    (epoch seconds, passed in by the driver) and ignored without it. The longest wins.
+    (epoch seconds, passed in by the driver) and ignored without it. The longest wins, cut
+    to ``LONGEST_WAIT``; a header of ``GARBAGE_RETRY_AFTER`` or more is ignored.
     """
     candidates: list[float] = []
     value = response.header("Retry-After")
     if value is not None:
         seconds = _retry_after_seconds(value.strip(), wall_now)
-        if seconds is not None and 0 <= seconds < MAX_RETRY_AFTER:
+        if seconds is not None and 0 <= seconds < GARBAGE_RETRY_AFTER:
             candidates.append(seconds)
     if envelope is not None and envelope.retry_after is not None and envelope.retry_after >= 0:
-        candidates.append(min(envelope.retry_after, MAX_RETRY_AFTER))
-    return max(candidates) if candidates else None
+        candidates.append(envelope.retry_after)
+    return min(max(candidates), LONGEST_WAIT) if candidates else None
 
 
-MAX_RETRY_AFTER = 86400.0 * 2
-"""A longer Retry-After is treated as garbage."""
+LONGEST_WAIT = 3600.0
+"""Seconds: the longest a 429 is waited out. No limit 88Pay documents counts over more than
+an hour (token requests 10 a minute and 100 an hour, API calls 60 a minute and 1,000 an
+hour), so a longer wait is never needed, and a proxy's ``Retry-After: 86400`` would
+otherwise stop a merchant's payments for a day."""
+GARBAGE_RETRY_AFTER = 86400.0 * 2
+"""A ``Retry-After`` header of this many seconds or more is treated as garbage (ignored)."""
 
 
 def _retry_after_seconds(value: str, wall_now: float | None) -> float | None:
@@ -164,9 +169,6 @@ def _retry_after_seconds(value: str, wall_now: float | None) -> float | None:
         return None
     return max(0.0, when - wall_now)
 
-
-_HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
-"""A value that goes out as an HTTP header value unchanged: printable ASCII, no space."""
 
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 
@@ -217,9 +219,7 @@ def interpret_token_response(
             raise MalformedResponse(f"status is {envelope.status!r}, not 'Success'", status=status)
         if not data.access_token or not data.session_id:
             raise MalformedResponse("access_token or session_id is empty", status=status)
-        if not (
-            _HEADER_SAFE.fullmatch(data.access_token) and _HEADER_SAFE.fullmatch(data.session_id)
-        ):
+        if not (header_safe(data.access_token) and header_safe(data.session_id)):
             # Both go out as header values on every call: refused now, not at each send.
             raise MalformedResponse(
                 "access_token or session_id holds a character an HTTP header cannot carry "

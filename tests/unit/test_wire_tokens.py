@@ -168,7 +168,29 @@ def test_any_retry_after_header_gives_seconds_or_nothing(value: str, wall: float
 
     response = HttpResponse(429, (("Retry-After", value),), b"")
     seconds = parse_retry_after(response, None, wall)
-    assert seconds is None or 0 <= seconds < 86400 * 2
+    assert seconds is None or 0 <= seconds <= 3600
+
+
+@pytest.mark.parametrize(
+    ("header", "body", "seconds"),
+    [
+        ("86400", None, 3600.0),  # a day: cut to the longest limit window
+        ("7", None, 7.0),
+        (None, 1e308, 3600.0),  # the body's, absurd: cut too
+        ("99999999999", None, None),  # two days or more in the header: garbage
+    ],
+)
+def test_a_429s_wait_is_never_longer_than_the_longest_limit_window(
+    header: str | None, body: float | None, seconds: float | None
+) -> None:
+    from eightyeightpay.tokens import error_envelope, parse_retry_after
+
+    headers = (("Retry-After", header),) if header is not None else ()
+    payload = {"status": "Error", "code": 429, "message": "Rate limit exceeded"}
+    if body is not None:
+        payload["retry_after"] = body
+    response = HttpResponse(429, headers, json.dumps(payload).encode())
+    assert parse_retry_after(response, error_envelope(response)) == seconds
 
 
 _JSON = st.recursive(
