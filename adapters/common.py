@@ -27,6 +27,7 @@ from eightyeightpay.api import (
     Now,
     ReserveApiCall,
     SendApiRequest,
+    WallNow,
     send_left,
 )
 from eightyeightpay.errors import EightyEightPayError, TransportError
@@ -565,6 +566,8 @@ class ApiCallRun:
                     return effect  # type: ignore[return-value]
                 if kind is Now:
                     effect = steps.send(self._clock())
+                elif kind is WallNow:  # after a 429, for a Retry-After date
+                    effect = steps.send(time.time())
                 elif kind is NeedToken:
                     token = self._fresh_token()
                     if token is None:

@@ -44,6 +44,7 @@ __all__ = [
     "Now",
     "ReserveApiCall",
     "SendApiRequest",
+    "WallNow",
     "api_call",
     "build_api_request",
     "check_call",
@@ -550,6 +551,15 @@ class Now:
     """Effect: send back the monotonic time."""
 
 
+@attrs.frozen
+class WallNow:
+    """Effect: send back the wall-clock time (epoch seconds, ``time.time()``).
+
+    Asked after a 429 only: its ``Retry-After`` may be an HTTP-date, which is read against
+    the wall clock (a driver without one sends back None: the date is then ignored).
+    """
+
+
 ApiEffect = (
     NeedToken
     | SendApiRequest
@@ -558,12 +568,14 @@ ApiEffect = (
     | ReserveApiCall
     | ApiCoolDown
     | Now
+    | WallNow
     | Sleep
 )
 """What an API call asks its driver to do."""
 
 _RESERVE = ReserveApiCall()
 _NOW = Now()
+_WALL_NOW = WallNow()
 
 
 def api_call(
@@ -659,8 +671,13 @@ def api_call(
             if unreadable:  # a 2xx whose body is not JSON: done or not, nobody can tell
                 error = unreadable_success(response, label)
             else:
+                wall = (yield _WALL_NOW) if response.status == 429 else None
                 error = api_error(
-                    response, label, read_only=read_only, least_cool_down=policy.backoff_initial
+                    response,
+                    label,
+                    read_only=read_only,
+                    wall_now=wall,
+                    least_cool_down=policy.backoff_initial,
                 )
             server_wait = None
             if isinstance(error, ApiRateLimited):

@@ -120,17 +120,19 @@ def _split(url: str) -> SplitResult | None:
 
 
 _MAY_HIDE_A_PASSWORD = re.compile(r"@|:(?!//)(?!\d*(?:/|$))")
+_PLAIN_URL = re.compile(r"[A-Za-z0-9._~/:\[\]-]*")
 
 
 def shown_url(url: str) -> str:
-    """``url`` quoted for a message, or its length when it could hold a password.
+    """``url`` quoted for a message, or its length when it could hold a secret.
 
-    A mistyped URL is not split as its author meant (``https//user:pw@host``,
-    ``https://host:pw``), so any ``@``, and any ``:`` that starts neither ``://`` nor a port
-    number, keeps the URL out of the message.
+    Only a URL of letters, digits and ``. _ ~ / : [ ] -`` is quoted (no query, no
+    ``;key=value``), and not even one of those if it could hold a password: a mistyped URL is
+    not split as its author meant (``https//user:pw@host``, ``https://host:pw``), so any
+    ``@``, and any ``:`` that starts neither ``://`` nor a port number, keeps it out.
     """
-    if _MAY_HIDE_A_PASSWORD.search(url):
-        return f"given ({len(url)} characters; not shown, as it may hold a password)"
+    if not _PLAIN_URL.fullmatch(url) or _MAY_HIDE_A_PASSWORD.search(url):
+        return f"given ({len(url)} characters; not shown, as it may hold a secret)"
     return repr(url)
 
 
@@ -144,11 +146,12 @@ _LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)")  # '_': container and intern
 def _is_host(host: str) -> bool:
     """Whether ``host`` (from ``urlsplit(...).hostname``) is a host name or an IP address."""
     if ":" in host:  # an IPv6 address, perhaps with a zone
+        address, percent, zone = host.partition("%")
         try:
-            ipaddress.IPv6Address(host.split("%", 1)[0])
+            ipaddress.IPv6Address(address)
         except ValueError:
             return False
-        return True
+        return not percent or bool(zone.removeprefix("25"))  # '%25' spells '%' in a URL
     name = host.removesuffix(".")
     try:
         encoded = name.encode("idna").decode("ascii").lower()
@@ -158,12 +161,18 @@ def _is_host(host: str) -> bool:
     except UnicodeError:  # an empty label, or one over 63 characters
         return False
     labels = encoded.split(".")
-    if all(label.isdigit() for label in labels):  # an IPv4 address, or nothing
-        try:
+    if labels[-1].isdigit():  # no top-level domain is numeric: an IPv4 address, or nothing
+        try:  # (0x7f.1, 2130706433 and 017.0.0.1 would reach 127.0.0.1 through inet_aton)
             ipaddress.IPv4Address(name)
         except ValueError:
             return False
         return True
+    for label in labels:
+        if label.startswith("xn--"):  # punycode that decodes
+            try:
+                label.encode("ascii").decode("idna")
+            except UnicodeError:
+                return False
     return len(encoded) <= 253 and all(_LABEL.fullmatch(label) for label in labels)
 
 
@@ -193,14 +202,14 @@ def base_url_problem(url: str) -> str | None:
             f"number, if any). Use {PRODUCTION_URL} or {SANDBOX_URL} (or "
             "environment='production'/'sandbox')."
         )
-    if not _is_host(host):
+    if not _is_host(host) or ("[" in parts.netloc and ":" not in host):  # [v1.x]: dropped
         return (
             f"The base URL's host {shown_url(host)} is not a valid host name or address "
             "(labels of letters, digits and hyphens, none empty, as in 'a..b', or over 63 "
             "characters; a dotted address of four numbers to 255). Check it for a typo; "
             f"88Pay's hosts are {PRODUCTION_URL} and {SANDBOX_URL}."
         )
-    if "?" in url or "#" in url:
+    if parts.query or parts.fragment:  # an empty one is dropped when the URL is spelt
         return (
             "The base URL has a query (?…) or a fragment (#…): every request's path is "
             "appended to the base URL, where they would swallow it. Give the scheme and host "
@@ -269,10 +278,13 @@ def _normalise_url(value: str) -> str:
     host = parts.hostname
     if scheme not in ("https", "http") or not host or has_userinfo(url):
         return url
+    if "[" in parts.netloc and ":" not in host:  # [v1.x]: not an address; refused as given
+        return url
     netloc = f"[{host}]" if ":" in host else host
     if port is not None and port != (443 if scheme == "https" else 80):
         netloc = f"{netloc}:{port}"
-    return urlunsplit((scheme, netloc, parts.path, parts.query, parts.fragment))
+    # an empty '?' or '#' is dropped here: what it ended is the path, whose '/' goes too
+    return urlunsplit((scheme, netloc, parts.path, parts.query, parts.fragment)).rstrip("/")
 
 
 @attrs.frozen(repr=False)

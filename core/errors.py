@@ -187,6 +187,12 @@ class RateLimited(EightyEightPayError):
         """Seconds until a token request may be sent again."""
         self.local = local
         """True when the library refused to send (no request reached 88Pay)."""
+        self.server_message = server_message
+        """88Pay's message with its 429, or an empty string."""
+
+    def waiting(self, seconds: float) -> RateLimited:
+        """The same refusal with ``retry_after`` (and the message's wait) ``seconds``."""
+        return type(self)(seconds, local=self.local, server_message=self.server_message)
 
 
 # --------------------------------------------------------------------------- retryable

@@ -925,7 +925,9 @@ class TokenMachine:
         if share_wait is not None:
             delay = min(delay, share_wait)
         self.blocked_until = max(self.blocked_until, now + delay)
-        if isinstance(error, RateLimited | RetryableError):
+        if isinstance(error, RateLimited):
+            error = error.waiting(delay)  # its message says the wait too
+        elif isinstance(error, RetryableError):
             error.retry_after = delay
         self.last_error = error
         if share_wait is not None:

@@ -272,5 +272,5 @@ def token_error(response: HttpResponse, wall_now: float | None = None) -> Eighty
     return MalformedResponse(
         f"unexpected status {status} from the token endpoint",
         status=status,
-        may_have_been_processed=status > 599,  # outside HTTP's classes: nobody can tell
+        may_have_been_processed=not 400 <= status <= 499,  # only a 4xx says "not done"
     )

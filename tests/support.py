@@ -23,6 +23,7 @@ from eightyeightpay.api import (
     Now,
     ReserveApiCall,
     SendApiRequest,
+    WallNow,
     api_call,
     send_left,
 )
@@ -154,6 +155,8 @@ class FakeApiDriver:
     def __init__(self, machine: TokenMachine) -> None:
         self.machine = machine
         self.now = 0.0
+        self.wall_at_zero = 1_800_000_000.0
+        """The wall clock (epoch seconds) when ``now`` is 0: a Retry-After date is read on it."""
         self.slept: list[tuple[float, float]] = []
         """(when, seconds) of each backoff sleep."""
         self.invalidated = 0
@@ -214,6 +217,8 @@ class FakeApiDriver:
                     result = self.now
                 case Now():
                     result = self.now
+                case WallNow():
+                    result = self.wall_at_zero + self.now
                 case ForgetApiSend(reserved_at):
                     self.machine.api_send_ended(reserved_at, self.now, left=False)
                     result = None

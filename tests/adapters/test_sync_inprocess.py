@@ -385,3 +385,17 @@ def test_api_429s_less_than_a_minute_apart_are_one_streak_and_one_warning(
     inproc.clock.advance(61)  # a quiet minute ends it
     drawn_429s(1)
     assert len(caplog.records) == 2
+
+
+@pytest.mark.parametrize("headers", [{"Retry-After": "0"}, {"Retry-After": "172800"}, {}])
+def test_a_token_429_without_a_usable_wait_says_the_wait_it_keeps(
+    inproc: InProcess, headers: dict[str, str]
+) -> None:
+    manager = inproc.manager()
+    inproc.sandbox.inject(Fault.status(429, headers=headers))
+    with pytest.raises(RateLimited) as caught:
+        manager.get_token(deadline=0)
+    error = caught.value
+    assert not error.local and 0 < error.retry_after <= 1.0  # the first backoff
+    assert f"retry after {error.retry_after:.1f} s" in str(error)
+    assert manager.stats().next_request_in == pytest.approx(error.retry_after)

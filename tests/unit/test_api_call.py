@@ -23,6 +23,7 @@ from eightyeightpay.api import (
     Now,
     ReserveApiCall,
     SendApiRequest,
+    WallNow,
     api_call,
     send_left,
 )
@@ -75,6 +76,8 @@ def drive(
             result = None
         elif isinstance(effect, Now):
             result = now
+        elif isinstance(effect, WallNow):
+            result = None  # no wall clock here: a Retry-After date is ignored
         else:
             assert isinstance(effect, SendApiRequest)
             assert effect.reserved_at == now  # the permit's time: the send's reservation

@@ -193,6 +193,20 @@ def test_a_429_without_a_usable_wait_says_the_cool_down_it_keeps(said: dict[str,
     assert len(driver.sends) == 1
 
 
+def test_an_api_429s_retry_after_date_is_read_on_the_wall_clock() -> None:
+    from email.utils import formatdate
+
+    driver = Driver(scripted(OK))
+    date = formatdate(driver.wall_at_zero + 30, usegmt=True)
+    headers = (("Content-Type", "application/json"), ("Retry-After", date))
+    body = json.dumps({"status": "Error", "code": 429, "message": "Rate limit exceeded."})
+    driver.script = scripted(HttpResponse(429, headers, body.encode()), OK)
+    error = driver.call(CHARGES, deadline=0)
+    assert isinstance(error, ApiRateLimited) and not error.local
+    assert 29 <= error.retry_after <= 30  # the date, 30 s ahead, less the exchange's latency
+    assert "Retry after 29.9 s." in str(error) or "Retry after 30.0 s." in str(error)
+
+
 def test_a_call_that_never_left_is_sent_again() -> None:
     driver = Driver(scripted(ConnectError("api-sandbox.88pay.io", "refused"), OK))
     assert getattr(driver.call(CHARGES), "status", None) == 200

@@ -116,6 +116,11 @@ def test_a_secret_in_the_merchant_slot_or_a_mistyped_base_url_is_never_quoted() 
         ("https://999.1.1.1", "not a valid host name"),
         ("https://1.2.3.4.5", "not a valid host name"),
         ("https://[zz::1]", "not an https:// URL with a host"),
+        ("https://[v1.api.88pay.io]", "not a valid host name"),  # not dropped to a name
+        ("https://[fe80::1%25]", "not a valid host name"),  # an empty zone
+        ("https://xn--zz.com", "not a valid host name"),  # punycode that does not decode
+        ("https://0x7f.1", "not a valid host name"),  # inet_aton would make it 127.0.0.1
+        ("https://api.88pay.io/v1 ?key=hunter2", "space or a control character"),
     ],
 )
 def test_a_base_url_that_would_misroute_every_request_is_refused_when_built(
@@ -144,6 +149,12 @@ def test_a_base_url_that_would_misroute_every_request_is_refused_when_built(
 )
 def test_every_kind_of_host_a_base_url_may_name_is_accepted(url: str) -> None:
     assert Credentials(API_KEY, MERCHANT, url).base_url
+
+
+@pytest.mark.parametrize("tail", ["/?", "/#", "?", "/"])
+def test_an_empty_query_or_fragment_is_dropped_with_the_slash_before_it(tail: str) -> None:
+    credentials = Credentials(API_KEY, MERCHANT, "https://api-sandbox.88pay.io" + tail)
+    assert credentials.base_url == SANDBOX_URL  # one cache key; no '//' before each path
 
 
 def test_an_api_limit_variable_must_be_a_few_ascii_digits() -> None:

@@ -80,8 +80,10 @@ def test_malformed_token_responses_are_typed_errors(body: bytes) -> None:
         interpret(HttpResponse(200, (), body))
 
 
-@pytest.mark.parametrize(("status", "processed"), [(302, False), (600, True), (999, True)])
-def test_an_unexpected_token_status_is_malformed_and_above_599_may_have_been_processed(
+@pytest.mark.parametrize(
+    ("status", "processed"), [(302, True), (418, False), (600, True), (999, True)]
+)
+def test_an_unexpected_token_status_is_malformed_and_only_a_4xx_says_not_processed(
     status: int, processed: bool
 ) -> None:
     with pytest.raises(MalformedResponse) as caught:
