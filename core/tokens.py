@@ -170,28 +170,23 @@ def _retry_after_seconds(value: str, wall_now: float | None) -> float | None:
     return max(0.0, when - wall_now)
 
 
-_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
-
-
 def _http_date(value: str) -> float | None:
-    """Epoch seconds of an IMF-fixdate (``Sun, 06 Nov 1994 08:49:37 GMT``), or None."""
-    parts = value.replace(",", " ").split()
-    if len(parts) != 6 or parts[5].upper() != "GMT" or parts[2].lower() not in _MONTHS:
-        return None
+    """Epoch seconds of an HTTP-date, or None.
+
+    Any of the three forms HTTP accepts (RFC 9110, section 5.6.7): IMF-fixdate
+    ``Sun, 06 Nov 1994 08:49:37 GMT``, RFC 850 ``Sunday, 06-Nov-94 08:49:37 GMT`` and asctime
+    ``Sun Nov  6 08:49:37 1994`` (read as GMT).
+    """
+    # Imported here, for a 429 with a date: ``from eightyeightpay import TokenManager`` does
+    # not import email.utils, socket or calendar, and need not for this.
+    from email.utils import parsedate_to_datetime
+
     try:
-        day, year = int(parts[1]), int(parts[3])
-        hour, minute, second = (int(field) for field in parts[4].split(":"))
-        moment = datetime.datetime(
-            year,
-            _MONTHS.index(parts[2].lower()) + 1,
-            day,
-            hour,
-            minute,
-            second,
-            tzinfo=datetime.UTC,
-        )
-    except ValueError:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
+    if moment.tzinfo is None:  # asctime names no zone: HTTP dates are GMT
+        moment = moment.replace(tzinfo=datetime.UTC)
     return moment.timestamp()
 
 

@@ -174,6 +174,21 @@ def test_any_retry_after_header_gives_seconds_or_nothing(value: str, wall: float
 
 
 @pytest.mark.parametrize(
+    "date",
+    [
+        "Sun, 06 Nov 1994 08:49:37 GMT",  # IMF-fixdate
+        "Sunday, 06-Nov-94 08:49:37 GMT",  # RFC 850
+        "Sun Nov  6 08:49:37 1994",  # asctime
+    ],
+)
+def test_a_retry_after_date_is_read_in_each_form_http_accepts(date: str) -> None:
+    from eightyeightpay.tokens import parse_retry_after
+
+    response = HttpResponse(429, (("Retry-After", date),), b"")
+    assert parse_retry_after(response, None, wall_now=784111777.0 - 30) == 30.0
+
+
+@pytest.mark.parametrize(
     ("header", "body", "seconds"),
     [
         ("86400", None, 3600.0),  # a day: cut to the longest limit window
