@@ -553,7 +553,7 @@ class Now:
 
 @attrs.frozen
 class WallNow:
-    """Effect: send back the wall-clock time (epoch seconds, ``time.time()``).
+    """Effect: send back the driver's wall-clock reading (epoch seconds), or None.
 
     Asked after a 429 only: its ``Retry-After`` may be an HTTP-date, which is read against
     the wall clock (a driver without one sends back None: the date is then ignored).
